@@ -1,0 +1,95 @@
+"""Simple baselines fitted on exactly the rows the model trains on, scored on the same split.
+
+They answer the question a buyer asks first: was fine-tuning worth it? Each returns class
+probabilities with one column per label id, like the model does, so `metrics` treats
+them identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+
+@dataclass
+class BaselineInputs:
+    train_texts: list[str]
+    train_labels: np.ndarray
+    eval_texts: list[str]
+    n_classes: int
+    seed: int
+    # Frozen-backbone vectors, computed once by the engine when a baseline needs them.
+    train_vectors: np.ndarray | None = None
+    eval_vectors: np.ndarray | None = None
+    fitted: dict[str, object] = field(default_factory=dict)
+
+
+def _full_proba(model: LogisticRegression, features, n_classes: int) -> np.ndarray:
+    proba = np.zeros((features.shape[0], n_classes))
+    proba[:, model.classes_] = model.predict_proba(features)
+    return proba
+
+
+def tfidf_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """Word 1-2 gram TF-IDF + logistic regression: what a startup gets in ten lines."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    train = vectorizer.fit_transform(inputs.train_texts)
+    model = LogisticRegression(C=10.0, max_iter=3000, random_state=inputs.seed)
+    model.fit(train, inputs.train_labels)
+    return _full_proba(model, vectorizer.transform(inputs.eval_texts), inputs.n_classes)
+
+
+@dataclass
+class LinearProbe:
+    """A logistic regression on standardised frozen vectors, folded into one linear layer."""
+
+    weight: np.ndarray  # (n_classes, hidden)
+    bias: np.ndarray  # (n_classes,)
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        logits = vectors @ self.weight.T + self.bias
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> LinearProbe:
+    scaler = StandardScaler().fit(vectors)
+    model = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
+    model.fit(scaler.transform(vectors), labels)
+    # (x - mean) / scale @ W.T + b  ==  x @ (W / scale).T + (b - W @ (mean / scale))
+    weight = np.zeros((n_classes, vectors.shape[1]))
+    bias = np.full(n_classes, -1e4)  # a class the regression never saw stays impossible
+    coef = model.coef_ if len(model.classes_) > 2 else np.vstack([-model.coef_, model.coef_])
+    intercept = (
+        model.intercept_ if len(model.classes_) > 2 else np.array([0.0, model.intercept_[0]])
+    )
+    if len(model.classes_) == 2:
+        coef, intercept = coef / 2, intercept - intercept.mean()  # softmax of (-z/2, z/2) == sigmoid(z)
+    weight[model.classes_] = coef / scaler.scale_
+    bias[model.classes_] = intercept - (coef * (scaler.mean_ / scaler.scale_)).sum(axis=1)
+    return LinearProbe(weight=weight, bias=bias)
+
+
+def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """Logistic regression on the frozen backbone's pooled vectors (no fine-tuning at all)."""
+    probe = fit_probe(inputs.train_vectors, inputs.train_labels, inputs.n_classes, inputs.seed)
+    inputs.fitted["probe"] = probe
+    return probe.predict_proba(inputs.eval_vectors)
+
+
+def majority_class(inputs: BaselineInputs) -> np.ndarray:
+    counts = np.bincount(inputs.train_labels, minlength=inputs.n_classes)
+    return np.tile(counts / counts.sum(), (len(inputs.eval_texts), 1))
+
+
+BASELINES: dict[str, Callable[[BaselineInputs], np.ndarray]] = {
+    "tfidf_logreg": tfidf_logreg,
+    "embedding_logreg": embedding_logreg,
+    "majority_class": majority_class,
+}
+NEEDS_VECTORS = {"embedding_logreg"}

@@ -1,0 +1,253 @@
+"""One typed configuration tree for every recipe: YAML in, CLI overrides on top, YAML out.
+
+The resolution order is: engine defaults < recipe defaults < YAML file < CLI flags.
+Every option lives here once, with a comment that documents it; the saved `config.yaml`
+of a run is the complete, resolved tree, so a run can be repeated from it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import UserError
+
+QUANT_CHOICES = ("none", "8bit", "4bit")
+POOLING_CHOICES = ("auto", "mean", "cls", "last")
+HEAD_INIT_CHOICES = ("probe", "random")
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class DataConfig:
+    # Training file (CSV, JSONL or Parquet). None: the recipe's bundled dataset.
+    path: str | None = None
+    # Evaluation file. None: a stratified, seeded hold-out of `path` (or the bundled test split).
+    eval_path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    # Share of the training file held out for evaluation when there is no eval file.
+    eval_fraction: float = 0.2
+    # Share of the training rows held out to pick the best epoch (never the evaluation split).
+    val_fraction: float = 0.1
+    # Tokens per text; longer texts are truncated (and counted in the report).
+    max_length: int = 128
+    # Replace emails, phone numbers and card numbers before training and prediction.
+    redact_pii: bool = False
+
+
+@dataclass
+class ModelConfig:
+    # A bundled short name (see `finetune models`), a local folder, or a Hugging Face model id.
+    name: str = "minilm"
+    # How token states become one vector: mean, cls, last (decoders), or auto (per model).
+    pooling: str = "auto"
+    # Quantize the frozen backbone with bitsandbytes: none, 8bit or 4bit.
+    quant: str = "none"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    # Module names to adapt. None: chosen per architecture.
+    target_modules: list[str] | None = None
+    # Start the classifier head from a logistic regression on frozen embeddings, or at random.
+    head_init: str = "probe"
+    # Only for models whose code lives on the hub; off unless you trust the model's author.
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 5.0
+    # Stop after this many optimizer steps (overrides epochs when set).
+    max_steps: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    # Learning rate of the LoRA weights.
+    learning_rate: float = 1e-3
+    # Learning rate of the classifier head (a fresh layer learns faster than the encoder).
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    label_smoothing: float = 0.1
+    max_grad_norm: float = 1.0
+    # auto: bf16 autocast where the hardware does bf16 fast (CUDA, CPUs with AVX512-BF16/AMX).
+    precision: str = "auto"
+    # Batches drawn from length-sorted pools so padding is small.
+    group_by_length: bool = True
+    seed: int = 42
+
+
+@dataclass
+class Config:
+    recipe: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Run folder. None: runs/<recipe>-<timestamp>.
+    output: str | None = None
+    # Replace an existing output folder.
+    overwrite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        _check_choice("model.quant", self.model.quant, QUANT_CHOICES)
+        _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
+        _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
+        _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
+        if self.train.epochs <= 0:
+            raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
+        if self.train.max_steps is not None and self.train.max_steps <= 0:
+            raise UserError(f"train.max_steps must be positive, got {self.train.max_steps}.")
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self.train, name) <= 0:
+                raise UserError(f"train.{name} must be positive.")
+        for name in ("eval_fraction", "val_fraction"):
+            value = getattr(self.data, name)
+            if not 0 <= value < 1:
+                raise UserError(f"data.{name} must be in [0, 1), got {value}.")
+        if self.model.lora_r <= 0:
+            raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
+        return self
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
+    """Return a copy of `config` with nested `updates` applied; unknown keys are errors."""
+    return _merge_dataclass(config, updates, source, prefix="")
+
+
+def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str) -> Any:
+    if not isinstance(updates, dict):
+        raise UserError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping.")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise UserError(
+                f"{source}: unknown option '{prefix}{key}'.{hint} "
+                f"Known options here: {', '.join(prefix + name for name in fields)}."
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge_dataclass(current, value, source, prefix=f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
+    return dataclasses.replace(obj, **changes)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and, for strings from the command line, convert) a value to its field's type."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise UserError(f"{where} cannot be empty.")
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if origin is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+        elif origin in (int, float):
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int | float) and (origin is float or float(value).is_integer()):
+                return origin(value)
+            if isinstance(value, str):
+                try:
+                    return origin(value)
+                except ValueError:
+                    continue
+        elif origin is str:
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                return str(value)
+        elif origin is list:
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, list | tuple):
+                return [str(item) for item in value]
+    expected = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
+    raise UserError(f"{where} must be {expected}; got {value!r}.")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file not found: {path}.")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a mapping of options (sections data, model, train).")
+    return loaded
+
+
+def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str, Any]:
+    """{'train.seed': 3} -> {'train': {'seed': 3}}; None values (flags not given) are skipped."""
+    nested: dict[str, Any] = {}
+    for dotted, value in pairs.items():
+        if value is None and skip_none:
+            continue
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
+    """Parse repeated `--set key.path=value` flags into a nested mapping ('null' clears)."""
+    pairs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE (e.g. train.learning_rate=5e-4); got {item!r}.")
+        pairs[key.strip()] = None if value.strip().lower() in ("null", "none") else value.strip()
+    return dotted_to_nested(pairs, skip_none=False)
+
+
+def resolve(
+    recipe_name: str,
+    recipe_defaults: dict[str, Any],
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Engine defaults < recipe defaults < YAML file < explicit overrides."""
+    config = Config(recipe=recipe_name)
+    config = merge(config, recipe_defaults, source=f"recipe {recipe_name} defaults")
+    if yaml_path is not None:
+        from_file = load_yaml(yaml_path)
+        from_file.pop("recipe", None)
+        config = merge(config, from_file, source=str(yaml_path))
+    if overrides:
+        config = merge(config, overrides, source="command line")
+    return config.validate()
+
+
+def save_yaml(config: Config, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,189 @@
+"""Reading labelled tables, checking them, and splitting them: the engine's only data entry point.
+
+Every check raises `UserError` naming the file, the column or the rows at fault and what to do,
+so a user never has to read a pandas or tokenizer traceback to find a typo in a header.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class Examples:
+    """Texts with their (string) labels; `source` says where they came from, for reports."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: list[int], source: str) -> Examples:
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices], source)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL or Parquet file, with errors that say what is wrong with it."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"Data file not found: {path}. Check the path (relative to {Path.cwd()}).")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a CSV, JSONL or Parquet file.")
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(
+            f"{path}: unsupported file type '{path.suffix}'. Use .csv, .tsv, .jsonl or .parquet."
+        )
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty.")
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            raw = path.read_bytes()
+            if b"\x00" in raw[:8192]:
+                raise UserError(f"{path} looks binary, not {kind.upper()} text.")
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UserError(
+                    f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
+                    f"{error.start}). Re-save it as UTF-8."
+                ) from None
+            if kind == "jsonl":
+                frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            else:
+                sep = "\t" if kind == "tsv" else ","
+                frame = pd.read_csv(
+                    path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                    encoding="utf-8-sig",
+                )
+    except UserError:
+        raise
+    except Exception as error:  # pandas/pyarrow parse errors: keep their detail, drop the traceback
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"Could not read {path} as {kind.upper()}: {message}") from None
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows.")
+    return frame
+
+
+def find_column(frame: pd.DataFrame, name: str, role: str, source: str) -> str:
+    if name in frame.columns:
+        return name
+    columns = [str(c) for c in frame.columns]
+    close = difflib.get_close_matches(name, columns, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    flag = "--text-column" if role == "text" else "--label-column"
+    message = (
+        f"{source}: no {role} column '{name}'.{hint} Columns found: {', '.join(columns)}. "
+        f"Pass {flag} NAME."
+    )
+    if len(columns) == 1 and ("\t" in columns[0] or ";" in columns[0]):
+        message += " (Only one column was found: is the file separated by tabs or semicolons?)"
+    raise UserError(message)
+
+
+def _row_numbers(mask: pd.Series, path_kind: str) -> str:
+    # Header is line 1 in CSV/TSV, so data row i sits on line i + 2.
+    offset = 2 if path_kind in ("csv", "tsv") else 1
+    rows = [int(i) + offset for i in mask[mask].index[:5]]
+    more = f" and {int(mask.sum()) - 5} more" if mask.sum() > 5 else ""
+    where = "lines" if path_kind in ("csv", "tsv") else "rows"
+    return f"{where} {', '.join(map(str, rows))}{more}"
+
+
+def examples_from_frame(
+    frame: pd.DataFrame, text_column: str, label_column: str | None, source: str
+) -> Examples:
+    """Pull texts (and labels, when `label_column` is given) out of a table, checking both."""
+    kind = READERS.get(Path(source).suffix.lower(), "rows")
+    text_column = find_column(frame, text_column, "text", source)
+    texts = frame[text_column]
+    empty = texts.isna() | (texts.astype(str).str.strip() == "")
+    if empty.any():
+        raise UserError(
+            f"{source}: empty text in column '{text_column}' at {_row_numbers(empty, kind)}. "
+            "Remove or fill those rows."
+        )
+    labels: list[str] = []
+    if label_column is not None:
+        label_column = find_column(frame, label_column, "label", source)
+        raw = frame[label_column]
+        missing = raw.isna() | (raw.astype(str).str.strip() == "")
+        if missing.any():
+            raise UserError(
+                f"{source}: missing label in column '{label_column}' at "
+                f"{_row_numbers(missing, kind)}. Label or remove those rows."
+            )
+        labels = [_label_string(value) for value in raw]
+    return Examples([str(t) for t in texts], labels, source)
+
+
+def _label_string(value: object) -> str:
+    # 1.0 read from JSON/Parquet and "1" read from CSV must be the same class.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_examples(path: str | Path, text_column: str, label_column: str | None) -> Examples:
+    return examples_from_frame(read_table(path), text_column, label_column, str(path))
+
+
+def check_train_eval(train: Examples, evaluation: Examples) -> None:
+    """The label checks a fine-tune needs: two classes at least, nothing unseen in evaluation."""
+    counts = Counter(train.labels)
+    if len(counts) < 2:
+        only = next(iter(counts), "none")
+        raise UserError(
+            f"{train.source}: found one class only ('{only}'); a classifier needs at least two."
+        )
+    unseen = sorted(set(evaluation.labels) - set(counts))
+    if unseen:
+        shown = ", ".join(repr(label) for label in unseen[:10])
+        raise UserError(
+            f"{evaluation.source}: labels not present in the training data: {shown}"
+            f"{' …' if len(unseen) > 10 else ''}. Add training examples for them or drop those rows."
+        )
+
+
+def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (kept, held_out), stratified by label and seeded.
+
+    Every class keeps at least one example on the kept side; classes with a single example
+    stay there entirely, since a one-example class cannot be split.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(examples.labels):
+        by_label.setdefault(label, []).append(index)
+    kept: list[int] = []
+    held: list[int] = []
+    for label in sorted(by_label):
+        indices = np.array(by_label[label])
+        rng.shuffle(indices)
+        n_held = int(round(len(indices) * fraction))
+        n_held = min(n_held, len(indices) - 1) if len(indices) > 1 else 0
+        if fraction > 0 and n_held == 0 and len(indices) >= 3:
+            n_held = 1
+        held.extend(indices[:n_held].tolist())
+        kept.extend(indices[n_held:].tolist())
+    return sorted(kept), sorted(held)

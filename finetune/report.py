@@ -1,0 +1,168 @@
+"""The run report: a Markdown page with plots, the same for every recipe.
+
+It reads only what the run folder already holds (metrics, history, confusion matrix), so a
+report can be rebuilt from a finished run without the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune.metrics import HEADLINE
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
+    """Rows of (method, accuracy, recall, F1, AUC): the fine-tuned model first, then baselines."""
+    rows = [["fine-tuned (LoRA)", *[_fmt(metrics.get(k)) for k in HEADLINE]]]
+    for name, figures in metrics.get("baselines", {}).items():
+        rows.append([name, *[_fmt(figures.get(k)) for k in HEADLINE]])
+    return rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    totals = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=float), where=totals > 0)
+    size = max(5.0, 0.35 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7 if len(labels) > 20 else 9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7 if len(labels) > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if matrix[i, j]:
+                    colour = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title("Confusion matrix (evaluation split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if losses:
+        steps, values = zip(*losses, strict=True)
+        ax.plot(steps, values, label="train loss (10-step mean)", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    with_val = [h for h in history if "val_f1" in h]
+    if with_val:
+        other = ax.twinx()
+        other.plot([h["step"] for h in with_val], [h["val_f1"] for h in with_val], "o-",
+                   color="tab:orange", label="validation macro-F1")
+        other.set_ylabel("validation macro-F1")
+        other.legend(loc="lower right")
+    ax.legend(loc="upper right")
+    ax.set_title("Training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_comparison(metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = metrics_table(metrics)
+    names = [row[0] for row in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(names)
+    for i, row in enumerate(rows):
+        values = [float(v) if v != "n/a" else 0.0 for v in row[1:]]
+        ax.bar(np.arange(len(HEADLINE)) + i * width, values, width, label=names[i])
+    ax.set_xticks(np.arange(len(HEADLINE)) + width * (len(names) - 1) / 2, HEADLINE)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Fine-tuned model vs baselines (evaluation split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    folder: Path,
+    title: str,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    losses: list[list[float]],
+    matrix: np.ndarray,
+    labels: list[str],
+    facts: dict[str, Any],
+    notes: list[str],
+) -> None:
+    """Write report.md and its plots into `folder` (plots under plots/)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: CI and servers have no display
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_confusion(matrix, labels, plots / "confusion_matrix.png")
+    plot_training(losses, history, plots / "training.png")
+    plot_comparison(metrics, plots / "comparison.png")
+
+    average = "macro over classes" if metrics.get("average") == "macro" else "positive class"
+    per_class = [
+        [label, *[_fmt(v[k]) for k in ("precision", "recall", "f1", "auc")], str(v["support"])]
+        for label, v in metrics["per_class"].items()
+    ]
+    epochs = [
+        [_fmt(h.get(k)) for k in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1")]
+        for h in history
+    ]
+    parts = [
+        f"# {title}",
+        "",
+        _markdown_table(["", ""], [[f"**{k}**", str(v)] for k, v in facts.items()]),
+        "",
+        "## Results on the evaluation split",
+        "",
+        f"Recall, F1 and AUC: {average}"
+        + (" (one-vs-rest AUC)." if metrics.get("average") == "macro" else "."),
+        "Baselines are fitted on exactly the rows the model trains on and scored on the same split.",
+        "",
+        _markdown_table(["method", *HEADLINE], metrics_table(metrics)),
+        "",
+        "![comparison](plots/comparison.png)",
+        "",
+        "## Training",
+        "",
+        _markdown_table(
+            ["epoch", "step", "train loss", "val loss", "val accuracy", "val macro-F1"], epochs
+        ),
+        "",
+        "![training](plots/training.png)",
+        "",
+        "## Per class",
+        "",
+        _markdown_table(["class", "precision", "recall", "F1", "AUC", "support"], per_class),
+        "",
+        "![confusion matrix](plots/confusion_matrix.png)",
+        "",
+    ]
+    if notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    (folder / "report.md").write_text("\n".join(parts), encoding="utf-8")

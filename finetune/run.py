@@ -1,0 +1,359 @@
+"""One fine-tuning run from examples to a finished run folder, and reloading that folder.
+
+Data flows one way: examples -> (redaction) -> tokens -> LoRA classifier -> training ->
+predictions -> metrics + baselines -> run folder. The folder is written under a temporary
+name and renamed when complete, so a crashed run never looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from finetune.config import Config, save_yaml
+from finetune.data import Examples, check_train_eval, stratified_split
+from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    from finetune.recipe import Recipe
+
+PACKAGES = (
+    "torch", "transformers", "peft", "accelerate", "bitsandbytes", "scikit-learn", "numpy",
+    "pandas", "datasets", "finetune-kit",
+)
+
+
+@dataclass
+class Run:
+    """A trained classifier and its run folder; what `train` returns and `load` rebuilds."""
+
+    folder: Path
+    config: Config
+    labels: list[str]
+    model: Any
+    tokenizer: Any
+    bf16: bool
+    metrics: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Run:
+        from finetune.config import load_yaml, merge
+        from finetune.models import load_classifier
+
+        folder = Path(folder)
+        if not (folder / "labels.json").is_file():
+            raise UserError(f"{folder} is not a finished run folder (labels.json is missing).")
+        config = merge(Config(), load_yaml(folder / "config.yaml"), source=str(folder))
+        model, tokenizer, info = load_classifier(folder / "adapter")
+        labels = json.loads((folder / "labels.json").read_text())["labels"]
+        metrics_file = folder / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        return cls(folder, config, labels, model, tokenizer, info.bf16, metrics)
+
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The same preprocessing as in training (redaction when the run used it)."""
+        if self.config.data.redact_pii:
+            from finetune.pii import redact_all
+
+            texts, _ = redact_all(texts)
+        return list(texts)
+
+    def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        from finetune.inference import predict_proba, tokenize
+        from finetune.models import pick_device
+
+        if not texts:
+            return np.zeros((0, len(self.labels)))
+        ids = tokenize(self.tokenizer, self.prepare(texts), self.config.data.max_length)
+        return predict_proba(
+            self.model, ids, self.tokenizer.pad_token_id,
+            batch_size or self.config.train.eval_batch_size, pick_device(), self.bf16,
+        )
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def evaluate(self, examples: Examples) -> dict[str, Any]:
+        from finetune.metrics import classification_metrics
+
+        index = {label: i for i, label in enumerate(self.labels)}
+        unknown = sorted(set(examples.labels) - set(index))
+        if unknown:
+            raise UserError(
+                f"{examples.source}: labels the model was not trained on: "
+                f"{', '.join(map(repr, unknown[:10]))}. It knows: {', '.join(self.labels)}."
+            )
+        y = np.array([index[label] for label in examples.labels])
+        metrics = classification_metrics(y, self.predict_proba(examples.texts), self.labels)
+        metrics["source"] = examples.source
+        return metrics
+
+
+def peak_memory_mb() -> float:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def environment(device: str, seed: int) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "seed": seed,
+        "packages": versions,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def output_folder(config: Config) -> Path:
+    if config.output:
+        folder = Path(config.output)
+    else:
+        folder = Path("runs") / f"{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
+    if folder.exists() and any(folder.iterdir()) and not config.overwrite:
+        raise UserError(f"Output folder {folder} already exists; pass --overwrite or a new --output.")
+    return folder
+
+
+def publish(tmp: Path, folder: Path) -> None:
+    """Move a complete temporary folder into place, replacing an old one only at the end."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(folder.name + f".old-{os.getpid()}")
+        folder.rename(old)
+    tmp.rename(folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
+    """Training and evaluation examples: given files, a seeded hold-out, or the bundled split."""
+    data = config.data
+    if data.path is None:
+        train, evaluation = recipe.bundled(config)
+    else:
+        train, evaluation = recipe.read(data.path, config), None
+    if data.eval_path is not None:
+        evaluation = recipe.read(data.eval_path, config)
+    if evaluation is None:
+        if data.eval_fraction <= 0:
+            raise UserError("No evaluation data: pass --eval-data or set data.eval_fraction > 0.")
+        kept, held = stratified_split(train, data.eval_fraction, config.train.seed)
+        source = train.source
+        train, evaluation = (
+            train.subset(kept, f"{source} (train part)"),
+            train.subset(held, f"{source} (held-out {data.eval_fraction:.0%}, seed {config.train.seed})"),
+        )
+    check_train_eval(train, evaluation)
+    return train, evaluation
+
+
+def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
+    """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
+    import torch
+    from transformers import set_seed
+
+    from finetune import models
+    from finetune.baselines import BASELINES, NEEDS_VECTORS, BaselineInputs, fit_probe
+    from finetune.inference import embed, predict_proba, tokenize
+    from finetune.metrics import classification_metrics, confusion
+    from finetune.pii import RedactionCounts, redact_all
+    from finetune.report import write_report
+    from finetune.train import fit
+
+    started = time.perf_counter()
+    config = config.validate()
+    device = models.pick_device()
+    models.check_quantization(config.model.quant, device)
+    folder = output_folder(config)
+    set_seed(config.train.seed)
+
+    train_ex, eval_ex = split_data(recipe, config)
+    redaction = {"train": RedactionCounts(), "evaluation": RedactionCounts()}
+    if config.data.redact_pii:
+        train_ex.texts, redaction["train"] = redact_all(train_ex.texts)
+        eval_ex.texts, redaction["evaluation"] = redact_all(eval_ex.texts)
+    labels = sorted(set(train_ex.labels))
+    index = {label: i for i, label in enumerate(labels)}
+    y_train_all = np.array([index[label] for label in train_ex.labels])
+    y_eval = np.array([index[label] for label in eval_ex.labels])
+    fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
+
+    bf16 = models.use_bf16(config.train.precision, device)
+    tokenizer = models.load_tokenizer(config.model.name, config.model.trust_remote_code)
+    backbone = models.load_backbone(
+        config.model.name, config.model.quant, torch.bfloat16 if bf16 else torch.float32,
+        config.model.trust_remote_code,
+    )
+    pooling = config.model.pooling
+    if pooling == "auto":
+        pooling = models.default_pooling(config.model.name, backbone.config)
+    info = models.ClassifierInfo(
+        backbone=models.model_reference(config.model.name),
+        pooling=pooling, quant=config.model.quant, num_labels=len(labels),
+        hidden_size=models.hidden_size_of(backbone.config), max_length=config.data.max_length,
+        bf16=bf16, trust_remote_code=config.model.trust_remote_code,
+    )
+    targets = models.lora_targets(backbone.config, config.model.target_modules)
+    set_seed(config.train.seed)  # seeds the LoRA and head initialisation
+    model = models.build_classifier(
+        backbone, info,
+        {"r": config.model.lora_r, "alpha": config.model.lora_alpha,
+         "dropout": config.model.lora_dropout, "targets": targets},
+    )
+    if config.model.quant == "none":
+        model.to(device)
+    else:
+        model.head.to(device)
+
+    all_ids = tokenize(tokenizer, train_ex.texts, config.data.max_length)
+    eval_ids = tokenize(tokenizer, eval_ex.texts, config.data.max_length)
+    truncated = sum(len(s) >= config.data.max_length for s in all_ids + eval_ids)
+    fit_ids = [all_ids[i] for i in fit_rows]
+    val_ids = [all_ids[i] for i in val_rows]
+    y_fit, y_val = y_train_all[fit_rows], y_train_all[val_rows]
+
+    # Baselines see the same rows as the model and are scored on the same evaluation split.
+    inputs = BaselineInputs(
+        train_texts=[train_ex.texts[i] for i in fit_rows], train_labels=y_fit,
+        eval_texts=eval_ex.texts, n_classes=len(labels), seed=config.train.seed,
+    )
+    need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(recipe.baselines)
+    if need_vectors:
+        with model.backbone.disable_adapter():  # the frozen pretrained backbone
+            batch = config.train.eval_batch_size
+            inputs.train_vectors = embed(model, fit_ids, tokenizer.pad_token_id, batch, device, bf16)
+            inputs.eval_vectors = embed(model, eval_ids, tokenizer.pad_token_id, batch, device, bf16)
+    baseline_metrics: dict[str, Any] = {}
+    for name in recipe.baselines:
+        proba = BASELINES[name](inputs)
+        figures = classification_metrics(y_eval, proba, labels)
+        baseline_metrics[name] = {k: figures[k] for k in ("accuracy", "recall", "f1", "auc")}
+    if config.model.head_init == "probe":
+        probe = inputs.fitted.get("probe") or fit_probe(
+            inputs.train_vectors, y_fit, len(labels), config.train.seed
+        )
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(probe.weight, dtype=model.head.weight.dtype))
+            model.head.bias.copy_(torch.as_tensor(probe.bias, dtype=model.head.bias.dtype))
+
+    result = fit(
+        model, fit_ids, y_fit, val_ids, y_val, config.train, tokenizer.pad_token_id, device, bf16,
+        show_progress=show_progress,
+    )
+    proba = predict_proba(
+        model, eval_ids, tokenizer.pad_token_id, config.train.eval_batch_size, device, bf16
+    )
+    metrics = classification_metrics(y_eval, proba, labels)
+    metrics.update(
+        n_train=len(fit_rows), n_val=len(val_rows), n_eval=len(eval_ex),
+        train_seconds=round(result.train_seconds, 2),
+        samples_per_second=round(result.samples_per_second, 2),
+        best_epoch=result.best_epoch, baselines=baseline_metrics,
+    )
+    wall = time.perf_counter() - started
+    env = environment(device, config.train.seed)
+    env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        saved = replace(config, output=str(folder), overwrite=False)
+        save_yaml(saved, tmp / "config.yaml")
+        (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
+        models.save_classifier(model, tokenizer, info, tmp / "adapter")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "history.json").write_text(
+            json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
+        )
+        _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels)
+        facts = {
+            "recipe": recipe.title,
+            "training data": f"{train_ex.source}: {len(fit_rows)} rows for training, "
+            f"{len(val_rows)} for picking the best epoch",
+            "evaluation data": f"{eval_ex.source}: {len(eval_ex)} rows",
+            "classes": len(labels),
+            "model": f"{config.model.name} ({pooling} pooling), LoRA r={config.model.lora_r} "
+            f"on {targets}, quantization {config.model.quant}",
+            "head initialisation": config.model.head_init,
+            "precision": "bf16 autocast" if bf16 else "fp32",
+            "steps": f"{result.steps} (best epoch {result.best_epoch})",
+            "train time": f"{result.train_seconds:.1f} s ({result.samples_per_second:.1f} samples/s)",
+            "wall time": f"{wall:.1f} s",
+            "peak memory": f"{env['peak_rss_mb']:.0f} MB RSS",
+            "device": f"{device} ({env['processor']})",
+            "seed": config.train.seed,
+        }
+        notes = []
+        if config.data.redact_pii:
+            notes.append(
+                "PII redacted before training and prediction: "
+                + "; ".join(
+                    f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers"
+                    for part, c in redaction.items()
+                )
+            )
+        if truncated:
+            notes.append(f"{truncated} texts reached max_length={config.data.max_length} tokens.")
+        write_report(
+            tmp, f"{recipe.title}: fine-tuning report", metrics, result.history, result.losses,
+            confusion(y_eval, proba, len(labels)), labels, facts, notes,
+        )
+        env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+        publish(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Run(folder, config, labels, model, tokenizer, bf16, metrics)
+
+
+def _write_predictions(path: Path, examples: Examples, proba: np.ndarray, labels: list[str]) -> None:
+    import pandas as pd
+
+    predicted = proba.argmax(axis=1)
+    pd.DataFrame(
+        {
+            "text": examples.texts,
+            "label": examples.labels,
+            "predicted_label": [labels[i] for i in predicted],
+            "probability": proba[np.arange(len(predicted)), predicted].round(6),
+        }
+    ).to_csv(path, index=False)

@@ -1,0 +1,185 @@
+"""The training loop: LoRA + head, length-grouped batches, bf16 autocast, best epoch kept.
+
+A plain loop on `accelerate` rather than `Trainer`: only the LoRA weights and the head train,
+so the best epoch is kept as an in-memory copy of those few tensors instead of full checkpoints
+on disk, and the head can have its own learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader, Sampler
+
+from finetune.config import TrainConfig
+from finetune.inference import pad_batch, predict_proba
+from finetune.models import TextClassifier, autocast
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Shuffled batches of similar length: sort within random pools of 50 batches, shuffle batches.
+
+    Padding then costs little while batch order stays random. Seeded per epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group = group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths))
+        if self.group:
+            pool = self.batch_size * 50
+            order = np.concatenate(
+                [
+                    sorted(order[i : i + pool], key=lambda j: -self.lengths[j])
+                    for i in range(0, len(order), pool)
+                ]
+            )
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) for the curve
+    best_epoch: float | None = None
+    steps: int = 0
+    train_seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def fit(
+    model: TextClassifier,
+    train_ids: list[list[int]],
+    train_labels: np.ndarray,
+    val_ids: list[list[int]],
+    val_labels: np.ndarray,
+    config: TrainConfig,
+    pad_id: int,
+    device: str,
+    bf16: bool,
+    show_progress: bool = True,
+) -> TrainResult:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = Accelerator(cpu=device == "cpu")
+    labels = torch.as_tensor(train_labels, dtype=torch.long)
+    sampler = LengthGroupedBatches(
+        [len(s) for s in train_ids], config.batch_size, config.seed, config.group_by_length
+    )
+
+    def collate(indices: list[int]):
+        ids, mask = pad_batch([train_ids[i] for i in indices], pad_id)
+        return ids, mask, labels[indices]
+
+    loader = DataLoader(range(len(train_ids)), batch_sampler=sampler, collate_fn=collate)
+    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in head_params}
+    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": lora_params, "lr": config.learning_rate},
+            {"params": head_params, "lr": config.head_learning_rate},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = len(sampler)
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    result = TrainResult()
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    step, seen, running = 0, 0, []
+    progress = tqdm(total=total_steps, desc="training", unit="step", disable=not show_progress)
+    start = time.perf_counter()
+    model.train()
+    epoch = 0
+    while step < total_steps:
+        sampler.set_epoch(epoch)
+        for ids, mask, batch_labels in loader:
+            with autocast(device, bf16):
+                logits = model(ids.to(device), mask.to(device))
+            loss = loss_fn(logits.float(), batch_labels.to(device))
+            accelerator.backward(loss)
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(batch_labels)
+            running.append(loss.item())
+            if step % 10 == 0 or step == total_steps:
+                result.losses.append((step, float(np.mean(running[-10:]))))
+                progress.set_postfix(loss=f"{np.mean(running[-10:]):.3f}", epoch=epoch + 1)
+            progress.update(1)
+            if step >= total_steps:
+                break
+        epoch += 1
+        # Evaluate at each epoch end, and at the end of a partial last epoch.
+        record: dict[str, Any] = {
+            "epoch": round(step / steps_per_epoch, 3),
+            "step": step,
+            "train_loss": float(np.mean(running[-steps_per_epoch:])),
+        }
+        if len(val_ids):
+            proba = predict_proba(model, val_ids, pad_id, config.eval_batch_size, device, bf16)
+            record["val_loss"] = float(
+                -np.mean(np.log(np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)))
+            )
+            record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
+            record["val_f1"] = float(f1_score(val_labels, proba.argmax(1), average="macro"))
+            key = (record["val_f1"], -record["val_loss"])
+            if best_key is None or key > best_key:
+                best_key, best_state = key, trainable_state(model)
+                result.best_epoch = record["epoch"]
+            progress.write(
+                f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
+                f"val loss {record['val_loss']:.3f}, val acc {record['val_accuracy']:.3f}, "
+                f"val macro-F1 {record['val_f1']:.3f}"
+            )
+        result.history.append(record)
+    progress.close()
+    result.train_seconds = time.perf_counter() - start
+    result.steps = step
+    result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
+    if best_state is not None:
+        # Restore the best epoch's LoRA and head weights (the frozen backbone never changed).
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in best_state:
+                    parameter.copy_(best_state[name])
+    else:
+        result.best_epoch = result.history[-1]["epoch"] if result.history else None
+    model.eval()
+    return result

@@ -1,0 +1,1 @@
+"""One module per vertical: each declares its data, its defaults and its baselines."""

@@ -1,0 +1,38 @@
+"""Customer service: which intent is this customer message? (multiclass text classification)
+
+Data: a table with a text column and a label column; default the bundled `shop_intents`
+dataset (see data_cards/shop_intents.md). Messages are redacted (emails, phone numbers,
+card numbers) before the model or any baseline sees them.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from finetune.config import Config
+from finetune.data import Examples, load_examples
+from finetune.recipe import Recipe
+
+BUNDLED_DATA = files("recipes") / "data" / "customer_service"
+
+
+class CustomerService(Recipe):
+    name = "customer-service"
+    title = "Customer service intent classification"
+    description = "Intent classification of customer messages (train, evaluate, predict)."
+    defaults = {
+        "data": {"redact_pii": True, "max_length": 128},
+        "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
+        "train": {"epochs": 6, "batch_size": 32, "learning_rate": 1e-3, "head_learning_rate": 1e-3},
+    }
+    baselines = ("tfidf_logreg", "embedding_logreg")
+
+    def bundled(self, config: Config) -> tuple[Examples, Examples]:
+        # The bundled files always use text/label, whatever columns the user's own data has.
+        train = load_examples(BUNDLED_DATA / "train.csv", "text", "label")
+        test = load_examples(BUNDLED_DATA / "test.csv", "text", "label")
+        train.source, test.source = "shop_intents train", "shop_intents test"
+        return train, test
+
+
+recipe = CustomerService()

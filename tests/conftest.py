@@ -1,0 +1,63 @@
+"""Shared fixtures: offline mode, a tiny random BERT saved to disk, small labelled files."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never touch the network: any hub lookup fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+INTENTS = {
+    "refund": ["I want my money back", "please refund the order", "refund me now",
+               "can I get a refund for this", "money back please", "I was promised a refund"],
+    "delivery": ["where is my parcel", "the package never arrived", "delivery is late again",
+                 "tracking has not moved", "courier lost my box", "when will it be delivered"],
+    "login": ["I cannot log in", "password reset does not work", "my account is locked",
+              "login page gives an error", "forgot my password", "two factor code never comes"],
+}
+
+
+def make_rows(n_per_class: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, phrases in INTENTS.items():
+        for i in range(n_per_class):
+            text = f"{rng.choice(phrases)} {rng.choice(['', 'thanks', 'asap', '!!', 'pls'])} {i}"
+            rows.append({"text": text.strip(), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with the bundled MiniLM tokenizer, saved like a hub model."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, set_seed
+
+    from finetune.models import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    set_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_csvs(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    train, test = folder / "train.csv", folder / "test.csv"
+    pd.DataFrame(make_rows(20, seed=1)).to_csv(train, index=False)
+    pd.DataFrame(make_rows(6, seed=2)).to_csv(test, index=False)
+    return train, test
