@@ -69,7 +69,10 @@ def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
         model.intercept_ if len(model.classes_) > 2 else np.array([0.0, model.intercept_[0]])
     )
     if len(model.classes_) == 2:
-        coef, intercept = coef / 2, intercept - intercept.mean()  # softmax of (-z/2, z/2) == sigmoid(z)
+        coef, intercept = (
+            coef / 2,
+            intercept - intercept.mean(),
+        )  # softmax of (-z/2, z/2) == sigmoid(z)
     weight[model.classes_] = coef / scaler.scale_
     bias[model.classes_] = intercept - (coef * (scaler.mean_ / scaler.scale_)).sum(axis=1)
     return LinearProbe(weight=weight, bias=bias)

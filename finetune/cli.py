@@ -74,7 +74,9 @@ OutputOpt = Annotated[str | None, typer.Option("--output", help="Run folder to w
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Any option as KEY=VALUE, e.g. train.learning_rate=5e-4. Repeatable."),
+    typer.Option(
+        "--set", help="Any option as KEY=VALUE, e.g. train.learning_rate=5e-4. Repeatable."
+    ),
 ]
 RunOpt = Annotated[Path, typer.Option("--run", help="A run folder written by train.")]
 
@@ -120,17 +122,26 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
 
         flags = dotted_to_nested(
             {
-                "data.path": data, "data.eval_path": eval_data, "data.text_column": text_column,
-                "data.label_column": label_column, "model.name": model, "model.quant": quant,
-                "train.epochs": epochs, "train.max_steps": max_steps, "train.seed": seed,
-                "output": output, "overwrite": overwrite or None,
+                "data.path": data,
+                "data.eval_path": eval_data,
+                "data.text_column": text_column,
+                "data.label_column": label_column,
+                "model.name": model,
+                "model.quant": quant,
+                "train.epochs": epochs,
+                "train.max_steps": max_steps,
+                "train.seed": seed,
+                "output": output,
+                "overwrite": overwrite or None,
             }
         )
         resolved = recipe.config(config, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
-        print_results(run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples")
+        print_results(
+            run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples"
+        )
         typer.echo(f"Run folder: {run.folder}")
         typer.echo(f"Report:     {run.folder / 'report.md'}")
 

@@ -224,7 +224,9 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects KEY=VALUE (e.g. train.learning_rate=5e-4); got {item!r}.")
+            raise UserError(
+                f"--set expects KEY=VALUE (e.g. train.learning_rate=5e-4); got {item!r}."
+            )
         pairs[key.strip()] = None if value.strip().lower() in ("null", "none") else value.strip()
     return dotted_to_nested(pairs, skip_none=False)
 

@@ -70,7 +70,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
             else:
                 sep = "\t" if kind == "tsv" else ","
                 frame = pd.read_csv(
-                    path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                    path,
+                    sep=sep,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_values=[""],
                     encoding="utf-8-sig",
                 )
     except UserError:
@@ -159,7 +163,8 @@ def check_train_eval(train: Examples, evaluation: Examples) -> None:
         shown = ", ".join(repr(label) for label in unseen[:10])
         raise UserError(
             f"{evaluation.source}: labels not present in the training data: {shown}"
-            f"{' …' if len(unseen) > 10 else ''}. Add training examples for them or drop those rows."
+            f"{' …' if len(unseen) > 10 else ''}. "
+            "Add training examples for them or drop those rows."
         )
 
 

@@ -145,7 +145,9 @@ def load_backbone(
 ) -> nn.Module:
     """The pretrained body without any task head; quantized when asked."""
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     path = resolve_model_path(name)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if quant != "none":
@@ -160,6 +162,24 @@ def load_backbone(
         # We pool ourselves; an unused pooler would also leave LoRA weights without gradients.
         backbone.pooler = None
     return backbone
+
+
+def unpack_cpu_inference_weights(model: nn.Module) -> None:
+    """Undo bitsandbytes' CPU inference repacking of 4-bit weights before training resumes.
+
+    On CPUs with AVX512-BF16, a Linear4bit forward in eval mode repacks its weight for a fast
+    inference kernel and keeps using that kernel afterwards, which then fails in training mode
+    ("a view of a leaf Variable ... in-place operation"). Validation runs between epochs hit it.
+    """
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                weight.data, state
+            )
 
 
 def is_decoder(config: Any) -> bool:

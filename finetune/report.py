@@ -53,7 +53,9 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
             for j in range(len(labels)):
                 if matrix[i, j]:
                     colour = "white" if normalised[i, j] > 0.5 else "black"
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                    ax.text(
+                        j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour
+                    )
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
     ax.set_title("Confusion matrix (evaluation split)")
     fig.tight_layout()
@@ -73,8 +75,13 @@ def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path
     with_val = [h for h in history if "val_f1" in h]
     if with_val:
         other = ax.twinx()
-        other.plot([h["step"] for h in with_val], [h["val_f1"] for h in with_val], "o-",
-                   color="tab:orange", label="validation macro-F1")
+        other.plot(
+            [h["step"] for h in with_val],
+            [h["val_f1"] for h in with_val],
+            "o-",
+            color="tab:orange",
+            label="validation macro-F1",
+        )
         other.set_ylabel("validation macro-F1")
         other.legend(loc="lower right")
     ax.legend(loc="upper right")
@@ -130,7 +137,10 @@ def write_report(
         for label, v in metrics["per_class"].items()
     ]
     epochs = [
-        [_fmt(h.get(k)) for k in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1")]
+        [
+            _fmt(h.get(k))
+            for k in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1")
+        ]
         for h in history
     ]
     parts = [
@@ -142,7 +152,8 @@ def write_report(
         "",
         f"Recall, F1 and AUC: {average}"
         + (" (one-vs-rest AUC)." if metrics.get("average") == "macro" else "."),
-        "Baselines are fitted on exactly the rows the model trains on and scored on the same split.",
+        "Baselines are fitted on exactly the rows the model trains on and scored on the same "
+        "split.",
         "",
         _markdown_table(["method", *HEADLINE], metrics_table(metrics)),
         "",

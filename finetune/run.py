@@ -29,8 +29,16 @@ if TYPE_CHECKING:
     from finetune.recipe import Recipe
 
 PACKAGES = (
-    "torch", "transformers", "peft", "accelerate", "bitsandbytes", "scikit-learn", "numpy",
-    "pandas", "datasets", "finetune-kit",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "datasets",
+    "finetune-kit",
 )
 
 
@@ -77,8 +85,12 @@ class Run:
             return np.zeros((0, len(self.labels)))
         ids = tokenize(self.tokenizer, self.prepare(texts), self.config.data.max_length)
         return predict_proba(
-            self.model, ids, self.tokenizer.pad_token_id,
-            batch_size or self.config.train.eval_batch_size, pick_device(), self.bf16,
+            self.model,
+            ids,
+            self.tokenizer.pad_token_id,
+            batch_size or self.config.train.eval_batch_size,
+            pick_device(),
+            self.bf16,
         )
 
     def predict(self, texts: list[str]) -> list[str]:
@@ -146,7 +158,9 @@ def output_folder(config: Config) -> Path:
     else:
         folder = Path("runs") / f"{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
     if folder.exists() and any(folder.iterdir()) and not config.overwrite:
-        raise UserError(f"Output folder {folder} already exists; pass --overwrite or a new --output.")
+        raise UserError(
+            f"Output folder {folder} already exists; pass --overwrite or a new --output."
+        )
     return folder
 
 
@@ -177,7 +191,9 @@ def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
         source = train.source
         train, evaluation = (
             train.subset(kept, f"{source} (train part)"),
-            train.subset(held, f"{source} (held-out {data.eval_fraction:.0%}, seed {config.train.seed})"),
+            train.subset(
+                held, f"{source} (held-out {data.eval_fraction:.0%}, seed {config.train.seed})"
+            ),
         )
     check_train_eval(train, evaluation)
     return train, evaluation
@@ -217,7 +233,9 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     bf16 = models.use_bf16(config.train.precision, device)
     tokenizer = models.load_tokenizer(config.model.name, config.model.trust_remote_code)
     backbone = models.load_backbone(
-        config.model.name, config.model.quant, torch.bfloat16 if bf16 else torch.float32,
+        config.model.name,
+        config.model.quant,
+        torch.bfloat16 if bf16 else torch.float32,
         config.model.trust_remote_code,
     )
     pooling = config.model.pooling
@@ -225,16 +243,25 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         pooling = models.default_pooling(config.model.name, backbone.config)
     info = models.ClassifierInfo(
         backbone=models.model_reference(config.model.name),
-        pooling=pooling, quant=config.model.quant, num_labels=len(labels),
-        hidden_size=models.hidden_size_of(backbone.config), max_length=config.data.max_length,
-        bf16=bf16, trust_remote_code=config.model.trust_remote_code,
+        pooling=pooling,
+        quant=config.model.quant,
+        num_labels=len(labels),
+        hidden_size=models.hidden_size_of(backbone.config),
+        max_length=config.data.max_length,
+        bf16=bf16,
+        trust_remote_code=config.model.trust_remote_code,
     )
     targets = models.lora_targets(backbone.config, config.model.target_modules)
     set_seed(config.train.seed)  # seeds the LoRA and head initialisation
     model = models.build_classifier(
-        backbone, info,
-        {"r": config.model.lora_r, "alpha": config.model.lora_alpha,
-         "dropout": config.model.lora_dropout, "targets": targets},
+        backbone,
+        info,
+        {
+            "r": config.model.lora_r,
+            "alpha": config.model.lora_alpha,
+            "dropout": config.model.lora_dropout,
+            "targets": targets,
+        },
     )
     if config.model.quant == "none":
         model.to(device)
@@ -250,15 +277,22 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     # Baselines see the same rows as the model and are scored on the same evaluation split.
     inputs = BaselineInputs(
-        train_texts=[train_ex.texts[i] for i in fit_rows], train_labels=y_fit,
-        eval_texts=eval_ex.texts, n_classes=len(labels), seed=config.train.seed,
+        train_texts=[train_ex.texts[i] for i in fit_rows],
+        train_labels=y_fit,
+        eval_texts=eval_ex.texts,
+        n_classes=len(labels),
+        seed=config.train.seed,
     )
     need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(recipe.baselines)
     if need_vectors:
         with model.backbone.disable_adapter():  # the frozen pretrained backbone
             batch = config.train.eval_batch_size
-            inputs.train_vectors = embed(model, fit_ids, tokenizer.pad_token_id, batch, device, bf16)
-            inputs.eval_vectors = embed(model, eval_ids, tokenizer.pad_token_id, batch, device, bf16)
+            inputs.train_vectors = embed(
+                model, fit_ids, tokenizer.pad_token_id, batch, device, bf16
+            )
+            inputs.eval_vectors = embed(
+                model, eval_ids, tokenizer.pad_token_id, batch, device, bf16
+            )
     baseline_metrics: dict[str, Any] = {}
     for name in recipe.baselines:
         proba = BASELINES[name](inputs)
@@ -273,7 +307,15 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             model.head.bias.copy_(torch.as_tensor(probe.bias, dtype=model.head.bias.dtype))
 
     result = fit(
-        model, fit_ids, y_fit, val_ids, y_val, config.train, tokenizer.pad_token_id, device, bf16,
+        model,
+        fit_ids,
+        y_fit,
+        val_ids,
+        y_val,
+        config.train,
+        tokenizer.pad_token_id,
+        device,
+        bf16,
         show_progress=show_progress,
     )
     proba = predict_proba(
@@ -281,10 +323,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     )
     metrics = classification_metrics(y_eval, proba, labels)
     metrics.update(
-        n_train=len(fit_rows), n_val=len(val_rows), n_eval=len(eval_ex),
+        n_train=len(fit_rows),
+        n_val=len(val_rows),
+        n_eval=len(eval_ex),
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
-        best_epoch=result.best_epoch, baselines=baseline_metrics,
+        best_epoch=result.best_epoch,
+        baselines=baseline_metrics,
     )
     wall = time.perf_counter() - started
     env = environment(device, config.train.seed)
@@ -315,7 +360,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             "head initialisation": config.model.head_init,
             "precision": "bf16 autocast" if bf16 else "fp32",
             "steps": f"{result.steps} (best epoch {result.best_epoch})",
-            "train time": f"{result.train_seconds:.1f} s ({result.samples_per_second:.1f} samples/s)",
+            "train time": f"{result.train_seconds:.1f} s "
+            f"({result.samples_per_second:.1f} samples/s)",
             "wall time": f"{wall:.1f} s",
             "peak memory": f"{env['peak_rss_mb']:.0f} MB RSS",
             "device": f"{device} ({env['processor']})",
@@ -333,8 +379,15 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         if truncated:
             notes.append(f"{truncated} texts reached max_length={config.data.max_length} tokens.")
         write_report(
-            tmp, f"{recipe.title}: fine-tuning report", metrics, result.history, result.losses,
-            confusion(y_eval, proba, len(labels)), labels, facts, notes,
+            tmp,
+            f"{recipe.title}: fine-tuning report",
+            metrics,
+            result.history,
+            result.losses,
+            confusion(y_eval, proba, len(labels)),
+            labels,
+            facts,
+            notes,
         )
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
@@ -345,7 +398,9 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     return Run(folder, config, labels, model, tokenizer, bf16, metrics)
 
 
-def _write_predictions(path: Path, examples: Examples, proba: np.ndarray, labels: list[str]) -> None:
+def _write_predictions(
+    path: Path, examples: Examples, proba: np.ndarray, labels: list[str]
+) -> None:
     import pandas as pd
 
     predicted = proba.argmax(axis=1)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from finetune.config import TrainConfig
 from finetune.inference import pad_batch, predict_proba
-from finetune.models import TextClassifier, autocast
+from finetune.models import TextClassifier, autocast, unpack_cpu_inference_weights
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
@@ -52,7 +52,9 @@ class LengthGroupedBatches(Sampler[list[int]]):
                     for i in range(0, len(order), pool)
                 ]
             )
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        batches = [
+            order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)
+        ]
         for index in rng.permutation(len(batches)):
             yield batches[index]
 
@@ -122,6 +124,7 @@ def fit(
     step, seen, running = 0, 0, []
     progress = tqdm(total=total_steps, desc="training", unit="step", disable=not show_progress)
     start = time.perf_counter()
+    unpack_cpu_inference_weights(model)
     model.train()
     epoch = 0
     while step < total_steps:
@@ -159,6 +162,7 @@ def fit(
             )
             record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
             record["val_f1"] = float(f1_score(val_labels, proba.argmax(1), average="macro"))
+            unpack_cpu_inference_weights(model)
             key = (record["val_f1"], -record["val_loss"])
             if best_key is None or key > best_key:
                 best_key, best_state = key, trainable_state(model)

@@ -15,12 +15,30 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 INTENTS = {
-    "refund": ["I want my money back", "please refund the order", "refund me now",
-               "can I get a refund for this", "money back please", "I was promised a refund"],
-    "delivery": ["where is my parcel", "the package never arrived", "delivery is late again",
-                 "tracking has not moved", "courier lost my box", "when will it be delivered"],
-    "login": ["I cannot log in", "password reset does not work", "my account is locked",
-              "login page gives an error", "forgot my password", "two factor code never comes"],
+    "refund": [
+        "I want my money back",
+        "please refund the order",
+        "refund me now",
+        "can I get a refund for this",
+        "money back please",
+        "I was promised a refund",
+    ],
+    "delivery": [
+        "where is my parcel",
+        "the package never arrived",
+        "delivery is late again",
+        "tracking has not moved",
+        "courier lost my box",
+        "when will it be delivered",
+    ],
+    "login": [
+        "I cannot log in",
+        "password reset does not work",
+        "my account is locked",
+        "login page gives an error",
+        "forgot my password",
+        "two factor code never comes",
+    ],
 }
 
 
@@ -37,7 +55,10 @@ def make_rows(n_per_class: int, seed: int) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide random BERT with the bundled MiniLM tokenizer, saved like a hub model."""
+    """A 2-layer, 64-wide random BERT with the bundled MiniLM tokenizer, saved like a hub model.
+
+    64 wide because bitsandbytes' 4-bit CPU kernels need widths divisible by their block size.
+    """
     from transformers import AutoTokenizer, BertConfig, BertModel, set_seed
 
     from finetune.models import resolve_model_path
@@ -46,8 +67,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
     set_seed(0)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -49,8 +49,14 @@ def test_bad_values_are_named(overrides, message):
 
 
 def test_set_options_parse_and_coerce():
-    updates = parse_set_options(["train.learning_rate=5e-4", "model.target_modules=query,value",
-                                 "data.redact_pii=false", "train.max_steps=null"])
+    updates = parse_set_options(
+        [
+            "train.learning_rate=5e-4",
+            "model.target_modules=query,value",
+            "data.redact_pii=false",
+            "train.max_steps=null",
+        ]
+    )
     config = merge(Config(), updates, source="--set")
     assert config.train.learning_rate == 5e-4
     assert config.model.target_modules == ["query", "value"]

@@ -18,7 +18,9 @@ def test_reads_csv_jsonl_parquet_alike(tmp_path: Path):
     frame.to_csv(tmp_path / "d.csv", index=False)
     frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "d.parquet")
-    loaded = [load_examples(tmp_path / f"d.{ext}", "text", "label") for ext in ("csv", "jsonl", "parquet")]
+    loaded = [
+        load_examples(tmp_path / f"d.{ext}", "text", "label") for ext in ("csv", "jsonl", "parquet")
+    ]
     assert all(e.texts == ["a b", "c d"] and e.labels == ["1", "0"] for e in loaded)
 
 
@@ -28,14 +30,26 @@ def test_reads_csv_jsonl_parquet_alike(tmp_path: Path):
         ("missing.csv", None, ("text", "label"), "Data file not found"),
         ("empty.csv", "", ("text", "label"), "is empty"),
         ("header.csv", "text,label\n", ("text", "label"), "header but no rows"),
-        ("cols.csv", "message,intent\nhi,a\n", ("text", "intent"),
-         "no text column 'text'.*Columns found: message, intent.*--text-column"),
+        (
+            "cols.csv",
+            "message,intent\nhi,a\n",
+            ("text", "intent"),
+            "no text column 'text'.*Columns found: message, intent.*--text-column",
+        ),
         ("cols2.csv", "text,intnet\nhi,a\n", ("text", "intent"), "Did you mean 'intnet'"),
         ("tabs.csv", "text\tlabel\nhi\ta\n", ("text", "label"), "separated by tabs"),
-        ("blank.csv", "text,label\nhello,a\n  ,b\nok,a\n", ("text", "label"),
-         "empty text in column 'text' at lines 3"),
-        ("nolabel.csv", "text,label\nhello,a\nworld,\n", ("text", "label"),
-         "missing label in column 'label' at lines 3"),
+        (
+            "blank.csv",
+            "text,label\nhello,a\n  ,b\nok,a\n",
+            ("text", "label"),
+            "empty text in column 'text' at lines 3",
+        ),
+        (
+            "nolabel.csv",
+            "text,label\nhello,a\nworld,\n",
+            ("text", "label"),
+            "missing label in column 'label' at lines 3",
+        ),
         ("latin.csv", "text,label\ncaf\xe9,a\n".encode("latin-1"), ("text", "label"), "not UTF-8"),
         ("bin.csv", b"\x00\x01\x02binary", ("text", "label"), "looks binary"),
         ("data.xlsx", "x", ("text", "label"), "unsupported file type"),

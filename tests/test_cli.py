@@ -1,0 +1,129 @@
+"""The CLI contract: sub-commands, flags, outputs, one-line errors, and a torch-free --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finetune.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_lists_recipes_and_commands_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from finetune.cli import app\n"
+        "r = CliRunner()\n"
+        "top = r.invoke(app, ['--help']).output\n"
+        "sub = r.invoke(app, ['customer-service', '--help']).output\n"
+        "assert 'customer-service' in top, top\n"
+        "assert all(c in sub for c in ('train', 'evaluate', 'predict')), sub\n"
+        "heavy = ('torch', 'transformers', 'peft', 'sklearn', 'pandas')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_evaluate_predict(tiny_model_dir, small_csvs, tmp_path):
+    train_csv, test_csv = small_csvs
+    out = tmp_path / "run"
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("train:\n  batch_size: 8\n  epochs: 3\nmodel:\n  lora_r: 4\n")
+    result = invoke(
+        "customer-service",
+        "train",
+        "--config",
+        str(yaml_file),
+        "--data",
+        str(train_csv),
+        "--eval-data",
+        str(test_csv),
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "4",
+        "--seed",
+        "3",
+        "--output",
+        str(out),
+        "--set",
+        "train.eval_batch_size=16",
+    )
+    assert result.exit_code == 0, result.output
+    assert "tfidf_logreg" in result.output and f"Run folder: {out}" in result.output
+    saved = (out / "config.yaml").read_text()
+    assert "max_steps: 4" in saved and "seed: 3" in saved and "batch_size: 8" in saved
+    assert "eval_batch_size: 16" in saved
+
+    result = invoke("customer-service", "evaluate", "--run", str(out), "--data", str(test_csv))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "evaluations" / "test.json").read_text())
+    train_metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(train_metrics["accuracy"])
+
+    unlabelled = tmp_path / "new.csv"
+    pd.DataFrame({"id": [1, 2], "text": ["refund me now", "where is my parcel"]}).to_csv(
+        unlabelled, index=False
+    )
+    predictions = tmp_path / "pred.csv"
+    result = invoke(
+        "customer-service",
+        "predict",
+        "--run",
+        str(out),
+        "--data",
+        str(unlabelled),
+        "--output",
+        str(predictions),
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(predictions)
+    assert list(frame.columns) == ["id", "text", "predicted_label", "probability"]
+    assert set(frame["predicted_label"]) <= {"refund", "delivery", "login"}
+    assert frame["probability"].between(0, 1).all()
+
+    result = invoke(
+        "customer-service", "predict", "--run", str(out), "--text", "my account is locked"
+    )
+    assert result.exit_code == 0 and result.stdout.strip().split("\t")[0] in {
+        "refund",
+        "delivery",
+        "login",
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "nope.csv"], "Data file not found: nope.csv"),
+        (["--quant", "3bit"], "model.quant must be one of none, 8bit, 4bit"),
+        (["--epochs", "0"], "train.epochs must be positive"),
+        (["--label-column", "intent"], "no label column 'intent'"),
+        (
+            ["--model", "no-such-org/no-such-model"],
+            "Could not load model 'no-such-org/no-such-model'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_error(args, message, small_csvs, tmp_path):
+    if "--data" not in args:
+        args = ["--data", str(small_csvs[0]), *args]
+    result = runner.invoke(
+        app, ["customer-service", "train", "--output", str(tmp_path / "o"), *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

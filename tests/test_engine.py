@@ -1,0 +1,130 @@
+"""End-to-end runs of the engine on a tiny random BERT: run folder, reload, determinism, quant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune.errors import UserError
+from recipes.customer_service import recipe
+
+FAST = {"epochs": 2, "batch_size": 8, "eval_batch_size": 16}
+
+
+def tiny_config(model_dir: Path, data: tuple[Path, Path], output: Path, **model):
+    return recipe.config(
+        data={"path": str(data[0]), "eval_path": str(data[1])},
+        model={"name": str(model_dir), "lora_r": 4, "lora_alpha": 8, **model},
+        train=FAST,
+        output=str(output),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, small_csvs, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "run"
+    return recipe.train(tiny_config(tiny_model_dir, small_csvs, output), show_progress=False)
+
+
+def test_run_folder_is_complete(tiny_run):
+    folder = tiny_run.folder
+    for name in (
+        "metrics.json",
+        "report.md",
+        "config.yaml",
+        "labels.json",
+        "environment.json",
+        "history.json",
+        "predictions.csv",
+        "plots/confusion_matrix.png",
+        "plots/training.png",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/head.safetensors",
+        "adapter/classifier.json",
+    ):
+        assert (folder / name).is_file(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in (
+        "accuracy",
+        "recall",
+        "f1",
+        "auc",
+        "per_class",
+        "n_train",
+        "n_eval",
+        "train_seconds",
+        "baselines",
+    ):
+        assert key in metrics, key
+    assert set(metrics["baselines"]) == {"tfidf_logreg", "embedding_logreg"}
+    assert metrics["n_eval"] == 18
+    assert json.loads((folder / "labels.json").read_text())["labels"] == [
+        "delivery",
+        "login",
+        "refund",
+    ]
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["device"] == "cpu" and env["packages"]["torch"] and env["peak_rss_mb"] > 0
+    assert "fine-tuned (LoRA)" in (folder / "report.md").read_text()
+    assert not list(folder.parent.glob("*.tmp-*"))  # nothing half-written left behind
+
+
+def test_reload_predicts_exactly_what_training_predicted(tiny_run, small_csvs):
+    import pandas as pd
+
+    saved = pd.read_csv(tiny_run.folder / "predictions.csv")
+    reloaded = recipe.load(tiny_run.folder)
+    proba_trained = tiny_run.predict_proba(saved["text"].tolist())
+    proba_reloaded = reloaded.predict_proba(saved["text"].tolist())
+    np.testing.assert_allclose(proba_reloaded, proba_trained, atol=1e-6)
+    assert reloaded.predict(saved["text"].tolist()) == saved["predicted_label"].tolist()
+    # The head was trained and saved: a random head would not reproduce the probabilities.
+    assert np.allclose(saved["probability"], proba_reloaded.max(axis=1), atol=1e-5)
+
+
+def test_same_seed_same_metrics(tiny_model_dir, small_csvs, tmp_path):
+    runs = [
+        recipe.train(
+            tiny_config(tiny_model_dir, small_csvs, tmp_path / f"r{i}"), show_progress=False
+        )
+        for i in range(2)
+    ]
+    keys = ("accuracy", "recall", "f1", "auc")
+    assert [runs[0].metrics[k] for k in keys] == [runs[1].metrics[k] for k in keys]
+    np.testing.assert_array_equal(
+        runs[0].predict_proba(["where is my parcel"]), runs[1].predict_proba(["where is my parcel"])
+    )
+
+
+def test_existing_output_is_not_overwritten(tiny_run, tiny_model_dir, small_csvs):
+    config = tiny_config(tiny_model_dir, small_csvs, tiny_run.folder)
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        recipe.train(config, show_progress=False)
+
+
+def test_held_out_split_when_no_eval_file(tiny_model_dir, small_csvs, tmp_path):
+    config = tiny_config(tiny_model_dir, small_csvs, tmp_path / "r")
+    config.data.eval_path = None
+    config.train.max_steps = 2
+    run = recipe.train(config, show_progress=False)
+    assert run.metrics["n_eval"] == 12  # 20% of 60, stratified: 4 per class
+    assert run.metrics["n_train"] + run.metrics["n_val"] == 48
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit"])
+def test_quantized_lora_trains_and_reloads(quant, tiny_model_dir, small_csvs, tmp_path):
+    import bitsandbytes as bnb
+
+    config = tiny_config(tiny_model_dir, small_csvs, tmp_path / quant, quant=quant)
+    config.train.max_steps = 3
+    run = recipe.train(config, show_progress=False)
+    layer_type = bnb.nn.Linear4bit if quant == "4bit" else bnb.nn.Linear8bitLt
+    assert any(isinstance(m, layer_type) for m in run.model.backbone.modules())
+    assert not isinstance(run.model.head, layer_type)  # the head stays out of quantization
+    reloaded = recipe.load(run.folder)
+    texts = ["refund me now", "my account is locked"]
+    np.testing.assert_allclose(reloaded.predict_proba(texts), run.predict_proba(texts), atol=1e-5)
