@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,6 @@ import torch
 from torch import nn
 
 from finetune.errors import UserError
-
-# bitsandbytes logs a harmless kernel-hub miss on CPUs with AVX512-BF16 at import time.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
