@@ -154,28 +154,26 @@ def load_backbone(
         backbone = AutoModel.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
         raise _load_error(name, error) from None
+    if quant == "4bit":
+        disable_cpu_inference_packing(backbone)
     if getattr(backbone, "pooler", None) is not None:
         # We pool ourselves; an unused pooler would also leave LoRA weights without gradients.
         backbone.pooler = None
     return backbone
 
 
-def unpack_cpu_inference_weights(model: nn.Module) -> None:
-    """Undo bitsandbytes' CPU inference repacking of 4-bit weights before training resumes.
+def disable_cpu_inference_packing(model: nn.Module) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
 
-    On CPUs with AVX512-BF16, a Linear4bit forward in eval mode repacks its weight for a fast
-    inference kernel and keeps using that kernel afterwards, which then fails in training mode
-    ("a view of a leaf Variable ... in-place operation"). Validation runs between epochs hit it.
+    On CPUs with AVX512-BF16, a Linear4bit forward in eval mode repacks its weight in place
+    (rounding the block scales to bf16) and then fails in training mode; saving a state dict
+    unpacks it again, lossily. Validation between epochs and saving mid-session both hit it,
+    and a reloaded run would no longer predict what the trained one did. The plain 4-bit
+    kernel is used throughout instead.
     """
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        state = getattr(weight, "quant_state", None)
-        if state is not None and getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                weight.data, state
-            )
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def is_decoder(config: Any) -> bool:

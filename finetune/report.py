@@ -83,10 +83,9 @@ def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path
             label="validation macro-F1",
         )
         other.set_ylabel("validation macro-F1")
-        other.legend(loc="lower right")
-    ax.legend(loc="upper right")
+    fig.legend(loc="lower center", ncol=2, fontsize=8)
     ax.set_title("Training")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -376,6 +376,11 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
                     for part, c in redaction.items()
                 )
             )
+        if result.best_epoch == 0:
+            notes.append(
+                "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
+                "epoch, so the saved model is the starting point: fine-tuning did not help here."
+            )
         if truncated:
             notes.append(f"{truncated} texts reached max_length={config.data.max_length} tokens.")
         write_report(

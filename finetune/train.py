@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from finetune.config import TrainConfig
 from finetune.inference import pad_batch, predict_proba
-from finetune.models import TextClassifier, autocast, unpack_cpu_inference_weights
+from finetune.models import TextClassifier, autocast
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
@@ -122,9 +122,28 @@ def fit(
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     step, seen, running = 0, 0, []
+
+    def validate(record: dict[str, Any]) -> None:
+        """Score the validation rows; keep a copy of the weights if they are the best so far."""
+        nonlocal best_key, best_state
+        proba = predict_proba(model, val_ids, pad_id, config.eval_batch_size, device, bf16)
+        true_proba = np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)
+        record["val_loss"] = float(-np.mean(np.log(true_proba)))
+        record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
+        record["val_f1"] = float(f1_score(val_labels, proba.argmax(1), average="macro"))
+        key = (record["val_f1"], -record["val_loss"])
+        if best_key is None or key > best_key:
+            best_key, best_state = key, trainable_state(model)
+            result.best_epoch = record["epoch"]
+
+    if len(val_ids):
+        # Epoch 0 is a candidate too: when the head starts from the linear probe, fine-tuning
+        # has to beat the probe on the validation rows to be kept.
+        start_record: dict[str, Any] = {"epoch": 0, "step": 0, "train_loss": None}
+        validate(start_record)
+        result.history.append(start_record)
     progress = tqdm(total=total_steps, desc="training", unit="step", disable=not show_progress)
     start = time.perf_counter()
-    unpack_cpu_inference_weights(model)
     model.train()
     epoch = 0
     while step < total_steps:
@@ -156,17 +175,7 @@ def fit(
             "train_loss": float(np.mean(running[-steps_per_epoch:])),
         }
         if len(val_ids):
-            proba = predict_proba(model, val_ids, pad_id, config.eval_batch_size, device, bf16)
-            record["val_loss"] = float(
-                -np.mean(np.log(np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)))
-            )
-            record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
-            record["val_f1"] = float(f1_score(val_labels, proba.argmax(1), average="macro"))
-            unpack_cpu_inference_weights(model)
-            key = (record["val_f1"], -record["val_loss"])
-            if best_key is None or key > best_key:
-                best_key, best_state = key, trainable_state(model)
-                result.best_epoch = record["epoch"]
+            validate(record)
             progress.write(
                 f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
                 f"val loss {record['val_loss']:.3f}, val acc {record['val_accuracy']:.3f}, "
