@@ -128,3 +128,37 @@ def test_quantized_lora_trains_and_reloads(quant, tiny_model_dir, small_csvs, tm
     reloaded = recipe.load(run.folder)
     texts = ["refund me now", "my account is locked"]
     np.testing.assert_allclose(reloaded.predict_proba(texts), run.predict_proba(texts), atol=1e-5)
+
+
+def test_pii_is_redacted_before_training_and_counted(tiny_model_dir, small_csvs, tmp_path):
+    import pandas as pd
+
+    train = pd.read_csv(small_csvs[0])
+    train.loc[0, "text"] = "refund to jane.doe@example.com or call +44 7700 900123"
+    test = pd.read_csv(small_csvs[1])
+    test.loc[0, "text"] = "card 4111 1111 1111 1111 was charged twice, please refund"
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    config = tiny_config(
+        tiny_model_dir, (tmp_path / "train.csv", tmp_path / "test.csv"), tmp_path / "r"
+    )
+    config.train.max_steps = 1
+    run = recipe.train(config, show_progress=False)
+    env = json.loads((run.folder / "environment.json").read_text())
+    assert env["pii_redacted"]["train"] == {"email": 1, "phone": 1, "card": 0}
+    assert env["pii_redacted"]["evaluation"] == {"email": 0, "phone": 0, "card": 1}
+    predictions = (run.folder / "predictions.csv").read_text()
+    assert "4111" not in predictions and "[CARD] was charged twice" in predictions
+    assert "1 card numbers" in (run.folder / "report.md").read_text()
+
+
+def test_quantization_on_an_unsupported_device_fails_before_any_work(
+    tiny_model_dir, small_csvs, tmp_path, monkeypatch
+):
+    from finetune import models
+
+    monkeypatch.setattr(models, "pick_device", lambda: "mps")
+    config = tiny_config(tiny_model_dir, small_csvs, tmp_path / "r", quant="4bit")
+    with pytest.raises(UserError, match="--quant 4bit needs a CUDA GPU or a CPU"):
+        recipe.train(config, show_progress=False)
+    assert not (tmp_path / "r").exists()
