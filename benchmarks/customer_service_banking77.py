@@ -83,10 +83,18 @@ def run_reference(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-            num_train_epochs=args.reference_epochs, max_steps=args.max_steps or -1,
-            learning_rate=5e-5, save_strategy="no", report_to=[], seed=args.seed,
-            use_cpu=True, disable_tqdm=True, logging_strategy="no",
+            output_dir=tmp,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=64,
+            num_train_epochs=args.reference_epochs,
+            max_steps=args.max_steps or -1,
+            learning_rate=5e-5,
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+            use_cpu=True,
+            disable_tqdm=True,
+            logging_strategy="no",
         )
         trainer = Trainer(model=model, args=training_args, train_dataset=Encoded(train))
         start = time.perf_counter()
@@ -98,7 +106,9 @@ def run_reference(args: argparse.Namespace) -> dict:
     metrics = classification_metrics([index[x] for x in test[args.label_column]], proba, labels)
     return {
         "method": f"plain Trainer full FT ({args.reference_epochs:g} ep, pad 64, fp32)",
-        "accuracy": metrics["accuracy"], "f1": metrics["f1"], "auc": metrics["auc"],
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["f1"],
+        "auc": metrics["auc"],
         "train_seconds": train_seconds,
         "samples_per_second": output.metrics["train_samples_per_second"],
         "peak_rss_mb": peak_rss_mb(),
@@ -117,9 +127,13 @@ def run_recipe(args: argparse.Namespace) -> dict:
     train.to_csv(train_file, index=False)
     test.to_csv(test_file, index=False)
     config = recipe.config(
-        data={"path": str(train_file), "eval_path": str(test_file),
-              "label_column": args.label_column},
-        output=str(tmp / "run"), **overrides,
+        data={
+            "path": str(train_file),
+            "eval_path": str(test_file),
+            "label_column": args.label_column,
+        },
+        output=str(tmp / "run"),
+        **overrides,
     )
     start = time.perf_counter()
     run = recipe.train(config, show_progress=False)
@@ -131,19 +145,39 @@ def run_recipe(args: argparse.Namespace) -> dict:
     predict_seconds = time.perf_counter() - predict_start
     m = run.metrics
     return {
-        "method": "recipe default (LoRA)", "accuracy": m["accuracy"], "f1": m["f1"],
-        "auc": m["auc"], "train_seconds": m["train_seconds"],
-        "samples_per_second": m["samples_per_second"], "wall_seconds": wall,
-        "peak_rss_mb": peak_rss_mb(), "predict_per_second": len(texts) / predict_seconds,
-        "best_epoch": m["best_epoch"], "baselines": m["baselines"],
+        "method": "recipe default (LoRA)",
+        "accuracy": m["accuracy"],
+        "f1": m["f1"],
+        "auc": m["auc"],
+        "train_seconds": m["train_seconds"],
+        "samples_per_second": m["samples_per_second"],
+        "wall_seconds": wall,
+        "peak_rss_mb": peak_rss_mb(),
+        "predict_per_second": len(texts) / predict_seconds,
+        "best_epoch": m["best_epoch"],
+        "baselines": m["baselines"],
     }
 
 
 def child(part: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--part", part, "--seed", str(args.seed),
-               "--data-dir", args.data_dir, "--label-column", args.label_column,
-               "--reference-epochs", str(args.reference_epochs), "--limit", str(args.limit),
-               "--max-steps", str(args.max_steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--part",
+        part,
+        "--seed",
+        str(args.seed),
+        "--data-dir",
+        args.data_dir,
+        "--label-column",
+        args.label_column,
+        "--reference-epochs",
+        str(args.reference_epochs),
+        "--limit",
+        str(args.limit),
+        "--max-steps",
+        str(args.max_steps),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -187,23 +221,53 @@ def main() -> None:
             rows.append(row)
             for name, figures in row.pop("baselines", {}).items():
                 rows.append({"method": f"baseline: {name}", "seed": seed, **figures})
-    header = ["method", "seed", "accuracy", "f1", "auc", "samples_per_second", "train_seconds",
-              "wall_seconds", "peak_rss_mb", "speed_ratio", "rss_ratio", "predict_per_second"]
+    header = [
+        "method",
+        "seed",
+        "accuracy",
+        "f1",
+        "auc",
+        "samples_per_second",
+        "train_seconds",
+        "wall_seconds",
+        "peak_rss_mb",
+        "speed_ratio",
+        "rss_ratio",
+        "predict_per_second",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.get(h) for h in header]
-        lines.append("| " + " | ".join(
-            f"{c:.3f}" if isinstance(c, float) and c < 10 else
-            f"{c:.0f}" if isinstance(c, float) else "" if c is None else str(c) for c in cells
-        ) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                f"{c:.3f}"
+                if isinstance(c, float) and c < 10
+                else f"{c:.0f}"
+                if isinstance(c, float)
+                else ""
+                if c is None
+                else str(c)
+                for c in cells
+            )
+            + " |"
+        )
     table = "\n".join(lines)
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({
-        "date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores", "data_dir": args.data_dir, "rows": rows, "table": table,
-    }, indent=2))
+    output.write_text(
+        json.dumps(
+            {
+                "date": str(date.today()),
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "data_dir": args.data_dir,
+                "rows": rows,
+                "table": table,
+            },
+            indent=2,
+        )
+    )
     print(f"written to {output}")
 
 

@@ -13,12 +13,15 @@ import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    from finetune.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,12 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.head = nn.Linear(hidden_size, num_labels)
 
+    @torch.no_grad()
+    def set_head(self, weight: Any, bias: Any) -> None:
+        """Start the head from given weights (e.g. the linear probe) instead of at random."""
+        self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
+        self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(states, attention_mask, self.pooling)
@@ -279,6 +288,7 @@ class ClassifierInfo:
     hidden_size: int
     max_length: int
     bf16: bool
+    lora_targets: list[str] | str = "all-linear"
     trust_remote_code: bool = False
 
 
@@ -289,6 +299,42 @@ def build_classifier(
     if lora is not None:
         backbone = add_lora(backbone, **lora)
     return TextClassifier(backbone, info.hidden_size, info.num_labels, info.pooling)
+
+
+def build_for_training(
+    options: ModelConfig, num_labels: int, max_length: int, bf16: bool, device: str, seed: int
+) -> tuple[TextClassifier, Any, ClassifierInfo]:
+    """Tokenizer, backbone (quantized if asked), LoRA and a fresh head, seeded, on `device`."""
+    from transformers import set_seed
+
+    tokenizer = load_tokenizer(options.name, options.trust_remote_code)
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
+    backbone = load_backbone(options.name, options.quant, compute_dtype, options.trust_remote_code)
+    pooling = options.pooling
+    if pooling == "auto":
+        pooling = default_pooling(options.name, backbone.config)
+    info = ClassifierInfo(
+        backbone=model_reference(options.name),
+        pooling=pooling,
+        quant=options.quant,
+        num_labels=num_labels,
+        hidden_size=hidden_size_of(backbone.config),
+        max_length=max_length,
+        bf16=bf16,
+        lora_targets=lora_targets(backbone.config, options.target_modules),
+        trust_remote_code=options.trust_remote_code,
+    )
+    set_seed(seed)  # the LoRA and head initialisation must be seeded too
+    lora = {
+        "r": options.lora_r,
+        "alpha": options.lora_alpha,
+        "dropout": options.lora_dropout,
+        "targets": info.lora_targets,
+    }
+    model = build_classifier(backbone, info, lora)
+    # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
+    (model if options.quant == "none" else model.head).to(device)
+    return model, tokenizer, info
 
 
 def save_classifier(model: TextClassifier, tokenizer: Any, info: ClassifierInfo, folder: Path):

@@ -13,6 +13,8 @@ import platform
 import resource
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import metadata
@@ -164,8 +166,21 @@ def output_folder(config: Config) -> Path:
     return folder
 
 
-def publish(tmp: Path, folder: Path) -> None:
-    """Move a complete temporary folder into place, replacing an old one only at the end."""
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill; renamed to `folder` only if the block succeeds.
+
+    A run killed or failing half-way leaves no folder that looks finished, and an existing
+    folder (with --overwrite) is replaced only once the new one is complete.
+    """
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = None
     if folder.exists():
         old = folder.with_name(folder.name + f".old-{os.getpid()}")
@@ -201,13 +216,12 @@ def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
 
 def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
-    import torch
     from transformers import set_seed
 
     from finetune import models
     from finetune.baselines import BASELINES, NEEDS_VECTORS, BaselineInputs, fit_probe
     from finetune.inference import embed, predict_proba, tokenize
-    from finetune.metrics import classification_metrics, confusion
+    from finetune.metrics import classification_metrics, confusion, headline
     from finetune.pii import RedactionCounts, redact_all
     from finetune.report import write_report
     from finetune.train import fit
@@ -231,42 +245,9 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
 
     bf16 = models.use_bf16(config.train.precision, device)
-    tokenizer = models.load_tokenizer(config.model.name, config.model.trust_remote_code)
-    backbone = models.load_backbone(
-        config.model.name,
-        config.model.quant,
-        torch.bfloat16 if bf16 else torch.float32,
-        config.model.trust_remote_code,
+    model, tokenizer, info = models.build_for_training(
+        config.model, len(labels), config.data.max_length, bf16, device, config.train.seed
     )
-    pooling = config.model.pooling
-    if pooling == "auto":
-        pooling = models.default_pooling(config.model.name, backbone.config)
-    info = models.ClassifierInfo(
-        backbone=models.model_reference(config.model.name),
-        pooling=pooling,
-        quant=config.model.quant,
-        num_labels=len(labels),
-        hidden_size=models.hidden_size_of(backbone.config),
-        max_length=config.data.max_length,
-        bf16=bf16,
-        trust_remote_code=config.model.trust_remote_code,
-    )
-    targets = models.lora_targets(backbone.config, config.model.target_modules)
-    set_seed(config.train.seed)  # seeds the LoRA and head initialisation
-    model = models.build_classifier(
-        backbone,
-        info,
-        {
-            "r": config.model.lora_r,
-            "alpha": config.model.lora_alpha,
-            "dropout": config.model.lora_dropout,
-            "targets": targets,
-        },
-    )
-    if config.model.quant == "none":
-        model.to(device)
-    else:
-        model.head.to(device)
 
     all_ids = tokenize(tokenizer, train_ex.texts, config.data.max_length)
     eval_ids = tokenize(tokenizer, eval_ex.texts, config.data.max_length)
@@ -293,18 +274,15 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             inputs.eval_vectors = embed(
                 model, eval_ids, tokenizer.pad_token_id, batch, device, bf16
             )
-    baseline_metrics: dict[str, Any] = {}
-    for name in recipe.baselines:
-        proba = BASELINES[name](inputs)
-        figures = classification_metrics(y_eval, proba, labels)
-        baseline_metrics[name] = {k: figures[k] for k in ("accuracy", "recall", "f1", "auc")}
+    baseline_metrics = {
+        name: headline(classification_metrics(y_eval, BASELINES[name](inputs), labels))
+        for name in recipe.baselines
+    }
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
             inputs.train_vectors, y_fit, len(labels), config.train.seed
         )
-        with torch.no_grad():
-            model.head.weight.copy_(torch.as_tensor(probe.weight, dtype=model.head.weight.dtype))
-            model.head.bias.copy_(torch.as_tensor(probe.bias, dtype=model.head.bias.dtype))
+        model.set_head(probe.weight, probe.bias)
 
     result = fit(
         model,
@@ -335,11 +313,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     env = environment(device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
 
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged(folder) as tmp:
         saved = replace(config, output=str(folder), overwrite=False)
         save_yaml(saved, tmp / "config.yaml")
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
@@ -355,8 +329,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             f"{len(val_rows)} for picking the best epoch",
             "evaluation data": f"{eval_ex.source}: {len(eval_ex)} rows",
             "classes": len(labels),
-            "model": f"{config.model.name} ({pooling} pooling), LoRA r={config.model.lora_r} "
-            f"on {targets}, quantization {config.model.quant}",
+            "model": f"{config.model.name} ({info.pooling} pooling), LoRA "
+            f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
             "head initialisation": config.model.head_init,
             "precision": "bf16 autocast" if bf16 else "fp32",
             "steps": f"{result.steps} (best epoch {result.best_epoch})",
@@ -396,10 +370,6 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         )
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
-        publish(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Run(folder, config, labels, model, tokenizer, bf16, metrics)
 
 
