@@ -85,14 +85,8 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     return probe.predict_proba(inputs.eval_vectors)
 
 
-def majority_class(inputs: BaselineInputs) -> np.ndarray:
-    counts = np.bincount(inputs.train_labels, minlength=inputs.n_classes)
-    return np.tile(counts / counts.sum(), (len(inputs.eval_texts), 1))
-
-
 BASELINES: dict[str, Callable[[BaselineInputs], np.ndarray]] = {
     "tfidf_logreg": tfidf_logreg,
     "embedding_logreg": embedding_logreg,
-    "majority_class": majority_class,
 }
 NEEDS_VECTORS = {"embedding_logreg"}

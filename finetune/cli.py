@@ -9,7 +9,8 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -165,7 +166,8 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
-        _write_atomic(target, json.dumps(metrics, indent=2))
+        with _atomic(target) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         print_results(metrics, f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)")
         typer.echo(f"Metrics: {target}")
 
@@ -209,11 +211,16 @@ def _with_columns(config: Any, text_column: str | None, label_column: str | None
     return merge(config, updates, source="command line")
 
 
-def _write_atomic(path: Path, content: str) -> None:
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write; it replaces `path` only once written completely."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_predictions(source: str, texts: list[str], proba: Any, labels: list[str], path: Path):
@@ -226,10 +233,8 @@ def write_predictions(source: str, texts: list[str], proba: Any, labels: list[st
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with _atomic(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 @app.command("models")
