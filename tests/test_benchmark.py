@@ -1,0 +1,42 @@
+"""The Banking77 benchmark script keeps working (on a tiny slice of any intent dataset)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from conftest import make_rows
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "customer_service_banking77.py"
+
+
+def test_benchmark_runs_on_a_tiny_slice(tmp_path):
+    for name, n, seed in (("train", 20, 1), ("test", 6, 2)):
+        frame = pd.DataFrame(make_rows(n, seed)).rename(columns={"label": "category"})
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    output = tmp_path / "result.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--data-dir",
+            str(tmp_path),
+            "--max-steps",
+            "2",
+            "--output",
+            str(output),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(output.read_text())
+    methods = [row["method"] for row in result["rows"]]
+    assert methods[0].startswith("plain Trainer") and methods[1] == "recipe default (LoRA)"
+    assert {"baseline: tfidf_logreg", "baseline: embedding_logreg"} <= set(methods)
+    recipe_row = result["rows"][1]
+    assert recipe_row["speed_ratio"] > 0 and recipe_row["rss_ratio"] > 0
+    assert 0 <= recipe_row["accuracy"] <= 1 and recipe_row["predict_per_second"] > 0
