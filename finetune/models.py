@@ -292,15 +292,6 @@ class ClassifierInfo:
     trust_remote_code: bool = False
 
 
-def build_classifier(
-    backbone: nn.Module, info: ClassifierInfo, lora: dict[str, Any] | None
-) -> TextClassifier:
-    """Wrap a loaded backbone with LoRA (when `lora` is given) and a fresh head."""
-    if lora is not None:
-        backbone = add_lora(backbone, **lora)
-    return TextClassifier(backbone, info.hidden_size, info.num_labels, info.pooling)
-
-
 def build_for_training(
     options: ModelConfig, num_labels: int, max_length: int, bf16: bool, device: str, seed: int
 ) -> tuple[TextClassifier, Any, ClassifierInfo]:
@@ -325,13 +316,10 @@ def build_for_training(
         trust_remote_code=options.trust_remote_code,
     )
     set_seed(seed)  # the LoRA and head initialisation must be seeded too
-    lora = {
-        "r": options.lora_r,
-        "alpha": options.lora_alpha,
-        "dropout": options.lora_dropout,
-        "targets": info.lora_targets,
-    }
-    model = build_classifier(backbone, info, lora)
+    backbone = add_lora(
+        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
+    )
+    model = TextClassifier(backbone, info.hidden_size, num_labels, pooling)
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if options.quant == "none" else model.head).to(device)
     return model, tokenizer, info

@@ -169,10 +169,9 @@ def test_trailing_number_after_a_match_is_kept():
 def test_long_inputs_are_handled():
     # A backtracking e-mail pattern once took ~10 s on 60k characters of "a.a.a..."; the
     # matcher is linear now (no timing assertion here: a regression shows as a slow suite).
-    for text in ("a." * 30_000, "a@" + "b." * 30_000 + "!"):
+    for text in ("a." * 30_000, "a@" + "b." * 30_000 + "!", "4111 " * 12_000):
         out, counts = redact(text)
-        assert counts.phone == counts.card == 0
-    assert redact("4111 " * 12_000)[1].total >= 0
+        assert out == text and counts.total == 0
 
 
 def test_text_without_pii_is_unchanged():
