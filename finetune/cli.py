@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import typer
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
-    from finetune.recipe import Recipe
+    from finetune.recipe import Flag, Recipe
 
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
@@ -101,8 +102,6 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
 
-    @group.command()
-    @friendly_errors
     def train(
         config: ConfigOpt = None,
         data: DataOpt = None,
@@ -117,6 +116,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         output: OutputOpt = None,
         overwrite: OverwriteOpt = False,
         set_: SetOpt = None,
+        **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
         from finetune.config import dotted_to_nested, merge, parse_set_options
@@ -134,6 +134,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
+                **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
             }
         )
         resolved = recipe.config(config, **flags)
@@ -145,6 +146,8 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         )
         typer.echo(f"Run folder: {run.folder}")
         typer.echo(f"Report:     {run.folder / 'report.md'}")
+
+    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
 
     @group.command()
     @friendly_errors
@@ -201,7 +204,31 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         write_predictions(data, examples.texts, proba, loaded.labels, output)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
 
+    recipe.add_commands(group)
     return group
+
+
+def _param_name(flag: Flag) -> str:
+    return flag.name.lstrip("-").replace("-", "_")
+
+
+def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags: tuple) -> Any:
+    """`command` with the recipe's extra flags as typer options in its signature."""
+    signature = inspect.signature(original, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    for flag in flags:
+        if flag.type is bool:
+            hint, default = Annotated[bool, typer.Option(flag.name, help=flag.help)], False
+        else:
+            hint = Annotated[flag.type | None, typer.Option(flag.name, help=flag.help)]
+            default = None
+        params.append(
+            inspect.Parameter(
+                _param_name(flag), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint
+            )
+        )
+    command.__signature__ = signature.replace(parameters=params)
+    return command
 
 
 def _with_columns(config: Any, text_column: str | None, label_column: str | None) -> Any:

@@ -21,6 +21,7 @@ QUANT_CHOICES = ("none", "8bit", "4bit")
 POOLING_CHOICES = ("auto", "mean", "cls", "last")
 HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+CLASS_WEIGHT_CHOICES = ("none", "auto")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class DataConfig:
     max_length: int = 128
     # Replace emails, phone numbers and card numbers before training and prediction.
     redact_pii: bool = False
+    # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the second
+    # label in sorted order.
+    positive_label: str | None = None
 
 
 @dataclass
@@ -81,7 +85,19 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # auto: weight the loss by inverse class frequency (rare positives count as much as the
+    # common class); none: every example counts the same.
+    class_weight: str = "none"
     seed: int = 42
+
+
+@dataclass
+class EvalConfig:
+    # Binary tasks: also report the decision threshold that reaches this recall (sensitivity)
+    # on the evaluation split, and the specificity it costs. None: the 0.5 threshold only.
+    target_recall: float | None = None
+    # Stratified K-fold cross-validation over the training data (0: one train/eval split).
+    folds: int = 0
 
 
 @dataclass
@@ -90,6 +106,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # The recipe's own options (a dataclass the recipe declares as `Recipe.Options`).
+    options: Any = None
     # Run folder. None: runs/<recipe>-<timestamp>.
     output: str | None = None
     # Replace an existing output folder.
@@ -103,6 +122,13 @@ class Config:
         _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
+        _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
+        if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
+            raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
+        if self.eval.folds == 1 or self.eval.folds < 0:
+            raise UserError(
+                f"eval.folds must be 0 (no cross-validation) or >= 2, got {self.eval.folds}."
+            )
         if self.train.epochs <= 0:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
@@ -130,6 +156,10 @@ def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
 
 
 def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str) -> Any:
+    if obj is None and prefix == "options.":
+        if updates:
+            raise UserError(f"{source}: this recipe has no options; got {sorted(updates)}.")
+        return None
     if not isinstance(updates, dict):
         raise UserError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping.")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -144,7 +174,7 @@ def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str
                 f"Known options here: {', '.join(prefix + name for name in fields)}."
             )
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) or (key == "options" and not prefix):
             changes[key] = _merge_dataclass(current, value, source, prefix=f"{prefix}{key}.")
         else:
             changes[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
@@ -238,9 +268,13 @@ def resolve(
     recipe_defaults: dict[str, Any],
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    options: Any = None,
 ) -> Config:
-    """Engine defaults < recipe defaults < YAML file < explicit overrides."""
-    config = Config(recipe=recipe_name)
+    """Engine defaults < recipe defaults < YAML file < explicit overrides.
+
+    `options` is the recipe's own options dataclass instance (None: the recipe has none).
+    """
+    config = Config(recipe=recipe_name, options=options)
     config = merge(config, recipe_defaults, source=f"recipe {recipe_name} defaults")
     if yaml_path is not None:
         from_file = load_yaml(yaml_path)
