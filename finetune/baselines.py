@@ -66,6 +66,11 @@ class LinearProbe:
 
 def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> LinearProbe:
     scaler = StandardScaler().fit(vectors)
+    # Some pooled dimensions are dead (all-MiniLM-L6-v2 has two at about 1e-33): standardised,
+    # their float noise looks like signal, and folding 1/scale into the head gives weights near
+    # 1e32 that turn any later change of those dimensions into exploding logits. Ignore them.
+    dead = scaler.scale_ < 1e-6 * np.median(scaler.scale_)
+    scaler.scale_[dead] = np.inf
     model = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
     model.fit(scaler.transform(vectors), labels)
     # (x - mean) / scale @ W.T + b  ==  x @ (W / scale).T + (b - W @ (mean / scale))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
     "customer-service": "recipes.customer_service",
+    "medical-risk": "recipes.medical_risk",
 }
 
 app = typer.Typer(
@@ -141,9 +142,13 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
-        print_results(
-            run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples"
+        n_eval, folds = run.metrics["n_eval"], run.metrics.get("n_folds")
+        scope = (
+            f"{folds}-fold cross-validation on {n_eval} examples (mean ± std)"
+            if folds
+            else f"evaluation on {n_eval} examples"
         )
+        print_results(run.metrics, f"{recipe.title}: {scope}")
         typer.echo(f"Run folder: {run.folder}")
         typer.echo(f"Report:     {run.folder / 'report.md'}")
 
@@ -163,9 +168,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         """Score a trained run on new labelled data and write its metrics."""
         import json
 
-        from finetune.run import Run
-
-        loaded = Run.load(run)
+        loaded = recipe.load(run)
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
@@ -186,13 +189,11 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         ] = None,
     ) -> None:
         """Predict the label and its probability for each row (or one --text)."""
-        from finetune.run import Run
-
         if (data is None) == (text is None):
             raise UserError("Give either --data FILE or --text MESSAGE.")
         if data is not None and output is None:
             raise UserError("--data needs --output FILE.csv for the predictions.")
-        loaded = Run.load(run)
+        loaded = recipe.load(run)
         if text is not None:
             proba = loaded.predict_proba([text])[0]
             best = int(proba.argmax())

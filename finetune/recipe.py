@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from finetune.baselines import Baseline
+    from finetune.crossval import CrossValidation
     from finetune.run import Run
 
 
@@ -103,12 +104,26 @@ class Recipe:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict
         are the engine's)."""
 
-    def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
+    def train(
+        self, config: Config | None = None, show_progress: bool = True
+    ) -> Run | CrossValidation:
+        """One run; with `eval.folds >= 2`, one run per fold and their summary."""
+        config = config or self.config()
+        if config.eval.folds >= 2:
+            from finetune.crossval import cross_validate
+
+            return cross_validate(self, config, show_progress=show_progress)
         from finetune.run import train
 
-        return train(self, config or self.config(), show_progress=show_progress)
+        return train(self, config, show_progress=show_progress)
 
     def load(self, folder: str | Path) -> Run:
         from finetune.run import Run
 
+        folder = Path(folder)
+        if (folder / "fold-1").is_dir() and not (folder / "labels.json").exists():
+            raise UserError(
+                f"{folder} is a cross-validation summary with one model per fold; "
+                f"load one of them, e.g. {folder / 'fold-1'}."
+            )
         return Run.load(folder, options=self.Options() if self.Options is not None else None)

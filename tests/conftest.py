@@ -11,6 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -86,3 +87,25 @@ def small_csvs(tmp_path_factory) -> tuple[Path, Path]:
     pd.DataFrame(make_rows(20, seed=1)).to_csv(train, index=False)
     pd.DataFrame(make_rows(6, seed=2)).to_csv(test, index=False)
     return train, test
+
+
+def make_mixed_records(n: int, seed: int) -> pd.DataFrame:
+    """Numbers with gaps, a category, free-text notes; the outcome depends on all three."""
+    rng = np.random.default_rng(seed)
+    glucose = rng.normal(120, 25, n).round()
+    smoker = rng.choice(["yes", "no"], n)
+    notes = rng.choice(["reports chest pain at rest", "routine visit no complaints"], n)
+    risk = (glucose - 120) / 25 + (smoker == "yes") + (notes == "reports chest pain at rest")
+    outcome = np.where(risk + rng.normal(0, 0.5, n) > 1, "sick", "well")
+    glucose_text = [str(int(g)) for g in glucose]
+    for i in rng.choice(n, n // 10, replace=False):
+        glucose_text[i] = ""
+    return pd.DataFrame(
+        {"glucose": glucose_text, "smoker": smoker, "notes": notes, "outcome": outcome}
+    )
+
+
+@pytest.fixture(scope="session")
+def mixed_table():
+    """make_mixed_records(n, seed): patient-like records with gaps, categories and notes."""
+    return make_mixed_records
