@@ -181,8 +181,13 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
                 "recipe": recipe.title,
                 "data": f"{examples.source}: {len(examples)} rows, pooled and split into {k} "
                 f"stratified folds (seed {seed}); each row is held out exactly once",
-                "per fold": "an ordinary run: training on the other folds (10% of them picking "
-                "the best epoch), baselines on the same rows, scored on the held-out fold",
+                "per fold": "an ordinary run trained on the other folds ("
+                + (
+                    f"{config.data.val_fraction:.0%} of them picking the best epoch"
+                    if config.data.val_fraction > 0
+                    else "no validation hold-out: the last epoch is kept"
+                )
+                + "), baselines on the same rows, scored on the held-out fold",
                 "model": f"{config.model.name}, LoRA r={config.model.lora_r}, quantization "
                 f"{config.model.quant}, head initialisation {config.model.head_init}",
                 "training": f"{config.train.epochs:g} epochs, batch {config.train.batch_size}, "
@@ -349,7 +354,7 @@ def write_summary_report(
         "(model, report, predictions) that `recipe.load(folder)` reloads.",
         "",
         _markdown_table(
-            ["fold", "train rows", "held out", "best epoch", *methods],
+            ["fold", "rows fitted", "held out", "kept epoch", *methods],
             [
                 [
                     f"[{fold['folder']}]({fold['folder']}/report.md)",

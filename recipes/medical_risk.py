@@ -58,11 +58,20 @@ class MedicalRisk(Recipe):
     name = "medical-risk"
     title = "Medical risk prediction"
     description = "Two-class risk prediction from patient records (train, evaluate, predict)."
+    # Chosen by 5-fold cross-validation on MASS Pima.tr only (Pima.te unseen; README): a head
+    # fitted on frozen embeddings starts with huge weights on records that differ only in a
+    # few numbers, and LoRA then blows its loss up, so the head starts at random with its own
+    # learning rate; 20 epochs overfit; a validation hold-out for the best epoch did not help.
     defaults = {
         # Records are generated text; redaction still catches contact details in free-text notes.
-        "data": {"redact_pii": True, "max_length": 256},
-        "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
-        "train": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3},
+        "data": {"redact_pii": True, "max_length": 256, "val_fraction": 0.0},
+        "model": {"name": "minilm", "lora_r": 16, "head_init": "random"},
+        "train": {
+            "epochs": 10,
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "head_learning_rate": 1e-2,
+        },
         "eval": {"target_recall": 0.9},
     }
     baselines = (logistic_regression, gradient_boosting, "embedding_logreg")

@@ -22,8 +22,9 @@ def test_bundled_pima_is_the_mass_split_without_row_numbers():
     assert sorted(set(train.labels)) == ["No", "Yes"]
     assert list(train.features.columns) == ["npreg", "glu", "bp", "skin", "bmi", "ped", "age"]
     assert train.texts[0] == (
-        "pregnancies: 5; 2-hour glucose: 86 mg/dL; diastolic blood pressure: 68 mm Hg; "
-        "triceps skinfold: 28 mm; BMI: 30.2 kg/m2; diabetes pedigree: 0.364; age: 24 years"
+        "pregnancies: 5; 2-hour glucose: 86 mg/dL (normal); diastolic blood pressure: 68 mm Hg "
+        "(normal); triceps skinfold: 28 mm; BMI: 30.2 kg/m2 (obese); diabetes pedigree: 0.364; "
+        "age: 24 years"
     )
 
 
@@ -97,7 +98,8 @@ def test_short_real_run_reports_the_medical_figures(pima_run):
     assert baselines["embedding_logreg"]["auc"] > 0.65
     assert metrics["records"]["dropped"] == {"rownames": "identifier in the data card"}
     report = (output / "report.md").read_text()
-    assert "## Records" in report and "2-hour glucose: <numeric> mg/dL" in report
+    assert "## Records" in report
+    assert "2-hour glucose: <numeric> mg/dL (<reference range>)" in report
     assert "Two-class view (positive class: Yes)" in report
     assert "86 mg/dL" not in report  # no patient rows in the report
     assert "class_weight: auto" in (output / "config.yaml").read_text()
