@@ -349,6 +349,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        train_source=train_ex.source,
+        eval_source=eval_ex.source,
         baselines=baseline_metrics,
     )
     wall = time.perf_counter() - started
@@ -361,6 +363,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
         models.save_classifier(model, tokenizer, info, tmp / "adapter")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # Every method's evaluation probabilities, so reports can be rebuilt without the model.
+        np.savez_compressed(tmp / "scores.npz", y_true=y_eval, **scores)
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )

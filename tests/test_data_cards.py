@@ -5,21 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from finetune.data import load_examples
+from finetune.datacard import read_card
 
 ROOT = Path(__file__).parent.parent
 
 
-def read_card(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
-    assert text.startswith("---\n"), f"{path.name} has no YAML header"
-    return yaml.safe_load(text.split("---\n")[1])
-
-
 def test_bundled_customer_service_data_matches_its_card():
-    card = read_card(ROOT / "data_cards" / "shop_intents.md")
+    card, _ = read_card(ROOT / "data_cards" / "shop_intents.md")
     for key in ("name", "source", "license", "citation", "task", "classes", "files", "size"):
         assert card.get(key), key
     for split, relative in card["files"].items():
