@@ -116,6 +116,9 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         output: OutputOpt = None,
         overwrite: OverwriteOpt = False,
         set_: SetOpt = None,
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Small smoke-run budget (CI evaluations).")
+        ] = False,
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
@@ -137,7 +140,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
             }
         )
-        resolved = recipe.config(config, **flags)
+        resolved = recipe.config(config, quick=quick, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)

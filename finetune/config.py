@@ -236,6 +236,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested mapping `base` with `updates` applied (sections merged, not replaced)."""
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str, Any]:
     """{'train.seed': 3} -> {'train': {'seed': 3}}; None values (flags not given) are skipped."""
     nested: dict[str, Any] = {}

@@ -80,11 +80,19 @@ class Recipe:
     extra_key: str = "extra"
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()
+    # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
+    # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
+    quick: dict[str, Any] = {"train": {"max_steps": 20}}
 
-    def config(self, yaml_path: str | Path | None = None, **overrides: Any) -> Config:
-        """The resolved config: engine < recipe defaults < YAML file < overrides (nested dicts)."""
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        """The resolved config: engine < recipe defaults (< quick) < YAML file < overrides."""
+        from finetune.config import deep_update
+
         options = self.Options() if self.Options is not None else None
-        return resolve(self.name, self.defaults, yaml_path, overrides, options=options)
+        defaults = deep_update(self.defaults, self.quick) if quick else self.defaults
+        return resolve(self.name, defaults, yaml_path, overrides, options=options)
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         """The recipe's own (train, test) split, used when no --data is given."""

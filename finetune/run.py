@@ -7,6 +7,7 @@ name and renamed when complete, so a crashed run never looks finished.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -186,6 +187,14 @@ def staged(folder: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"No space left on the device while writing {folder}; nothing was written "
+                f"(and {folder} was left as it was). Free some space or pass another --output."
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
