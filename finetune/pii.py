@@ -72,9 +72,7 @@ class RedactionCounts:
 _DOMAIN_RE = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?![\w-])", re.IGNORECASE
 )
-_LOCAL_REVERSED_RE = re.compile(
-    r"[a-z0-9_%+'-]+(?:\.[a-z0-9_%+'-]+)*(?![\w%+'-])", re.IGNORECASE
-)
+_LOCAL_REVERSED_RE = re.compile(r"[a-z0-9_%+'-]+(?:\.[a-z0-9_%+'-]+)*(?![\w%+'-])", re.IGNORECASE)
 
 
 def _redact_emails(text: str) -> tuple[str, int]:

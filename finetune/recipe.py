@@ -78,6 +78,8 @@ class Recipe:
     Options: type | None = None
     # Key of the recipe's extra metrics in metrics.json.
     extra_key: str = "extra"
+    # Names of the datasets the recipe ships or loads by name; each has data_cards/<name>.md.
+    datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()
     # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
