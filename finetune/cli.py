@@ -119,6 +119,9 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         quick: Annotated[
             bool, typer.Option("--quick", help="Small smoke-run budget (CI evaluations).")
         ] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue a killed run (same --output).")
+        ] = False,
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
@@ -137,6 +140,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
+                "resume": resume or None,
                 **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
             }
         )
@@ -144,6 +148,10 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
+        from finetune.run import is_main_process
+
+        if not is_main_process():
+            return  # data-parallel workers: process 0 reports
         print_results(
             run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples"
         )

@@ -85,6 +85,8 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
+    checkpoint_steps: int = 50
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
     class_weight: str = "none"
@@ -113,6 +115,8 @@ class Config:
     output: str | None = None
     # Replace an existing output folder.
     overwrite: bool = False
+    # Continue a killed run from its last checkpoint (needs the same output folder).
+    resume: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

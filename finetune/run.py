@@ -145,6 +145,7 @@ def environment(device: str, seed: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "seed": seed,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "packages": versions,
     }
     if device == "cuda":
@@ -237,6 +238,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     from finetune import models
     from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
+    from finetune.checkpoint import Checkpoints
     from finetune.inference import embed, predict_proba, tokenize
     from finetune.metrics import classification_metrics, confusion, operating_point
     from finetune.pii import RedactionCounts, redact_all
@@ -249,6 +251,18 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
     folder = output_folder(config)
+    checkpoints = Checkpoints(folder)
+    if config.resume:
+        if config.output is None:
+            raise UserError("--resume needs the --output folder of the run to continue.")
+        state = checkpoints.load()
+        if state is None:
+            print(f"No checkpoint in {checkpoints.folder}; starting from the beginning.")
+        else:
+            print(f"Resuming from the checkpoint at step {state['step']}.")
+        del state
+    elif is_main_process():
+        checkpoints.clear()  # a killed earlier run's state; this run starts afresh
     set_seed(config.train.seed)
 
     train_ex, eval_ex = split_data(recipe, config)
@@ -316,6 +330,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         bf16,
         show_progress=show_progress,
         class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
+        checkpoints=checkpoints,
+        resume=config.resume,
     )
     proba = predict_proba(
         model, eval_ids, tokenizer.pad_token_id, config.train.eval_batch_size, device, bf16
@@ -365,9 +381,12 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     wall = time.perf_counter() - started
     env = environment(device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+    if not is_main_process():
+        # Data-parallel workers trained in step with process 0; only it writes the folder.
+        return Run(folder, config, labels, model, tokenizer, bf16, metrics)
 
     with staged(folder) as tmp:
-        saved = replace(config, output=str(folder), overwrite=False)
+        saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
         models.save_classifier(model, tokenizer, info, tmp / "adapter")
@@ -428,7 +447,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         )
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+    checkpoints.clear()  # the run folder is complete: nothing left to resume
     return Run(folder, config, labels, model, tokenizer, bf16, metrics)
+
+
+def is_main_process() -> bool:
+    # torchrun and accelerate launch set RANK; a plain process is rank 0.
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 MODEL_NAME = "fine-tuned (LoRA)"
