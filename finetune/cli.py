@@ -122,6 +122,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         output: OutputOpt = None,
         overwrite: OverwriteOpt = False,
         set_: SetOpt = None,
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Small smoke-run budget (CI evaluations).")
+        ] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue a killed run (same --output).")
+        ] = False,
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
@@ -140,13 +146,18 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
+                "resume": resume or None,
                 **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
             }
         )
-        resolved = recipe.config(config, **flags)
+        resolved = recipe.config(config, quick=quick, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
+        from finetune.run import is_main_process
+
+        if not is_main_process():
+            return  # data-parallel workers: process 0 reports
         print_results(
             run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples"
         )
@@ -295,6 +306,74 @@ def list_models() -> None:
 
     for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
         typer.echo(f"{name:10s} {bundled.description}  [{bundled.pip}]")
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by train.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for report.md/.html.")],
+    floors: Annotated[
+        Path | None,
+        typer.Option("--floors", help="YAML of minimum metrics per recipe; below one: exit 1."),
+    ] = None,
+) -> None:
+    """One Markdown + HTML report from several run folders (summary table, ROC, plots)."""
+    from finetune.summary import load_floors, load_record, summary_row, write_summary
+
+    limits = load_floors(floors) if floors is not None else None
+    folder, failures = write_summary(runs, output, limits)
+    from rich.console import Console
+    from rich.table import Table
+
+    from finetune.summary import SUMMARY_COLUMNS
+
+    table = Table(title="Evaluation summary")
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column)
+    for run in runs:
+        table.add_row(*summary_row(load_record(run)))
+    Console(width=200).print(table)
+    typer.echo(f"Report: {folder / 'report.md'} and {folder / 'report.html'}")
+    for failure in failures:
+        typer.secho(f"below floor: {failure}", fg=typer.colors.RED, err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("card")
+@friendly_errors
+def data_card(
+    name_or_path: Annotated[str, typer.Argument(help="Bundled dataset name or a CSV/JSONL file.")],
+    label_column: LabelColOpt = None,
+    text_column: TextColOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Draft a card for this file (to --output).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where --write puts the card.")
+    ] = None,
+) -> None:
+    """Print a dataset's statistics (rows, labels, missing values, lengths, duplicates,
+    train/test overlap); with --write, draft a data card for your own file."""
+    from finetune.datacard import dataset_stats, draft_card
+
+    if write:
+        if not Path(name_or_path).is_file():
+            raise UserError(f"--write drafts a card for a file; {name_or_path} is not one.")
+        target = output or Path("data_cards") / f"{Path(name_or_path).stem}.md"
+        if target.exists():
+            raise UserError(f"{target} exists; pass another --output.")
+        with _atomic(target) as tmp:
+            tmp.write_text(draft_card(name_or_path, label_column, text_column), encoding="utf-8")
+        typer.echo(f"Drafted {target}: fill in the TODOs.")
+        return
+    for stats in dataset_stats(name_or_path, label_column):
+        typer.echo(stats.as_markdown())
 
 
 def _register_recipes() -> None:

@@ -85,6 +85,8 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
+    checkpoint_steps: int = 50
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
     class_weight: str = "none"
@@ -130,6 +132,8 @@ class Config:
     output: str | None = None
     # Replace an existing output folder.
     overwrite: bool = False
+    # Continue a killed run from its last checkpoint (needs the same output folder).
+    resume: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,6 +259,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path} must hold a mapping of options (sections data, model, train).")
     return loaded
+
+
+def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested mapping `base` with `updates` applied (sections merged, not replaced)."""
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str, Any]:

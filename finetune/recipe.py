@@ -86,16 +86,32 @@ class Recipe:
     Options: type | None = None
     # Key of the recipe's extra metrics in metrics.json.
     extra_key: str = "extra"
+    # Names of the datasets the recipe ships or loads by name; each has data_cards/<name>.md.
+    datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()
+    # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
+    # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
+    quick: dict[str, Any] = {"train": {"max_steps": 20}}
 
-    def config(self, yaml_path: str | Path | None = None, **overrides: Any) -> Config:
-        """The resolved config: engine < recipe defaults < YAML file < overrides (nested dicts)."""
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        """The resolved config: engine < recipe defaults (< bundled-data defaults, without
+        --data) (< quick) < YAML file < overrides."""
+        from finetune.config import deep_update
+
         options = self.Options() if self.Options is not None else None
-        config = resolve(self.name, self.defaults, yaml_path, overrides, options=options)
+
+        def defaults(bundled: bool) -> dict[str, Any]:
+            layered = (
+                deep_update(self.defaults, self.bundled_defaults) if bundled else self.defaults
+            )
+            return deep_update(layered, self.quick) if quick else layered
+
+        config = resolve(self.name, defaults(False), yaml_path, overrides, options=options)
         if config.data.path is None and self.bundled_defaults:
-            defaults = deep_merge(self.defaults, self.bundled_defaults)
-            config = resolve(self.name, defaults, yaml_path, overrides, options=options)
+            config = resolve(self.name, defaults(True), yaml_path, overrides, options=options)
         return config
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
@@ -141,14 +157,3 @@ class Recipe:
         from finetune.run import Run
 
         return Run.load(folder, options=self.Options() if self.Options is not None else None)
-
-
-def deep_merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    """Nested mappings merged key by key; `updates` wins."""
-    merged = dict(base)
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

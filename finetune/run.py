@@ -7,6 +7,7 @@ written under a temporary name and renamed when complete, so a crashed run never
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -153,6 +154,7 @@ def environment(device: str, seed: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "seed": seed,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "packages": versions,
     }
     if device == "cuda":
@@ -195,6 +197,14 @@ def staged(folder: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"No space left on the device while writing {folder}; nothing was written "
+                f"(and {folder} was left as it was). Free some space or pass another --output."
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -237,6 +247,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     from finetune import models
     from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
+    from finetune.checkpoint import Checkpoints
     from finetune.inference import embed, predict_proba
     from finetune.inputs import build_for_training, save_classifier
     from finetune.inputs import check as check_inputs
@@ -251,6 +262,18 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
     folder = output_folder(config)
+    checkpoints = Checkpoints(folder)
+    if config.resume:
+        if config.output is None:
+            raise UserError("--resume needs the --output folder of the run to continue.")
+        state = checkpoints.load()
+        if state is None:
+            print(f"No checkpoint in {checkpoints.folder}; starting from the beginning.")
+        else:
+            print(f"Resuming from the checkpoint at step {state['step']}.")
+        del state
+    elif is_main_process():
+        checkpoints.clear()  # a killed earlier run's state; this run starts afresh
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)
 
@@ -313,6 +336,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         bf16,
         show_progress=show_progress,
         class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
+        checkpoints=checkpoints,
+        resume=config.resume,
     )
     proba = predict_proba(model, eval_ids, model_inputs, config.train.eval_batch_size, device, bf16)
     metrics = classification_metrics(y_eval, proba, labels)
@@ -352,6 +377,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        train_source=train_ex.source,
+        eval_source=eval_ex.source,
         baselines=baseline_metrics,
     )
     # A hold-out split shares its reader's skips with the training part: count each once.
@@ -361,13 +388,18 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     wall = time.perf_counter() - started
     env = environment(device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+    if not is_main_process():
+        # Data-parallel workers trained in step with process 0; only it writes the folder.
+        return Run(folder, config, labels, model, model_inputs, bf16, metrics)
 
     with staged(folder) as tmp:
-        saved = replace(config, output=str(folder), overwrite=False)
+        saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
         save_classifier(model, model_inputs, info, tmp / "adapter")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # Every method's evaluation probabilities, so reports can be rebuilt without the model.
+        np.savez_compressed(tmp / "scores.npz", y_true=y_eval, **scores)
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
@@ -428,7 +460,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             draw(tmp / "plots" / name)
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+    checkpoints.clear()  # the run folder is complete: nothing left to resume
     return Run(folder, config, labels, model, model_inputs, bf16, metrics)
+
+
+def is_main_process() -> bool:
+    # torchrun and accelerate launch set RANK; a plain process is rank 0.
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 MODEL_NAME = "fine-tuned (LoRA)"

@@ -76,6 +76,9 @@ class ImageClassification(Recipe):
     bundled_defaults = {"image": {"size": 64, "hflip": False}, "train": {"epochs": 3}}
     baselines = ("embedding_logreg", "pixel_logreg")
     extra_key = "image"
+    datasets = (BUNDLED_NAME,)
+    # CI's quick run on the bundled digits (`train --quick`), checked against reports/floors.yaml.
+    quick = {"train": {"max_steps": 40}}
     flags = (
         Flag(
             "--image-size", "image.size", "Model input side in pixels (default: the model's).", int
