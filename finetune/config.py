@@ -21,6 +21,7 @@ QUANT_CHOICES = ("none", "8bit", "4bit")
 POOLING_CHOICES = ("auto", "mean", "cls", "last")
 HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 
 
 @dataclass
@@ -81,6 +82,12 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # adamw (torch), adamw_8bit (bitsandbytes, 8-bit optimizer state) or paged_adamw_8bit
+    # (8-bit state paged to CPU memory under GPU memory pressure; CUDA only).
+    optim: str = "adamw"
+    # Recompute activations in the backward pass: less memory, about a third slower.
+    # None (auto): on for quantized runs on CUDA, where memory is the point; off elsewhere.
+    gradient_checkpointing: bool | None = None
     seed: int = 42
 
 
@@ -103,6 +110,7 @@ class Config:
         _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
+        _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         if self.train.epochs <= 0:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
