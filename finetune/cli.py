@@ -251,7 +251,7 @@ def list_models() -> None:
     from finetune.models import BUNDLED
 
     for name, bundled in BUNDLED.items():
-        typer.echo(f"{name:10s} {bundled.description}  [{bundled.pip}]")
+        typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
 
 
 @app.command("export")

@@ -118,8 +118,8 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     ids = tokenize(tokenizer, texts, info.max_length)
     pad = tokenizer.pad_token_id
 
-    def probabilities(model: Any, bf16: bool = False) -> np.ndarray:
-        return predict_proba(model, ids, pad, 32, "cpu", bf16) if ids else np.zeros((0, 0))
+    def probabilities(model: Any, bf16: bool = False, device: str = "cpu") -> np.ndarray:
+        return predict_proba(model, ids, pad, 32, device, bf16) if ids else np.zeros((0, 0))
 
     unmerged = probabilities(classifier)
     if info.quant == "none":  # the run as trained: same weights, its own precision
@@ -129,7 +129,7 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     merged = probabilities(classifier)
     if info.quant != "none":
         run = Run.load(run_folder)  # the adapter on the quantized base, as trained
-        trained = probabilities(run.model, run.bf16)
+        trained = probabilities(run.model, run.bf16, models.pick_device())
     checks = {
         "texts": len(texts),
         "merged_vs_adapter_same_base": _agreement(merged, unmerged),

@@ -189,11 +189,25 @@ def check_quantization(quant: str, device: str) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(f"--quant {quant} needs bitsandbytes: pip install bitsandbytes==0.50.2")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
+        import bitsandbytes.functional
     except Exception as error:  # a broken native library shows up here, not at training time
         raise UserError(
             f"--quant {quant}: bitsandbytes failed to load on this machine ({error}). "
             "Use --quant none."
+        ) from None
+    try:  # a build without this device's kernels fails here, not after loading the model
+        probe = torch.randn(64, 64, device=device)
+        if quant == "4bit":
+            bitsandbytes.functional.quantize_4bit(probe, quant_type="nf4")
+        else:
+            bitsandbytes.functional.int8_vectorwise_quant(probe)
+    except Exception as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"--quant {quant}: this bitsandbytes build cannot quantize on {device} ({detail}). "
+            "Use --quant none, or install a bitsandbytes with kernels for this device "
+            "(pip install bitsandbytes==0.50.2: CUDA and x86/ARM CPUs)."
         ) from None
 
 

@@ -140,3 +140,15 @@ def test_gguf_model_is_converted_once_atomically_and_reused(tmp_path, monkeypatc
     with pytest.raises(RuntimeError):
         models.resolve_model_path("smollm2-135m")
     assert not list((tmp_path / "other").iterdir())  # nothing half-written that looks finished
+
+
+def test_bitsandbytes_build_without_kernels_for_the_device_fails_with_what_works(monkeypatch):
+    import bitsandbytes.functional
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("no kernel registered for this backend")
+
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", no_kernel)
+    with pytest.raises(UserError, match="cannot quantize on cpu .* Use --quant none"):
+        models.check_quantization("4bit", "cpu")
+    models.check_quantization("8bit", "cpu")  # its own kernel still works
