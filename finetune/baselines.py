@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -26,6 +30,9 @@ class BaselineInputs:
     # Frozen-backbone vectors, computed once by the engine when a baseline needs them.
     train_vectors: np.ndarray | None = None
     eval_vectors: np.ndarray | None = None
+    # The examples' side data (Examples.features), for recipe baselines on raw columns.
+    train_features: pd.DataFrame | None = None
+    eval_features: pd.DataFrame | None = None
     fitted: dict[str, object] = field(default_factory=dict)
 
 
@@ -85,8 +92,23 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     return probe.predict_proba(inputs.eval_vectors)
 
 
-BASELINES: dict[str, Callable[[BaselineInputs], np.ndarray]] = {
+Baseline = Callable[[BaselineInputs], np.ndarray]
+
+BASELINES: dict[str, Baseline] = {
     "tfidf_logreg": tfidf_logreg,
     "embedding_logreg": embedding_logreg,
 }
 NEEDS_VECTORS = {"embedding_logreg"}
+
+
+def resolve_baselines(entries: tuple[str | Baseline, ...]) -> dict[str, Baseline]:
+    """Recipe baselines by name: engine ones given by name, recipe ones given as functions."""
+    resolved = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry not in BASELINES:
+                raise ValueError(f"unknown baseline {entry!r}; known: {', '.join(BASELINES)}")
+            resolved[entry] = BASELINES[entry]
+        else:
+            resolved[entry.__name__] = entry
+    return resolved

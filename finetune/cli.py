@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import typer
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
-    from finetune.recipe import Recipe
+    from finetune.recipe import Flag, Recipe
 
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
@@ -107,8 +108,6 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
 
-    @group.command()
-    @friendly_errors
     def train(
         config: ConfigOpt = None,
         data: DataOpt = None,
@@ -124,6 +123,10 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         output: OutputOpt = None,
         overwrite: OverwriteOpt = False,
         set_: SetOpt = None,
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Small smoke-run budget (CI evaluations).")
+        ] = False,
+        **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
         from finetune.config import dotted_to_nested, merge, parse_set_options
@@ -142,9 +145,10 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
+                **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
             }
         )
-        resolved = recipe.config(config, **flags)
+        resolved = recipe.config(config, quick=quick, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
@@ -153,6 +157,8 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         )
         typer.echo(f"Run folder: {run.folder}")
         typer.echo(f"Report:     {run.folder / 'report.md'}")
+
+    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
 
     @group.command()
     @friendly_errors
@@ -209,7 +215,31 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         write_predictions(data, examples.texts, proba, loaded.labels, output)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
 
+    recipe.add_commands(group)
     return group
+
+
+def _param_name(flag: Flag) -> str:
+    return flag.name.lstrip("-").replace("-", "_")
+
+
+def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags: tuple) -> Any:
+    """`command` with the recipe's extra flags as typer options in its signature."""
+    signature = inspect.signature(original, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    for flag in flags:
+        if flag.type is bool:
+            hint, default = Annotated[bool, typer.Option(flag.name, help=flag.help)], False
+        else:
+            hint = Annotated[flag.type | None, typer.Option(flag.name, help=flag.help)]
+            default = None
+        params.append(
+            inspect.Parameter(
+                _param_name(flag), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint
+            )
+        )
+    command.__signature__ = signature.replace(parameters=params)
+    return command
 
 
 def _with_columns(config: Any, text_column: str | None, label_column: str | None) -> Any:
@@ -270,6 +300,74 @@ def export(
         f"Merged model: {output} (max probability difference to the run "
         f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
     )
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by train.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for report.md/.html.")],
+    floors: Annotated[
+        Path | None,
+        typer.Option("--floors", help="YAML of minimum metrics per recipe; below one: exit 1."),
+    ] = None,
+) -> None:
+    """One Markdown + HTML report from several run folders (summary table, ROC, plots)."""
+    from finetune.summary import load_floors, load_record, summary_row, write_summary
+
+    limits = load_floors(floors) if floors is not None else None
+    folder, failures = write_summary(runs, output, limits)
+    from rich.console import Console
+    from rich.table import Table
+
+    from finetune.summary import SUMMARY_COLUMNS
+
+    table = Table(title="Evaluation summary")
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column)
+    for run in runs:
+        table.add_row(*summary_row(load_record(run)))
+    Console(width=200).print(table)
+    typer.echo(f"Report: {folder / 'report.md'} and {folder / 'report.html'}")
+    for failure in failures:
+        typer.secho(f"below floor: {failure}", fg=typer.colors.RED, err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("card")
+@friendly_errors
+def data_card(
+    name_or_path: Annotated[str, typer.Argument(help="Bundled dataset name or a CSV/JSONL file.")],
+    label_column: LabelColOpt = None,
+    text_column: TextColOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Draft a card for this file (to --output).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where --write puts the card.")
+    ] = None,
+) -> None:
+    """Print a dataset's statistics (rows, labels, missing values, lengths, duplicates,
+    train/test overlap); with --write, draft a data card for your own file."""
+    from finetune.datacard import dataset_stats, draft_card
+
+    if write:
+        if not Path(name_or_path).is_file():
+            raise UserError(f"--write drafts a card for a file; {name_or_path} is not one.")
+        target = output or Path("data_cards") / f"{Path(name_or_path).stem}.md"
+        if target.exists():
+            raise UserError(f"{target} exists; pass another --output.")
+        with _atomic(target) as tmp:
+            tmp.write_text(draft_card(name_or_path, label_column, text_column), encoding="utf-8")
+        typer.echo(f"Drafted {target}: fill in the TODOs.")
+        return
+    for stats in dataset_stats(name_or_path, label_column):
+        typer.echo(stats.as_markdown())
 
 
 def _register_recipes() -> None:

@@ -22,6 +22,7 @@ POOLING_CHOICES = ("auto", "mean", "cls", "last")
 HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+CLASS_WEIGHT_CHOICES = ("none", "auto")
 
 
 @dataclass
@@ -40,6 +41,9 @@ class DataConfig:
     max_length: int = 128
     # Replace emails, phone numbers and card numbers before training and prediction.
     redact_pii: bool = False
+    # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the second
+    # label in sorted order.
+    positive_label: str | None = None
 
 
 @dataclass
@@ -88,7 +92,19 @@ class TrainConfig:
     # Recompute activations in the backward pass: less memory, about a third slower.
     # None (auto): on for quantized runs on CUDA, where memory is the point; off elsewhere.
     gradient_checkpointing: bool | None = None
+    # auto: weight the loss by inverse class frequency (rare positives count as much as the
+    # common class); none: every example counts the same.
+    class_weight: str = "none"
     seed: int = 42
+
+
+@dataclass
+class EvalConfig:
+    # Binary tasks: also report the decision threshold that reaches this recall (sensitivity)
+    # on the evaluation split, and the specificity it costs. None: the 0.5 threshold only.
+    target_recall: float | None = None
+    # Stratified K-fold cross-validation over the training data (0: one train/eval split).
+    folds: int = 0
 
 
 @dataclass
@@ -97,6 +113,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # The recipe's own options (a dataclass the recipe declares as `Recipe.Options`).
+    options: Any = None
     # Run folder. None: runs/<recipe>-<timestamp>.
     output: str | None = None
     # Replace an existing output folder.
@@ -111,6 +130,13 @@ class Config:
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
         _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
+        _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
+        if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
+            raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
+        if self.eval.folds == 1 or self.eval.folds < 0:
+            raise UserError(
+                f"eval.folds must be 0 (no cross-validation) or >= 2, got {self.eval.folds}."
+            )
         if self.train.epochs <= 0:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
@@ -138,6 +164,10 @@ def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
 
 
 def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str) -> Any:
+    if obj is None and prefix == "options.":
+        if updates:
+            raise UserError(f"{source}: this recipe has no options; got {sorted(updates)}.")
+        return None
     if not isinstance(updates, dict):
         raise UserError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping.")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -152,7 +182,7 @@ def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str
                 f"Known options here: {', '.join(prefix + name for name in fields)}."
             )
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) or (key == "options" and not prefix):
             changes[key] = _merge_dataclass(current, value, source, prefix=f"{prefix}{key}.")
         else:
             changes[key] = _coerce(value, hints[key], f"{source}: {prefix}{key}")
@@ -214,6 +244,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested mapping `base` with `updates` applied (sections merged, not replaced)."""
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str, Any]:
     """{'train.seed': 3} -> {'train': {'seed': 3}}; None values (flags not given) are skipped."""
     nested: dict[str, Any] = {}
@@ -246,9 +287,13 @@ def resolve(
     recipe_defaults: dict[str, Any],
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    options: Any = None,
 ) -> Config:
-    """Engine defaults < recipe defaults < YAML file < explicit overrides."""
-    config = Config(recipe=recipe_name)
+    """Engine defaults < recipe defaults < YAML file < explicit overrides.
+
+    `options` is the recipe's own options dataclass instance (None: the recipe has none).
+    """
+    config = Config(recipe=recipe_name, options=options)
     config = merge(config, recipe_defaults, source=f"recipe {recipe_name} defaults")
     if yaml_path is not None:
         from_file = load_yaml(yaml_path)

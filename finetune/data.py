@@ -22,17 +22,28 @@ READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".
 
 @dataclass
 class Examples:
-    """Texts with their (string) labels; `source` says where they came from, for reports."""
+    """Texts with their (string) labels; `source` says where they came from, for reports.
+
+    `features` is optional side data, one row per example (the raw table columns of a tabular
+    record, the user and item ids of an interaction): the model reads only `texts`, but
+    recipe baselines and recipe metrics may read `features`.
+    """
 
     texts: list[str]
     labels: list[str]
     source: str
+    features: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices: list[int], source: str) -> Examples:
-        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices], source)
+        features = None
+        if self.features is not None:
+            features = self.features.iloc[list(indices)].reset_index(drop=True)
+        return Examples(
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source, features
+        )
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    brier_score_loss,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -46,12 +47,16 @@ def classification_metrics(
 
     if n_classes == 2:
         pos = 1 if positive is None else positive
+        is_pos = y_true == pos
         headline = {
             "recall": float(recall[pos]),
             "f1": float(f1[pos]),
             "precision": float(precision[pos]),
             "auc": class_auc[pos],
             "positive_label": label_names[pos],
+            # Sensitivity's twin: the share of negatives correctly called negative.
+            "specificity": float(recall[1 - pos]),
+            "brier": float(brier_score_loss(is_pos, proba[:, pos])) if len(y_true) else None,
         }
     else:
         aucs = [class_auc[k] for k in present if class_auc[k] is not None]
@@ -95,3 +100,32 @@ def confusion(y_true: np.ndarray | list[int], proba: np.ndarray, n_classes: int)
 def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The four numbers every table shows."""
     return {name: metrics.get(name) for name in HEADLINE}
+
+
+def operating_point(
+    y_true: np.ndarray | list[int], scores: np.ndarray, target_recall: float, positive: int = 1
+) -> dict[str, float] | None:
+    """The highest threshold on P(positive) whose recall reaches `target_recall`.
+
+    Returns that threshold with the recall, specificity and precision it gives on these rows
+    (None without both classes). Picking it on the evaluation rows themselves is optimistic;
+    the report says so.
+    """
+    y = np.asarray(y_true) == positive
+    scores = np.asarray(scores, dtype=np.float64)
+    if y.all() or not y.any():
+        return None
+    # Candidate thresholds: every distinct positive score, from high to low; the first that
+    # reaches the target keeps the most specificity.
+    for threshold in np.unique(scores[y])[::-1]:
+        called = scores >= threshold
+        recall = called[y].mean()
+        if recall >= target_recall - 1e-12:
+            break
+    return {
+        "target_recall": float(target_recall),
+        "threshold": float(threshold),
+        "recall": float(recall),
+        "specificity": float((~called[~y]).mean()),
+        "precision": float(called[y].sum() / called.sum()),
+    }

@@ -8,6 +8,8 @@ Importing this module stays cheap: torch is only imported when a method runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,51 @@ from finetune.data import Examples, load_examples
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from finetune.baselines import Baseline
     from finetune.run import Run
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A recipe's own `train` option: `--name VALUE` sets the dotted config `key`."""
+
+    name: str  # e.g. "--interactions"
+    key: str  # e.g. "options.interactions" or "eval.folds"
+    help: str
+    type: type = str  # str, int, float or bool (bool: a switch)
+
+
+# Engine options that only some recipes expose as flags (two-class tasks, small data).
+POSITIVE_LABEL = Flag(
+    "--positive-label", "data.positive_label", "Two-class tasks: the label counted as positive."
+)
+CLASS_WEIGHT = Flag(
+    "--class-weight", "train.class_weight", "none, or auto (inverse class frequency loss)."
+)
+TARGET_RECALL = Flag(
+    "--target-recall",
+    "eval.target_recall",
+    "Also report the threshold reaching this recall (sensitivity).",
+    float,
+)
+FOLDS = Flag("--folds", "eval.folds", "Stratified K-fold cross-validation (K >= 2).", int)
+
+
+@dataclass
+class EvalContext:
+    """What a recipe's extra evaluation may look at once the model and baselines are scored."""
+
+    config: Config
+    train: Examples  # all training rows (before the validation hold-out)
+    evaluation: Examples
+    labels: list[str]
+    y_eval: np.ndarray  # label ids of the evaluation rows
+    # Class probabilities on the evaluation rows: the fine-tuned model first, then baselines.
+    scores: dict[str, np.ndarray]
+    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric).
+    predict_proba: Callable[[list[str]], np.ndarray]
 
 
 class Recipe:
@@ -25,12 +71,30 @@ class Recipe:
     description: str = ""
     # Engine options this recipe changes, as a nested mapping (sections data, model, train).
     defaults: dict[str, Any] = {}
-    # Names from finetune.baselines.BASELINES, fitted and scored next to the model.
-    baselines: tuple[str, ...] = ("tfidf_logreg", "embedding_logreg")
+    # Fitted and scored next to the model: names from finetune.baselines.BASELINES, or the
+    # recipe's own functions (BaselineInputs -> class probabilities; the name is __name__).
+    baselines: tuple[str | Baseline, ...] = ("tfidf_logreg", "embedding_logreg")
+    # The recipe's own options (a dataclass, under `options:` in YAML), or None.
+    Options: type | None = None
+    # Key of the recipe's extra metrics in metrics.json.
+    extra_key: str = "extra"
+    # Names of the datasets the recipe ships or loads by name; each has data_cards/<name>.md.
+    datasets: tuple[str, ...] = ()
+    # Extra `train` flags beyond the engine's common ones.
+    flags: tuple[Flag, ...] = ()
+    # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
+    # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
+    quick: dict[str, Any] = {"train": {"max_steps": 20}}
 
-    def config(self, yaml_path: str | Path | None = None, **overrides: Any) -> Config:
-        """The resolved config: engine < recipe defaults < YAML file < overrides (nested dicts)."""
-        return resolve(self.name, self.defaults, yaml_path, overrides)
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        """The resolved config: engine < recipe defaults (< quick) < YAML file < overrides."""
+        from finetune.config import deep_update
+
+        options = self.Options() if self.Options is not None else None
+        defaults = deep_update(self.defaults, self.quick) if quick else self.defaults
+        return resolve(self.name, defaults, yaml_path, overrides, options=options)
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         """The recipe's own (train, test) split, used when no --data is given."""
@@ -41,6 +105,14 @@ class Recipe:
         label_column = config.data.label_column if labelled else None
         return load_examples(path, config.data.text_column, label_column)
 
+    def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
+        """Recipe-specific metrics (saved under `extra_key`) and Markdown report sections."""
+        return {}, []
+
+    def add_commands(self, group: Any) -> None:
+        """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict
+        are the engine's)."""
+
     def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
         from finetune.run import train
 
@@ -49,4 +121,4 @@ class Recipe:
     def load(self, folder: str | Path) -> Run:
         from finetune.run import Run
 
-        return Run.load(folder)
+        return Run.load(folder, options=self.Options() if self.Options is not None else None)

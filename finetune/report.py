@@ -109,6 +109,85 @@ def plot_comparison(metrics: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_roc(y_true: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> None:
+    """ROC curves of P(positive) for the model and each baseline (binary tasks)."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, proba in scores.items():
+        fpr, tpr, _ = roc_curve(y_true == 1, proba[:, 1])
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("ROC (evaluation split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_calibration(y_true: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> None:
+    """Reliability diagram: mean predicted P(positive) against the observed rate, per bin."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, proba in scores.items():
+        observed, predicted = calibration_curve(
+            y_true == 1, proba[:, 1], n_bins=10, strategy="quantile"
+        )
+        ax.plot(predicted, observed, "o-", label=name, markersize=3)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    ax.set_xlabel("mean predicted probability (decile bins)")
+    ax.set_ylabel("observed share of positives")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Calibration (evaluation split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def binary_section(
+    metrics: dict[str, Any], y_true: np.ndarray, scores: dict[str, np.ndarray], plots: Path
+) -> list[str]:
+    """Sensitivity/specificity, calibration and the operating point of a two-class task."""
+    plot_roc(y_true, scores, plots / "roc.png")
+    plot_calibration(y_true, scores, plots / "calibration.png")
+    entries = {next(iter(scores)): metrics, **metrics.get("baselines", {})}
+    rows = [
+        [name, *[_fmt(m.get(k)) for k in ("recall", "specificity", "precision", "brier")]]
+        for name, m in entries.items()
+    ]
+    parts = [
+        f"## Two-class view (positive class: {metrics.get('positive_label')})",
+        "",
+        "Recall is sensitivity. Brier score: mean squared error of P(positive), lower is better.",
+        "",
+        _markdown_table(["method", "recall", "specificity", "precision", "Brier"], rows),
+        "",
+    ]
+    points = {n: m.get("operating_point") for n, m in entries.items() if m.get("operating_point")}
+    if points:
+        target = next(iter(points.values()))["target_recall"]
+        parts += [
+            f"Decision threshold that reaches recall {target:g}, chosen on the evaluation rows "
+            "themselves (so optimistic: confirm it on new data before relying on it):",
+            "",
+            _markdown_table(
+                ["method", "threshold", "recall", "specificity", "precision"],
+                [
+                    [n, *[_fmt(p[k]) for k in ("threshold", "recall", "specificity", "precision")]]
+                    for n, p in points.items()
+                ],
+            ),
+            "",
+        ]
+    parts += ["![ROC](plots/roc.png)", "", "![calibration](plots/calibration.png)", ""]
+    return parts
+
+
 def write_report(
     folder: Path,
     title: str,
@@ -119,8 +198,15 @@ def write_report(
     labels: list[str],
     facts: dict[str, Any],
     notes: list[str],
+    y_true: np.ndarray | None = None,
+    scores: dict[str, np.ndarray] | None = None,
+    sections: list[str] | None = None,
 ) -> None:
-    """Write report.md and its plots into `folder` (plots under plots/)."""
+    """Write report.md and its plots into `folder` (plots under plots/).
+
+    `scores` (class probabilities per method, the model first) with `y_true` add ROC and
+    calibration plots for two-class tasks; `sections` are a recipe's own Markdown sections.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # headless: CI and servers have no display
@@ -158,6 +244,11 @@ def write_report(
         "",
         "![comparison](plots/comparison.png)",
         "",
+    ]
+    if scores and y_true is not None and len(labels) == 2:
+        parts += binary_section(metrics, y_true, scores, plots)
+    parts += list(sections or [])
+    parts += [
         "## Training",
         "",
         _markdown_table(

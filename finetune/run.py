@@ -7,6 +7,7 @@ name and renamed when complete, so a crashed run never looks finished.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -57,14 +58,22 @@ class Run:
     metrics: dict[str, Any]
 
     @classmethod
-    def load(cls, folder: str | Path) -> Run:
+    def load(cls, folder: str | Path, options: Any = None) -> Run:
+        """Rebuild a finished run; `options` is the recipe's default options object, if any."""
         from finetune.config import load_yaml, merge
         from finetune.models import load_classifier
 
         folder = Path(folder)
         if not (folder / "labels.json").is_file():
             raise UserError(f"{folder} is not a finished run folder (labels.json is missing).")
-        config = merge(Config(), load_yaml(folder / "config.yaml"), source=str(folder))
+        saved = load_yaml(folder / "config.yaml")
+        raw_options = saved.pop("options", None)
+        config = merge(Config(options=options), saved, source=str(folder))
+        if options is not None and raw_options:
+            config = merge(config, {"options": raw_options}, source=str(folder))
+        elif raw_options:
+            # Loaded without its recipe: keep the recipe's options as they were saved.
+            config = replace(config, options=raw_options)
         model, tokenizer, info = load_classifier(folder / "adapter")
         labels = json.loads((folder / "labels.json").read_text())["labels"]
         metrics_file = folder / "metrics.json"
@@ -178,6 +187,14 @@ def staged(folder: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"No space left on the device while writing {folder}; nothing was written "
+                f"(and {folder} was left as it was). Free some space or pass another --output."
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -219,10 +236,11 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     from transformers import set_seed
 
     from finetune import models
-    from finetune.baselines import BASELINES, NEEDS_VECTORS, BaselineInputs, fit_probe
+    from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
     from finetune.inference import embed, predict_proba, tokenize
-    from finetune.metrics import classification_metrics, confusion, headline
+    from finetune.metrics import classification_metrics, confusion, operating_point
     from finetune.pii import RedactionCounts, redact_all
+    from finetune.recipe import EvalContext
     from finetune.report import write_report
     from finetune.train import check_optimizer, fit
 
@@ -239,7 +257,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     if config.data.redact_pii:
         train_ex.texts, redaction["train"] = redact_all(train_ex.texts)
         eval_ex.texts, redaction["evaluation"] = redact_all(eval_ex.texts)
-    labels = sorted(set(train_ex.labels))
+    labels = label_order(sorted(set(train_ex.labels)), config.data.positive_label)
     index = {label: i for i, label in enumerate(labels)}
     y_train_all = np.array([index[label] for label in train_ex.labels])
     y_eval = np.array([index[label] for label in eval_ex.labels])
@@ -273,8 +291,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         eval_texts=eval_ex.texts,
         n_classes=len(labels),
         seed=config.train.seed,
+        train_features=None
+        if train_ex.features is None
+        else train_ex.subset(fit_rows, "").features,
+        eval_features=eval_ex.features,
     )
-    need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(recipe.baselines)
+    baselines = resolve_baselines(recipe.baselines)
+    need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(baselines)
     if need_vectors:
         with model.backbone.disable_adapter():  # the frozen pretrained backbone
             batch = config.train.eval_batch_size
@@ -284,10 +307,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             inputs.eval_vectors = embed(
                 model, eval_ids, tokenizer.pad_token_id, batch, device, bf16
             )
-    baseline_metrics = {
-        name: headline(classification_metrics(y_eval, BASELINES[name](inputs), labels))
-        for name in recipe.baselines
-    }
+    scores = {name: baseline(inputs) for name, baseline in baselines.items()}
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
             inputs.train_vectors, y_fit, len(labels), config.train.seed
@@ -305,11 +325,42 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         device,
         bf16,
         show_progress=show_progress,
+        class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
     )
     proba = predict_proba(
         model, eval_ids, tokenizer.pad_token_id, config.train.eval_batch_size, device, bf16
     )
     metrics = classification_metrics(y_eval, proba, labels)
+    baseline_metrics = {
+        name: summary(classification_metrics(y_eval, p, labels)) for name, p in scores.items()
+    }
+    if config.eval.target_recall is not None and len(labels) == 2:
+        metrics["operating_point"] = operating_point(y_eval, proba[:, 1], config.eval.target_recall)
+        for name, p in scores.items():
+            baseline_metrics[name]["operating_point"] = operating_point(
+                y_eval, p[:, 1], config.eval.target_recall
+            )
+    scores = {MODEL_NAME: proba, **scores}
+    extra_metrics, extra_sections = recipe.extra_report(
+        EvalContext(
+            config=config,
+            train=train_ex,
+            evaluation=eval_ex,
+            labels=labels,
+            y_eval=y_eval,
+            scores=scores,
+            predict_proba=lambda texts: predict_proba(
+                model,
+                tokenize(tokenizer, texts, config.data.max_length),
+                tokenizer.pad_token_id,
+                config.train.eval_batch_size,
+                device,
+                bf16,
+            ),
+        )
+    )
+    if extra_metrics:
+        metrics[recipe.extra_key] = extra_metrics
     metrics.update(
         n_train=len(fit_rows),
         n_val=len(val_rows),
@@ -317,6 +368,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        train_source=train_ex.source,
+        eval_source=eval_ex.source,
         baselines=baseline_metrics,
     )
     wall = time.perf_counter() - started
@@ -329,6 +382,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
         models.save_classifier(model, tokenizer, info, tmp / "adapter")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # Every method's evaluation probabilities, so reports can be rebuilt without the model.
+        np.savez_compressed(tmp / "scores.npz", y_true=y_eval, **scores)
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
@@ -379,10 +434,52 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             labels,
             facts,
             notes,
+            y_true=y_eval,
+            scores=scores,
+            sections=extra_sections,
         )
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
     return Run(folder, config, labels, model, tokenizer, bf16, metrics)
+
+
+MODEL_NAME = "fine-tuned (LoRA)"
+# Beyond the four headline numbers, what a baseline's entry in metrics.json keeps.
+BASELINE_EXTRAS = ("precision", "specificity", "brier")
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A baseline's entry in metrics.json: the headline four plus binary extras."""
+    from finetune.metrics import headline
+
+    kept = headline(metrics)
+    kept.update({k: metrics[k] for k in BASELINE_EXTRAS if k in metrics})
+    return kept
+
+
+def label_order(labels: list[str], positive: str | None) -> list[str]:
+    """Sorted labels, except that a binary task's positive label goes second (id 1)."""
+    if positive is None:
+        return labels
+    if len(labels) != 2:
+        raise UserError(
+            f"data.positive_label applies to two-class tasks; this data has {len(labels)} classes."
+        )
+    if positive not in labels:
+        raise UserError(
+            f"data.positive_label {positive!r} is not a label of the training data; its labels "
+            f"are {labels[0]!r} and {labels[1]!r}."
+        )
+    return [label for label in labels if label != positive] + [positive]
+
+
+def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
+    """Inverse-frequency loss weights (scikit-learn's 'balanced'); None for mode 'none'."""
+    if mode == "none":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return weights
 
 
 def _write_predictions(

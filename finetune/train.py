@@ -114,6 +114,7 @@ def fit(
     device: str,
     bf16: bool,
     show_progress: bool = True,
+    class_weights: np.ndarray | None = None,
 ) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -147,7 +148,11 @@ def fit(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=None if weight is None else weight.to(device),
+        label_smoothing=config.label_smoothing,
+    )
 
     result = TrainResult()
     best_key: tuple[float, float] | None = None

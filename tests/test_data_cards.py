@@ -5,21 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from finetune.data import load_examples
+from finetune.datacard import read_card
 
 ROOT = Path(__file__).parent.parent
 
 
-def read_card(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
-    assert text.startswith("---\n"), f"{path.name} has no YAML header"
-    return yaml.safe_load(text.split("---\n")[1])
-
-
 def test_bundled_customer_service_data_matches_its_card():
-    card = read_card(ROOT / "data_cards" / "shop_intents.md")
+    card, _ = read_card(ROOT / "data_cards" / "shop_intents.md")
     for key in ("name", "source", "license", "citation", "task", "classes", "files", "size"):
         assert card.get(key), key
     for split, relative in card["files"].items():
@@ -31,3 +24,49 @@ def test_bundled_customer_service_data_matches_its_card():
     train = load_examples(ROOT / card["files"]["train"], "text", "label")
     test = load_examples(ROOT / card["files"]["test"], "text", "label")
     assert not set(train.texts) & set(test.texts), "a message is in both splits"
+
+
+REQUIRED = ("name", "source", "license", "citation", "task", "label_column", "classes", "size")
+
+
+def all_cards():
+    from finetune.datacard import CARDS_DIR
+
+    return sorted(CARDS_DIR.glob("*.md"))
+
+
+def test_every_recipe_dataset_has_a_card():
+    import importlib
+
+    from finetune.cli import RECIPES
+    from finetune.datacard import find_card
+
+    for module in RECIPES.values():
+        recipe = importlib.import_module(module).recipe
+        assert recipe.datasets, f"{recipe.name} declares no datasets"
+        for name in recipe.datasets:
+            assert find_card(name) is not None, f"{recipe.name}: no data card for {name}"
+
+
+def test_every_card_agrees_with_its_data():
+    from finetune.datacard import load_card_frames
+
+    cards = all_cards()
+    assert cards
+    for path in cards:
+        card, body = read_card(path)
+        missing = [key for key in REQUIRED if not card.get(key)]
+        assert not missing, f"{path.name}: header lacks {missing}"
+        text = body.lower()
+        for topics in (("intended use",), ("bias",), ("privacy", "personal data")):
+            assert any(t in text for t in topics), f"{path.name}: no section on {topics[0]}"
+        frames = load_card_frames(card, path)
+        assert set(frames) == set(card["size"]), path.name
+        for split, frame in frames.items():
+            assert len(frame) == card["size"][split], f"{path.name} {split}: row count"
+            label = card["label_column"]
+            assert label in frame.columns, f"{path.name} {split}: no column {label}"
+            classes = {str(c) for c in frame[label].dropna().unique()}
+            assert classes == {str(c) for c in card["classes"]}, f"{path.name} {split}: classes"
+            for column in card.get("feature_columns") or {}:
+                assert column in frame.columns, f"{path.name} {split}: no column {column}"

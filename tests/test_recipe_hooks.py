@@ -1,0 +1,199 @@
+"""What a recipe can plug into the engine: options, flags, side features, its own baselines,
+extra metrics and report sections; and the engine's two-class reporting they rely on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finetune.baselines import BaselineInputs
+from finetune.cli import recipe_app
+from finetune.data import Examples
+from finetune.errors import UserError
+from finetune.metrics import classification_metrics, operating_point
+from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe
+from finetune.run import class_weights, label_order
+
+WORDS = {"yes": ["great", "love", "perfect", "superb"], "no": ["awful", "broken", "bad", "poor"]}
+
+
+def binary_examples(n: int, seed: int, positive_share: float, source: str) -> Examples:
+    rng = np.random.default_rng(seed)
+    labels = ["yes" if rng.random() < positive_share else "no" for _ in range(n)]
+    texts = [f"{rng.choice(WORDS[label])} item {i}" for i, label in enumerate(labels)]
+    features = pd.DataFrame({"score": [1.0 if label == "yes" else 0.0 for label in labels]})
+    features["score"] += rng.normal(0, 0.3, n)
+    return Examples(texts, labels, source, features)
+
+
+def score_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """A recipe baseline that reads the side features, not the texts."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit(inputs.train_features[["score"]], inputs.train_labels)
+    return model.predict_proba(inputs.eval_features[["score"]])
+
+
+@dataclass
+class ToyOptions:
+    positive_share: float = 0.3
+    note: str = "none"
+
+
+class ToyRecipe(Recipe):
+    name = "toy"
+    title = "Toy two-class recipe"
+    defaults = {"train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 16}}
+    baselines = ("tfidf_logreg", score_logreg)
+    Options = ToyOptions
+    extra_key = "toy"
+    flags = (
+        POSITIVE_LABEL,
+        TARGET_RECALL,
+        Flag("--positive-share", "options.positive_share", "Share of positives.", float),
+    )
+    seen: dict = {}
+
+    def bundled(self, config):
+        share = config.options.positive_share
+        return binary_examples(80, 1, share, "toy train"), binary_examples(40, 2, share, "toy test")
+
+    def extra_report(self, context: EvalContext):
+        self.seen["context"] = context
+        extra = {"positives_in_eval": int((context.y_eval == 1).sum())}
+        return extra, ["## Toy section", "", f"{extra['positives_in_eval']} positives.", ""]
+
+
+toy = ToyRecipe()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tiny_model_dir, tmp_path_factory):
+    config = toy.config(
+        model={"name": str(tiny_model_dir), "lora_r": 4},
+        data={"positive_label": "no"},
+        eval={"target_recall": 0.9},
+        train={"class_weight": "auto"},
+        output=str(tmp_path_factory.mktemp("toy") / "run"),
+    )
+    return toy.train(config, show_progress=False)
+
+
+def test_positive_label_goes_second_and_is_reported(toy_run):
+    assert toy_run.labels == ["yes", "no"]
+    metrics = toy_run.metrics
+    assert metrics["positive_label"] == "no"
+    for key in ("specificity", "brier", "precision", "operating_point"):
+        assert metrics[key] is not None, key
+    assert metrics["operating_point"]["recall"] >= 0.9
+
+
+def test_recipe_baseline_reads_features_and_gets_binary_extras(toy_run):
+    baselines = toy_run.metrics["baselines"]
+    assert set(baselines) == {"tfidf_logreg", "score_logreg"}
+    # The score feature separates the classes almost perfectly; texts are harder.
+    assert baselines["score_logreg"]["auc"] > 0.95
+    for key in ("specificity", "brier", "operating_point"):
+        assert key in baselines["score_logreg"], key
+
+
+def test_extra_report_hook_gets_all_scores_and_writes_its_section(toy_run):
+    context = toy.seen["context"]
+    assert list(context.scores)[0] == "fine-tuned (LoRA)"
+    assert set(context.scores) == {"fine-tuned (LoRA)", "tfidf_logreg", "score_logreg"}
+    assert context.predict_proba(["great item"]).shape == (1, 2)
+    assert toy_run.metrics["toy"]["positives_in_eval"] == int((context.y_eval == 1).sum())
+    report = (toy_run.folder / "report.md").read_text()
+    assert "## Toy section" in report and "Two-class view (positive class: no)" in report
+    assert (toy_run.folder / "plots/roc.png").is_file()
+    assert (toy_run.folder / "plots/calibration.png").is_file()
+
+
+def test_options_are_saved_and_reloaded(toy_run):
+    saved = (toy_run.folder / "config.yaml").read_text()
+    assert "positive_share: 0.3" in saved
+    reloaded = toy.load(toy_run.folder)
+    assert reloaded.config.options == ToyOptions()
+    assert reloaded.labels == toy_run.labels
+
+
+def test_unknown_option_names_the_key():
+    with pytest.raises(UserError, match="options.positive_shar"):
+        toy.config(options={"positive_shar": 0.5})
+    with pytest.raises(UserError, match="has no options"):
+        Recipe().config(options={"x": 1})
+
+
+def test_recipe_flags_reach_the_config(tiny_model_dir, tmp_path):
+    output = tmp_path / "run"
+    result = CliRunner().invoke(
+        recipe_app(toy),
+        [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--positive-share",
+            "0.5",
+            "--target-recall",
+            "0.8",
+            "--max-steps",
+            "2",
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = (output / "config.yaml").read_text()
+    assert "positive_share: 0.5" in saved and "target_recall: 0.8" in saved
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["operating_point"]["target_recall"] == 0.8
+    help_text = CliRunner().invoke(recipe_app(toy), ["train", "--help"]).output
+    assert "--positive-share" in help_text and "--positive-label" in help_text
+
+
+def test_label_order_checks_positive_label():
+    assert label_order(["a", "b"], None) == ["a", "b"]
+    assert label_order(["a", "b"], "a") == ["b", "a"]
+    with pytest.raises(UserError, match="not a label"):
+        label_order(["a", "b"], "c")
+    with pytest.raises(UserError, match="two-class"):
+        label_order(["a", "b", "c"], "a")
+
+
+def test_class_weights_balance_classes():
+    y = np.array([0] * 90 + [1] * 10)
+    weights = class_weights(y, 2, "auto")
+    assert np.allclose(weights * np.bincount(y), 50)
+    assert class_weights(y, 2, "none") is None
+
+
+def test_operating_point_reaches_target_with_most_specificity():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.6, 0.3, 0.4, 0.7, 0.8, 0.9])
+    point = operating_point(y, scores, 0.75)
+    assert point["threshold"] == 0.7 and point["recall"] == 0.75 and point["specificity"] == 1.0
+    full = operating_point(y, scores, 1.0)
+    assert full["threshold"] == 0.4 and full["recall"] == 1.0 and full["specificity"] == 0.75
+    assert operating_point(np.zeros(3), scores[:3], 0.9) is None
+
+
+def test_binary_metrics_have_specificity_and_brier():
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]])
+    metrics = classification_metrics(y, proba, ["neg", "pos"])
+    assert metrics["specificity"] == 0.5 and metrics["recall"] == 0.5
+    assert metrics["brier"] == pytest.approx(np.mean([0.01, 0.36, 0.04, 0.49]))
+
+
+def test_examples_subset_keeps_features_aligned():
+    examples = binary_examples(10, 0, 0.5, "x")
+    part = examples.subset([3, 1], "part")
+    assert list(part.features["score"]) == [
+        examples.features["score"][3],
+        examples.features["score"][1],
+    ]
