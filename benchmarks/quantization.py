@@ -1,6 +1,6 @@
 """What quantization saves: none / 8bit / 4bit for an encoder and a decoder backbone, in one run.
 
-    python benchmarks/quantization.py                               # CPU default (about 10 min)
+    python benchmarks/quantization.py          # CPU default: 34 min on 2 cores under heavy load
     python benchmarks/quantization.py --limit 0 --epochs 3 --require-cuda   # what gpu_check.sh runs
     python benchmarks/quantization.py --limit 30 --max-steps 2      # smoke test
 

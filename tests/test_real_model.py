@@ -25,8 +25,9 @@ def test_bundled_minilm_trains_and_reloads_identically(small_csvs, tmp_path):
 
 
 def test_bundled_smollm2_classifies_from_its_last_token(small_csvs, tmp_path):
-    """The one test on the real SmolLM2-135M (about 40 s on 2 cores, plus about 20 s the first
-    time, when the bundled GGUF is converted into the cache folder and kept for later runs)."""
+    """The one test on the real SmolLM2-135M. Cost: about 30 s on 2 idle cores (2 min when
+    they are busy), including about 20 s the first time, when the bundled GGUF is converted
+    into the cache folder (~/.cache/finetune-kit or $FINETUNE_CACHE) and kept for later runs."""
     import json
 
     config = recipe.config(
