@@ -244,12 +244,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     from finetune.pii import RedactionCounts, redact_all
     from finetune.recipe import EvalContext
     from finetune.report import write_report
-    from finetune.train import fit
+    from finetune.train import check_optimizer, fit
 
     started = time.perf_counter()
     config = config.validate()
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
+    check_optimizer(config.train.optim, device)
     folder = output_folder(config)
     checkpoints = Checkpoints(folder)
     if config.resume:
@@ -277,8 +278,17 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
 
     bf16 = models.use_bf16(config.train.precision, device)
+    checkpointing = models.use_gradient_checkpointing(
+        config.train.gradient_checkpointing, config.model.quant, device
+    )
     model, tokenizer, info = models.build_for_training(
-        config.model, len(labels), config.data.max_length, bf16, device, config.train.seed
+        config.model,
+        len(labels),
+        config.data.max_length,
+        bf16,
+        device,
+        config.train.seed,
+        gradient_checkpointing=checkpointing,
     )
 
     all_ids = tokenize(tokenizer, train_ex.texts, config.data.max_length)
@@ -407,6 +417,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
             "head initialisation": config.model.head_init,
             "precision": "bf16 autocast" if bf16 else "fp32",
+            "optimizer": f"{config.train.optim}, gradient checkpointing "
+            + ("on" if checkpointing else "off"),
             "steps": f"{result.steps} (best epoch {result.best_epoch})",
             "train time": f"{result.train_seconds:.1f} s "
             f"({result.samples_per_second:.1f} samples/s)",
