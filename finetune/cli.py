@@ -72,9 +72,15 @@ TextColOpt = Annotated[
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Default: label.")]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Bundled name (minilm), local folder or Hugging Face id."),
+    typer.Option(
+        "--model", help="Bundled name (minilm, smollm2-135m), local folder or Hugging Face id."
+    ),
 ]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="none, 8bit or 4bit (bitsandbytes).")]
+OptimOpt = Annotated[
+    str | None,
+    typer.Option("--optim", help="adamw, adamw_8bit or paged_adamw_8bit (CUDA only)."),
+]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Training epochs.")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
@@ -116,6 +122,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         label_column: LabelColOpt = None,
         model: ModelOpt = None,
         quant: QuantOpt = None,
+        optim: OptimOpt = None,
         epochs: EpochsOpt = None,
         max_steps: MaxStepsOpt = None,
         seed: SeedOpt = None,
@@ -141,6 +148,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "data.label_column": label_column,
                 "model.name": model,
                 "model.quant": quant,
+                "train.optim": optim,
                 "train.epochs": epochs,
                 "train.max_steps": max_steps,
                 "train.seed": seed,
@@ -305,7 +313,25 @@ def list_models() -> None:
     from finetune.vision import BUNDLED as BUNDLED_VISION
 
     for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
-        typer.echo(f"{name:10s} {bundled.description}  [{bundled.pip}]")
+        typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    run: RunOpt,
+    output: Annotated[Path, typer.Option("--output", help="Folder for the merged model.")],
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Merge a run's LoRA into its backbone: a standalone folder for plain transformers."""
+    from finetune.export import export_merged
+
+    checks = export_merged(run, output, overwrite=overwrite)
+    agreement = checks["merged_vs_trained_run"]
+    typer.echo(
+        f"Merged model: {output} (max probability difference to the run "
+        f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
+    )
 
 
 @app.command("report")

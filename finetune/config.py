@@ -21,6 +21,7 @@ QUANT_CHOICES = ("none", "8bit", "4bit")
 POOLING_CHOICES = ("auto", "mean", "cls", "last")
 HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 CLASS_WEIGHT_CHOICES = ("none", "auto")
 
 
@@ -87,6 +88,12 @@ class TrainConfig:
     group_by_length: bool = True
     # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
     checkpoint_steps: int = 50
+    # adamw (torch), adamw_8bit (bitsandbytes, 8-bit optimizer state) or paged_adamw_8bit
+    # (8-bit state paged to CPU memory under GPU memory pressure; CUDA only).
+    optim: str = "adamw"
+    # Recompute activations in the backward pass: less memory, about a third slower.
+    # None (auto): on for quantized runs on CUDA, where memory is the point; off elsewhere.
+    gradient_checkpointing: bool | None = None
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
     class_weight: str = "none"
@@ -143,6 +150,7 @@ class Config:
         _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
+        _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
         if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
             raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")

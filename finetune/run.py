@@ -255,12 +255,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     from finetune.pii import RedactionCounts, redact_all
     from finetune.recipe import EvalContext
     from finetune.report import write_report
-    from finetune.train import fit
+    from finetune.train import check_optimizer, fit
 
     started = time.perf_counter()
     config = config.validate()
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
+    check_optimizer(config.train.optim, device)
     folder = output_folder(config)
     checkpoints = Checkpoints(folder)
     if config.resume:
@@ -289,7 +290,12 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
 
     bf16 = models.use_bf16(config.train.precision, device)
-    model, model_inputs, info = build_for_training(recipe.inputs, config, len(labels), bf16, device)
+    checkpointing = models.use_gradient_checkpointing(
+        config.train.gradient_checkpointing, config.model.quant, device
+    )
+    model, model_inputs, info = build_for_training(
+        recipe.inputs, config, len(labels), bf16, device, gradient_checkpointing=checkpointing
+    )
 
     all_ids = model_inputs.encode(train_ex.texts)
     eval_ids = model_inputs.encode(eval_ex.texts)
@@ -414,6 +420,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
             "head initialisation": config.model.head_init,
             "precision": "bf16 autocast" if bf16 else "fp32",
+            "optimizer": f"{config.train.optim}, gradient checkpointing "
+            + ("on" if checkpointing else "off"),
             "steps": f"{result.steps} (best epoch {result.best_epoch})",
             "train time": f"{result.train_seconds:.1f} s "
             f"({result.samples_per_second:.1f} samples/s)",

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from finetune.checkpoint import Checkpoints
 from finetune.config import TrainConfig
+from finetune.errors import UserError
 from finetune.inference import predict_proba, to_device
 from finetune.inputs import Inputs, batches_of
 from finetune.models import TextClassifier, autocast
@@ -71,6 +72,35 @@ class TrainResult:
     steps: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+
+
+def check_optimizer(name: str, device: str) -> None:
+    """Fail before any work if the chosen optimizer cannot run here."""
+    if name == "adamw":
+        return
+    if name.startswith("paged_") and device != "cuda":
+        raise UserError(
+            f"train.optim={name} pages optimizer state between GPU and CPU memory and needs CUDA "
+            f"(this device: {device}). Use --optim adamw_8bit or adamw."
+        )
+    from finetune.models import check_quantization
+
+    try:
+        check_quantization("8bit", device)  # the same bitsandbytes checks
+    except UserError as error:
+        raise UserError(
+            f"train.optim={name} needs bitsandbytes on this device: {error} Use --optim adamw."
+        ) from None
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], weight_decay: float):
+    """AdamW from torch, or bitsandbytes' 8-bit AdamW (state in 8 bits; paged on CUDA)."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    import bitsandbytes as bnb
+
+    kind = bnb.optim.PagedAdamW8bit if name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return kind(groups, weight_decay=weight_decay)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -126,12 +156,13 @@ def fit(
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimizer = torch.optim.AdamW(
+    optimizer = make_optimizer(
+        config.optim,
         [
             {"params": lora_params, "lr": config.learning_rate},
             {"params": head_params, "lr": config.head_learning_rate},
         ],
-        weight_decay=config.weight_decay,
+        config.weight_decay,
     )
     steps_per_epoch = len(loader)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)

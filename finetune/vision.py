@@ -244,12 +244,19 @@ def build_for_training(
     from transformers import set_seed
 
     check(config)
-    if options.get("gradient_checkpointing"):
-        raise UserError("Gradient checkpointing is not supported for image backbones yet.")
     spec = config.model
+    if options.get("gradient_checkpointing") and spec.name in BUNDLED:
+        raise UserError(
+            f"{spec.name} does not support gradient checkpointing; set "
+            "train.gradient_checkpointing=false."
+        )
     backbone, info, processor = _load_backbone(
         spec.name, spec.quant, bf16, config.image.size, spec.trust_remote_code
     )
+    if options.get("gradient_checkpointing"):
+        from finetune.models import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(backbone)
     info.num_labels = num_labels
     info.lora_targets = _lora_targets(backbone, info.model_type, spec.target_modules)
     set_seed(config.train.seed)  # the LoRA and head initialisation must be seeded too

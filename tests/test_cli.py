@@ -27,7 +27,7 @@ def test_help_lists_recipes_and_commands_without_importing_torch():
         "r = CliRunner()\n"
         "top = r.invoke(app, ['--help']).output\n"
         "sub = r.invoke(app, ['customer-service', '--help']).output\n"
-        "assert 'customer-service' in top, top\n"
+        "assert 'customer-service' in top and 'export' in top, top\n"
         "assert all(c in sub for c in ('train', 'evaluate', 'predict')), sub\n"
         "heavy = ('torch', 'transformers', 'peft', 'sklearn', 'pandas')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
@@ -109,6 +109,7 @@ def test_train_evaluate_predict(tiny_model_dir, small_csvs, tmp_path):
     [
         (["--data", "nope.csv"], "Data file not found: nope.csv"),
         (["--quant", "3bit"], "model.quant must be one of none, 8bit, 4bit"),
+        (["--optim", "sgd"], "train.optim must be one of adamw, adamw_8bit, paged_adamw_8bit"),
         (["--epochs", "0"], "train.epochs must be positive"),
         (["--label-column", "intent"], "no label column 'intent'"),
         (
