@@ -104,7 +104,13 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
         )
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
-    info = models.ClassifierInfo(**json.loads((adapter / "classifier.json").read_text()))
+    described = json.loads((adapter / "classifier.json").read_text())
+    if described.get("kind") == "image":
+        raise UserError(
+            f"{run_folder} is an image run; finetune export merges text runs only so far. "
+            "Use the run folder itself (recipe.load / finetune image-classification predict)."
+        )
+    info = models.ClassifierInfo(**described)
     labels = json.loads((run_folder / "labels.json").read_text())["labels"]
     texts = _check_texts(run_folder)
 

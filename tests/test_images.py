@@ -414,3 +414,23 @@ def test_bundled_efficientnet_trains_and_reloads_identically(tmp_path):
         with reloaded.model.backbone.disable_adapter():
             frozen = reloaded.model.embed(**batch)
     assert not torch.allclose(adapted, frozen)
+
+
+def test_lfw_benchmark_script_runs_on_a_stand_in_file(tmp_path):
+    """The real-photo benchmark keeps working (here on random pixels shaped like the LFW file)."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "lfw.npy", np.random.default_rng(0).random((200, 25, 25)))
+    output = tmp_path / "result.json"
+    script = Path(__file__).parent.parent / "benchmarks" / "image_lfw_subset.py"
+    subprocess.run(
+        [sys.executable, str(script), "--npy", str(tmp_path / "lfw.npy"), "--seeds", "1"]
+        + ["--image-size", "32", "--max-steps", "1", "--output", str(output)],
+        check=True,
+        capture_output=True,
+    )
+    result = json.loads(output.read_text())
+    methods = [row["method"] for row in result["rows"]]
+    assert methods == ["fine-tuned (LoRA)", "embedding_logreg", "pixel_logreg"]
+    assert result["n_eval_per_seed"] == 40 and result["image_size"] == 32
