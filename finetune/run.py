@@ -202,7 +202,7 @@ def staged(folder: Path) -> Iterator[Path]:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(
                 f"No space left on the device while writing {folder}; nothing was written "
-                f"(and {folder} was left as it was). Free some space or pass another --output."
+                f"(and {folder} was left as it was). Free some space and rerun with --resume."
             ) from None
         raise
     except BaseException:

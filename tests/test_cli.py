@@ -183,7 +183,8 @@ def test_out_of_disk_while_saving_leaves_nothing(tiny_model_dir, small_csvs, tmp
     )
     assert result.exit_code == 2, result.output
     assert "No space left on the device" in result.output
-    assert list(tmp_path.iterdir()) == []  # no run folder, no half-written temporary one
+    # No run folder, no half-written temporary one; the training checkpoint stays for --resume.
+    assert [p.name for p in tmp_path.iterdir()] == ["run.checkpoint"]
 
 
 def test_extremely_long_texts_are_truncated_and_counted(tiny_model_dir, small_csvs, tmp_path):
