@@ -345,20 +345,18 @@ def report(
     ] = None,
 ) -> None:
     """One Markdown + HTML report from several run folders (summary table, ROC, plots)."""
-    from finetune.summary import load_floors, load_record, summary_row, write_summary
-
-    limits = load_floors(floors) if floors is not None else None
-    folder, failures = write_summary(runs, output, limits)
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.summary import SUMMARY_COLUMNS
+    from finetune.summary import SUMMARY_COLUMNS, load_floors, write_summary
 
+    limits = load_floors(floors) if floors is not None else None
+    folder, failures, rows = write_summary(runs, output, limits)
     table = Table(title="Evaluation summary")
     for column in SUMMARY_COLUMNS:
         table.add_column(column)
-    for run in runs:
-        table.add_row(*summary_row(load_record(run)))
+    for row in rows:
+        table.add_row(*row)
     Console(width=200).print(table)
     typer.echo(f"Report: {folder / 'report.md'} and {folder / 'report.html'}")
     for failure in failures:

@@ -165,8 +165,11 @@ def load_floors(path: str | Path) -> dict[str, dict[str, float]]:
 
 def write_summary(
     folders: list[str | Path], output: str | Path, floors: dict[str, dict[str, float]] | None = None
-) -> tuple[Path, list[str]]:
-    """Write report.md + report.html for `folders` into `output`; returns (folder, failures)."""
+) -> tuple[Path, list[str], list[list[str]]]:
+    """Write report.md + report.html for `folders` into `output`.
+
+    Returns (report folder, floor failures, summary table rows).
+    """
     import matplotlib
 
     from finetune.run import staged
@@ -196,7 +199,7 @@ def write_summary(
                 indent=2,
             )
         )
-    return output, failures
+    return output, failures, [summary_row(r) for r in records]
 
 
 # A report is a list of blocks, rendered twice: ("h1"|"h2"|"p", text), ("table", header,
