@@ -97,11 +97,24 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     return probe.predict_proba(inputs.eval_vectors)
 
 
+def pixel_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """Images: logistic regression on downscaled raw pixels (no pretrained model at all)."""
+    from finetune.images import PIXEL_SIDE, pixel_vectors
+
+    train = pixel_vectors(inputs.train_texts, PIXEL_SIDE)
+    scaler = StandardScaler().fit(train)
+    model = LogisticRegression(C=0.1, max_iter=3000, random_state=inputs.seed)
+    model.fit(scaler.transform(train), inputs.train_labels)
+    test = scaler.transform(pixel_vectors(inputs.eval_texts, PIXEL_SIDE))
+    return _full_proba(model, test, inputs.n_classes)
+
+
 Baseline = Callable[[BaselineInputs], np.ndarray]
 
 BASELINES: dict[str, Baseline] = {
     "tfidf_logreg": tfidf_logreg,
     "embedding_logreg": embedding_logreg,
+    "pixel_logreg": pixel_logreg,
 }
 NEEDS_VECTORS = {"embedding_logreg"}
 

@@ -162,6 +162,7 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
             del run  # one model in memory at a time
 
         metrics = summarise(fold_metrics)
+        metrics["eval_source"] = f"{examples.source} ({k}-fold cross-validation)"
         wall = time.perf_counter() - started
         env = environment(pick_device(), seed)
         env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
@@ -172,6 +173,8 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
         scores = {
             name: np.concatenate([s[name] for _, s in out_of_fold]) for name in out_of_fold[0][1]
         }
+        # Pooled out-of-fold probabilities, like a run's: `finetune report` draws from them.
+        np.savez_compressed(tmp / "scores.npz", y_true=y_pooled, **scores)
         write_summary_report(
             tmp,
             f"{recipe.title}: {k}-fold cross-validation report",

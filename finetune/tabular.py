@@ -83,36 +83,38 @@ class Column:
         return cls(name, kind, str(spec.get("name") or name), str(spec.get("unit") or ""), bands)
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
-    """The YAML header of a data card (a Markdown file starting with a `---` block)."""
-    import yaml
+def table_card(path: str | Path) -> dict[str, Any]:
+    """The YAML header of a data card (finetune.datacard), its `feature_columns` checked.
+
+    Each feature column may give `name` (what records call it), `unit`, `type` (numeric,
+    categorical or text; `categorical/text`, as `finetune data card --write` drafts it, means
+    "infer which") and `bands` (reference ranges).
+    """
+    from finetune.datacard import read_card
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Data card not found: {path}.")
-    text = path.read_text(encoding="utf-8")
-    parts = text.split("---\n")
-    if not text.startswith("---\n") or len(parts) < 3:
-        raise UserError(
-            f"{path}: a data card starts with a YAML header between two '---' lines "
-            "(see data_cards/pima.md)."
-        )
-    try:
-        header = yaml.safe_load(parts[1]) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: the YAML header is not valid YAML: {error}") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path}: the YAML header must be a mapping of fields.")
-    columns = header.get("columns") or {}
+    header, _ = read_card(path)
+    columns = header.get("feature_columns") or {}
     if not isinstance(columns, dict):
-        raise UserError(f"{path}: 'columns' must map column names to their name, unit and type.")
+        raise UserError(
+            f"{path}: 'feature_columns' must map column names to their name, unit and type."
+        )
     for column, spec in columns.items():
-        kind = (spec or {}).get("type")
-        if kind is not None and kind not in KINDS:
+        spec = spec or {}
+        kind = spec.get("type")
+        if kind is not None and kind not in (*KINDS, "categorical/text"):
             raise UserError(
                 f"{path}: column '{column}' has type {kind!r}; use one of {', '.join(KINDS)}."
             )
-        _check_bands(path, column, (spec or {}).get("bands"))
+        todo = [key for key in ("name", "unit") if str(spec.get(key)).strip().upper() == "TODO"]
+        if todo:
+            raise UserError(
+                f"{path}: column '{column}' still has TODO as its {' and '.join(todo)}; "
+                "fill it in or delete the line (records would print it)."
+            )
+        _check_bands(path, column, spec.get("bands"))
     return header
 
 
@@ -153,7 +155,7 @@ def table_examples(
     kind_of_file = READERS.get(Path(source).suffix.lower(), "rows")
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
-    described = (card or {}).get("columns") or {}
+    described = (card or {}).get("feature_columns") or {}
     labels: list[str] = []
     if label_column is not None:
         label_column = find_column(frame, label_column, "label", source)
@@ -183,7 +185,7 @@ def table_examples(
                 f"drop it with --set options.drop_columns={name}."
             )
         spec = described.get(name) or {}
-        kind = spec.get("type") or _infer_kind(raw[~missing])
+        kind = spec.get("type") if spec.get("type") in KINDS else _infer_kind(raw[~missing])
         # Identifiers go before parsing: a code column with a stray letter is not an error.
         reason = None if name in described else _identifier_name(name)
         if reason is None:
@@ -237,7 +239,7 @@ def record_text(row: tuple | list, columns: list[Column]) -> str:
 
 def columns_of(features: pd.DataFrame, card: dict[str, Any] | None = None) -> list[Column]:
     """The columns of a features table as the records name them (card names and units)."""
-    described = (card or {}).get("columns") or {}
+    described = (card or {}).get("feature_columns") or {}
     return [Column.from_card(n, kind_of(features[n]), described.get(n) or {}) for n in features]
 
 

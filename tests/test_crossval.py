@@ -107,6 +107,8 @@ def test_crossval_report_and_fold_runs(crossval):
     assert "mean ± standard deviation over 3 folds" in report
     assert "[fold-2](fold-2/report.md)" in report and "| specificity |" in report
     assert (folder / "plots/roc.png").is_file() and (folder / "plots/calibration.png").is_file()
+    with np.load(folder / "scores.npz") as pooled:  # every row once, scored out of fold
+        assert len(pooled["y_true"]) == 60 and pooled["fine-tuned (LoRA)"].shape == (60, 2)
     assert "eval:\n  target_recall: 0.9\n  folds: 3" in (folder / "config.yaml").read_text()
     fold_report = (folder / "fold-1" / "report.md").read_text()
     assert "## Records" in fold_report and "patient_id" in fold_report  # listed as dropped

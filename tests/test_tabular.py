@@ -12,15 +12,15 @@ from finetune.errors import UserError
 from finetune.tabular import (
     gradient_boosting,
     logistic_regression,
-    read_card,
     records_section,
+    table_card,
     table_examples,
 )
 
 CARD = {
     "label_column": "outcome",
     "identifier_columns": ["record"],
-    "columns": {
+    "feature_columns": {
         "glucose": {"name": "plasma glucose", "unit": "mg/dL", "type": "numeric"},
         "stage": {"name": "stage", "type": "categorical"},
     },
@@ -144,7 +144,7 @@ def test_junk_in_a_numeric_column_names_line_and_column(tmp_path):
     assert "lines 8" in str(error.value) and "'12O'" in str(error.value)
     # A card saying it is numeric makes even a mostly-text column an error.
     frame["glucose"] = ["high", "low"] * 5
-    card = {"columns": {"glucose": {"type": "numeric"}}}
+    card = {"feature_columns": {"glucose": {"type": "numeric"}}}
     with pytest.raises(UserError, match="lines 2, 3"):
         read(write(tmp_path, "k.csv", frame), label_column="label", card=card)
 
@@ -168,12 +168,12 @@ def test_read_card_checks_the_header(tmp_path):
     card = tmp_path / "card.md"
     card.write_text("# no header\n")
     with pytest.raises(UserError, match="YAML header"):
-        read_card(card)
-    card.write_text("---\ncolumns:\n  a: {type: number}\n---\nbody\n")
+        table_card(card)
+    card.write_text("---\nfeature_columns:\n  a: {type: number}\n---\nbody\n")
     with pytest.raises(UserError, match="column 'a' has type 'number'"):
-        read_card(card)
-    card.write_text("---\nlabel_column: y\ncolumns:\n  a: {name: A, unit: cm}\n---\nbody\n")
-    assert read_card(card)["columns"]["a"] == {"name": "A", "unit": "cm"}
+        table_card(card)
+    card.write_text("---\nlabel_column: y\nfeature_columns:\n  a: {name: A, unit: cm}\n---\nbody\n")
+    assert table_card(card)["feature_columns"]["a"] == {"name": "A", "unit": "cm"}
 
 
 @pytest.mark.parametrize("baseline", [logistic_regression, gradient_boosting])
@@ -215,7 +215,7 @@ def test_records_section_shows_placeholders_never_values(tmp_path, mixed_table):
 
 def test_reference_ranges_from_the_card_name_the_band(tmp_path):
     card = {
-        "columns": {
+        "feature_columns": {
             "glucose": {
                 "name": "2-hour glucose",
                 "unit": "mg/dL",
@@ -232,6 +232,25 @@ def test_reference_ranges_from_the_card_name_the_band(tmp_path):
         "2-hour glucose: missing",
     ]
     path = tmp_path / "card.md"
-    path.write_text("---\ncolumns:\n  g: {bands: [[200, high], [140, normal]]}\n---\n")
+    path.write_text("---\nfeature_columns:\n  g: {bands: [[200, high], [140, normal]]}\n---\n")
     with pytest.raises(UserError, match="column 'g' has malformed bands"):
-        read_card(path)
+        table_card(path)
+
+
+def test_a_drafted_card_must_be_completed_before_it_is_read(tmp_path):
+    """`finetune data card --write` drafts units as TODO: the records would print them."""
+    from finetune.datacard import draft_card
+
+    data = write(
+        tmp_path,
+        "visits.csv",
+        pd.DataFrame({"age": [50, 61], "smoker": ["yes", "no"], "label": ["a", "b"]}),
+    )
+    card = tmp_path / "visits.md"
+    card.write_text(draft_card(data, "label", None))
+    with pytest.raises(UserError, match="column 'age' still has TODO as its unit"):
+        table_card(card)
+    card.write_text(card.read_text().replace("unit: TODO", "unit: years"))
+    header = table_card(card)  # smoker's drafted type, categorical/text, means "infer"
+    examples = read(data, label_column="label", card=header)
+    assert examples.texts == ["age: 50 years; smoker: yes", "age: 61 years; smoker: no"]
