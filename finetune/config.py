@@ -89,6 +89,10 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # Split a batch of texts whose rows x longest text exceed this many tokens into pieces
+    # whose gradients add up to the batch's (same step, same loss): memory for activations is
+    # bounded by the budget, not by the longest batch. None: never split.
+    max_batch_tokens: int | None = None
     # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
     checkpoint_steps: int = 50
     # adamw (torch), adamw_8bit (bitsandbytes, 8-bit optimizer state) or paged_adamw_8bit
@@ -178,6 +182,10 @@ class Config:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
             raise UserError(f"train.max_steps must be positive, got {self.train.max_steps}.")
+        if self.train.max_batch_tokens is not None and self.train.max_batch_tokens < 1:
+            raise UserError(
+                f"train.max_batch_tokens must be positive, got {self.train.max_batch_tokens}."
+            )
         for name in ("batch_size", "eval_batch_size"):
             if getattr(self.train, name) <= 0:
                 raise UserError(f"train.{name} must be positive.")

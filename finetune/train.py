@@ -27,6 +27,56 @@ from finetune.inputs import Inputs, batches_of
 from finetune.models import TextClassifier, autocast
 
 
+def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[int]] | None:
+    """A batch's positions in pieces of at most `budget` padded tokens (rows x longest row), or
+    None when the whole batch fits (or has no lengths: images are never split).
+
+    Longest rows first, so each piece pads to its own longest; a row longer than the budget
+    is a piece of its own."""
+    if budget is None or not lengths or len(lengths) * max(lengths) <= budget:
+        return None
+    pieces: list[list[int]] = []
+    for position in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if pieces and (len(pieces[-1]) + 1) * lengths[pieces[-1][0]] <= budget:
+            pieces[-1].append(position)
+        else:
+            pieces.append([position])
+    return pieces
+
+
+def _backward_in_pieces(
+    model: torch.nn.Module,
+    items: list[Any],
+    labels: torch.Tensor,
+    pieces: list[list[int]],
+    inputs: Inputs,
+    piece_loss_fn: torch.nn.Module,
+    weight: torch.Tensor | None,
+    accelerator: Any,
+    device: str,
+    bf16: bool,
+) -> torch.Tensor:
+    """Backward over a batch piece by piece; the gradients sum to the whole batch's.
+
+    Each piece's summed loss is divided by the whole batch's normaliser (its row count, or its
+    summed class weights, which is what CrossEntropyLoss's mean divides by)."""
+    from contextlib import nullcontext
+
+    normaliser = weight[labels].sum() if weight is not None else torch.tensor(float(len(items)))
+    total = torch.zeros((), device=device)
+    for number, piece in enumerate(pieces):
+        # Data parallel: gradients are averaged across processes once, after the last piece.
+        last = number == len(pieces) - 1
+        with nullcontext() if last else accelerator.no_sync(model):
+            batch = inputs.collate([items[i] for i in piece], train=True)
+            with autocast(device, bf16):
+                logits = model(**to_device(batch, device))
+            loss = piece_loss_fn(logits.float(), labels[piece]) / normaliser
+            accelerator.backward(loss)
+        total += loss.detach()
+    return total
+
+
 class LengthGroupedBatches(Sampler[list[int]]):
     """Shuffled batches of similar length: sort within random pools of 50 batches, shuffle batches.
 
@@ -174,6 +224,12 @@ def fit(
         weight=None if weight is None else weight.to(device),
         label_smoothing=config.label_smoothing,
     )
+    piece_loss_fn = torch.nn.CrossEntropyLoss(
+        weight=None if weight is None else weight.to(device),
+        label_smoothing=config.label_smoothing,
+        reduction="sum",
+    )
+    weight = None if weight is None else weight.to(device)
 
     result = TrainResult()
     best_key: tuple[float, float] | None = None
@@ -247,11 +303,27 @@ def fit(
             batch_in_epoch += 1
             if batch_in_epoch <= skip:
                 continue  # done before the checkpoint this run resumed from
-            batch = inputs.collate([train_ids[i] for i in indices], train=True)
-            with autocast(device, bf16):
-                logits = model(**to_device(batch, device))
-            loss = loss_fn(logits.float(), batch_labels.to(device))
-            accelerator.backward(loss)
+            items = [train_ids[i] for i in indices]
+            pieces = split_by_tokens(inputs.lengths(items), config.max_batch_tokens)
+            if pieces is None:
+                batch = inputs.collate(items, train=True)
+                with autocast(device, bf16):
+                    logits = model(**to_device(batch, device))
+                loss = loss_fn(logits.float(), batch_labels.to(device))
+                accelerator.backward(loss)
+            else:
+                loss = _backward_in_pieces(
+                    model,
+                    items,
+                    batch_labels.to(device),
+                    pieces,
+                    inputs,
+                    piece_loss_fn,
+                    weight,
+                    accelerator,
+                    device,
+                    bf16,
+                )
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
