@@ -57,6 +57,7 @@ class LinearProbe:
 
     weight: np.ndarray  # (n_classes, hidden)
     bias: np.ndarray  # (n_classes,)
+    center: np.ndarray | None = None  # (hidden,) mean of the vectors it was fitted on
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         logits = vectors @ self.weight.T + self.bias
@@ -66,6 +67,10 @@ class LinearProbe:
 
 def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> LinearProbe:
     scaler = StandardScaler().fit(vectors)
+    # Some pooled dimensions barely vary (all-MiniLM-L6-v2 has three near 1e-32): standardising
+    # would blow their rounding noise up to unit variance and their folded weights to ~1e31,
+    # so any change in them would swamp the head's logits. They carry nothing: zero them.
+    scaler.scale_[scaler.scale_ < 1e-6 * np.median(scaler.scale_)] = np.inf
     model = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
     model.fit(scaler.transform(vectors), labels)
     # (x - mean) / scale @ W.T + b  ==  x @ (W / scale).T + (b - W @ (mean / scale))
@@ -82,7 +87,7 @@ def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
         )  # softmax of (-z/2, z/2) == sigmoid(z)
     weight[model.classes_] = coef / scaler.scale_
     bias[model.classes_] = intercept - (coef * (scaler.mean_ / scaler.scale_)).sum(axis=1)
-    return LinearProbe(weight=weight, bias=bias)
+    return LinearProbe(weight=weight, bias=bias, center=scaler.mean_.copy())
 
 
 def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
     "customer-service": "recipes.customer_service",
+    "recommendation": "recipes.recommendation",
 }
 
 app = typer.Typer(
@@ -134,7 +135,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
-                **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
+                **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
             }
         )
         resolved = recipe.config(config, **flags)
@@ -163,9 +164,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         """Score a trained run on new labelled data and write its metrics."""
         import json
 
-        from finetune.run import Run
-
-        loaded = Run.load(run)
+        loaded = recipe.load(run)  # with the recipe's typed options, which its reader uses
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
@@ -186,13 +185,11 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         ] = None,
     ) -> None:
         """Predict the label and its probability for each row (or one --text)."""
-        from finetune.run import Run
-
         if (data is None) == (text is None):
             raise UserError("Give either --data FILE or --text MESSAGE.")
         if data is not None and output is None:
             raise UserError("--data needs --output FILE.csv for the predictions.")
-        loaded = Run.load(run)
+        loaded = recipe.load(run)
         if text is not None:
             proba = loaded.predict_proba([text])[0]
             best = int(proba.argmax())
@@ -210,6 +207,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
 
 def _param_name(flag: Flag) -> str:
     return flag.name.lstrip("-").replace("-", "_")
+
+
+def _flag_value(given: dict[str, Any], flag: Flag) -> Any:
+    """None for a flag not given (an unset switch too), so 0 and 0.0 still count as given."""
+    value = given.get(_param_name(flag))
+    return None if value is False else value
 
 
 def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags: tuple) -> Any:

@@ -9,7 +9,7 @@ Importing this module stays cheap: torch is only imported when a method runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,8 @@ class EvalContext:
     scores: dict[str, np.ndarray]
     # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric).
     predict_proba: Callable[[list[str]], np.ndarray]
+    # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
+    fitted: dict[str, Any] = field(default_factory=dict)
 
 
 class Recipe:
@@ -98,6 +100,10 @@ class Recipe:
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         """Recipe-specific metrics (saved under `extra_key`) and Markdown report sections."""
         return {}, []
+
+    def save_files(self, folder: Path, context: EvalContext) -> None:
+        """Write recipe files into the run folder being assembled (e.g. lookup tables that a
+        recipe command needs later); they land in the run folder with everything else."""
 
     def add_commands(self, group: Any) -> None:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict

