@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint evaluate
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,19 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Quick run of every recipe on its bundled data, one report, floors checked (CI publishes it).
+evaluate: install
+	rm -rf reports/ci-runs reports/ci
+	for recipe in $$($(PY) -c "from finetune.cli import RECIPES; print(*RECIPES)"); do \
+		start=$$(date +%s); \
+		$(VENV)/bin/finetune $$recipe train --quick --output reports/ci-runs/$$recipe || exit 1; \
+		echo "evaluate $$recipe: $$(( $$(date +%s) - start )) s"; \
+	done
+	$(VENV)/bin/finetune report reports/ci-runs/* --output reports/ci --floors reports/floors.yaml

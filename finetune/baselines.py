@@ -67,10 +67,11 @@ class LinearProbe:
 
 def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> LinearProbe:
     scaler = StandardScaler().fit(vectors)
-    # Some pooled dimensions barely vary (all-MiniLM-L6-v2 has three near 1e-32): standardising
-    # would blow their rounding noise up to unit variance and their folded weights to ~1e31,
-    # so any change in them would swamp the head's logits. They carry nothing: zero them.
-    scaler.scale_[scaler.scale_ < 1e-6 * np.median(scaler.scale_)] = np.inf
+    # Some pooled dimensions are dead (all-MiniLM-L6-v2 has two at about 1e-33): standardised,
+    # their float noise looks like signal, and folding 1/scale into the head gives weights near
+    # 1e32 that turn any later change of those dimensions into exploding logits. Ignore them.
+    dead = scaler.scale_ < 1e-6 * np.median(scaler.scale_)
+    scaler.scale_[dead] = np.inf
     model = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
     model.fit(scaler.transform(vectors), labels)
     # (x - mean) / scale @ W.T + b  ==  x @ (W / scale).T + (b - W @ (mean / scale))
@@ -97,11 +98,24 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     return probe.predict_proba(inputs.eval_vectors)
 
 
+def pixel_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """Images: logistic regression on downscaled raw pixels (no pretrained model at all)."""
+    from finetune.images import PIXEL_SIDE, pixel_vectors
+
+    train = pixel_vectors(inputs.train_texts, PIXEL_SIDE)
+    scaler = StandardScaler().fit(train)
+    model = LogisticRegression(C=0.1, max_iter=3000, random_state=inputs.seed)
+    model.fit(scaler.transform(train), inputs.train_labels)
+    test = scaler.transform(pixel_vectors(inputs.eval_texts, PIXEL_SIDE))
+    return _full_proba(model, test, inputs.n_classes)
+
+
 Baseline = Callable[[BaselineInputs], np.ndarray]
 
 BASELINES: dict[str, Baseline] = {
     "tfidf_logreg": tfidf_logreg,
     "embedding_logreg": embedding_logreg,
+    "pixel_logreg": pixel_logreg,
 }
 NEEDS_VECTORS = {"embedding_logreg"}
 

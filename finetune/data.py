@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +27,15 @@ class Examples:
     `features` is optional side data, one row per example (the raw table columns of a tabular
     record, the user and item ids of an interaction): the model reads only `texts`, but
     recipe baselines and recipe metrics may read `features`.
+    For image recipes, `texts` holds the paths of the image files. `skipped` names inputs the
+    reader left out (e.g. unreadable images); the run report lists them.
     """
 
     texts: list[str]
     labels: list[str]
     source: str
     features: pd.DataFrame | None = None
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -42,7 +45,11 @@ class Examples:
         if self.features is not None:
             features = self.features.iloc[list(indices)].reset_index(drop=True)
         return Examples(
-            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source, features
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            source,
+            features,
+            self.skipped,
         )
 
 

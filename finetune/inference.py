@@ -1,7 +1,8 @@
 """Batched forward passes: class probabilities for predictions, pooled vectors for baselines.
 
-Texts are sorted by length and padded per batch so short messages do not pay for long ones;
-results come back in the caller's order.
+Items come from an `Inputs` (see inputs.py); a plain pad id stands for padded token ids.
+Items with lengths (texts) are sorted by length and padded per batch so short messages do not
+pay for long ones; results come back in the caller's order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from finetune.inputs import Inputs, batches_of
 from finetune.models import TextClassifier, autocast
 
 
@@ -31,29 +33,36 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def _length_sorted_batches(
-    sequences: list[list[int]], batch_size: int
-) -> Iterator[tuple[np.ndarray, list[list[int]]]]:
-    order = np.argsort([-len(s) for s in sequences], kind="stable")
+    items: list[Any], lengths: list[int] | None, batch_size: int
+) -> Iterator[tuple[np.ndarray, list[Any]]]:
+    if lengths is None:
+        order = np.arange(len(items))
+    else:
+        order = np.argsort([-n for n in lengths], kind="stable")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        yield chunk, [sequences[i] for i in chunk]
+        yield chunk, [items[i] for i in chunk]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {name: value.to(device) for name, value in batch.items()}
 
 
 @torch.inference_mode()
 def _run(
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    sequences: list[list[int]],
-    pad_id: int,
+    step: Callable[..., torch.Tensor],
+    items: list[Any],
+    inputs: Inputs | int,
     batch_size: int,
     device: str,
     bf16: bool,
 ) -> np.ndarray:
+    inputs = batches_of(inputs)
     outputs: list[np.ndarray] = []
     positions: list[np.ndarray] = []
-    for chunk, batch in _length_sorted_batches(sequences, batch_size):
-        ids, mask = pad_batch(batch, pad_id)
+    for chunk, batch in _length_sorted_batches(items, inputs.lengths(items), batch_size):
         with autocast(device, bf16):
-            result = step(ids.to(device), mask.to(device))
+            result = step(**to_device(inputs.collate(batch), device))
         outputs.append(result.float().cpu().numpy())
         positions.append(chunk)
     stacked = np.concatenate(outputs)
@@ -64,15 +73,16 @@ def _run(
 
 def predict_proba(
     model: TextClassifier,
-    sequences: list[list[int]],
-    pad_id: int,
+    sequences: list[Any],
+    inputs: Inputs | int,
     batch_size: int,
     device: str,
     bf16: bool,
 ) -> np.ndarray:
+    """Class probabilities for encoded items (`inputs`: their Inputs, or a pad token id)."""
     was_training = model.training
     model.eval()
-    logits = _run(model, sequences, pad_id, batch_size, device, bf16)
+    logits = _run(model, sequences, inputs, batch_size, device, bf16)
     model.train(was_training)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -80,8 +90,8 @@ def predict_proba(
 
 def embed(
     model: TextClassifier,
-    sequences: list[list[int]],
-    pad_id: int,
+    sequences: list[Any],
+    inputs: Inputs | int,
     batch_size: int,
     device: str,
     bf16: bool,
@@ -89,6 +99,6 @@ def embed(
     """Pooled backbone vectors (what the head sees), without the head."""
     was_training = model.training
     model.eval()
-    vectors = _run(model.embed, sequences, pad_id, batch_size, device, bf16)
+    vectors = _run(model.embed, sequences, inputs, batch_size, device, bf16)
     model.train(was_training)
     return vectors

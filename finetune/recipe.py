@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from finetune.baselines import Baseline
+    from finetune.crossval import CrossValidation
     from finetune.run import Run
 
 
@@ -65,14 +66,22 @@ class EvalContext:
     predict_proba: Callable[[list[str]], np.ndarray]
     # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
     fitted: dict[str, Any] = field(default_factory=dict)
+    # Extra plots: file name -> function drawing it to the given path; the engine calls each
+    # one into the run's plots/ folder, so a report section can show plots/<name>.
+    plots: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
 
 class Recipe:
     name: str = ""  # CLI sub-command, e.g. "customer-service"
     title: str = ""
     description: str = ""
+    # What the examples' strings are: "text", or "image" (paths of image files).
+    inputs: str = "text"
     # Engine options this recipe changes, as a nested mapping (sections data, model, train).
     defaults: dict[str, Any] = {}
+    # Defaults that suit only the bundled dataset (used when no --data is given), e.g. no
+    # mirrored digits; a YAML file and flags still override them.
+    bundled_defaults: dict[str, Any] = {}
     # Fitted and scored next to the model: names from finetune.baselines.BASELINES, or the
     # recipe's own functions (BaselineInputs -> class probabilities; the name is __name__).
     baselines: tuple[str | Baseline, ...] = ("tfidf_logreg", "embedding_logreg")
@@ -80,22 +89,59 @@ class Recipe:
     Options: type | None = None
     # Key of the recipe's extra metrics in metrics.json.
     extra_key: str = "extra"
+    # Names of the datasets the recipe ships or loads by name; each has data_cards/<name>.md.
+    datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()
+    # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
+    # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
+    quick: dict[str, Any] = {"train": {"max_steps": 20}}
 
-    def config(self, yaml_path: str | Path | None = None, **overrides: Any) -> Config:
-        """The resolved config: engine < recipe defaults < YAML file < overrides (nested dicts)."""
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        """The resolved config: engine < recipe defaults (< bundled-data defaults, without
+        --data) (< quick) < YAML file < overrides."""
+        from finetune.config import deep_update
+
         options = self.Options() if self.Options is not None else None
-        return resolve(self.name, self.defaults, yaml_path, overrides, options=options)
+
+        def defaults(bundled: bool) -> dict[str, Any]:
+            layered = (
+                deep_update(self.defaults, self.bundled_defaults) if bundled else self.defaults
+            )
+            return deep_update(layered, self.quick) if quick else layered
+
+        config = resolve(self.name, defaults(False), yaml_path, overrides, options=options)
+        if config.data.path is None and self.bundled_defaults:
+            config = resolve(self.name, defaults(True), yaml_path, overrides, options=options)
+        return config
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         """The recipe's own (train, test) split, used when no --data is given."""
         raise UserError(f"The {self.name} recipe ships no dataset: pass --data PATH.")
 
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
-        """Turn a user's file into examples (text + label). Recipes with tables override this."""
+        """Turn a user's file into examples (text + label). Recipes with tables override this.
+
+        Image recipes read an image folder (one sub-folder per class) or a table whose text
+        column holds image paths."""
         label_column = config.data.label_column if labelled else None
+        if self.inputs == "image":
+            from finetune.images import read_images
+
+            return read_images(path, config.data.text_column, label_column, config.image.strict)
         return load_examples(path, config.data.text_column, label_column)
+
+    def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]:
+        """The user's training data, and its own evaluation split when it carries one (e.g.
+        train/ and test/ folders). None: --eval-data or a seeded hold-out is used."""
+        if self.inputs == "image":
+            from finetune.images import read_image_split
+
+            data = config.data
+            return read_image_split(path, data.text_column, data.label_column, config.image.strict)
+        return self.read(path, config), None
 
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         """Recipe-specific metrics (saved under `extra_key`) and Markdown report sections."""
@@ -109,12 +155,26 @@ class Recipe:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict
         are the engine's)."""
 
-    def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
+    def train(
+        self, config: Config | None = None, show_progress: bool = True
+    ) -> Run | CrossValidation:
+        """One run; with `eval.folds >= 2`, one run per fold and their summary."""
+        config = config or self.config()
+        if config.eval.folds >= 2:
+            from finetune.crossval import cross_validate
+
+            return cross_validate(self, config, show_progress=show_progress)
         from finetune.run import train
 
-        return train(self, config or self.config(), show_progress=show_progress)
+        return train(self, config, show_progress=show_progress)
 
     def load(self, folder: str | Path) -> Run:
         from finetune.run import Run
 
+        folder = Path(folder)
+        if (folder / "fold-1").is_dir() and not (folder / "labels.json").exists():
+            raise UserError(
+                f"{folder} is a cross-validation summary with one model per fold; "
+                f"load one of them, e.g. {folder / 'fold-1'}."
+            )
         return Run.load(folder, options=self.Options() if self.Options is not None else None)

@@ -22,11 +22,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cell(figures: dict[str, Any], key: str) -> str:
+    """A figure, with its spread when it has one (`<key>_std`, from cross-validation)."""
+    value, std = figures.get(key), figures.get(f"{key}_std")
+    return _fmt(value) if value is None or std is None else f"{value:.3f} ± {std:.3f}"
+
+
 def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
-    """Rows of (method, accuracy, recall, F1, AUC): the fine-tuned model first, then baselines."""
-    rows = [["fine-tuned (LoRA)", *[_fmt(metrics.get(k)) for k in HEADLINE]]]
+    """Rows of (method, accuracy, recall, F1, AUC): the fine-tuned model first, then baselines.
+
+    Cross-validated figures read `mean ± std`.
+    """
+    rows = [["fine-tuned (LoRA)", *[_cell(metrics, k) for k in HEADLINE]]]
     for name, figures in metrics.get("baselines", {}).items():
-        rows.append([name, *[_fmt(figures.get(k)) for k in HEADLINE]])
+        rows.append([name, *[_cell(figures, k) for k in HEADLINE]])
     return rows
 
 
@@ -93,12 +102,12 @@ def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path
 def plot_comparison(metrics: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    rows = metrics_table(metrics)
-    names = [row[0] for row in rows]
+    entries = {"fine-tuned (LoRA)": metrics, **metrics.get("baselines", {})}
+    names = list(entries)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
-    for i, row in enumerate(rows):
-        values = [float(v) if v != "n/a" else 0.0 for v in row[1:]]
+    for i, figures in enumerate(entries.values()):
+        values = [figures.get(k) or 0.0 for k in HEADLINE]
         ax.bar(np.arange(len(HEADLINE)) + i * width, values, width, label=names[i])
     ax.set_xticks(np.arange(len(HEADLINE)) + width * (len(names) - 1) / 2, HEADLINE)
     ax.set_ylim(0, 1)

@@ -1,12 +1,13 @@
 """One fine-tuning run from examples to a finished run folder, and reloading that folder.
 
-Data flows one way: examples -> (redaction) -> tokens -> LoRA classifier -> training ->
-predictions -> metrics + baselines -> run folder. The folder is written under a temporary
-name and renamed when complete, so a crashed run never looks finished.
+Data flows one way: examples -> (redaction) -> model inputs (tokens or pixels: inputs.py) ->
+LoRA classifier -> training -> predictions -> metrics + baselines -> run folder. The folder is
+written under a temporary name and renamed when complete, so a crashed run never looks finished.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -52,15 +53,20 @@ class Run:
     config: Config
     labels: list[str]
     model: Any
-    tokenizer: Any
+    inputs: Any  # finetune.inputs.Inputs: how examples become model input
     bf16: bool
     metrics: dict[str, Any]
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer of a text run (None for other kinds)."""
+        return getattr(self.inputs, "tokenizer", None)
 
     @classmethod
     def load(cls, folder: str | Path, options: Any = None) -> Run:
         """Rebuild a finished run; `options` is the recipe's default options object, if any."""
         from finetune.config import load_yaml, merge
-        from finetune.models import load_classifier
+        from finetune.inputs import load_classifier
 
         folder = Path(folder)
         if not (folder / "labels.json").is_file():
@@ -75,11 +81,11 @@ class Run:
             config = replace(config, options=raw_options)
         # Where the run is now, not where it was written (it may have been moved).
         config = replace(config, output=str(folder))
-        model, tokenizer, info = load_classifier(folder / "adapter")
+        model, inputs, info = load_classifier(folder / "adapter")
         labels = json.loads((folder / "labels.json").read_text())["labels"]
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        return cls(folder, config, labels, model, tokenizer, info.bf16, metrics)
+        return cls(folder, config, labels, model, inputs, info.bf16, metrics)
 
     def prepare(self, texts: list[str]) -> list[str]:
         """The same preprocessing as in training (redaction when the run used it)."""
@@ -90,16 +96,15 @@ class Run:
         return list(texts)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        from finetune.inference import predict_proba, tokenize
+        from finetune.inference import predict_proba
         from finetune.models import pick_device
 
         if not texts:
             return np.zeros((0, len(self.labels)))
-        ids = tokenize(self.tokenizer, self.prepare(texts), self.config.data.max_length)
         return predict_proba(
             self.model,
-            ids,
-            self.tokenizer.pad_token_id,
+            self.inputs.encode(self.prepare(texts)),
+            self.inputs,
             batch_size or self.config.train.eval_batch_size,
             pick_device(),
             self.bf16,
@@ -121,6 +126,11 @@ class Run:
         y = np.array([index[label] for label in examples.labels])
         metrics = classification_metrics(y, self.predict_proba(examples.texts), self.labels)
         metrics["source"] = examples.source
+        if examples.skipped:
+            metrics["skipped_inputs"] = {
+                "count": len(examples.skipped),
+                "first": examples.skipped[:5],
+            }
         return metrics
 
 
@@ -146,6 +156,7 @@ def environment(device: str, seed: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "seed": seed,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "packages": versions,
     }
     if device == "cuda":
@@ -188,6 +199,14 @@ def staged(folder: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"No space left on the device while writing {folder}; nothing was written "
+                f"(and {folder} was left as it was). Free some space and rerun with --resume."
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -206,7 +225,7 @@ def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
     if data.path is None:
         train, evaluation = recipe.bundled(config)
     else:
-        train, evaluation = recipe.read(data.path, config), None
+        train, evaluation = recipe.read_split(data.path, config)
     if data.eval_path is not None:
         evaluation = recipe.read(data.eval_path, config)
     if evaluation is None:
@@ -230,19 +249,36 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     from finetune import models
     from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
-    from finetune.inference import embed, predict_proba, tokenize
+    from finetune.checkpoint import Checkpoints
+    from finetune.inference import embed, predict_proba
+    from finetune.inputs import build_for_training, save_classifier
+    from finetune.inputs import check as check_inputs
     from finetune.metrics import classification_metrics, confusion, operating_point
     from finetune.pii import RedactionCounts, redact_all
     from finetune.recipe import EvalContext
     from finetune.report import write_report
-    from finetune.train import fit
+    from finetune.train import check_optimizer, fit
 
     started = time.perf_counter()
     config = config.validate()
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
+    check_optimizer(config.train.optim, device)
     folder = output_folder(config)
+    checkpoints = Checkpoints(folder)
+    if config.resume:
+        if config.output is None:
+            raise UserError("--resume needs the --output folder of the run to continue.")
+        state = checkpoints.load()
+        if state is None:
+            print(f"No checkpoint in {checkpoints.folder}; starting from the beginning.")
+        else:
+            print(f"Resuming from the checkpoint at step {state['step']}.")
+        del state
+    elif is_main_process():
+        checkpoints.clear()  # a killed earlier run's state; this run starts afresh
     set_seed(config.train.seed)
+    check_inputs(recipe.inputs, config)
 
     train_ex, eval_ex = split_data(recipe, config)
     redaction = {"train": RedactionCounts(), "evaluation": RedactionCounts()}
@@ -256,13 +292,16 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
 
     bf16 = models.use_bf16(config.train.precision, device)
-    model, tokenizer, info = models.build_for_training(
-        config.model, len(labels), config.data.max_length, bf16, device, config.train.seed
+    checkpointing = models.use_gradient_checkpointing(
+        config.train.gradient_checkpointing, config.model.quant, device
+    )
+    model, model_inputs, info = build_for_training(
+        recipe.inputs, config, len(labels), bf16, device, gradient_checkpointing=checkpointing
     )
 
-    all_ids = tokenize(tokenizer, train_ex.texts, config.data.max_length)
-    eval_ids = tokenize(tokenizer, eval_ex.texts, config.data.max_length)
-    truncated = sum(len(s) >= config.data.max_length for s in all_ids + eval_ids)
+    all_ids = model_inputs.encode(train_ex.texts)
+    eval_ids = model_inputs.encode(eval_ex.texts)
+    input_notes = model_inputs.notes(all_ids + eval_ids)
     fit_ids = [all_ids[i] for i in fit_rows]
     val_ids = [all_ids[i] for i in val_rows]
     y_fit, y_val = y_train_all[fit_rows], y_train_all[val_rows]
@@ -284,12 +323,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     if need_vectors:
         with model.backbone.disable_adapter():  # the frozen pretrained backbone
             batch = config.train.eval_batch_size
-            inputs.train_vectors = embed(
-                model, fit_ids, tokenizer.pad_token_id, batch, device, bf16
-            )
-            inputs.eval_vectors = embed(
-                model, eval_ids, tokenizer.pad_token_id, batch, device, bf16
-            )
+            inputs.train_vectors = embed(model, fit_ids, model_inputs, batch, device, bf16)
+            inputs.eval_vectors = embed(model, eval_ids, model_inputs, batch, device, bf16)
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
@@ -304,15 +339,15 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         val_ids,
         y_val,
         config.train,
-        tokenizer.pad_token_id,
+        model_inputs,
         device,
         bf16,
         show_progress=show_progress,
         class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
+        checkpoints=checkpoints,
+        resume=config.resume,
     )
-    proba = predict_proba(
-        model, eval_ids, tokenizer.pad_token_id, config.train.eval_batch_size, device, bf16
-    )
+    proba = predict_proba(model, eval_ids, model_inputs, config.train.eval_batch_size, device, bf16)
     metrics = classification_metrics(y_eval, proba, labels)
     baseline_metrics = {
         name: summary(classification_metrics(y_eval, p, labels)) for name, p in scores.items()
@@ -333,8 +368,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         scores=scores,
         predict_proba=lambda texts: predict_proba(
             model,
-            tokenize(tokenizer, texts, config.data.max_length),
-            tokenizer.pad_token_id,
+            model_inputs.encode(texts),
+            model_inputs,
             config.train.eval_batch_size,
             device,
             bf16,
@@ -351,22 +386,33 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        train_source=train_ex.source,
+        eval_source=eval_ex.source,
         baselines=baseline_metrics,
     )
+    # A hold-out split shares its reader's skips with the training part: count each once.
+    skipped = list(dict.fromkeys(train_ex.skipped + eval_ex.skipped))
+    if skipped:
+        metrics["skipped_inputs"] = {"count": len(skipped), "first": skipped[:5]}
     wall = time.perf_counter() - started
     env = environment(device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+    if not is_main_process():
+        # Data-parallel workers trained in step with process 0; only it writes the folder.
+        return Run(folder, config, labels, model, model_inputs, bf16, metrics)
 
     with staged(folder) as tmp:
-        saved = replace(config, output=str(folder), overwrite=False)
+        saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
         (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
-        models.save_classifier(model, tokenizer, info, tmp / "adapter")
+        save_classifier(model, model_inputs, info, tmp / "adapter")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        # Every method's evaluation probabilities, so reports can be rebuilt without the model.
+        np.savez_compressed(tmp / "scores.npz", y_true=y_eval, **scores)
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
-        _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels)
+        _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels, recipe.inputs)
         recipe.save_files(tmp, context)
         facts = {
             "recipe": recipe.title,
@@ -378,6 +424,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
             "head initialisation": config.model.head_init,
             "precision": "bf16 autocast" if bf16 else "fp32",
+            "optimizer": f"{config.train.optim}, gradient checkpointing "
+            + ("on" if checkpointing else "off"),
             "steps": f"{result.steps} (best epoch {result.best_epoch})",
             "train time": f"{result.train_seconds:.1f} s "
             f"({result.samples_per_second:.1f} samples/s)",
@@ -400,8 +448,12 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
                 "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
                 "epoch, so the saved model is the starting point: fine-tuning did not help here."
             )
-        if truncated:
-            notes.append(f"{truncated} texts reached max_length={config.data.max_length} tokens.")
+        notes += input_notes
+        if skipped:
+            notes.append(
+                f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped[:5])}"
+                + (" ..." if len(skipped) > 5 else "")
+            )
         write_report(
             tmp,
             f"{recipe.title}: fine-tuning report",
@@ -416,9 +468,17 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             scores=scores,
             sections=extra_sections,
         )
+        for name, draw in context.plots.items():
+            draw(tmp / "plots" / name)
         env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
-    return Run(folder, config, labels, model, tokenizer, bf16, metrics)
+    checkpoints.clear()  # the run folder is complete: nothing left to resume
+    return Run(folder, config, labels, model, model_inputs, bf16, metrics)
+
+
+def is_main_process() -> bool:
+    # torchrun and accelerate launch set RANK; a plain process is rank 0.
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 MODEL_NAME = "fine-tuned (LoRA)"
@@ -461,14 +521,14 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None
 
 
 def _write_predictions(
-    path: Path, examples: Examples, proba: np.ndarray, labels: list[str]
+    path: Path, examples: Examples, proba: np.ndarray, labels: list[str], kind: str = "text"
 ) -> None:
     import pandas as pd
 
     predicted = proba.argmax(axis=1)
     pd.DataFrame(
         {
-            "text": examples.texts,
+            "path" if kind == "image" else "text": examples.texts,
             "label": examples.labels,
             "predicted_label": [labels[i] for i in predicted],
             "probability": proba[np.arange(len(predicted)), predicted].round(6),

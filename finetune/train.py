@@ -1,5 +1,7 @@
 """The training loop: LoRA + head, length-grouped batches, bf16 autocast, best epoch kept.
 
+It sees only items and their `Inputs` (inputs.py), so texts and images train the same way.
+
 A plain loop on `accelerate` rather than `Trainer`: only the LoRA weights and the head train,
 so the best epoch is kept as an in-memory copy of those few tensors instead of full checkpoints
 on disk, and the head can have its own learning rate.
@@ -17,8 +19,11 @@ import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Sampler
 
+from finetune.checkpoint import Checkpoints
 from finetune.config import TrainConfig
-from finetune.inference import pad_batch, predict_proba
+from finetune.errors import UserError
+from finetune.inference import predict_proba, to_device
+from finetune.inputs import Inputs, batches_of
 from finetune.models import TextClassifier, autocast
 
 
@@ -69,22 +74,60 @@ class TrainResult:
     samples_per_second: float = 0.0
 
 
+def check_optimizer(name: str, device: str) -> None:
+    """Fail before any work if the chosen optimizer cannot run here."""
+    if name == "adamw":
+        return
+    if name.startswith("paged_") and device != "cuda":
+        raise UserError(
+            f"train.optim={name} pages optimizer state between GPU and CPU memory and needs CUDA "
+            f"(this device: {device}). Use --optim adamw_8bit or adamw."
+        )
+    from finetune.models import check_quantization
+
+    try:
+        check_quantization("8bit", device)  # the same bitsandbytes checks
+    except UserError as error:
+        raise UserError(
+            f"train.optim={name} needs bitsandbytes on this device: {error} Use --optim adamw."
+        ) from None
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], weight_decay: float):
+    """AdamW from torch, or bitsandbytes' 8-bit AdamW (state in 8 bits; paged on CUDA)."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    import bitsandbytes as bnb
+
+    kind = bnb.optim.PagedAdamW8bit if name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return kind(groups, weight_decay=weight_decay)
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _copy_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
+
+
 def fit(
     model: TextClassifier,
-    train_ids: list[list[int]],
+    train_ids: list[Any],
     train_labels: np.ndarray,
-    val_ids: list[list[int]],
+    val_ids: list[Any],
     val_labels: np.ndarray,
     config: TrainConfig,
-    pad_id: int,
+    inputs: Inputs | int,
     device: str,
     bf16: bool,
     show_progress: bool = True,
     class_weights: np.ndarray | None = None,
+    checkpoints: Checkpoints | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -92,26 +135,36 @@ def fit(
 
     accelerator = Accelerator(cpu=device == "cpu")
     labels = torch.as_tensor(train_labels, dtype=torch.long)
+    inputs = batches_of(inputs)
+    lengths = inputs.lengths(train_ids)
     sampler = LengthGroupedBatches(
-        [len(s) for s in train_ids], config.batch_size, config.seed, config.group_by_length
+        lengths or [0] * len(train_ids),
+        config.batch_size,
+        config.seed,
+        config.group_by_length and lengths is not None,
     )
 
     def collate(indices: list[int]):
-        ids, mask = pad_batch([train_ids[i] for i in indices], pad_id)
-        return ids, mask, labels[indices]
+        # Model inputs are made in the loop, after the resume skip: augmentation draws from
+        # torch's generator, which a resumed run restores exactly at its checkpoint.
+        return list(indices), labels[indices]
 
     loader = DataLoader(range(len(train_ids)), batch_sampler=sampler, collate_fn=collate)
+    if accelerator.num_processes > 1:
+        # Data parallel (torchrun / accelerate launch): each process takes its share of batches.
+        loader = accelerator.prepare_data_loader(loader)
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimizer = torch.optim.AdamW(
+    optimizer = make_optimizer(
+        config.optim,
         [
             {"params": lora_params, "lr": config.learning_rate},
             {"params": head_params, "lr": config.head_learning_rate},
         ],
-        weight_decay=config.weight_decay,
+        config.weight_decay,
     )
-    steps_per_epoch = len(sampler)
+    steps_per_epoch = len(loader)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
@@ -131,7 +184,7 @@ def fit(
     def validate(record: dict[str, Any]) -> None:
         """Score the validation rows; keep a copy of the weights if they are the best so far."""
         nonlocal best_key, best_state
-        proba = predict_proba(model, val_ids, pad_id, config.eval_batch_size, device, bf16)
+        proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
         true_proba = np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)
         record["val_loss"] = float(-np.mean(np.log(true_proba)))
         record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
@@ -141,21 +194,63 @@ def fit(
             best_key, best_state = key, trainable_state(model)
             result.best_epoch = record["epoch"]
 
-    if len(val_ids):
+    def snapshot(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "seen": seen,
+            "elapsed": elapsed + time.perf_counter() - start,
+            "running": running[-steps_per_epoch:],
+            "history": result.history,
+            "losses": result.losses,
+            "best_epoch": result.best_epoch,
+            "best_key": best_key,
+            "best_state": best_state,
+            "trainable": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+
+    saving = checkpoints is not None and config.checkpoint_steps > 0
+    saving = saving and accelerator.is_main_process
+    state = checkpoints.load() if checkpoints is not None and resume else None
+    epoch, skip, elapsed = 0, 0, 0.0
+    if state is not None:
+        # Continue exactly where the checkpoint stopped: same weights, optimizer moments,
+        # schedule, batch order (the sampler is seeded per epoch) and dropout RNG.
+        _copy_into(model, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, seen, elapsed = state["step"], state["seen"], state["elapsed"]
+        epoch, skip, running = state["epoch"], state["batch_in_epoch"], list(state["running"])
+        result.history, result.losses = state["history"], state["losses"]
+        result.best_epoch, best_state = state["best_epoch"], state["best_state"]
+        best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
+        torch.set_rng_state(state["rng"])
+    elif len(val_ids):
         # Epoch 0 is a candidate too: when the head starts from the linear probe, fine-tuning
         # has to beat the probe on the validation rows to be kept.
         start_record: dict[str, Any] = {"epoch": 0, "step": 0, "train_loss": None}
         validate(start_record)
         result.history.append(start_record)
-    progress = tqdm(total=total_steps, desc="training", unit="step", disable=not show_progress)
+    show_progress = show_progress and accelerator.is_main_process
+    progress = tqdm(
+        total=total_steps, initial=step, desc="training", unit="step", disable=not show_progress
+    )
     start = time.perf_counter()
     model.train()
-    epoch = 0
     while step < total_steps:
         sampler.set_epoch(epoch)
-        for ids, mask, batch_labels in loader:
+        batch_in_epoch = 0
+        for indices, batch_labels in loader:
+            batch_in_epoch += 1
+            if batch_in_epoch <= skip:
+                continue  # done before the checkpoint this run resumed from
+            batch = inputs.collate([train_ids[i] for i in indices], train=True)
             with autocast(device, bf16):
-                logits = model(ids.to(device), mask.to(device))
+                logits = model(**to_device(batch, device))
             loss = loss_fn(logits.float(), batch_labels.to(device))
             accelerator.backward(loss)
             if config.max_grad_norm:
@@ -170,8 +265,11 @@ def fit(
                 result.losses.append((step, float(np.mean(running[-10:]))))
                 progress.set_postfix(loss=f"{np.mean(running[-10:]):.3f}", epoch=epoch + 1)
             progress.update(1)
+            if saving and step % config.checkpoint_steps == 0 and step < total_steps:
+                checkpoints.save(snapshot(epoch, batch_in_epoch))
             if step >= total_steps:
                 break
+        skip = 0
         epoch += 1
         # Evaluate at each epoch end, and at the end of a partial last epoch.
         record: dict[str, Any] = {
@@ -187,16 +285,15 @@ def fit(
                 f"val macro-F1 {record['val_f1']:.3f}"
             )
         result.history.append(record)
+        if saving:
+            checkpoints.save(snapshot(epoch, 0))
     progress.close()
-    result.train_seconds = time.perf_counter() - start
+    result.train_seconds = elapsed + time.perf_counter() - start
     result.steps = step
     result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
     if best_state is not None:
         # Restore the best epoch's LoRA and head weights (the frozen backbone never changed).
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if name in best_state:
-                    parameter.copy_(best_state[name])
+        _copy_into(model, best_state)
     else:
         result.best_epoch = result.history[-1]["epoch"] if result.history else None
     model.eval()

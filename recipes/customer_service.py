@@ -26,6 +26,7 @@ class CustomerService(Recipe):
         "train": {"epochs": 6, "batch_size": 32, "learning_rate": 1e-3, "head_learning_rate": 1e-3},
     }
     baselines = ("tfidf_logreg", "embedding_logreg")
+    datasets = ("shop_intents",)
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         # The bundled files always use text/label, whatever columns the user's own data has.

@@ -136,6 +136,7 @@ class Recommendation(Recipe):
         "train": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3},
     }
     baselines = ("embedding_logreg", item_popularity, collaborative_filtering)
+    datasets = ("movielens_small",)
     Options = RecommendationOptions
     extra_key = "recommendation"
     flags = (
@@ -158,8 +159,10 @@ class Recommendation(Recipe):
         Flag("--unknown-items", "options.unknown_items", "error or drop."),
     )
 
-    def config(self, yaml_path: str | Path | None = None, **overrides: Any) -> Config:
-        config = super().config(yaml_path, **overrides)
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        config = super().config(yaml_path, quick=quick, **overrides)
         if config.data.path is not None or config.data.eval_path is not None:
             raise UserError(
                 "The recommendation recipe splits an interaction log by time: pass "

@@ -11,6 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -86,3 +87,58 @@ def small_csvs(tmp_path_factory) -> tuple[Path, Path]:
     pd.DataFrame(make_rows(20, seed=1)).to_csv(train, index=False)
     pd.DataFrame(make_rows(6, seed=2)).to_csv(test, index=False)
     return train, test
+
+
+def make_mixed_records(n: int, seed: int) -> pd.DataFrame:
+    """Numbers with gaps, a category, free-text notes; the outcome depends on all three."""
+    rng = np.random.default_rng(seed)
+    glucose = rng.normal(120, 25, n).round()
+    smoker = rng.choice(["yes", "no"], n)
+    notes = rng.choice(["reports chest pain at rest", "routine visit no complaints"], n)
+    risk = (glucose - 120) / 25 + (smoker == "yes") + (notes == "reports chest pain at rest")
+    outcome = np.where(risk + rng.normal(0, 0.5, n) > 1, "sick", "well")
+    glucose_text = [str(int(g)) for g in glucose]
+    for i in rng.choice(n, n // 10, replace=False):
+        glucose_text[i] = ""
+    return pd.DataFrame(
+        {"glucose": glucose_text, "smoker": smoker, "notes": notes, "outcome": outcome}
+    )
+
+
+@pytest.fixture(scope="session")
+def mixed_table():
+    """make_mixed_records(n, seed): patient-like records with gaps, categories and notes."""
+    return make_mixed_records
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide random Llama (saved as a causal LM, like real checkpoints) with a
+    word-level tokenizer that, like most decoder tokenizers, has an EOS but no pad token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    words = sorted({w for phrases in INTENTS.values() for p in phrases for w in p.split()})
+    words += ["thanks", "asap", "!!", "pls", *map(str, range(40))]
+    vocab = {token: i for i, token in enumerate(["<unk>", "<s>", "</s>", *sorted(set(words))])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    set_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -27,7 +27,7 @@ def test_help_lists_recipes_and_commands_without_importing_torch():
         "r = CliRunner()\n"
         "top = r.invoke(app, ['--help']).output\n"
         "sub = r.invoke(app, ['customer-service', '--help']).output\n"
-        "assert 'customer-service' in top, top\n"
+        "assert 'customer-service' in top and 'export' in top, top\n"
         "assert all(c in sub for c in ('train', 'evaluate', 'predict')), sub\n"
         "heavy = ('torch', 'transformers', 'peft', 'sklearn', 'pandas')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
@@ -109,6 +109,7 @@ def test_train_evaluate_predict(tiny_model_dir, small_csvs, tmp_path):
     [
         (["--data", "nope.csv"], "Data file not found: nope.csv"),
         (["--quant", "3bit"], "model.quant must be one of none, 8bit, 4bit"),
+        (["--optim", "sgd"], "train.optim must be one of adamw, adamw_8bit, paged_adamw_8bit"),
         (["--epochs", "0"], "train.epochs must be positive"),
         (["--label-column", "intent"], "no label column 'intent'"),
         (
@@ -127,3 +128,84 @@ def test_bad_input_is_one_line_error(args, message, small_csvs, tmp_path):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_more_bad_inputs_are_one_line_errors(small_csvs, tmp_path):
+    one_class = write_csv(tmp_path / "one.csv", [["hello there", "a"], ["hi again", "a"]])
+    only_in_eval = write_csv(tmp_path / "eval.csv", [["new thing", "zzz"]])
+    cases = [
+        (["--data", one_class], "found one class only ('a')"),
+        (
+            ["--data", str(small_csvs[0]), "--eval-data", only_in_eval],
+            "not present in the training",
+        ),
+        (["--data", str(small_csvs[0]), "--epochs", "-1"], "train.epochs must be positive"),
+        (["--data", str(small_csvs[0]), "--set", "train.epochs=abc"], "train.epochs must be float"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "o"
+        result = runner.invoke(app, ["customer-service", "train", "--output", str(out), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+        assert not out.exists()
+
+
+def test_out_of_disk_while_saving_leaves_nothing(tiny_model_dir, small_csvs, tmp_path, monkeypatch):
+    import errno
+
+    from finetune import models
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models, "save_classifier", full_disk)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "customer-service",
+            "train",
+            "--data",
+            str(small_csvs[0]),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "No space left on the device" in result.output
+    # No run folder, no half-written temporary one; the training checkpoint stays for --resume.
+    assert [p.name for p in tmp_path.iterdir()] == ["run.checkpoint"]
+
+
+def test_extremely_long_texts_are_truncated_and_counted(tiny_model_dir, small_csvs, tmp_path):
+    rows = pd.read_csv(small_csvs[0]).values.tolist()
+    rows[0][0] = "refund " * 20000  # far past any model's context
+    data = write_csv(tmp_path / "long.csv", rows)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "customer-service",
+            "train",
+            "--data",
+            data,
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "reached max_length=128 tokens" in (out / "report.md").read_text()

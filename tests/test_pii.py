@@ -107,6 +107,65 @@ NEGATIVES: list[str] = [
 ]
 
 
+# A second set written later as a held-out check, before looking at how redaction handles it.
+# Measured on it before any change (2026-11-28): e-mail recall 7/8 (an apostrophe in the local
+# part), phones 12/12, cards 6/6, false positives 2/20 (an IBAN and a Luhn-invalid grouped
+# 16-digit number partly read as phones). Both were fixed; the set is now part of the suite.
+HELD_OUT_POSITIVES = [
+    ("email", "maria.garcia@correo.es", "Escríbeme a {} por favor."),
+    ("email", "li.wei@163.com", "My email: {}"),
+    ("email", "o'brien@example.ie", "Send it to {} thanks"),
+    ("email", "user.name@company.travel", "booking mail is {}."),
+    ("email", "j_doe99@yahoo.co.in", "mail me at {} asap"),
+    ("email", "SALES@Example.NET", "Forwarded from {}."),
+    ("email", "a1@b2.museum", "(contact {})"),
+    ("email", "noreply+ticket-4471@help.shop.example.com", "Got an email from {} yesterday."),
+    ("phone", "+34 612 345 678", "Mi móvil es el {}."),
+    ("phone", "+39 347 123 4567", "Chiamami al {}."),
+    ("phone", "+61 412 345 678", "Aussie mobile {} if needed."),
+    ("phone", "+55 11 91234-5678", "Meu número é {}."),
+    ("phone", "+31 6 12345678", "Bel me op {}."),
+    ("phone", "+81 90-1234-5678", "Call {} please."),
+    ("phone", "+353 87 123 4567", "I'm on {}."),
+    ("phone", "+1-212-555-0187", "Reach me: {}"),
+    ("phone", "(212) 555 0187", "home phone {}"),
+    ("phone", "0049 151 23456789", "Handy: {}"),
+    ("phone", "01632 960 123", "landline {} evenings"),
+    ("phone", "0612345678", "appelle le {}"),
+    ("card", "4000 0566 5566 5556", "Debit card {} was charged twice."),
+    ("card", "5200828282828210", "card {} declined"),
+    ("card", "3714 496353 98431", "amex {}"),
+    ("card", "6011-0009-9013-9424", "discover {} please refund"),
+    ("card", "3530 1113 3330 0000", "JCB {} on file"),
+    ("card", "4111-1111-1111-1111", "used {} yesterday"),
+]
+HELD_OUT_NEGATIVES = [
+    "Order 4000056655665557 failed.",  # Luhn-invalid 16 digits
+    "Parcel ID 5200828282828211 is missing.",
+    "Reference 371449635398430 on the letter.",
+    "IBAN DE89 3704 0044 0532 0130 00 for the refund.",
+    "My loyalty number is 6011 0009 9013 9425.",
+    "Call centre hours are 08:00-20:00, Mon-Fri.",
+    "Size 42, colour 0012, model 2024.",
+    "Paid 1.234.567 VND at checkout.",
+    "Version 3.12.0 of the app.",
+    "Room 1204, 12th floor.",
+    "Price dropped from 129.99 to 99.99.",
+    "Serial number SN-20251128-7781.",
+    "Delivered on 2025/11/28 at 18:05.",
+    "Promo code 2X4Y-6Z8W is expired.",
+    "ZIP 94107-1234 please.",
+    "I've been a customer since 2019, order count 57.",
+    "The sofa is 210 x 95 x 80 cm.",
+    "Invoice total: 3 450,00 EUR.",
+    "Account ending 4821 was charged.",
+    "Flight LH 400 lands at 11:35.",
+]
+
+POSITIVES += HELD_OUT_POSITIVES
+NEGATIVES += HELD_OUT_NEGATIVES
+
+
 def _case_id(case: tuple[str, str, str]) -> str:
     return f"{case[0]}:{case[1]}"
 
@@ -212,17 +271,22 @@ def test_counts_add_and_as_dict():
 
 
 def test_recall_and_false_positive_rate():
-    hits = 0
+    """Per kind: recall on the positives, and how many negatives any pass touches (FPR)."""
+    found = {"email": [0, 0], "phone": [0, 0], "card": [0, 0]}
     for kind, pii, template in POSITIVES:
         text, expected = _expected(kind, pii, template)
         out, counts = redact(text)
-        hits += out == expected and getattr(counts, kind) == 1 and counts.total == 1
-    recall = hits / len(POSITIVES)
-    false_positives = sum(redact(text)[0] != text for text in NEGATIVES)
-    fp_rate = false_positives / len(NEGATIVES)
-    print(
-        f"\nPII redaction: recall {recall:.3f} ({hits}/{len(POSITIVES)} positives), "
-        f"false-positive rate {fp_rate:.3f} ({false_positives}/{len(NEGATIVES)} negatives)"
-    )
-    assert recall == 1.0
-    assert false_positives == 0
+        found[kind][0] += out == expected and getattr(counts, kind) == 1 and counts.total == 1
+        found[kind][1] += 1
+    wrongly = {kind: 0 for kind in found}
+    for text in NEGATIVES:
+        for kind, count in redact(text)[1].as_dict().items():
+            wrongly[kind] += count > 0
+    lines = [
+        f"{kind}: recall {hit / total:.3f} ({hit}/{total}), false-positive rate "
+        f"{wrongly[kind] / len(NEGATIVES):.3f} ({wrongly[kind]}/{len(NEGATIVES)} negatives)"
+        for kind, (hit, total) in found.items()
+    ]
+    print("\nPII redaction\n" + "\n".join(lines))
+    assert all(hit == total for hit, total in found.values()), lines
+    assert not any(wrongly.values()), lines

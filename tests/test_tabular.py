@@ -1,0 +1,256 @@
+"""Patient records as text, the checks on a user's table, and the raw-column baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finetune.baselines import BaselineInputs
+from finetune.data import read_table
+from finetune.errors import UserError
+from finetune.tabular import (
+    gradient_boosting,
+    logistic_regression,
+    records_section,
+    table_card,
+    table_examples,
+)
+
+CARD = {
+    "label_column": "outcome",
+    "identifier_columns": ["record"],
+    "feature_columns": {
+        "glucose": {"name": "plasma glucose", "unit": "mg/dL", "type": "numeric"},
+        "stage": {"name": "stage", "type": "categorical"},
+    },
+}
+
+
+def write(tmp_path, name: str, frame: pd.DataFrame):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def read(path, **kwargs):
+    return table_examples(read_table(path), str(path), **kwargs)
+
+
+def test_record_text_uses_card_names_units_and_states_missing(tmp_path):
+    path = write(
+        tmp_path,
+        "r.csv",
+        pd.DataFrame(
+            {
+                "record": ["a1", "a2"],
+                "glucose": ["148", ""],
+                "bmi": ["33.60", "NA"],
+                "stage": ["2", "3"],
+                "smoker": ["yes", "?"],
+                "outcome": ["Yes", "No"],
+            }
+        ),
+    )
+    examples = read(path, label_column="outcome", card=CARD)
+    assert examples.texts == [
+        "plasma glucose: 148 mg/dL; bmi: 33.6; stage: 2; smoker: yes",
+        "plasma glucose: missing; bmi: missing; stage: 3; smoker: missing",
+    ]
+    assert examples.labels == ["Yes", "No"]
+    features = examples.features
+    assert list(features.columns) == ["glucose", "bmi", "stage", "smoker"]  # no record id
+    assert np.isnan(features["glucose"][1]) and features["bmi"][0] == 33.6
+    assert features["stage"].tolist() == ["2", "3"]  # declared categorical: kept as codes
+    assert features.attrs["dropped"] == {"record": "identifier in the data card"}
+
+
+def test_numbers_read_the_same_from_a_table_of_numbers():
+    frame = pd.DataFrame({"age": [50, 31], "ped": [0.627, 1.0], "y": ["a", "b"]})
+    examples = table_examples(frame, "frame", "y")
+    assert examples.texts == ["age: 50; ped: 0.627", "age: 31; ped: 1"]
+
+
+def test_identifier_like_columns_are_dropped_with_a_warning(tmp_path):
+    n = 12
+    path = write(
+        tmp_path,
+        "ids.csv",
+        pd.DataFrame(
+            {
+                "PatientID": range(100, 100 + n),
+                "name": [f"Person {i}" for i in range(n)],
+                "code": [f"X{i:03d}" for i in range(n)],
+                "row": range(1, n + 1),
+                "age": [30 + (i % 5) for i in range(n)],
+                "notes": [f"reports mild headache for {i} days" for i in range(n)],
+                "label": ["a", "b"] * (n // 2),
+            }
+        ),
+    )
+    with pytest.warns(UserWarning) as caught:
+        examples = read(path, label_column="label")
+    messages = " ".join(str(w.message) for w in caught)
+    for column in ("PatientID", "name", "code", "row"):
+        assert f"dropped column '{column}'" in messages
+        assert column not in examples.features.columns
+    assert list(examples.features.columns) == ["age", "notes"]  # free text is kept
+    assert examples.texts[3] == "age: 33; notes: reports mild headache for 3 days"
+    assert set(examples.features.attrs["dropped"]) == {"PatientID", "name", "code", "row"}
+
+
+def test_drop_columns_option_and_unknown_names(tmp_path):
+    path = write(tmp_path, "d.csv", pd.DataFrame({"a": [1, 2], "b": [3, 4], "label": [0, 1]}))
+    assert read(path, label_column="label", drop=["b"]).texts == ["a: 1", "a: 2"]
+    with pytest.raises(UserError, match="drop_columns names columns the file does not have: c"):
+        read(path, label_column="label", drop=["c"])
+
+
+def test_missing_label_column_names_the_columns(tmp_path):
+    path = write(tmp_path, "m.csv", pd.DataFrame({"age": [1, 2], "outcom": ["y", "n"]}))
+    with pytest.raises(UserError, match=r"no label column 'outcome'.*Did you mean 'outcom'"):
+        read(path, label_column="outcome")
+
+
+def test_more_than_two_labels_needs_a_positive_label(tmp_path):
+    frame = pd.DataFrame({"age": [1, 2, 3, 4], "grade": ["low", "mid", "high", "mid"]})
+    path = write(tmp_path, "g.csv", frame)
+    with pytest.raises(UserError, match=r"has 3 values .*--positive-label"):
+        read(path, label_column="grade")
+    examples = read(path, label_column="grade", positive_label="high")
+    assert examples.labels == ["not high", "not high", "high", "not high"]
+    with pytest.raises(UserError, match="'severe' is not a value"):
+        read(path, label_column="grade", positive_label="severe")
+
+
+def test_entirely_empty_column_is_an_error(tmp_path):
+    frame = pd.DataFrame({"age": [1, 2], "hba1c": ["", "NA"], "label": ["a", "b"]})
+    path = write(tmp_path, "e.csv", frame)
+    with pytest.raises(UserError, match="column 'hba1c' is empty in every row"):
+        read(path, label_column="label")
+    # A file to predict on may lack a measurement for all its (few) patients.
+    assert "age: 1; hba1c: missing" in read(path, label_column=None).texts[0]
+
+
+def test_junk_in_a_numeric_column_names_line_and_column(tmp_path):
+    glucose = [str(100 + i) for i in range(10)]
+    glucose[6] = "12O"  # the letter O typed for a zero
+    frame = pd.DataFrame({"glucose": glucose, "label": ["a", "b"] * 5})
+    path = write(tmp_path, "j.csv", frame)
+    with pytest.raises(UserError) as error:
+        read(path, label_column="label")
+    # Header is line 1, so the seventh data row is line 8.
+    assert "column 'glucose' holds numbers" in str(error.value)
+    assert "lines 8" in str(error.value) and "'12O'" in str(error.value)
+    # A card saying it is numeric makes even a mostly-text column an error.
+    frame["glucose"] = ["high", "low"] * 5
+    card = {"feature_columns": {"glucose": {"type": "numeric"}}}
+    with pytest.raises(UserError, match="lines 2, 3"):
+        read(write(tmp_path, "k.csv", frame), label_column="label", card=card)
+
+
+def test_mostly_text_column_is_categorical(tmp_path):
+    frame = pd.DataFrame({"stage": ["I", "II", "3", "IV"], "label": ["a", "b", "a", "b"]})
+    examples = read(write(tmp_path, "c.csv", frame), label_column="label")
+    assert examples.features["stage"].tolist() == ["I", "II", "3", "IV"]
+    assert examples.texts[2] == "stage: 3"
+
+
+def test_unlabelled_read_and_missing_labels(tmp_path):
+    frame = pd.DataFrame({"age": [1, 2], "label": ["a", ""]})
+    path = write(tmp_path, "u.csv", frame)
+    assert read(path, label_column=None).labels == []
+    with pytest.raises(UserError, match="missing label in column 'label' at lines 3"):
+        read(path, label_column="label")
+
+
+def test_read_card_checks_the_header(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# no header\n")
+    with pytest.raises(UserError, match="YAML header"):
+        table_card(card)
+    card.write_text("---\nfeature_columns:\n  a: {type: number}\n---\nbody\n")
+    with pytest.raises(UserError, match="column 'a' has type 'number'"):
+        table_card(card)
+    card.write_text("---\nlabel_column: y\nfeature_columns:\n  a: {name: A, unit: cm}\n---\nbody\n")
+    assert table_card(card)["feature_columns"]["a"] == {"name": "A", "unit": "cm"}
+
+
+@pytest.mark.parametrize("baseline", [logistic_regression, gradient_boosting])
+def test_raw_column_baselines_handle_gaps_categories_and_notes(tmp_path, baseline, mixed_table):
+    train = read(write(tmp_path, "tr.csv", mixed_table(300, 0)), label_column="outcome")
+    test = read(write(tmp_path, "te.csv", mixed_table(200, 1)), label_column="outcome")
+    assert train.features["glucose"].isna().sum() == 30
+    y_train = np.array([label == "sick" for label in train.labels], dtype=int)
+    y_test = np.array([label == "sick" for label in test.labels], dtype=int)
+    inputs = BaselineInputs(
+        train_texts=train.texts,
+        train_labels=y_train,
+        eval_texts=test.texts,
+        n_classes=2,
+        seed=0,
+        train_features=train.features,
+        eval_features=test.features,
+    )
+    proba = baseline(inputs)
+    assert proba.shape == (200, 2) and np.allclose(proba.sum(axis=1), 1)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y_test, proba[:, 1]) > 0.85
+    inputs.eval_features = test.features.drop(columns=["smoker"])
+    with pytest.raises(UserError, match="evaluation data lacks columns the training data has"):
+        baseline(inputs)
+
+
+def test_records_section_shows_placeholders_never_values(tmp_path, mixed_table):
+    examples = read(write(tmp_path, "s.csv", mixed_table(40, 2)), label_column="outcome", card=CARD)
+    facts, lines = records_section(examples.features, examples.features, CARD)
+    report = "\n".join(lines)
+    assert "`plasma glucose: <numeric> mg/dL; smoker: <categorical>; notes: <text>`" in report
+    assert facts["columns"]["glucose"]["missing_train"] == 4
+    for value in examples.features["glucose"].dropna().astype(int).astype(str):
+        assert f" {value} " not in report
+    assert "chest pain" not in report
+
+
+def test_reference_ranges_from_the_card_name_the_band(tmp_path):
+    card = {
+        "feature_columns": {
+            "glucose": {
+                "name": "2-hour glucose",
+                "unit": "mg/dL",
+                "bands": [[140, "normal"], [200, "impaired glucose tolerance"], [None, "high"]],
+            }
+        }
+    }
+    frame = pd.DataFrame({"glucose": ["139.5", "140", "250", ""], "label": ["a", "b"] * 2})
+    examples = read(write(tmp_path, "b.csv", frame), label_column="label", card=card)
+    assert examples.texts == [
+        "2-hour glucose: 139.5 mg/dL (normal)",
+        "2-hour glucose: 140 mg/dL (impaired glucose tolerance)",
+        "2-hour glucose: 250 mg/dL (high)",
+        "2-hour glucose: missing",
+    ]
+    path = tmp_path / "card.md"
+    path.write_text("---\nfeature_columns:\n  g: {bands: [[200, high], [140, normal]]}\n---\n")
+    with pytest.raises(UserError, match="column 'g' has malformed bands"):
+        table_card(path)
+
+
+def test_a_drafted_card_must_be_completed_before_it_is_read(tmp_path):
+    """`finetune data card --write` drafts units as TODO: the records would print them."""
+    from finetune.datacard import draft_card
+
+    data = write(
+        tmp_path,
+        "visits.csv",
+        pd.DataFrame({"age": [50, 61], "smoker": ["yes", "no"], "label": ["a", "b"]}),
+    )
+    card = tmp_path / "visits.md"
+    card.write_text(draft_card(data, "label", None))
+    with pytest.raises(UserError, match="column 'age' still has TODO as its unit"):
+        table_card(card)
+    card.write_text(card.read_text().replace("unit: TODO", "unit: years"))
+    header = table_card(card)  # smoker's drafted type, categorical/text, means "infer"
+    examples = read(data, label_column="label", card=header)
+    assert examples.texts == ["age: 50 years; smoker: yes", "age: 61 years; smoker: no"]
