@@ -137,6 +137,17 @@ class Recommendation(Recipe):
     }
     baselines = ("embedding_logreg", item_popularity, collaborative_filtering)
     datasets = ("movielens_small",)
+    # CI's quick run (`train --quick`, checked against reports/floors.yaml): fewer users, a
+    # short step budget and a smaller ranking sample, so it takes about a minute or two on CPU.
+    quick = {
+        "options": {
+            "max_users": 60,
+            "max_user_interactions": 30,
+            "ranking_users": 20,
+            "ranking_negatives": 49,
+        },
+        "train": {"max_steps": 30},
+    }
     Options = RecommendationOptions
     extra_key = "recommendation"
     flags = (
