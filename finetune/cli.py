@@ -137,6 +137,13 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue a killed run (same --output).")
         ] = False,
+        memory_map: Annotated[
+            bool,
+            typer.Option(
+                "--memory-map",
+                help="Keep texts and token ids in memory-mapped Arrow files (data > RAM).",
+            ),
+        ] = False,
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
@@ -157,6 +164,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "output": output,
                 "overwrite": overwrite or None,
                 "resume": resume or None,
+                "data.memory_map": memory_map or None,
                 **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
             }
         )

@@ -44,6 +44,9 @@ class DataConfig:
     # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the second
     # label in sorted order.
     positive_label: str | None = None
+    # Keep texts, labels and token ids in memory-mapped Arrow files on disk instead of in
+    # memory (recipes that read a text table): for training files larger than RAM.
+    memory_map: bool = False
 
 
 @dataclass
@@ -124,6 +127,10 @@ class EvalConfig:
     target_recall: float | None = None
     # Stratified K-fold cross-validation over the training data (0: one train/eval split).
     folds: int = 0
+    # Fit the baselines (and the probe that starts the head) on a seeded sample of at most this
+    # many training rows: they hold their data in memory. None: every row, or 20,000 with
+    # data.memory_map.
+    baseline_max_rows: int | None = None
 
 
 @dataclass
@@ -159,6 +166,15 @@ class Config:
         if self.eval.folds == 1 or self.eval.folds < 0:
             raise UserError(
                 f"eval.folds must be 0 (no cross-validation) or >= 2, got {self.eval.folds}."
+            )
+        if self.eval.baseline_max_rows is not None and self.eval.baseline_max_rows < 2:
+            raise UserError(
+                f"eval.baseline_max_rows must be at least 2, got {self.eval.baseline_max_rows}."
+            )
+        if self.data.memory_map and self.eval.folds:
+            raise UserError(
+                "data.memory_map does not combine with eval.folds: cross-validation pools the "
+                "data in memory. Drop one of them."
             )
         if self.train.epochs <= 0:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# Every CSV cell as the text written in it; only an empty cell is missing ("NA" is a label).
+CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding": "utf-8-sig"}
 
 
 @dataclass
@@ -31,8 +34,8 @@ class Examples:
     reader left out (e.g. unreadable images); the run report lists them.
     """
 
-    texts: list[str]
-    labels: list[str]
+    texts: Sequence[str]  # a list, or an `arrowdata.Column` with data.memory_map
+    labels: Sequence[str]
     source: str
     features: pd.DataFrame | None = None
     skipped: list[str] = field(default_factory=list)
@@ -41,22 +44,20 @@ class Examples:
         return len(self.texts)
 
     def subset(self, indices: list[int], source: str) -> Examples:
+        from finetune.arrowdata import take
+
         features = None
         if self.features is not None:
             features = self.features.iloc[list(indices)].reset_index(drop=True)
         return Examples(
-            [self.texts[i] for i in indices],
-            [self.labels[i] for i in indices],
-            source,
-            features,
-            self.skipped,
+            take(self.texts, indices), take(self.labels, indices), source, features, self.skipped
         )
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, TSV, JSONL or Parquet file, with errors that say what is wrong with it."""
-    import pandas as pd
+def check_file(path: str | Path) -> str:
+    """The checks every reader makes before parsing: the file's kind (csv, tsv, jsonl, parquet).
 
+    Text files are read a block at a time, so checking a file larger than memory is fine."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"Data file not found: {path}. Check the path (relative to {Path.cwd()}).")
@@ -69,34 +70,48 @@ def read_table(path: str | Path) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty.")
+    if kind == "parquet":
+        return kind
+    with path.open("rb") as handle:
+        if b"\x00" in handle.read(8192):
+            raise UserError(f"{path} looks binary, not {kind.upper()} text.")
+        handle.seek(0)
+        offset, pending = 0, b""
+        while block := handle.read(1 << 20):
+            data = pending + block
+            try:
+                data.decode("utf-8")
+                pending = b""
+            except UnicodeDecodeError as error:
+                if error.reason == "unexpected end of data" and error.start >= len(data) - 3:
+                    pending = data[error.start :]  # a character cut by the block boundary
+                else:
+                    raise UserError(
+                        f"{path} is not UTF-8 text (byte {data[error.start]:#04x} at offset "
+                        f"{offset - len(pending) + error.start}). Re-save it as UTF-8."
+                    ) from None
+            offset += len(block)
+        if pending:
+            raise UserError(
+                f"{path} is not UTF-8 text (it ends inside a character, offset "
+                f"{offset - len(pending)}). Re-save it as UTF-8."
+            )
+    return kind
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL or Parquet file, with errors that say what is wrong with it."""
+    import pandas as pd
+
+    path = Path(path)
+    kind = check_file(path)
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
         else:
-            raw = path.read_bytes()
-            if b"\x00" in raw[:8192]:
-                raise UserError(f"{path} looks binary, not {kind.upper()} text.")
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise UserError(
-                    f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
-                    f"{error.start}). Re-save it as UTF-8."
-                ) from None
-            if kind == "jsonl":
-                frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-            else:
-                sep = "\t" if kind == "tsv" else ","
-                frame = pd.read_csv(
-                    path,
-                    sep=sep,
-                    dtype=str,
-                    keep_default_na=False,
-                    na_values=[""],
-                    encoding="utf-8-sig",
-                )
-    except UserError:
-        raise
+            frame = pd.read_csv(path, **CSV_OPTIONS, sep="\t" if kind == "tsv" else ",")
     except Exception as error:  # pandas/pyarrow parse errors: keep their detail, drop the traceback
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"Could not read {path} as {kind.upper()}: {message}") from None
@@ -105,10 +120,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def find_column(frame: pd.DataFrame, name: str, role: str, source: str) -> str:
-    if name in frame.columns:
+def find_column(frame: pd.DataFrame | list[str], name: str, role: str, source: str) -> str:
+    """`name` if the table has that column, else an error naming the closest header."""
+    columns = [str(c) for c in (frame if isinstance(frame, list) else frame.columns)]
+    if name in columns:
         return name
-    columns = [str(c) for c in frame.columns]
     close = difflib.get_close_matches(name, columns, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     flag = "--text-column" if role == "text" else "--label-column"

@@ -16,10 +16,14 @@ Each kind also builds, saves and loads its classifier: `build_for_training`,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+from finetune.arrowdata import Column
 
 if TYPE_CHECKING:
     from finetune.config import Config
@@ -41,8 +45,8 @@ class Inputs:
     def lengths(self, items: list[Any]) -> list[int] | None:
         return None
 
-    def notes(self, items: list[Any]) -> list[str]:
-        """Facts about encoded items worth a line in the report (e.g. truncation)."""
+    def notes(self, *groups: Sequence[Any]) -> list[str]:
+        """Facts about groups of encoded items worth a line in the report (e.g. truncation)."""
         return []
 
     def save(self, folder: Path) -> None:
@@ -63,7 +67,9 @@ class TokenBatches(Inputs):
         ids, mask = pad_batch(items, self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
-    def lengths(self, items: list[list[int]]) -> list[int]:
+    def lengths(self, items: Sequence[list[int]]) -> Sequence[int]:
+        if isinstance(items, Column):
+            return items.list_lengths()
         return [len(item) for item in items]
 
 
@@ -75,13 +81,19 @@ class TextInputs(TokenBatches):
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
+    def encode(self, texts: Sequence[str]) -> Sequence[list[int]]:
         from finetune.inference import tokenize
 
+        if isinstance(texts, Column):  # data.memory_map: token ids go to disk too
+            import pyarrow as pa
+
+            return texts.transform(
+                lambda chunk: tokenize(self.tokenizer, chunk, self.max_length), pa.list_(pa.int32())
+            )
         return tokenize(self.tokenizer, texts, self.max_length)
 
-    def notes(self, items: list[list[int]]) -> list[str]:
-        truncated = sum(len(item) >= self.max_length for item in items)
+    def notes(self, *groups: Sequence[list[int]]) -> list[str]:
+        truncated = sum(int((np.asarray(self.lengths(g)) >= self.max_length).sum()) for g in groups)
         if not truncated:
             return []
         return [f"{truncated} texts reached max_length={self.max_length} tokens."]

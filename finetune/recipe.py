@@ -131,6 +131,10 @@ class Recipe:
             from finetune.images import read_images
 
             return read_images(path, config.data.text_column, label_column, config.image.strict)
+        if config.data.memory_map:
+            from finetune import arrowdata
+
+            return arrowdata.load_examples(path, config.data.text_column, label_column)
         return load_examples(path, config.data.text_column, label_column)
 
     def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]:

@@ -14,7 +14,7 @@ import platform
 import resource
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from finetune.arrowdata import Column, take, to_list
 from finetune.config import Config, save_yaml
 from finetune.data import Examples, check_train_eval, stratified_split
 from finetune.errors import UserError
@@ -31,6 +32,8 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     from finetune.recipe import Recipe
 
+# data.memory_map's default cap on the rows the baselines fit on (eval.baseline_max_rows).
+BASELINE_ROWS_MEMORY_MAPPED = 20_000
 PACKAGES = (
     "torch",
     "transformers",
@@ -254,7 +257,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     from finetune.inputs import build_for_training, save_classifier
     from finetune.inputs import check as check_inputs
     from finetune.metrics import classification_metrics, confusion, operating_point
-    from finetune.pii import RedactionCounts, redact_all
+    from finetune.pii import RedactionCounts
     from finetune.recipe import EvalContext
     from finetune.report import write_report
     from finetune.train import check_optimizer, fit
@@ -282,13 +285,16 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     train_ex, eval_ex = split_data(recipe, config)
     redaction = {"train": RedactionCounts(), "evaluation": RedactionCounts()}
+    if config.data.memory_map and not isinstance(train_ex.texts, Column):
+        raise UserError(
+            f"data.memory_map: the {recipe.name} recipe reads its data into memory; only recipes "
+            "that read a plain text table (text and label columns) can keep it on disk."
+        )
     if config.data.redact_pii:
-        train_ex.texts, redaction["train"] = redact_all(train_ex.texts)
-        eval_ex.texts, redaction["evaluation"] = redact_all(eval_ex.texts)
+        train_ex.texts, redaction["train"] = _redact(train_ex.texts)
+        eval_ex.texts, redaction["evaluation"] = _redact(eval_ex.texts)
     labels = label_order(sorted(set(train_ex.labels)), config.data.positive_label)
-    index = {label: i for i, label in enumerate(labels)}
-    y_train_all = np.array([index[label] for label in train_ex.labels])
-    y_eval = np.array([index[label] for label in eval_ex.labels])
+    y_train_all, y_eval = label_ids(train_ex.labels, labels), label_ids(eval_ex.labels, labels)
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
 
     bf16 = models.use_bf16(config.train.precision, device)
@@ -301,21 +307,28 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     all_ids = model_inputs.encode(train_ex.texts)
     eval_ids = model_inputs.encode(eval_ex.texts)
-    input_notes = model_inputs.notes(all_ids + eval_ids)
-    fit_ids = [all_ids[i] for i in fit_rows]
-    val_ids = [all_ids[i] for i in val_rows]
+    input_notes = model_inputs.notes(all_ids, eval_ids)
+    fit_ids, val_ids = take(all_ids, fit_rows), take(all_ids, val_rows)
     y_fit, y_val = y_train_all[fit_rows], y_train_all[val_rows]
 
-    # Baselines see the same rows as the model and are scored on the same evaluation split.
+    # Baselines see the model's training rows (or a seeded sample of them: they hold their data
+    # in memory) and are scored on the same evaluation split.
+    sample = baseline_sample(len(fit_rows), config)
+    if len(sample) < len(fit_rows):
+        input_notes.append(
+            f"The baselines and the head's starting probe were fitted on a seeded sample of "
+            f"{len(sample):,} of the {len(fit_rows):,} training rows (eval.baseline_max_rows)."
+        )
+    base_rows = [fit_rows[i] for i in sample]
     inputs = BaselineInputs(
-        train_texts=[train_ex.texts[i] for i in fit_rows],
-        train_labels=y_fit,
-        eval_texts=eval_ex.texts,
+        train_texts=to_list(take(train_ex.texts, base_rows)),
+        train_labels=y_fit[sample],
+        eval_texts=to_list(eval_ex.texts),
         n_classes=len(labels),
         seed=config.train.seed,
         train_features=None
         if train_ex.features is None
-        else train_ex.subset(fit_rows, "").features,
+        else train_ex.subset(base_rows, "").features,
         eval_features=eval_ex.features,
     )
     baselines = resolve_baselines(recipe.baselines)
@@ -323,12 +336,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     if need_vectors:
         with model.backbone.disable_adapter():  # the frozen pretrained backbone
             batch = config.train.eval_batch_size
-            inputs.train_vectors = embed(model, fit_ids, model_inputs, batch, device, bf16)
+            base_ids = take(fit_ids, sample)
+            inputs.train_vectors = embed(model, base_ids, model_inputs, batch, device, bf16)
             inputs.eval_vectors = embed(model, eval_ids, model_inputs, batch, device, bf16)
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
-            inputs.train_vectors, y_fit, len(labels), config.train.seed
+            inputs.train_vectors, inputs.train_labels, len(labels), config.train.seed
         )
         model.set_head(probe.weight, probe.bias, probe.center)
 
@@ -495,6 +509,40 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def label_ids(values: Sequence[str], labels: list[str]) -> np.ndarray:
+    """Each value's position in `labels` (values come from Examples.labels: a list or Column)."""
+    index = {label: i for i, label in enumerate(labels)}
+    return np.fromiter((index[value] for value in values), dtype=np.int64, count=len(values))
+
+
+def baseline_sample(n_rows: int, config: Config) -> np.ndarray:
+    """Positions (sorted) of the training rows the baselines fit on: all, or a seeded sample."""
+    cap = config.eval.baseline_max_rows
+    if cap is None and config.data.memory_map:
+        cap = BASELINE_ROWS_MEMORY_MAPPED
+    if cap is None or n_rows <= cap:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(config.train.seed)
+    return np.sort(rng.choice(n_rows, size=cap, replace=False))
+
+
+def _redact(texts: Sequence[str]) -> tuple[Sequence[str], Any]:
+    from finetune.pii import RedactionCounts, redact_all
+
+    if not isinstance(texts, Column):
+        return redact_all(texts)
+    import pyarrow as pa
+
+    total = RedactionCounts()
+
+    def redact_chunk(chunk: list[str]) -> list[str]:
+        redacted, counts = redact_all(chunk)
+        total.add(counts)
+        return redacted
+
+    return texts.transform(redact_chunk, pa.string()), total
+
+
 def label_order(labels: list[str], positive: str | None) -> list[str]:
     """Sorted labels, except that a binary task's positive label goes second (id 1)."""
     if positive is None:
@@ -528,8 +576,8 @@ def _write_predictions(
     predicted = proba.argmax(axis=1)
     pd.DataFrame(
         {
-            "path" if kind == "image" else "text": examples.texts,
-            "label": examples.labels,
+            "path" if kind == "image" else "text": to_list(examples.texts),
+            "label": to_list(examples.labels),
             "predicted_label": [labels[i] for i in predicted],
             "probability": proba[np.arange(len(predicted)), predicted].round(6),
         }

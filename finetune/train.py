@@ -57,11 +57,10 @@ class LengthGroupedBatches(Sampler[list[int]]):
                     for i in range(0, len(order), pool)
                 ]
             )
-        batches = [
-            order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)
-        ]
-        for index in rng.permutation(len(batches)):
-            yield batches[index]
+        # Batches are cut from `order` as they are asked for: one integer per row in memory.
+        for index in rng.permutation(len(self)):
+            start = index * self.batch_size
+            yield order[start : start + self.batch_size].tolist()
 
 
 @dataclass
@@ -138,7 +137,7 @@ def fit(
     inputs = batches_of(inputs)
     lengths = inputs.lengths(train_ids)
     sampler = LengthGroupedBatches(
-        lengths or [0] * len(train_ids),
+        [0] * len(train_ids) if lengths is None else lengths,
         config.batch_size,
         config.seed,
         config.group_by_length and lengths is not None,

@@ -169,6 +169,9 @@ def test_csv_of_paths_relative_to_the_csv(image_data, tmp_path):
 def test_layout_mistakes_are_named(tmp_path):
     with pytest.raises(UserError, match="Data not found"):
         read_images(tmp_path / "nope", "path", "label", strict=False)
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(UserError, match="empty: no images found. Expected one sub-folder per"):
+        read_images(tmp_path / "empty", "path", "label", strict=False)
     Image.new("RGB", (8, 8)).save(tmp_path / "loose.png")
     with pytest.raises(UserError, match="sub-folder named after its class"):
         read_folder(tmp_path, strict=False)

@@ -1,0 +1,224 @@
+"""Training data larger than memory (`data.memory_map`): texts, labels and token ids on disk.
+
+`datasets` converts the file, a few thousand rows at a time, into Arrow files in a scratch
+folder and memory-maps them. `Column` is what the engine sees instead of a list: indexing,
+`take` (a view on some rows, no copy), `len`, iteration in chunks, and token counts computed in
+Arrow. Training, inference and the checks only ever index items, so they run unchanged, and
+the Python heap holds a few integers per row (label id, length, split membership) instead of
+the rows themselves. Pages of the mapped files are the kernel's page cache: it drops them
+under memory pressure, which is what lets a file larger than RAM train.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    import datasets
+
+CHUNK = 4096  # rows per Arrow read or write: bounds the memory a pass over a column takes
+
+
+class Column(Sequence):
+    """One column of a memory-mapped `datasets.Dataset`, optionally restricted to some rows."""
+
+    def __init__(self, dataset: datasets.Dataset, name: str, rows: np.ndarray | None = None):
+        self.dataset = dataset
+        self.name = name
+        self.array = dataset.data.column(name)
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.array) if self.rows is None else len(self.rows)
+
+    def _row(self, i: int) -> int:
+        return int(i) if self.rows is None else int(self.rows[i])
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return self.take(np.arange(len(self))[key])
+        if isinstance(key, int | np.integer):
+            if key < 0:
+                key += len(self)
+            return self.array[self._row(key)].as_py()
+        raise TypeError(f"Column indices must be integers or slices, not {type(key).__name__}")
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Column:
+        """A view on the given positions (of this view), in that order."""
+        positions = np.asarray(indices, dtype=np.int64)
+        rows = positions if self.rows is None else self.rows[positions]
+        return Column(self.dataset, self.name, rows)
+
+    def chunks(self) -> Iterator[list[Any]]:
+        for start in range(0, len(self), CHUNK):
+            stop = min(start + CHUNK, len(self))
+            if self.rows is None:
+                yield self.array.slice(start, stop - start).to_pylist()
+            else:
+                yield self.array.take(self.rows[start:stop]).to_pylist()
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def list_lengths(self) -> np.ndarray:
+        """Element counts of a list column (token ids), without turning rows into Python."""
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(self.array).to_numpy(zero_copy_only=False)
+        return lengths if self.rows is None else lengths[self.rows]
+
+    def transform(self, function: Callable[[list[Any]], list[Any]], value_type: Any) -> Column:
+        """A new memory-mapped column: `function` applied to this one a chunk at a time."""
+        import pyarrow as pa
+
+        path = scratch() / f"{uuid.uuid4().hex}.arrow"
+        schema = pa.schema([(self.name, value_type)])
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for chunk in self.chunks():
+                writer.write_batch(
+                    pa.record_batch([pa.array(function(chunk), type=value_type)], schema=schema)
+                )
+        return Column(_open(path), self.name)
+
+
+def take(items: Sequence[Any], indices: Sequence[int] | np.ndarray) -> Sequence[Any]:
+    """`items` at `indices`: a view for a `Column`, a list otherwise."""
+    if isinstance(items, Column):
+        return items.take(indices)
+    return [items[i] for i in indices]
+
+
+def to_list(items: Sequence[Any]) -> list[Any]:
+    return items if isinstance(items, list) else list(items)
+
+
+_SCRATCH: Path | None = None
+
+
+def scratch() -> Path:
+    """This process's folder for Arrow files, removed at exit. It sits in $TMPDIR, which needs
+    room for about twice the training file."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="finetune-arrow-"))
+        atexit.register(shutil.rmtree, _SCRATCH, True)
+    return _SCRATCH
+
+
+def _open(path: Path) -> datasets.Dataset:
+    import datasets
+
+    return datasets.Dataset.from_file(str(path), in_memory=False)
+
+
+def load_examples(path: str | Path, text_column: str, label_column: str | None) -> Any:
+    """Like `data.load_examples`, with the same checks and messages, but memory-mapped."""
+    import pyarrow as pa
+
+    from finetune.data import Examples, _label_string, check_file, find_column
+
+    path = Path(path)
+    kind = check_file(path)  # the same checks and messages as an in-memory read
+    source = str(path)
+    table = _convert(path, kind).data.table
+    columns = table.column_names
+    text_column = find_column(columns, text_column, "text", source)
+    if label_column is not None:
+        label_column = find_column(columns, label_column, "label", source)
+    schema = pa.schema([("text", pa.string()), ("label", pa.string())])
+    out = scratch() / f"{uuid.uuid4().hex}.arrow"
+    offset = 2 if kind in ("csv", "tsv") else 1  # the header is line 1 of a CSV
+    where = "lines" if kind in ("csv", "tsv") else "rows"
+    empty_text: list[int] = []
+    no_label: list[int] = []
+    with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        wanted = table.select([c for c in (text_column, label_column) if c is not None])
+        for start in range(0, len(table), CHUNK):
+            batch = wanted.slice(start, CHUNK).to_pydict()
+            texts = batch[text_column]
+            labels = batch[label_column] if label_column else [""] * len(texts)
+            for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+                if text is None or not str(text).strip():
+                    empty_text.append(start + i + offset)
+                if label_column and (label is None or not str(label).strip()):
+                    no_label.append(start + i + offset)
+            if empty_text or no_label:
+                continue  # keep scanning to count the faulty rows; nothing is written after this
+            writer.write_batch(
+                pa.record_batch(
+                    [
+                        pa.array([str(t) for t in texts], pa.string()),
+                        pa.array([_label_string(v) if label_column else "" for v in labels]),
+                    ],
+                    schema=schema,
+                )
+            )
+    if empty_text:
+        raise UserError(
+            f"{source}: empty text in column '{text_column}' at {_rows(empty_text, where)}. "
+            "Remove or fill those rows."
+        )
+    if no_label:
+        raise UserError(
+            f"{source}: missing label in column '{label_column}' at {_rows(no_label, where)}. "
+            "Label or remove those rows."
+        )
+    mapped = _open(out)
+    labels = Column(mapped, "label") if label_column else []
+    return Examples(Column(mapped, "text"), labels, source)
+
+
+def _rows(numbers: list[int], where: str) -> str:
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"{where} {', '.join(map(str, numbers[:5]))}{more}"
+
+
+def _convert(path: Path, kind: str) -> datasets.Dataset:
+    """The file as a memory-mapped Arrow table, converted in chunks by `datasets`."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    cache = str(scratch() / "datasets")
+    try:
+        if kind in ("csv", "tsv"):
+            # Every column as text, as written: pandas would guess each chunk's types apart.
+            import pandas as pd
+
+            from finetune.data import CSV_OPTIONS
+
+            sep = "\t" if kind == "tsv" else ","
+            first = pd.read_csv(path, **CSV_OPTIONS, sep=sep, nrows=1)
+            if first.empty:
+                raise UserError(f"{path} has a header but no rows.")
+            header = first.columns
+            features = datasets.Features({str(c): datasets.Value("string") for c in header})
+            dataset = datasets.Dataset.from_csv(
+                str(path),
+                cache_dir=cache,
+                features=features,
+                **{k: v for k, v in CSV_OPTIONS.items() if k != "dtype"},  # types: `features`
+                sep=sep,
+            )
+        elif kind == "jsonl":
+            dataset = datasets.Dataset.from_json(str(path), cache_dir=cache)
+        else:
+            dataset = datasets.Dataset.from_parquet(str(path), cache_dir=cache)
+    except UserError:
+        raise
+    except Exception as error:  # parse errors: keep their detail, drop the traceback
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"Could not read {path} as {kind.upper()}: {message}") from None
+    if len(dataset) == 0:
+        raise UserError(f"{path} has a header but no rows.")
+    return dataset
