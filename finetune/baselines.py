@@ -57,6 +57,7 @@ class LinearProbe:
 
     weight: np.ndarray  # (n_classes, hidden)
     bias: np.ndarray  # (n_classes,)
+    center: np.ndarray | None = None  # (hidden,) mean of the vectors it was fitted on
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         logits = vectors @ self.weight.T + self.bias
@@ -87,7 +88,7 @@ def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
         )  # softmax of (-z/2, z/2) == sigmoid(z)
     weight[model.classes_] = coef / scaler.scale_
     bias[model.classes_] = intercept - (coef * (scaler.mean_ / scaler.scale_)).sum(axis=1)
-    return LinearProbe(weight=weight, bias=bias)
+    return LinearProbe(weight=weight, bias=bias, center=scaler.mean_.copy())
 
 
 def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:

@@ -27,6 +27,7 @@ RECIPES = {
     "customer-service": "recipes.customer_service",
     "medical-risk": "recipes.medical_risk",
     "image-classification": "recipes.image_classification",
+    "recommendation": "recipes.recommendation",
 }
 
 app = typer.Typer(
@@ -164,7 +165,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 "overwrite": overwrite or None,
                 "resume": resume or None,
                 "data.memory_map": memory_map or None,
-                **{flag.key: recipe_flags.get(_param_name(flag)) or None for flag in recipe.flags},
+                **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
             }
         )
         resolved = recipe.config(config, quick=quick, **flags)
@@ -252,6 +253,12 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
 
 def _param_name(flag: Flag) -> str:
     return flag.name.lstrip("-").replace("-", "_")
+
+
+def _flag_value(given: dict[str, Any], flag: Flag) -> Any:
+    """None for a flag not given (an unset switch too), so 0 and 0.0 still count as given."""
+    value = given.get(_param_name(flag))
+    return None if value is False else value
 
 
 def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags: tuple) -> Any:

@@ -60,6 +60,8 @@ class ModelConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    # Dropout on the pooled vector before the head (training only).
+    head_dropout: float = 0.1
     # Module names to adapt. None: chosen per architecture.
     target_modules: list[str] | None = None
     # Start the classifier head from a logistic regression on frozen embeddings, or at random.
@@ -193,6 +195,8 @@ class Config:
             value = getattr(self.data, name)
             if not 0 <= value < 1:
                 raise UserError(f"data.{name} must be in [0, 1), got {value}.")
+        if not 0 <= self.model.head_dropout < 1:
+            raise UserError(f"model.head_dropout must be in [0, 1), got {self.model.head_dropout}.")
         if self.image.size is not None and self.image.size < 32:
             raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
         if not 0 < self.image.crop_scale <= 1:

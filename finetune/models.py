@@ -308,26 +308,46 @@ def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, targets: l
 class TextClassifier(nn.Module):
     """Backbone -> pooled vector -> dropout -> linear head. Returns logits."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int, num_labels: int, pooling: str):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hidden_size: int,
+        num_labels: int,
+        pooling: str,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
-        self.dropout = nn.Dropout(0.1)
+        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_labels)
+        # Only training uses it; inference sees the same model, so it is not saved.
+        self.register_buffer("center", None, persistent=False)
 
     @torch.no_grad()
-    def set_head(self, weight: Any, bias: Any) -> None:
-        """Start the head from given weights (e.g. the linear probe) instead of at random."""
+    def set_head(self, weight: Any, bias: Any, center: Any = None) -> None:
+        """Start the head from given weights (e.g. the linear probe) instead of at random.
+
+        `center` (the mean pooled vector the weights were fitted on) makes training dropout
+        act on the deviation from it: a head folded from a probe on standardised vectors has
+        large weights on uncentred inputs, and plain dropout on those adds noise above the
+        signal (on MovieLens texts it raised the probe's log-loss from 0.24 to 0.96).
+        """
         self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
         self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
+        if center is not None:
+            weight = self.head.weight
+            self.center = torch.as_tensor(center, dtype=weight.dtype, device=weight.device)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(states, attention_mask, self.pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.embed(input_ids, attention_mask)
-        return self.head(self.dropout(pooled.to(self.head.weight.dtype)))
+        pooled = self.embed(input_ids, attention_mask).to(self.head.weight.dtype)
+        if self.training and self.center is not None:
+            return self.head(self.center + self.dropout(pooled - self.center))
+        return self.head(self.dropout(pooled))
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -434,7 +454,7 @@ def build_for_training(
     backbone = add_lora(
         backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
     )
-    model = TextClassifier(backbone, info.hidden_size, num_labels, pooling)
+    model = TextClassifier(backbone, info.hidden_size, num_labels, pooling, options.head_dropout)
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if options.quant == "none" else model.head).to(device)
     return model, tokenizer, info

@@ -64,6 +64,8 @@ class EvalContext:
     scores: dict[str, np.ndarray]
     # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric).
     predict_proba: Callable[[list[str]], np.ndarray]
+    # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
+    fitted: dict[str, Any] = field(default_factory=dict)
     # Extra plots: file name -> function drawing it to the given path; the engine calls each
     # one into the run's plots/ folder, so a report section can show plots/<name>.
     plots: dict[str, Callable[[Path], None]] = field(default_factory=dict)
@@ -148,6 +150,10 @@ class Recipe:
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         """Recipe-specific metrics (saved under `extra_key`) and Markdown report sections."""
         return {}, []
+
+    def save_files(self, folder: Path, context: EvalContext) -> None:
+        """Write recipe files into the run folder being assembled (e.g. lookup tables that a
+        recipe command needs later); they land in the run folder with everything else."""
 
     def add_commands(self, group: Any) -> None:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict

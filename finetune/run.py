@@ -82,6 +82,8 @@ class Run:
         elif raw_options:
             # Loaded without its recipe: keep the recipe's options as they were saved.
             config = replace(config, options=raw_options)
+        # Where the run is now, not where it was written (it may have been moved).
+        config = replace(config, output=str(folder))
         model, inputs, info = load_classifier(folder / "adapter")
         labels = json.loads((folder / "labels.json").read_text())["labels"]
         metrics_file = folder / "metrics.json"
@@ -342,7 +344,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         probe = inputs.fitted.get("probe") or fit_probe(
             inputs.train_vectors, inputs.train_labels, len(labels), config.train.seed
         )
-        model.set_head(probe.weight, probe.bias)
+        model.set_head(probe.weight, probe.bias, probe.center)
 
     result = fit(
         model,
@@ -386,6 +388,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             device,
             bf16,
         ),
+        fitted=inputs.fitted,
     )
     extra_metrics, extra_sections = recipe.extra_report(context)
     if extra_metrics:
@@ -424,6 +427,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
         _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels, recipe.inputs)
+        recipe.save_files(tmp, context)
         facts = {
             "recipe": recipe.title,
             "training data": f"{train_ex.source}: {len(fit_rows)} rows for training, "

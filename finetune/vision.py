@@ -117,8 +117,11 @@ class ImageClassifier(nn.Module):
         self.head = nn.Linear(info.hidden_size, info.num_labels)
 
     @torch.no_grad()
-    def set_head(self, weight: Any, bias: Any) -> None:
-        """Start the head from given weights (e.g. the linear probe) instead of at random."""
+    def set_head(self, weight: Any, bias: Any, center: Any = None) -> None:
+        """Start the head from given weights (e.g. the linear probe) instead of at random.
+
+        `center` is accepted for the engine's one call and ignored: image runs keep plain
+        dropout, with which their defaults were measured (see TextClassifier.set_head)."""
         self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
         self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 

