@@ -162,15 +162,19 @@ def examples_from_frame(
     labels: list[str] = []
     if label_column is not None:
         label_column = find_column(frame, label_column, "label", source)
-        raw = frame[label_column]
-        missing = raw.isna() | (raw.astype(str).str.strip() == "")
-        if missing.any():
-            raise UserError(
-                f"{source}: missing label in column '{label_column}' at "
-                f"{_row_numbers(missing, kind)}. Label or remove those rows."
-            )
-        labels = [_label_string(value) for value in raw]
+        labels = label_strings(frame[label_column], label_column, source, kind)
     return Examples([str(t) for t in texts], labels, source)
+
+
+def label_strings(raw: pd.Series, column: str, source: str, kind: str) -> list[str]:
+    """A label column as strings, refusing empty cells (named by line or row)."""
+    missing = raw.isna() | (raw.astype(str).str.strip() == "")
+    if missing.any():
+        raise UserError(
+            f"{source}: missing label in column '{column}' at "
+            f"{_row_numbers(missing, kind)}. Label or remove those rows."
+        )
+    return [_label_string(value) for value in raw]
 
 
 def _label_string(value: object) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.data import READERS, Examples, _label_string, _row_numbers, find_column
+from finetune.data import READERS, Examples, _row_numbers, find_column, label_strings
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -307,13 +307,7 @@ def records_section(
 def _binary_labels(
     raw: pd.Series, source: str, column: str, kind_of_file: str, positive: str | None
 ) -> list[str]:
-    missing = raw.isna() | (raw.astype(str).str.strip() == "")
-    if missing.any():
-        raise UserError(
-            f"{source}: missing label in column '{column}' at "
-            f"{_row_numbers(missing, kind_of_file)}. Label or remove those rows."
-        )
-    labels = [_label_string(value) for value in raw]
+    labels = label_strings(raw, column, source, kind_of_file)
     found = sorted(Counter(labels))
     if len(found) <= 2:
         return labels
