@@ -62,6 +62,10 @@ class ModelConfig:
     lora_dropout: float = 0.1
     # Dropout on the pooled vector before the head (training only).
     head_dropout: float = 0.1
+    # LoRA on the top N transformer layers only (None: on every layer). The layers below are
+    # frozen, so for text their output is computed once and cached instead of every step:
+    # training then runs through the top N layers alone (faster, less memory).
+    lora_layers: int | None = None
     # Module names to adapt. None: chosen per architecture.
     target_modules: list[str] | None = None
     # Start the classifier head from a logistic regression on frozen embeddings, or at random.
@@ -203,6 +207,11 @@ class Config:
             raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
         if self.model.lora_r <= 0:
             raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
+        if self.model.lora_layers is not None and self.model.lora_layers <= 0:
+            raise UserError(
+                f"model.lora_layers must be positive (or null for every layer), "
+                f"got {self.model.lora_layers}."
+            )
         return self
 
 

@@ -291,10 +291,61 @@ def lora_targets(config: Any, override: list[str] | None) -> list[str] | str:
     return LORA_TARGETS.get(getattr(config, "model_type", ""), "all-linear")
 
 
-def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float, targets: list[str] | str):
-    """Wrap the backbone with LoRA adapters; only they (and the head, elsewhere) train."""
+def trained_layers(config: Any, top: int | None) -> list[int] | None:
+    """The indices of the top `top` transformer layers (None: every layer trains)."""
+    count = getattr(config, "num_hidden_layers", None)
+    if top is None or (count is not None and top >= count):
+        return None
+    if count is None:
+        raise UserError(
+            f"model.lora_layers: cannot tell how many layers this '{config.model_type}' model "
+            "has; leave model.lora_layers unset (null) to adapt every layer."
+        )
+    return list(range(count - top, count))
+
+
+def modules_in_layers(backbone: nn.Module, targets: list[str] | str, layers: list[int]):
+    """Full names of the target modules inside the given layers.
+
+    Named in full because peft's `layers_to_transform` misses layer lists at the model's top
+    level (a decoder's `layers.0...`)."""
+    from finetune.layercache import layer_list
+
+    prefix = layer_list(backbone)[0]
+    inside = tuple(f"{prefix}.{i}." for i in layers)
+    names = [
+        name
+        for name, module in backbone.named_modules()
+        if name.startswith(inside)
+        and (
+            isinstance(module, nn.Linear)
+            if targets == "all-linear"
+            else name.rpartition(".")[2] in targets
+        )
+    ]
+    if not names:
+        raise UserError(
+            f"LoRA could not be applied: no modules named {targets} in layers {layers}. Set "
+            "model.target_modules to module names of this architecture (print(model) lists them)."
+        )
+    return names
+
+
+def add_lora(
+    backbone: nn.Module,
+    r: int,
+    alpha: int,
+    dropout: float,
+    targets: list[str] | str,
+    layers: list[int] | None = None,
+):
+    """Wrap the backbone with LoRA adapters; only they (and the head, elsewhere) train.
+
+    `layers`: adapt only these transformer layers (None: all)."""
     from peft import LoraConfig, get_peft_model
 
+    if layers is not None:
+        targets = modules_in_layers(backbone, targets, layers)
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     try:
         return get_peft_model(backbone, lora)
@@ -323,6 +374,9 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(hidden_size, num_labels)
         # Only training uses it; inference sees the same model, so it is not saved.
         self.register_buffer("center", None, persistent=False)
+        # The lowest layer with LoRA when only the top layers train (model.lora_layers): the
+        # ones below are frozen, and training may feed their cached output (layercache.py).
+        self.first_trained_layer = 0
 
     @torch.no_grad()
     def set_head(self, weight: Any, bias: Any, center: Any = None) -> None:
@@ -339,12 +393,30 @@ class TextClassifier(nn.Module):
             weight = self.head.weight
             self.center = torch.as_tensor(center, dtype=weight.dtype, device=weight.device)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(states, attention_mask, self.pooling)
+    def embed(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The pooled vector, from token ids, or from cached `states` entering the lowest
+        trained layer (layercache.py)."""
+        if states is None:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            last = out.last_hidden_state
+        else:
+            from finetune.layercache import upper_states
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.embed(input_ids, attention_mask).to(self.head.weight.dtype)
+            last = upper_states(self.backbone, self.first_trained_layer, states, attention_mask)
+        return pool(last, attention_mask, self.pooling)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        pooled = self.embed(input_ids, attention_mask, states).to(self.head.weight.dtype)
         if self.training and self.center is not None:
             return self.head(self.center + self.dropout(pooled - self.center))
         return self.head(self.dropout(pooled))
@@ -450,11 +522,18 @@ def build_for_training(
     )
     if gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
+    layers = trained_layers(backbone.config, options.lora_layers)
     set_seed(seed)  # the LoRA and head initialisation must be seeded too
     backbone = add_lora(
-        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
+        backbone,
+        options.lora_r,
+        options.lora_alpha,
+        options.lora_dropout,
+        info.lora_targets,
+        layers,
     )
     model = TextClassifier(backbone, info.hidden_size, num_labels, pooling, options.head_dropout)
+    model.first_trained_layer = layers[0] if layers else 0
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if options.quant == "none" else model.head).to(device)
     return model, tokenizer, info

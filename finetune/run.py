@@ -253,6 +253,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     from finetune import models
     from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
     from finetune.checkpoint import Checkpoints
+    from finetune.heap import release_free_heap
     from finetune.inference import embed, predict_proba
     from finetune.inputs import build_for_training, save_classifier
     from finetune.inputs import check as check_inputs
@@ -340,6 +341,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             inputs.train_vectors = embed(model, base_ids, model_inputs, batch, device, bf16)
             inputs.eval_vectors = embed(model, eval_ids, model_inputs, batch, device, bf16)
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
+    release_free_heap()  # what the baselines and the frozen pass freed, before training
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
             inputs.train_vectors, inputs.train_labels, len(labels), config.train.seed

@@ -22,9 +22,14 @@ from torch.utils.data import DataLoader, Sampler
 from finetune.checkpoint import Checkpoints
 from finetune.config import TrainConfig
 from finetune.errors import UserError
+from finetune.heap import release_free_heap
 from finetune.inference import predict_proba, to_device
 from finetune.inputs import Inputs, batches_of
+from finetune.layercache import cache_inputs
 from finetune.models import TextClassifier, autocast
+
+# Steps between handing freed heap pages back to the system (heap.py).
+RELEASE_EVERY = 10
 
 
 def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[int]] | None:
@@ -185,6 +190,13 @@ def fit(
     accelerator = Accelerator(cpu=device == "cpu")
     labels = torch.as_tensor(train_labels, dtype=torch.long)
     inputs = batches_of(inputs)
+    # Frozen lower layers (model.lora_layers) run once here, not in every step; that time is
+    # training time too, so it counts in train_seconds and samples/s.
+    cache_start = time.perf_counter()
+    cached = cache_inputs(model, inputs, [train_ids, val_ids], config.eval_batch_size, device, bf16)
+    if cached is not None:
+        inputs, (train_ids, val_ids) = cached
+    cache_seconds = time.perf_counter() - cache_start
     lengths = inputs.lengths(train_ids)
     sampler = LengthGroupedBatches(
         [0] * len(train_ids) if lengths is None else lengths,
@@ -290,6 +302,7 @@ def fit(
         start_record: dict[str, Any] = {"epoch": 0, "step": 0, "train_loss": None}
         validate(start_record)
         result.history.append(start_record)
+    elapsed += cache_seconds
     show_progress = show_progress and accelerator.is_main_process
     progress = tqdm(
         total=total_steps, initial=step, desc="training", unit="step", disable=not show_progress
@@ -331,6 +344,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(batch_labels)
+            if step % RELEASE_EVERY == 0:
+                release_free_heap()
             running.append(loss.item())
             if step % 10 == 0 or step == total_steps:
                 result.losses.append((step, float(np.mean(running[-10:]))))

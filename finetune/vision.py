@@ -238,6 +238,11 @@ def check(config: Config) -> None:
             "convolutional: it has none to quantize. Use --quant none, or a transformer "
             "backbone such as --model google/vit-base-patch16-224 for QLoRA."
         )
+    if config.model.lora_layers is not None:
+        raise UserError(
+            "model.lora_layers (LoRA on the top layers, lower ones cached) is for text "
+            "backbones; image recipes adapt every layer. Remove the setting."
+        )
 
 
 def build_for_training(

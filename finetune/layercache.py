@@ -1,0 +1,201 @@
+"""Train only the top layers, and compute what lies below them once instead of every step.
+
+With LoRA on the top N of a text backbone's layers (`model.lora_layers`), the layers below
+never change: their output for a training text is the same in every epoch. `cache_inputs`
+runs those frozen layers once over the training and validation texts and keeps the states
+they hand upwards; training then runs (forward and backward) through the top layers only.
+On Banking77 this is most of the recipe's speed and memory (README, "Customer service on
+Banking77").
+
+Running a transformers model from a middle layer is not a transformers API, so it is done by
+lending the model a shorter layer list for the call (and, for encoders, an embedding module
+that passes the cached states through). Architectures differ in how they call their layers, so
+`cache_inputs` first checks on real rows that the split model computes what the whole model
+does, and trains without the cache (saying so) when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finetune.arrowdata import Column
+from finetune.inputs import Inputs, TokenBatches
+
+
+def layer_list(model: nn.Module) -> tuple[str, nn.Module, str, nn.ModuleList]:
+    """(name, parent, attribute, layers): the model's stack of transformer layers."""
+    count = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count and name:
+            parent_name, _, attribute = name.rpartition(".")
+            return name, model.get_submodule(parent_name), attribute, module
+    raise ValueError(f"no list of {count} layers found in this '{model.config.model_type}' model")
+
+
+class _PassThrough(nn.Module):
+    """Stands in for an encoder's embedding module: the cached states already are its output."""
+
+    def forward(self, *args: Any, inputs_embeds: torch.Tensor | None = None, **kwargs: Any):
+        return inputs_embeds
+
+
+@contextlib.contextmanager
+def _layers(model: nn.Module, start: int, stop: int | None, skip_embeddings: bool) -> Iterator:
+    _, parent, attribute, layers = layer_list(model)
+    embeddings = getattr(model, "embeddings", None)
+    setattr(parent, attribute, nn.ModuleList(list(layers)[start:stop]))
+    if skip_embeddings and isinstance(embeddings, nn.Module):
+        model.embeddings = _PassThrough()
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, layers)
+        if skip_embeddings and isinstance(embeddings, nn.Module):
+            model.embeddings = embeddings
+
+
+def lower_states(backbone: nn.Module, first: int, input_ids, attention_mask) -> torch.Tensor:
+    """The states the first `first` layers hand to layer `first`."""
+    model = backbone.get_base_model()
+    captured: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    # The last lower layer's own output: a decoder's last_hidden_state has its final norm on.
+    hook = layer_list(model)[3][first - 1].register_forward_hook(keep)
+    try:
+        with _layers(model, 0, first, skip_embeddings=False):
+            model(input_ids=input_ids, attention_mask=attention_mask)
+    finally:
+        hook.remove()
+    return captured[-1]
+
+
+def upper_states(backbone: nn.Module, first: int, states, attention_mask) -> torch.Tensor:
+    """The model's last hidden state, computed from layer `first` upwards."""
+    model = backbone.get_base_model()
+    with _layers(model, first, None, skip_embeddings=True):
+        return model(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
+
+
+class CachedStates(Inputs):
+    """Items are row numbers into one flat tensor of cached states (no per-row tensors)."""
+
+    kind = "text"
+
+    def __init__(self, flat: torch.Tensor, offsets: np.ndarray, lengths: np.ndarray):
+        self.flat, self.offsets, self.row_lengths = flat, offsets, lengths
+
+    def collate(self, items: list[int], train: bool = False) -> dict[str, torch.Tensor]:
+        from finetune.inference import padded_width
+
+        width = padded_width(self.row_lengths[items].tolist())
+        states = self.flat.new_zeros((len(items), width, self.flat.shape[1]))
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            start, length = int(self.offsets[item]), int(self.row_lengths[item])
+            states[row, :length] = self.flat[start : start + length]
+            mask[row, :length] = 1
+        return {"states": states, "attention_mask": mask}
+
+    def lengths(self, items: Sequence[int]) -> list[int]:
+        return self.row_lengths[np.asarray(items, dtype=np.int64)].tolist()
+
+
+def _build(
+    model: nn.Module, items: Sequence[Any], inputs: Inputs, batch_size: int, device: str, bf16: bool
+) -> CachedStates:
+    from finetune.inference import length_sorted_batches, to_device
+    from finetune.models import autocast
+
+    first = model.first_trained_layer
+    lengths = np.asarray(inputs.lengths(items), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = torch.empty(
+        (int(lengths.sum()), model.head.in_features),
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+    )
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for chunk, batch in length_sorted_batches(items, lengths.tolist(), batch_size):
+            encoded = to_device(inputs.collate(batch), device)
+            with autocast(device, bf16):
+                states = lower_states(model.backbone, first, **encoded)
+            for row, item in enumerate(chunk):
+                start, length = offsets[item], lengths[item]
+                flat[start : start + length] = states[row, :length].to("cpu", flat.dtype)
+    model.train(was_training)
+    return CachedStates(flat, offsets, lengths)
+
+
+def _computes_the_same(
+    model: nn.Module,
+    cache: CachedStates,
+    items: Sequence[Any],
+    inputs: Inputs,
+    device: str,
+    bf16: bool,
+) -> bool:
+    """Does the split model give the whole model's logits on a few rows (eval mode)?"""
+    from finetune.inference import to_device
+    from finetune.models import autocast
+
+    rows = list(range(min(8, len(items))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device, bf16):
+            whole = model(**to_device(inputs.collate([items[i] for i in rows]), device)).float()
+            split = model(**to_device(cache.collate(rows), device)).float()
+    except Exception:  # an architecture that cannot be run from a middle layer
+        return False
+    finally:
+        model.train(was_training)
+    if whole.shape != split.shape:
+        return False
+    # bf16 states differ in the last bits; a wrong split differs in every logit.
+    tolerance = 0.05 if bf16 else 1e-3
+    return bool(((whole - split).abs().max() / whole.abs().max().clamp(min=1e-6)) < tolerance)
+
+
+def cache_inputs(
+    model: nn.Module,
+    inputs: Inputs,
+    groups: list[Sequence[Any]],
+    batch_size: int,
+    device: str,
+    bf16: bool,
+) -> tuple[Inputs, list[list[int]]] | None:
+    """Cached lower-layer states for each group of items, as (Inputs, the groups' new items).
+
+    None when there is nothing to cache: every layer trains, the items are not token ids, or
+    they live in memory-mapped files (the states of data larger than RAM would not fit in it).
+    """
+    if not getattr(model, "first_trained_layer", 0) or not isinstance(inputs, TokenBatches):
+        return None
+    if any(isinstance(group, Column) for group in groups):
+        print("model.lora_layers: the lower layers' states are not cached for data.memory_map.")
+        return None
+    items = [item for group in groups for item in group]
+    if not items:
+        return None
+    cache = _build(model, items, inputs, batch_size, device, bf16)
+    if not _computes_the_same(model, cache, items, inputs, device, bf16):
+        print(
+            "model.lora_layers: this architecture cannot be run from a middle layer here; "
+            "training runs through every layer instead (same result, slower)."
+        )
+        return None
+    renumbered, start = [], 0
+    for group in groups:
+        renumbered.append(list(range(start, start + len(group))))
+        start += len(group)
+    return cache, renumbered

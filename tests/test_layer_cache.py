@@ -1,0 +1,148 @@
+"""model.lora_layers: LoRA on the top layers only, the frozen lower layers' output cached."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from finetune import layercache
+from finetune.inputs import build_for_training
+from recipes.customer_service import recipe
+
+TEXTS = ["hi", "where is my parcel it has been two weeks now", "refund", "I cannot log in"]
+
+
+def built(model_dir, pooling="auto"):
+    config = recipe.config(
+        model={
+            "name": str(model_dir),
+            "lora_r": 4,
+            "lora_layers": 1,
+            "head_init": "random",
+            "pooling": pooling,
+        }
+    )
+    model, inputs, _ = build_for_training("text", config, 3, False, "cpu")
+    return model, inputs
+
+
+def lora_layer_numbers(model) -> set[int]:
+    names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert names
+    return {int(part) for n in names for part in n.split(".") if part.isdigit()}
+
+
+@pytest.mark.parametrize("backbone", ["tiny_model_dir", "tiny_llama_dir"])
+def test_cached_states_give_the_whole_models_logits_and_gradients(backbone, request):
+    model, inputs = built(request.getfixturevalue(backbone))
+    assert model.first_trained_layer == 1
+    assert lora_layer_numbers(model) == {1}  # the top of two layers only
+    items = inputs.encode(TEXTS)
+    cached, (rows,) = layercache.cache_inputs(model, inputs, [items], 8, "cpu", False)
+    assert rows == [0, 1, 2, 3] and cached.lengths(rows) == inputs.lengths(items)
+    model.eval()  # no dropout: both ways must compute the same network
+    labels = torch.tensor([0, 1, 2, 1])
+
+    def logits_and_grads(batch):
+        logits = model(**batch)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad(set_to_none=True)
+        return logits.detach(), grads
+
+    whole, whole_grads = logits_and_grads(inputs.collate(items))
+    split, split_grads = logits_and_grads(cached.collate(rows))
+    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-5)
+    for a, b in zip(whole_grads, split_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    # The model is whole again after each split call.
+    assert len(layercache.layer_list(model.backbone.get_base_model())[3]) == 2
+
+
+def test_no_cache_when_every_layer_trains(tiny_model_dir):
+    config = recipe.config(model={"name": str(tiny_model_dir), "lora_r": 4, "head_init": "random"})
+    model, inputs, _ = build_for_training("text", config, 3, False, "cpu")
+    assert model.first_trained_layer == 0
+    assert layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False) is None
+
+
+def test_an_architecture_that_cannot_split_trains_without_the_cache(
+    tiny_model_dir, monkeypatch, capsys
+):
+    model, inputs = built(tiny_model_dir)
+
+    def broken(*args, **kwargs):
+        raise TypeError("this model cannot start from a middle layer")
+
+    monkeypatch.setattr(layercache, "upper_states", broken)
+    assert layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False) is None
+    assert "training runs through every layer instead" in capsys.readouterr().out
+
+
+def test_lora_layers_must_be_positive():
+    from finetune.errors import UserError
+
+    with pytest.raises(UserError, match="model.lora_layers must be positive"):
+        recipe.config(model={"lora_layers": 0}).validate()
+
+
+def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_path):
+    train_csv, test_csv = small_csvs
+    config = recipe.config(
+        data={"path": str(train_csv), "eval_path": str(test_csv)},
+        model={"name": str(tiny_model_dir), "lora_r": 4, "lora_layers": 1},
+        train={"epochs": 2, "batch_size": 8},
+        output=str(tmp_path / "run"),
+    )
+    run = recipe.train(config, show_progress=False)
+    assert run.metrics["samples_per_second"] > 0 and 0 <= run.metrics["accuracy"] <= 1
+    adapter = json.loads((run.folder / "adapter" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] and all(".1." in m for m in adapter["target_modules"])
+    # The saved model (whole, no cache) predicts what the run scored on the evaluation file.
+    loaded = recipe.load(run.folder)
+    written = pd.read_csv(run.folder / "predictions.csv")
+    proba = loaded.predict_proba(written["text"].tolist())
+    assert (np.asarray(loaded.labels)[proba.argmax(1)] == written["predicted_label"]).all()
+    np.testing.assert_allclose(proba.max(1), written["probability"], atol=1e-5)
+
+
+def test_batches_pad_to_a_multiple_of_eight_tokens():
+    from finetune.inference import PAD_MULTIPLE, pad_batch
+
+    ids, mask = pad_batch([[101, 7, 102], [101, 5, 6, 7, 8, 9, 10, 11, 102]], 0)
+    assert PAD_MULTIPLE == 8 and ids.shape == mask.shape == (2, 16)
+    assert mask.sum(1).tolist() == [3, 9] and (ids[mask == 0] == 0).all()
+
+
+def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
+    from finetune import inference
+
+    monkeypatch.setattr(inference, "MAX_BATCH_TOKENS", 256)
+    lengths = [3, 120, 50, 7, 7, 7, 64, 1] * 10
+    batches = list(inference.length_sorted_batches(list(range(80)), lengths, 32))
+    rows = np.concatenate([chunk for chunk, _ in batches])
+    assert sorted(rows.tolist()) == list(range(80))
+    for chunk, _ in batches:
+        longest = inference.padded_width([lengths[i] for i in chunk])
+        assert len(chunk) == 1 or len(chunk) * longest <= 256
+        assert len(chunk) <= 32
+    assert max(len(chunk) for chunk, _ in batches) == 32  # short rows still fill a batch
+
+
+def test_release_free_heap_runs_here():
+    from finetune.heap import release_free_heap
+
+    release_free_heap()  # glibc: returns freed pages; elsewhere a no-op; never raises
+
+
+def test_image_recipes_refuse_lora_layers():
+    from finetune.errors import UserError
+    from finetune.vision import check
+    from recipes.image_classification import recipe as images
+
+    with pytest.raises(UserError, match="model.lora_layers .* is for text backbones"):
+        check(images.config(model={"lora_layers": 2}))
