@@ -3,6 +3,7 @@
     python benchmarks/customer_service_banking77.py                      # seed 42
     python benchmarks/customer_service_banking77.py --seeds 1 2 3 --reference-epochs 1
     python benchmarks/customer_service_banking77.py --limit 300 --max-steps 5   # smoke test
+    python benchmarks/customer_service_banking77.py --set model.lora_layers=3  # one lever
 
 Each contender runs in its own process so its peak RSS is its own. The reference is what a
 user gets from the transformers docs: AutoModelForSequenceClassification on the same bundled
@@ -116,11 +117,13 @@ def run_reference(args: argparse.Namespace) -> dict:
 
 
 def run_recipe(args: argparse.Namespace) -> dict:
+    from finetune.config import deep_update, parse_set_options
     from recipes.customer_service import recipe
 
     overrides = {"train": {"seed": args.seed}}
     if args.max_steps:
         overrides["train"]["max_steps"] = args.max_steps
+    overrides = deep_update(overrides, parse_set_options(args.set))
     tmp = Path(tempfile.mkdtemp())
     train, test = load_frames(args)
     train_file, test_file = tmp / "train.csv", tmp / "test.csv"
@@ -149,7 +152,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     loaded.predict(texts)
     predict_seconds = time.perf_counter() - predict_start
     return {
-        "method": "recipe default (LoRA)",
+        "method": " ".join(["recipe default (LoRA)", *args.set]),
         "accuracy": m["accuracy"],
         "f1": m["f1"],
         "auc": m["auc"],
@@ -182,6 +185,7 @@ def child(part: str, args: argparse.Namespace) -> dict:
         str(args.limit),
         "--max-steps",
         str(args.max_steps),
+        *[item for option in args.set for item in ("--set", option)],
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
@@ -202,6 +206,13 @@ def main() -> None:
     parser.add_argument("--reference-epochs", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=0, help="use the first N rows (smoke test)")
     parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe option on top of its defaults, e.g. model.lora_layers=3 (repeatable)",
+    )
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "banking77.json"))
     parser.add_argument("--part", choices=["reference", "recipe"], help=argparse.SUPPRESS)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from finetune.arrowdata import Column
+from finetune.heap import release_free_heap
 from finetune.inputs import Inputs, TokenBatches
 
 
@@ -188,6 +189,7 @@ def cache_inputs(
     if not items:
         return None
     cache = _build(model, items, inputs, batch_size, device, bf16)
+    release_free_heap()  # the forward passes' garbage, before training starts on top of it
     if not _computes_the_same(model, cache, items, inputs, device, bf16):
         print(
             "model.lora_layers: this architecture cannot be run from a middle layer here; "

@@ -252,6 +252,7 @@ def fit(
         """Score the validation rows; keep a copy of the weights if they are the best so far."""
         nonlocal best_key, best_state
         proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
+        release_free_heap()
         true_proba = np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)
         record["val_loss"] = float(-np.mean(np.log(true_proba)))
         record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())

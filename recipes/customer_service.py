@@ -22,6 +22,9 @@ class CustomerService(Recipe):
     description = "Intent classification of customer messages (train, evaluate, predict)."
     defaults = {
         "data": {"redact_pii": True, "max_length": 128},
+        # LoRA on every layer. `--set model.lora_layers=3` trains twice as fast with less
+        # memory, but cost Banking77 test accuracy (0.921 against 0.928 over three seeds), so
+        # it is not the default (README, "Banking77 benchmark").
         "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
         "train": {
             "epochs": 6,

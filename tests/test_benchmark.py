@@ -26,6 +26,8 @@ def test_benchmark_runs_on_a_tiny_slice(tmp_path):
             str(tmp_path),
             "--max-steps",
             "2",
+            "--set",
+            "model.lora_layers=3",  # the cached-lower-layers path on the real MiniLM
             "--output",
             str(output),
         ],
@@ -35,8 +37,17 @@ def test_benchmark_runs_on_a_tiny_slice(tmp_path):
     )
     result = json.loads(output.read_text())
     methods = [row["method"] for row in result["rows"]]
-    assert methods[0].startswith("plain Trainer") and methods[1] == "recipe default (LoRA)"
+    assert methods[0].startswith("plain Trainer")
+    assert methods[1] == "recipe default (LoRA) model.lora_layers=3"
     assert {"baseline: tfidf_logreg", "baseline: embedding_logreg"} <= set(methods)
     recipe_row = result["rows"][1]
     assert recipe_row["speed_ratio"] > 0 and recipe_row["rss_ratio"] > 0
     assert 0 <= recipe_row["accuracy"] <= 1 and recipe_row["predict_per_second"] > 0
+
+
+def test_shape_memory_benchmark_runs():
+    script = SCRIPT.parent / "shape_memory.py"
+    command = [sys.executable, str(script), "--steps", "3", "--trim", "--round", "8"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=SCRIPT.parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "start:" in done.stdout and "end:" in done.stdout
