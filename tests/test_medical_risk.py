@@ -139,5 +139,9 @@ def test_real_run_predicts_and_evaluates_files_laid_out_like_pima(pima_run, tmp_
     written = pd.read_csv(predictions)
     assert len(written) == 20 and set(written["predicted_label"]) <= {"Yes", "No"}
     # Same rows, same text, same model: the CLI's probabilities match the evaluation split's.
+    # Not to the last bit: in bf16 a row's result depends on its batch (here 20 rows, there the
+    # whole split; padding to a multiple of 8 switches on the attention mask): 1e-3 at most
+    # here, where a wrong text rendering or model would move probabilities by far more.
     saved = pd.read_csv(output / "predictions.csv").head(20)
-    np.testing.assert_allclose(written["probability"], saved["probability"], atol=1e-5)
+    np.testing.assert_allclose(written["probability"], saved["probability"], atol=5e-3)
+    assert (written["predicted_label"] == saved["predicted_label"]).all()
