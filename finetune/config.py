@@ -35,6 +35,10 @@ class DataConfig:
     label_column: str = "label"
     # Share of the training file held out for evaluation when there is no eval file.
     eval_fraction: float = 0.2
+    # Seed of that evaluation hold-out and of cross-validation folds. Fixed, not train.seed:
+    # runs with different --seed are then scored on the same rows, so their spread measures
+    # training variance, not a moving test set.
+    split_seed: int = 42
     # Share of the training rows held out to pick the best epoch (never the evaluation split).
     val_fraction: float = 0.1
     # Tokens per text; longer texts are truncated (and counted in the report).
@@ -131,7 +135,8 @@ class ImageConfig:
 @dataclass
 class EvalConfig:
     # Binary tasks: also report the decision threshold that reaches this recall (sensitivity)
-    # on the evaluation split, and the specificity it costs. None: the 0.5 threshold only.
+    # on the validation rows (data.val_fraction), and the recall, specificity and precision it
+    # then gives on the evaluation split. None: the 0.5 threshold only.
     target_recall: float | None = None
     # Stratified K-fold cross-validation over the training data (0: one train/eval split).
     folds: int = 0

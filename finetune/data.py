@@ -230,3 +230,26 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[li
         held.extend(indices[:n_held].tolist())
         kept.extend(indices[n_held:].tolist())
     return sorted(kept), sorted(held)
+
+
+def shared_texts(train: Sequence[str], evaluation: Sequence[str], shown: int = 3) -> dict | None:
+    """Evaluation texts that also occur in the training texts, once case and spacing are
+    normalised: templated or duplicated tickets make the evaluation figures look better than
+    they will be on new messages. None when there are none.
+
+    Training texts are kept as 64-bit hashes, so a memory-mapped table stays off the heap.
+    """
+    from hashlib import blake2b
+
+    def key(text: str) -> bytes:
+        return blake2b(" ".join(str(text).casefold().split()).encode(), digest_size=8).digest()
+
+    seen = {key(text) for text in train}
+    hits = [text for text in evaluation if key(text) in seen]
+    if not hits:
+        return None
+    return {
+        "count": len(hits),
+        "share": round(len(hits) / len(evaluation), 4),
+        "examples": list(dict.fromkeys(hits))[:shown],
+    }

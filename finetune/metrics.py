@@ -102,14 +102,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {name: metrics.get(name) for name in HEADLINE}
 
 
-def operating_point(
+def choose_threshold(
     y_true: np.ndarray | list[int], scores: np.ndarray, target_recall: float, positive: int = 1
-) -> dict[str, float] | None:
-    """The highest threshold on P(positive) whose recall reaches `target_recall`.
-
-    Returns that threshold with the recall, specificity and precision it gives on these rows
-    (None without both classes). Picking it on the evaluation rows themselves is optimistic;
-    the report says so.
+) -> float | None:
+    """The highest threshold on P(positive) whose recall on these rows reaches `target_recall`
+    (None without both classes). Call it on validation rows, never on the rows it is judged on.
     """
     y = np.asarray(y_true) == positive
     scores = np.asarray(scores, dtype=np.float64)
@@ -118,14 +115,44 @@ def operating_point(
     # Candidate thresholds: every distinct positive score, from high to low; the first that
     # reaches the target keeps the most specificity.
     for threshold in np.unique(scores[y])[::-1]:
-        called = scores >= threshold
-        recall = called[y].mean()
-        if recall >= target_recall - 1e-12:
-            break
+        if (scores[y] >= threshold).mean() >= target_recall - 1e-12:
+            return float(threshold)
+    return float(scores[y].min())
+
+
+def at_threshold(
+    y_true: np.ndarray | list[int], scores: np.ndarray, threshold: float, positive: int = 1
+) -> dict[str, float | None]:
+    """Recall, specificity and precision of calling P(positive) >= `threshold` positive."""
+    y = np.asarray(y_true) == positive
+    called = np.asarray(scores, dtype=np.float64) >= threshold
+    return {
+        "recall": float(called[y].mean()) if y.any() else None,
+        "specificity": float((~called[~y]).mean()) if (~y).any() else None,
+        "precision": float(called[y].sum() / called.sum()) if called.any() else None,
+    }
+
+
+def operating_point(
+    y_val: np.ndarray,
+    val_scores: np.ndarray,
+    y_eval: np.ndarray,
+    eval_scores: np.ndarray,
+    target_recall: float,
+    positive: int = 1,
+) -> dict[str, Any] | None:
+    """A decision threshold chosen on validation rows, then judged on the evaluation rows.
+
+    The evaluation recall is whatever that fixed threshold gives there: near the target when
+    the validation rows resemble the evaluation rows, not equal to it by construction.
+    """
+    threshold = choose_threshold(y_val, val_scores, target_recall, positive)
+    if threshold is None:
+        return None
     return {
         "target_recall": float(target_recall),
-        "threshold": float(threshold),
-        "recall": float(recall),
-        "specificity": float((~called[~y]).mean()),
-        "precision": float(called[y].sum() / called.sum()),
+        "threshold": threshold,
+        "chosen_on": f"validation ({len(y_val)} rows)",
+        "validation_recall": at_threshold(y_val, val_scores, threshold, positive)["recall"],
+        **at_threshold(y_eval, eval_scores, threshold, positive),
     }

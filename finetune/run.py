@@ -26,7 +26,7 @@ import numpy as np
 
 from finetune.arrowdata import Column, take, to_list
 from finetune.config import Config, save_yaml
-from finetune.data import Examples, check_train_eval, stratified_split
+from finetune.data import Examples, check_train_eval, shared_texts, stratified_split
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -234,12 +234,12 @@ def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
     if evaluation is None:
         if data.eval_fraction <= 0:
             raise UserError("No evaluation data: pass --eval-data or set data.eval_fraction > 0.")
-        kept, held = stratified_split(train, data.eval_fraction, config.train.seed)
+        kept, held = stratified_split(train, data.eval_fraction, data.split_seed)
         source = train.source
         train, evaluation = (
             train.subset(kept, f"{source} (train part)"),
             train.subset(
-                held, f"{source} (held-out {data.eval_fraction:.0%}, seed {config.train.seed})"
+                held, f"{source} (held-out {data.eval_fraction:.0%}, split seed {data.split_seed})"
             ),
         )
     check_train_eval(train, evaluation)
@@ -294,9 +294,17 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     if config.data.redact_pii:
         train_ex.texts, redaction["train"] = _redact(train_ex.texts)
         eval_ex.texts, redaction["evaluation"] = _redact(eval_ex.texts)
+    overlap = None if recipe.inputs == "image" else shared_texts(train_ex.texts, eval_ex.texts)
+    if overlap:
+        print(f"Warning: {overlap_line(overlap)}")
     labels = label_order(sorted(set(train_ex.labels)), config.data.positive_label)
     y_train_all, y_eval = label_ids(train_ex.labels, labels), label_ids(eval_ex.labels, labels)
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
+    if config.eval.target_recall is not None and len(labels) == 2 and not val_rows:
+        raise UserError(
+            "eval.target_recall: the decision threshold is chosen on validation rows, and this "
+            "run holds none out (data.val_fraction is 0). Set --set data.val_fraction=0.2."
+        )
 
     bf16 = models.use_bf16(config.train.precision, device)
     checkpointing = models.use_gradient_checkpointing(
@@ -321,16 +329,20 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             f"{len(sample):,} of the {len(fit_rows):,} training rows (eval.baseline_max_rows)."
         )
     base_rows = [fit_rows[i] for i in sample]
+    # A decision threshold is chosen on the validation rows, so every method scores them too:
+    # they are prepended to the evaluation rows the baselines score, and split off after.
+    thresholds = config.eval.target_recall is not None and len(labels) == 2
+    scored = train_ex.subset(val_rows, "") if thresholds else None
     inputs = BaselineInputs(
         train_texts=to_list(take(train_ex.texts, base_rows)),
         train_labels=y_fit[sample],
-        eval_texts=to_list(eval_ex.texts),
+        eval_texts=(to_list(scored.texts) if scored is not None else []) + to_list(eval_ex.texts),
         n_classes=len(labels),
         seed=config.train.seed,
         train_features=None
         if train_ex.features is None
         else train_ex.subset(base_rows, "").features,
-        eval_features=eval_ex.features,
+        eval_features=_stacked_features(scored, eval_ex),
     )
     baselines = resolve_baselines(recipe.baselines)
     need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(baselines)
@@ -340,7 +352,13 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             base_ids = take(fit_ids, sample)
             inputs.train_vectors = embed(model, base_ids, model_inputs, batch, device, bf16)
             inputs.eval_vectors = embed(model, eval_ids, model_inputs, batch, device, bf16)
+            if scored is not None:
+                val_vectors = embed(model, val_ids, model_inputs, batch, device, bf16)
+                inputs.eval_vectors = np.concatenate([val_vectors, inputs.eval_vectors])
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
+    n_scored_val = len(val_rows) if scored is not None else 0
+    val_scores = {name: p[:n_scored_val] for name, p in scores.items()}
+    scores = {name: p[n_scored_val:] for name, p in scores.items()}
     release_free_heap()  # what the baselines and the frozen pass freed, before training
     if config.model.head_init == "probe":
         probe = inputs.fitted.get("probe") or fit_probe(
@@ -368,11 +386,17 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     baseline_metrics = {
         name: summary(classification_metrics(y_eval, p, labels)) for name, p in scores.items()
     }
-    if config.eval.target_recall is not None and len(labels) == 2:
-        metrics["operating_point"] = operating_point(y_eval, proba[:, 1], config.eval.target_recall)
+    if thresholds:
+        val_proba = predict_proba(
+            model, val_ids, model_inputs, config.train.eval_batch_size, device, bf16
+        )
+        target = config.eval.target_recall
+        metrics["operating_point"] = operating_point(
+            y_val, val_proba[:, 1], y_eval, proba[:, 1], target
+        )
         for name, p in scores.items():
             baseline_metrics[name]["operating_point"] = operating_point(
-                y_eval, p[:, 1], config.eval.target_recall
+                y_val, val_scores[name][:, 1], y_eval, p[:, 1], target
             )
     scores = {MODEL_NAME: proba, **scores}
     context = EvalContext(
@@ -406,6 +430,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         eval_source=eval_ex.source,
         baselines=baseline_metrics,
     )
+    if overlap:
+        metrics["overlap"] = overlap
     # A hold-out split shares its reader's skips with the training part: count each once.
     skipped = list(dict.fromkeys(train_ex.skipped + eval_ex.skipped))
     if skipped:
@@ -464,6 +490,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
                 "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
                 "epoch, so the saved model is the starting point: fine-tuning did not help here."
             )
+        if overlap:
+            notes.append(overlap_line(overlap))
         notes += input_notes
         if skipped:
             notes.append(
@@ -509,6 +537,26 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     kept = headline(metrics)
     kept.update({k: metrics[k] for k in BASELINE_EXTRAS if k in metrics})
     return kept
+
+
+def overlap_line(overlap: dict[str, Any]) -> str:
+    """The report's and the console's sentence about evaluation texts seen in training."""
+    shown = "; ".join(repr(text[:80]) for text in overlap["examples"])
+    return (
+        f"{overlap['count']:,} evaluation texts ({overlap['share']:.1%}) also occur in the "
+        f"training data (same text up to case and spacing), e.g. {shown}. Templated or "
+        "duplicated texts make the evaluation figures optimistic: de-duplicate before "
+        "trusting them."
+    )
+
+
+def _stacked_features(first: Examples | None, second: Examples) -> Any:
+    """The side data of `first`'s rows followed by `second`'s (None when there is none)."""
+    if first is None or second.features is None:
+        return second.features
+    import pandas as pd
+
+    return pd.concat([first.features, second.features], ignore_index=True)
 
 
 def label_ids(values: Sequence[str], labels: list[str]) -> np.ndarray:

@@ -73,7 +73,7 @@ class ImageClassification(Recipe):
     }
     # 28 x 28 digits: 64 px inputs are plenty and 12x cheaper than 224; a mirrored digit is
     # not the same digit, so no flips.
-    bundled_defaults = {"image": {"size": 64, "hflip": False}, "train": {"epochs": 3}}
+    bundled_defaults = {"image": {"size": 64, "hflip": False}, "train": {"epochs": 4}}
     baselines = ("embedding_logreg", "pixel_logreg")
     extra_key = "image"
     datasets = (BUNDLED_NAME,)

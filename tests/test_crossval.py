@@ -96,7 +96,13 @@ def test_crossval_writes_one_complete_run_per_fold_and_a_summary(crossval):
         values = [m["baselines"][name]["auc"] for m in per_fold]
         assert metrics["baselines"][name]["auc"] == pytest.approx(np.mean(values))
         assert metrics["baselines"][name]["auc_std"] == pytest.approx(np.std(values, ddof=1))
-    assert metrics["operating_point"]["target_recall"] == 0.9
+    point = metrics["operating_point"]
+    assert point["target_recall"] == 0.9 and "threshold" not in point  # never averaged
+    # Each fold's own threshold, chosen on its validation rows, judged on its held-out fold.
+    assert point["thresholds"] == [m["operating_point"]["threshold"] for m in per_fold]
+    assert point["recall"] == pytest.approx(
+        np.mean([m["operating_point"]["recall"] for m in per_fold])
+    )
     # The raw columns carry the signal: the logistic regression finds it in every fold.
     assert metrics["baselines"]["logistic_regression"]["auc"] > 0.8
 

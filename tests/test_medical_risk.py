@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from finetune.cli import app
 from finetune.errors import UserError
+from finetune.metrics import at_threshold
 from recipes.medical_risk import recipe
 
 runner = CliRunner()
@@ -89,7 +90,13 @@ def test_short_real_run_reports_the_medical_figures(pima_run):
     assert metrics["positive_label"] == "Yes" and metrics["n_eval"] == 332
     for key in ("recall", "specificity", "precision", "brier", "auc"):
         assert metrics[key] is not None, key
-    assert metrics["operating_point"]["recall"] >= 0.8
+    point = metrics["operating_point"]
+    assert point["validation_recall"] >= 0.8 and point["chosen_on"].startswith("validation")
+    with np.load(output / "scores.npz") as scores:  # judged at that threshold on Pima.te
+        expected = at_threshold(
+            scores["y_true"], scores["fine-tuned (LoRA)"][:, 1], point["threshold"]
+        )
+    assert point["recall"] == expected["recall"]
     baselines = metrics["baselines"]
     # Known figures on Pima.te: logistic regression ~0.85 AUC; pretrained embeddings well
     # above chance (a random encoder would sit near 0.5).

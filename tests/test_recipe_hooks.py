@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from finetune.baselines import BaselineInputs
 from finetune.cli import recipe_app
-from finetune.data import Examples
+from finetune.data import Examples, stratified_split
 from finetune.errors import UserError
-from finetune.metrics import classification_metrics, operating_point
+from finetune.metrics import at_threshold, choose_threshold, classification_metrics, operating_point
 from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe
 from finetune.run import class_weights, label_order
 
@@ -90,7 +90,21 @@ def test_positive_label_goes_second_and_is_reported(toy_run):
     assert metrics["positive_label"] == "no"
     for key in ("specificity", "brier", "precision", "operating_point"):
         assert metrics[key] is not None, key
-    assert metrics["operating_point"]["recall"] >= 0.9
+
+
+def test_threshold_is_chosen_on_validation_rows_and_judged_on_evaluation(toy_run):
+    context, point = toy.seen["context"], toy_run.metrics["operating_point"]
+    # The validation rows: the engine's seeded hold-out of the training rows.
+    _, val_rows = stratified_split(context.train, toy_run.config.data.val_fraction, 42)
+    y_val = np.array([toy_run.labels.index(context.train.labels[i]) for i in val_rows])
+    val_scores = toy_run.predict_proba([context.train.texts[i] for i in val_rows])[:, 1]
+    expected = choose_threshold(y_val, val_scores, 0.9)
+    assert point["threshold"] == pytest.approx(expected, abs=5e-3)
+    assert point["validation_recall"] >= 0.9 and point["chosen_on"].startswith("validation")
+    # The evaluation figures are those of that fixed threshold, whatever recall they give.
+    eval_scores = context.scores["fine-tuned (LoRA)"][:, 1]
+    at = at_threshold(context.y_eval, eval_scores, point["threshold"])
+    assert point["recall"] == at["recall"] and point["specificity"] == at["specificity"]
 
 
 def test_recipe_baseline_reads_features_and_gets_binary_extras(toy_run):
@@ -172,14 +186,25 @@ def test_class_weights_balance_classes():
     assert class_weights(y, 2, "none") is None
 
 
-def test_operating_point_reaches_target_with_most_specificity():
+def test_threshold_reaches_target_with_most_specificity():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.6, 0.3, 0.4, 0.7, 0.8, 0.9])
-    point = operating_point(y, scores, 0.75)
-    assert point["threshold"] == 0.7 and point["recall"] == 0.75 and point["specificity"] == 1.0
-    full = operating_point(y, scores, 1.0)
-    assert full["threshold"] == 0.4 and full["recall"] == 1.0 and full["specificity"] == 0.75
-    assert operating_point(np.zeros(3), scores[:3], 0.9) is None
+    assert choose_threshold(y, scores, 0.75) == 0.7
+    assert choose_threshold(y, scores, 1.0) == 0.4
+    assert choose_threshold(np.zeros(3), scores[:3], 0.9) is None
+
+
+def test_operating_point_applies_the_validation_threshold_to_evaluation_rows():
+    y_val = np.array([0, 0, 1, 1, 1, 1])
+    val = np.array([0.1, 0.3, 0.5, 0.6, 0.8, 0.9])
+    y_eval = np.array([0, 0, 0, 1, 1, 1, 1])
+    test = np.array([0.2, 0.55, 0.7, 0.3, 0.65, 0.9, 0.95])
+    point = operating_point(y_val, val, y_eval, test, 0.75)
+    # Chosen on validation (0.6 keeps 3 of 4 positives there), then judged on evaluation:
+    # 3 of 4 positives and 2 of 3 negatives, not the recall the evaluation rows would pick.
+    assert point["threshold"] == 0.6 and point["validation_recall"] == 0.75
+    assert point["recall"] == 0.75 and point["specificity"] == pytest.approx(2 / 3)
+    assert choose_threshold(y_eval, test, 0.75) != point["threshold"]
 
 
 def test_binary_metrics_have_specificity_and_brier():
