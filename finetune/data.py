@@ -6,6 +6,7 @@ so a user never has to read a pandas or tokenizer traceback to find a typo in a 
 
 from __future__ import annotations
 
+import csv
 import difflib
 from collections import Counter
 from collections.abc import Sequence
@@ -13,14 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finetune.errors import UserError
+from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every CSV cell as the text written in it; only an empty cell is missing ("NA" is a label).
-CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding": "utf-8-sig"}
+# `index_col=False`: pandas would otherwise take the first field as an index when the first row
+# has more fields than the header (check_fields refuses such rows before pandas reads them).
+CSV_OPTIONS = {
+    "dtype": str,
+    "keep_default_na": False,
+    "na_values": [""],
+    "encoding": "utf-8-sig",
+    "index_col": False,
+}
+# What the table readers raise on a malformed file: pandas' ParserError, json and Unicode errors
+# and pyarrow's ArrowInvalid are ValueErrors, pyarrow's IO errors OSErrors. Anything else (a
+# MemoryError, a bug) is not the file's fault and keeps its traceback.
+READ_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, csv.Error)
+# Cell values that are not one text or number: JSON objects and lists, Parquet list columns.
+NESTED = (dict, list, tuple, set)
 
 
 @dataclass
@@ -96,7 +112,68 @@ def check_file(path: str | Path) -> str:
                 f"{path} is not UTF-8 text (it ends inside a character, offset "
                 f"{offset - len(pending)}). Re-save it as UTF-8."
             )
+    if kind in ("csv", "tsv"):
+        check_fields(path, kind)
     return kind
+
+
+def check_fields(path: Path, kind: str) -> None:
+    """Refuse a CSV/TSV row with more or fewer fields than the header, naming its line.
+
+    pandas would take extra fields as an index or drop them, and fill missing ones with empty
+    cells: a text holding an unquoted separator or line break would be cut without a word. A
+    short row is refused too rather than read: it is most often one half of a text split by an
+    unquoted line break, whose other half then reads as a row of its own."""
+    separator = "\t" if kind == "tsv" else ","
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # the default (128 KiB) would refuse long texts
+    header: list[str] | None = None
+    bad: list[tuple[int, int]] = []  # (line, fields) of the rows at fault
+    count, start = 0, 1
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=separator)
+            for fields in reader:
+                line, start = start, reader.line_num + 1  # a quoted text may span lines
+                if not fields:
+                    continue  # a blank line: pandas skips it too
+                if header is None:
+                    header = fields
+                elif len(fields) != len(header):
+                    count += 1
+                    if len(bad) < 5:
+                        bad.append((line, len(fields)))
+    except csv.Error as error:
+        raise UserError(
+            f"Could not read {path} as {kind.upper()}: line {start}: {first_line(error)}"
+        ) from None
+    finally:
+        csv.field_size_limit(limit)
+    if bad and header is not None:
+        raise UserError(_field_count_message(path, kind, header, bad, count))
+
+
+def _field_count_message(
+    path: Path, kind: str, header: list[str], bad: list[tuple[int, int]], count: int
+) -> str:
+    line, fields = bad[0]
+    others = [str(other) for other, _ in bad[1:]]
+    if count > len(bad):
+        others.append(f"{count - len(bad)} more")
+    also = f" (also lines {', '.join(others)})" if others else ""
+    what = "tab" if kind == "tsv" else "comma"
+    plural = "field" if fields == 1 else "fields"
+    message = f"{path} line {line}: {fields} {plural} where the header has {len(header)}{also}"
+    if fields > len(header):
+        message += f" (a text with an unquoted {what}?). Quote texts that hold the separator."
+    else:
+        message += (
+            " (a text with an unquoted line break, or missing separators?). Quote texts that "
+            "hold line breaks; give every row one field per column, empty ones too."
+        )
+    if kind == "csv" and len(header) == 1 and ("\t" in header[0] or ";" in header[0]):
+        message += " (The header has one column: is the file separated by tabs or semicolons?)"
+    return message
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -112,9 +189,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
         else:
             frame = pd.read_csv(path, **CSV_OPTIONS, sep="\t" if kind == "tsv" else ",")
-    except Exception as error:  # pandas/pyarrow parse errors: keep their detail, drop the traceback
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"Could not read {path} as {kind.upper()}: {message}") from None
+    except READ_ERRORS as error:  # parse errors: keep their detail, drop the traceback
+        raise UserError(f"Could not read {path} as {kind.upper()}: {first_line(error)}") from None
     if frame.empty:
         raise UserError(f"{path} has a header but no rows.")
     return frame
@@ -137,11 +213,18 @@ def find_column(frame: pd.DataFrame | list[str], name: str, role: str, source: s
     raise UserError(message)
 
 
-def _row_numbers(mask: pd.Series, path_kind: str) -> str:
+def _row_numbers(mask: pd.Series | np.ndarray, path_kind: str) -> str:
+    """The first rows where `mask` holds, as the file's line (CSV/TSV) or row numbers.
+
+    By position, not by index label: a table's index may be anything (a Parquet file's saved
+    index, text), while the n-th row read is the file's n-th row."""
+    import numpy as np
+
     # Header is line 1 in CSV/TSV, so data row i sits on line i + 2.
     offset = 2 if path_kind in ("csv", "tsv") else 1
-    rows = [int(i) + offset for i in mask[mask].index[:5]]
-    more = f" and {int(mask.sum()) - 5} more" if mask.sum() > 5 else ""
+    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+    rows = [int(i) + offset for i in positions[:5]]
+    more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
     where = "lines" if path_kind in ("csv", "tsv") else "rows"
     return f"{where} {', '.join(map(str, rows))}{more}"
 
@@ -153,6 +236,7 @@ def examples_from_frame(
     kind = READERS.get(Path(source).suffix.lower(), "rows")
     text_column = find_column(frame, text_column, "text", source)
     texts = frame[text_column]
+    check_scalars(texts, text_column, source, kind)
     empty = texts.isna() | (texts.astype(str).str.strip() == "")
     if empty.any():
         raise UserError(
@@ -168,6 +252,7 @@ def examples_from_frame(
 
 def label_strings(raw: pd.Series, column: str, source: str, kind: str) -> list[str]:
     """A label column as strings, refusing empty cells (named by line or row)."""
+    check_scalars(raw, column, source, kind)
     missing = raw.isna() | (raw.astype(str).str.strip() == "")
     if missing.any():
         raise UserError(
@@ -175,6 +260,26 @@ def label_strings(raw: pd.Series, column: str, source: str, kind: str) -> list[s
             f"{_row_numbers(missing, kind)}. Label or remove those rows."
         )
     return [_label_string(value) for value in raw]
+
+
+def check_scalars(values: Sequence[object], column: str, source: str, kind: str) -> None:
+    """Refuse cells holding a JSON object or list (or a Parquet list) instead of one value.
+
+    Read as text, `{"a": 1}` would become a label or a text of its own without a word.
+    `kind` is the file's kind (csv, jsonl, ...), for line or row numbers."""
+    import numpy as np
+
+    nested = np.array([isinstance(value, (*NESTED, np.ndarray)) for value in values], dtype=bool)
+    if nested.any():
+        raise nested_error(source, column, _row_numbers(nested, kind))
+
+
+def nested_error(source: str, column: str, rows: str) -> UserError:
+    """The one message for cells that hold a structure (`rows`: "lines 3, 7" or "rows 2")."""
+    return UserError(
+        f"{source}: column '{column}' holds a JSON object or list instead of a single value at "
+        f"{rows}. Give one text or value per cell: flatten those fields or pick one part of them."
+    )
 
 
 def _label_string(value: object) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from finetune.data import Examples, read_table
-from finetune.errors import UserError
+from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,10 +46,10 @@ def open_rgb(path: str | Path, max_side: int | None = None) -> Image.Image:
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        detail = first_line(error)
         if detail.startswith("cannot identify image file"):
             detail = "not an image format PIL can read"  # PIL's message repeats the path
-        raise UnreadableImage(detail or type(error).__name__) from None
+        raise UnreadableImage(detail) from None
     if max_side and min(rgb.size) > max_side:
         scale = max_side / min(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))

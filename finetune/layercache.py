@@ -28,6 +28,11 @@ from finetune.arrowdata import Column
 from finetune.heap import release_free_heap
 from finetune.inputs import Inputs, TokenBatches
 
+# What a forward pass raises when the shortened layer list or the pass-through embeddings do
+# not fit how an architecture calls them: an unexpected argument or attribute, a shape or
+# index check, a missing per-layer entry. A MemoryError or KeyboardInterrupt is none of these.
+SPLIT_ERRORS = (TypeError, AttributeError, ValueError, RuntimeError, IndexError, KeyError)
+
 
 def layer_list(model: nn.Module) -> tuple[str, nn.Module, str, nn.ModuleList]:
     """(name, parent, attribute, layers): the model's stack of transformer layers."""
@@ -156,7 +161,9 @@ def _computes_the_same(
         with torch.inference_mode(), autocast(device, bf16):
             whole = model(**to_device(inputs.collate([items[i] for i in rows]), device)).float()
             split = model(**to_device(cache.collate(rows), device)).float()
-    except Exception:  # an architecture that cannot be run from a middle layer
+    except torch.OutOfMemoryError:  # a RuntimeError, but no sign of an unsplittable model
+        raise
+    except SPLIT_ERRORS:  # an architecture that cannot be run from a middle layer
         return False
     finally:
         model.train(was_training)

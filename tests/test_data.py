@@ -3,8 +3,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finetune.data import Examples, check_train_eval, load_examples, stratified_split
-from finetune.errors import UserError
+from finetune.data import (
+    Examples,
+    _row_numbers,
+    check_train_eval,
+    load_examples,
+    stratified_split,
+)
+from finetune.errors import UserError, first_line
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -78,3 +84,154 @@ def test_stratified_split_is_seeded_and_keeps_every_class():
     assert [labels[i] for i in held].count("a") == 10
     assert [labels[i] for i in held].count("b") == 2
     assert "c" in [labels[i] for i in kept]  # a single example stays on the training side
+
+
+# --- Rows whose field count differs from the header's ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        # The first row's extra field used to become the pandas index: the text was cut.
+        (
+            "one.csv",
+            "text\nhello, world\nbye\n",
+            r"one.csv line 2: 2 fields where the header has 1 \(a text with an unquoted comma\?\)"
+            r"\. Quote texts that hold the separator\.",
+        ),
+        (
+            "later.csv",
+            'text,label\nhi,a\n"quoted, fine",b\nok,a\nyes,b\nno,a\nhello, world,b\nx,y, z,a\n',
+            r"later.csv line 7: 3 fields where the header has 2 \(also lines 8\) "
+            r"\(a text with an unquoted comma\?\)",
+        ),
+        (
+            "tabs.tsv",
+            "text\tlabel\nhi\ta\nhello\tworld\tb\n",
+            r"tabs.tsv line 3: 3 fields where the header has 2 \(a text with an unquoted tab\?\)",
+        ),
+        # A short row is refused too, by its physical line (the quoted text spans two lines):
+        # read, it would be half of a text split by an unquoted line break.
+        (
+            "short.csv",
+            'text,label\nhi,a\n"two\nlines",b\nhello\nworld,b\n',
+            r"short.csv line 5: 1 field where the header has 2 \(a text with an unquoted line "
+            r"break, or missing separators\?\)",
+        ),
+        (
+            "semicolons.csv",
+            "text;label\nhi, there;a\nhello;b\n",
+            r"line 2: 2 fields where the header has 1 .*separated by tabs or semicolons",
+        ),
+    ],
+)
+def test_rows_with_another_field_count_than_the_header_are_refused(
+    tmp_path, name, content, message
+):
+    with pytest.raises(UserError, match=message):
+        load_examples(write(tmp_path, name, content), "text", "label")
+
+
+def test_quoted_separators_and_line_breaks_read_whole(tmp_path):
+    path = write(tmp_path, "ok.csv", 'text\n"hello, world"\n\n"two\nlines"\n')
+    assert load_examples(path, "text", None).texts == ["hello, world", "two\nlines"]
+
+
+def test_bad_rows_are_named_by_position_whatever_the_index(tmp_path):
+    # A Parquet file keeps a pandas index; a text index used to crash the error path (int()).
+    frame = pd.DataFrame({"text": ["a", " ", "c"], "label": ["x", "y", "x"]}, index=["p", "q", "r"])
+    frame.to_parquet(tmp_path / "indexed.parquet")
+    with pytest.raises(UserError, match="empty text in column 'text' at rows 2"):
+        load_examples(tmp_path / "indexed.parquet", "text", "label")
+    mask = pd.Series([False, True, True], index=[10.5, "b", None])
+    assert _row_numbers(mask, "csv") == "lines 3, 4"
+
+
+def test_predict_data_refuses_a_text_with_an_unquoted_comma(tmp_path, monkeypatch):
+    """The first row's extra field used to become the index: predictions for cut texts."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from finetune.cli import app
+    from recipes.customer_service import recipe
+
+    loaded = SimpleNamespace(
+        config=recipe.config(),
+        labels=["a", "b"],
+        predict_proba=lambda texts: np.tile([0.25, 0.75], (len(texts), 1)),
+    )
+    monkeypatch.setattr(recipe, "load", lambda run: loaded)
+    inbox = write(tmp_path, "inbox.csv", "text\nhello, I want a refund\nwhere is my parcel\n")
+    output = tmp_path / "predictions.csv"
+    arguments = ["customer-service", "predict", "--run", str(tmp_path), "--data", str(inbox)]
+    result = CliRunner().invoke(app, [*arguments, "--output", str(output)])
+    assert result.exit_code == 2, result.output
+    assert "inbox.csv line 2: 2 fields where the header has 1" in result.output
+    assert "Traceback" not in result.output and not output.exists()
+
+    write(tmp_path, "inbox.csv", 'text\n"hello, I want a refund"\nwhere is my parcel\n')
+    result = CliRunner().invoke(app, [*arguments, "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(output)
+    assert written["text"].tolist() == ["hello, I want a refund", "where is my parcel"]
+    assert written["predicted_label"].tolist() == ["b", "b"]
+
+
+# --- Cells that hold a structure -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (
+            [{"text": "hi", "label": "a"}, {"text": {"body": "hello"}, "label": "b"}],
+            "d.jsonl: column 'text' holds a JSON object or list instead of a single value at "
+            "rows 2",
+        ),
+        (
+            [{"text": "hi", "label": "a"}, {"text": "yo", "label": ["a", "b"]}],
+            "d.jsonl: column 'label' holds a JSON object or list instead of a single value at "
+            "rows 2",
+        ),
+    ],
+)
+def test_json_objects_and_lists_in_cells_are_refused(tmp_path, rows, message):
+    import json
+
+    path = write(tmp_path, "d.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UserError, match=message):
+        load_examples(path, "text", "label")
+
+
+def test_parquet_list_cells_are_refused(tmp_path):
+    frame = pd.DataFrame({"text": [["a", "b"], ["c"]], "label": ["x", "y"]})
+    frame.to_parquet(tmp_path / "lists.parquet")
+    with pytest.raises(UserError, match="column 'text' holds a JSON object or list .* rows 1, 2"):
+        load_examples(tmp_path / "lists.parquet", "text", "label")
+
+
+# --- Only parse errors become "could not read" ------------------------------------------------
+
+
+@pytest.mark.parametrize("memory_map", [False, True])
+def test_a_memory_error_in_the_reader_is_not_a_could_not_read(tmp_path, monkeypatch, memory_map):
+    from finetune import arrowdata
+
+    path = write(tmp_path, "d.csv", "text,label\nhi,a\n")
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pd, "read_csv", out_of_memory)
+    with pytest.raises(MemoryError):
+        (arrowdata.load_examples if memory_map else load_examples)(path, "text", "label")
+
+
+def test_parse_errors_keep_their_first_line(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"text": "hi", "label": "a"}\n{"text": oops}\n')
+    with pytest.raises(UserError, match=r"Could not read .*d.jsonl as JSONL: \S"):
+        load_examples(path, "text", "label")
+    assert first_line(ValueError("first\nsecond")) == "first"
+    assert first_line(MemoryError()) == "MemoryError"

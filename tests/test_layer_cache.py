@@ -146,3 +146,16 @@ def test_image_recipes_refuse_lora_layers():
 
     with pytest.raises(UserError, match="model.lora_layers .* is for text backbones"):
         check(images.config(model={"lora_layers": 2}))
+
+
+def test_a_memory_error_while_checking_the_split_is_not_taken_for_an_unsplittable_model(
+    tiny_model_dir, monkeypatch
+):
+    model, inputs = built(tiny_model_dir)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(layercache, "upper_states", out_of_memory)
+    with pytest.raises(MemoryError):
+        layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False)

