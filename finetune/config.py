@@ -45,8 +45,8 @@ class DataConfig:
     max_length: int = 128
     # Replace emails, phone numbers and card numbers before training and prediction.
     redact_pii: bool = False
-    # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the second
-    # label in sorted order.
+    # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the data
+    # card's positive_class, else an obvious pair (no/yes, 0/1...), else the run stops and asks.
     positive_label: str | None = None
     # Keep texts, labels and token ids in memory-mapped Arrow files on disk instead of in
     # memory (recipes that read a text table): for training files larger than RAM.

@@ -69,6 +69,9 @@ class _FoldRecipe:
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         return self._split
 
+    def card(self, config: Config) -> dict[str, Any] | None:
+        return self._recipe.card(self._config)  # the real data's card, not "bundled data"'s
+
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         self.scores, self.y_eval = dict(context.scores), context.y_eval
         # The recipe sees the configuration it was given (its data paths), not the fold's.
@@ -91,6 +94,8 @@ def pooled_examples(recipe: Recipe, config: Config) -> Examples:
         import pandas as pd
 
         features = pd.concat([train.features, evaluation.features], ignore_index=True)
+        # pandas keeps attrs (a table's schema) only when both parts agree: the training's.
+        features.attrs = dict(train.features.attrs)
     return Examples(
         train.texts + evaluation.texts,
         train.labels + evaluation.labels,
@@ -124,7 +129,14 @@ def fold_indices(labels: list[str], folds: int, seed: int) -> list[tuple[list[in
 def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -> CrossValidation:
     """Run one fine-tune per fold and write the summary folder (atomically, like a run)."""
     from finetune.models import pick_device
-    from finetune.run import environment, output_folder, peak_memory_mb, staged, train
+    from finetune.run import (
+        environment,
+        output_folder,
+        peak_memory_mb,
+        positive_label,
+        staged,
+        train,
+    )
 
     started = time.perf_counter()
     config = config.validate()
@@ -132,6 +144,10 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
     k, seed = config.eval.folds, config.train.seed
     examples = pooled_examples(recipe, config)
     splits = fold_indices(examples.labels, k, config.data.split_seed)
+    # One positive class for every fold, resolved once as a single run would (flag, card, pair).
+    positive = positive_label(
+        sorted(set(examples.labels)), config.data.positive_label, recipe.card(config)
+    )
 
     fold_metrics: list[dict[str, Any]] = []
     out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
@@ -147,7 +163,7 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
             )
             fold_config = replace(
                 config,
-                data=replace(config.data, path=None, eval_path=None),
+                data=replace(config.data, path=None, eval_path=None, positive_label=positive),
                 eval=replace(config.eval, folds=0),
                 output=str(tmp / name),
                 overwrite=False,

@@ -121,6 +121,17 @@ class Recipe:
         """The recipe's own (train, test) split, used when no --data is given."""
         raise UserError(f"The {self.name} recipe ships no dataset: pass --data PATH.")
 
+    def card(self, config: Config) -> dict[str, Any] | None:
+        """The YAML header of the data card describing the data in use (its `positive_class`
+        decides a two-class task's positive label): the bundled dataset's, if the recipe has
+        one, for runs on bundled data; recipes with a `--card` option override this."""
+        if config.data.path is not None or len(self.datasets) != 1:
+            return None
+        from finetune.datacard import find_card, read_card
+
+        path = find_card(self.datasets[0])
+        return None if path is None else {**read_card(path)[0], "_file": str(path)}
+
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
         """Turn a user's file into examples (text + label). Recipes with tables override this.
 

@@ -297,7 +297,9 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     overlap = None if recipe.inputs == "image" else shared_texts(train_ex.texts, eval_ex.texts)
     if overlap:
         print(f"Warning: {overlap_line(overlap)}")
-    labels = label_order(sorted(set(train_ex.labels)), config.data.positive_label)
+    labels = label_order(
+        sorted(set(train_ex.labels)), config.data.positive_label, recipe.card(config)
+    )
     y_train_all, y_eval = label_ids(train_ex.labels, labels), label_ids(eval_ex.labels, labels)
     fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
     if config.eval.target_recall is not None and len(labels) == 2 and not val_rows:
@@ -593,20 +595,96 @@ def _redact(texts: Sequence[str]) -> tuple[Sequence[str], Any]:
     return texts.transform(redact_chunk, pa.string()), total
 
 
-def label_order(labels: list[str], positive: str | None) -> list[str]:
-    """Sorted labels, except that a binary task's positive label goes second (id 1)."""
-    if positive is None:
-        return labels
+# Two-class labels whose meaning says which is positive: (negative, positive), compared in
+# lower case. Numbers (0/1, -1/1, 0.0/1.0) and "not X"/"X" pairs are recognised separately.
+OBVIOUS_PAIRS = (
+    ("no", "yes"),
+    ("n", "y"),
+    ("false", "true"),
+    ("f", "t"),
+    ("negative", "positive"),
+    ("neg", "pos"),
+    ("benign", "malignant"),
+    ("absent", "present"),
+    ("healthy", "sick"),
+    ("healthy", "diseased"),
+    ("healthy", "disease"),
+    ("normal", "abnormal"),
+    ("control", "case"),
+)
+NEGATING_PREFIXES = ("not ", "not_", "not-", "non ", "non_", "non-")
+
+
+def positive_label(labels: list[str], given: str | None, card: dict[str, Any] | None) -> str | None:
+    """The positive class of a two-class task (None with more classes).
+
+    In order: `data.positive_label` (--positive-label), else the data card's `positive_class`,
+    else the second of an obvious pair (no/yes, 0/1, benign/malignant, ...). Never the
+    alphabetical order: "disease"/"healthy" would make the healthy patients the positives and
+    report their recall as the sensitivity. Every run and cross-validation resolve it here.
+    """
+    labels = sorted(labels)
+    if given is not None:
+        if len(labels) != 2:
+            raise UserError(
+                f"data.positive_label applies to two-class tasks; this data has {len(labels)} "
+                "classes."
+            )
+        if given not in labels:
+            raise UserError(
+                f"data.positive_label {given!r} is not a label of the training data; its labels "
+                f"are {labels[0]!r} and {labels[1]!r}."
+            )
+        return given
     if len(labels) != 2:
+        return None
+    declared = (card or {}).get("positive_class")
+    if declared is not None:
+        if str(declared) not in labels:
+            where = card.get("_file") or f"data card {card.get('name', '')}".strip()
+            raise UserError(
+                f"{where}: positive_class {declared!r} is not a label of the training data "
+                f"({labels[0]!r}, {labels[1]!r}); fix the card or pass --positive-label."
+            )
+        return str(declared)
+    obvious = _obvious_positive(labels)
+    if obvious is None:
         raise UserError(
-            f"data.positive_label applies to two-class tasks; this data has {len(labels)} classes."
+            f"Two classes, {labels[0]!r} and {labels[1]!r}, and nothing says which is the "
+            f"positive one (its recall, F1 and AUC are reported): pass --positive-label "
+            f"{labels[1]} or --positive-label {labels[0]} (data.positive_label)."
         )
-    if positive not in labels:
-        raise UserError(
-            f"data.positive_label {positive!r} is not a label of the training data; its labels "
-            f"are {labels[0]!r} and {labels[1]!r}."
-        )
-    return [label for label in labels if label != positive] + [positive]
+    return obvious
+
+
+def _obvious_positive(labels: list[str]) -> str | None:
+    a, b = labels
+    try:
+        numbers = {float(a): a, float(b): b}
+    except ValueError:
+        numbers = {}
+    if set(numbers) in ({0.0, 1.0}, {-1.0, 1.0}):
+        return numbers[1.0]
+    lower = {a.strip().lower(): a, b.strip().lower(): b}
+    for negative, positive in OBVIOUS_PAIRS:
+        if set(lower) == {negative, positive}:
+            return lower[positive]
+    for one, other in ((a, b), (b, a)):
+        if any(one.lower() == prefix + other.lower() for prefix in NEGATING_PREFIXES):
+            return other
+    return None
+
+
+def label_order(
+    labels: list[str], positive: str | None, card: dict[str, Any] | None = None
+) -> list[str]:
+    """Sorted labels, except that a two-class task's positive label (`positive_label`) goes
+    second (id 1), where metrics, thresholds and reports look for it."""
+    labels = sorted(labels)
+    resolved = positive_label(labels, positive, card)
+    if resolved is None:
+        return labels
+    return [label for label in labels if label != resolved] + [resolved]
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:

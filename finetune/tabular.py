@@ -82,13 +82,30 @@ class Column:
         bands = tuple((upper, str(word)) for upper, word in spec.get("bands") or ())
         return cls(name, kind, str(spec.get("name") or name), str(spec.get("unit") or ""), bands)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for a run's schema.json (`from_dict` reads it back)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "title": self.title,
+            "unit": self.unit,
+            "bands": [list(band) for band in self.bands],
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Column:
+        bands = tuple((upper, str(word)) for upper, word in saved.get("bands") or ())
+        return cls(saved["name"], saved["kind"], saved["title"], saved.get("unit") or "", bands)
+
 
 def table_card(path: str | Path) -> dict[str, Any]:
     """The YAML header of a data card (finetune.datacard), its `feature_columns` checked.
 
     Each feature column may give `name` (what records call it), `unit`, `type` (numeric,
     categorical or text; `categorical/text`, as `finetune data card --write` drafts it, means
-    "infer which") and `bands` (reference ranges).
+    "infer which") and `bands` (reference ranges); units and bands only on numeric columns
+    (checked again against the data's inferred kinds when a table is read). `positive_class`
+    must be one of `classes`. The header gets `_file` (the card's path) for error messages.
     """
     from finetune.datacard import read_card
 
@@ -115,7 +132,33 @@ def table_card(path: str | Path) -> dict[str, Any]:
                 "fill it in or delete the line (records would print it)."
             )
         _check_bands(path, column, spec.get("bands"))
-    return header
+        if kind in ("categorical", "text"):
+            _check_numeric_only(str(path), column, kind, spec)
+    _check_positive_class(path, header)
+    return {**header, "_file": str(path)}
+
+
+def _check_numeric_only(card: str, column: str, kind: str, spec: dict[str, Any]) -> None:
+    """Units and reference ranges describe numbers: on a category they print nonsense
+    ("smoker: yes years") or cannot be compared at all."""
+    for key, what in (("bands", "reference ranges compare numbers"), ("unit", "units")):
+        if spec.get(key):
+            raise UserError(
+                f"{card}: column '{column}' is {kind} but has {key} ({what} only apply to "
+                f"numeric columns); delete its {key}, or declare it `type: numeric` if it "
+                "holds numbers."
+            )
+
+
+def _check_positive_class(path: Path, header: dict[str, Any]) -> None:
+    positive, classes = header.get("positive_class"), header.get("classes")
+    if positive is None or not classes:
+        return
+    if str(positive) not in {str(c) for c in classes}:
+        raise UserError(
+            f"{path}: positive_class {positive!r} is not one of its classes "
+            f"({', '.join(map(str, classes))}); write one of them."
+        )
 
 
 def _check_bands(path: Path, column: str, bands: Any) -> None:
@@ -145,31 +188,72 @@ def table_examples(
     card: dict[str, Any] | None = None,
     positive_label: str | None = None,
     drop: list[str] | tuple[str, ...] = (),
+    schema: dict[str, Any] | None = None,
 ) -> Examples:
     """Check a table and turn each row into a record text; labels when `label_column` is given.
 
     More than two label values need `positive_label`: that value against the rest. A column
     empty in every row is an error in labelled data (nothing to learn from it) but not in a
     file to predict on, where one patient may simply lack a measurement.
+
+    With `schema` (a trained run's, see `run_schema`) the columns are read exactly as in
+    training: same kinds, names, units and bands, nothing re-inferred or dropped for looking
+    like an identifier in this file. A column the schema has and the file lacks is an error;
+    one it does not have is named in a printed note and never read.
     """
     kind_of_file = READERS.get(Path(source).suffix.lower(), "rows")
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
-    described = (card or {}).get("feature_columns") or {}
     labels: list[str] = []
     if label_column is not None:
         label_column = find_column(frame, label_column, "label", source)
         labels = _binary_labels(
             frame[label_column], source, label_column, kind_of_file, positive_label
         )
-    declared_ids = set((card or {}).get("identifier_columns") or [])
+    if schema is not None:
+        columns, values, dropped = _schema_columns(frame, source, label_column, schema)
+    else:
+        columns, values, dropped = _read_columns(frame, source, label_column, card, drop)
+    if not columns:
+        raise UserError(f"{source}: no feature columns left besides the label.")
+    import pandas as pd
+
+    features = pd.DataFrame({c.name: values[c.name] for c in columns})
+    # Travels with the rows (subsets and pooled folds keep it) so reports can list what was
+    # dropped and the run can save the schema its records were rendered with.
+    features.attrs.update(
+        dropped=dropped, columns=[c.as_dict() for c in columns], label_column=label_column
+    )
+    texts = [record_text(row, columns) for row in features.itertuples(index=False)]
+    return Examples(texts, labels, source, features)
+
+
+def _read_columns(
+    frame: pd.DataFrame,
+    source: str,
+    label_column: str | None,
+    card: dict[str, Any] | None,
+    drop: list[str] | tuple[str, ...],
+) -> tuple[list[Column], dict[str, Any], dict[str, str]]:
+    """Kinds from the card or the values; identifier-like columns dropped with a warning."""
+    kind_of_file = READERS.get(Path(source).suffix.lower(), "rows")
+    described = (card or {}).get("feature_columns") or {}
+    card_name = (card or {}).get("_file") or "the data card"
     unknown = sorted(set(drop) - set(frame.columns))
     if unknown:
         raise UserError(
             f"{source}: options.drop_columns names columns the file does not have: "
             f"{', '.join(unknown)}. Columns found: {', '.join(frame.columns)}."
         )
-
+    absent = [name for name in described if name not in frame.columns]
+    if absent and label_column is not None:
+        warnings.warn(
+            f"{card_name} describes columns {source} does not have: {', '.join(absent)} "
+            "(misspelt in the card or renamed in the file?).",
+            UserWarning,
+            stacklevel=3,
+        )
+    declared_ids = set((card or {}).get("identifier_columns") or [])
     columns: list[Column] = []
     values: dict[str, Any] = {}
     dropped = {name: "options.drop_columns" for name in drop}
@@ -186,15 +270,12 @@ def table_examples(
             )
         spec = described.get(name) or {}
         kind = spec.get("type") if spec.get("type") in KINDS else _infer_kind(raw[~missing])
+        if kind != "numeric":
+            _check_numeric_only(card_name, name, kind, spec)
         # Identifiers go before parsing: a code column with a stray letter is not an error.
         reason = None if name in described else _identifier_name(name)
         if reason is None:
-            if kind == "numeric":
-                parsed = _numbers(raw, name, source, kind_of_file)
-            else:  # categories coded as numbers read "2", not "2.0"
-                parsed = raw.map(
-                    lambda v: v if _is_missing(v) or isinstance(v, str) else _number_text(v)
-                ).astype(object)
+            parsed = _parse(raw, kind, name, source, kind_of_file)
             if name not in described:
                 reason = _identifier_values(parsed[~missing], kind)
         if reason:
@@ -203,21 +284,85 @@ def table_examples(
                 "model or the baselines. If it is a real measurement, describe it in a data "
                 "card (--card).",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             dropped[name] = reason
             continue
         values[name] = parsed
         columns.append(Column.from_card(name, kind, spec))
-    if not columns:
-        raise UserError(f"{source}: no feature columns left besides the label.")
-    import pandas as pd
+    return columns, values, dropped
 
-    features = pd.DataFrame({c.name: values[c.name] for c in columns})
-    # Travels with the rows (subsets and pooled folds keep it) so reports can list it.
-    features.attrs["dropped"] = dropped
-    texts = [record_text(row, columns) for row in features.itertuples(index=False)]
-    return Examples(texts, labels, source, features)
+
+def _schema_columns(
+    frame: pd.DataFrame, source: str, label_column: str | None, schema: dict[str, Any]
+) -> tuple[list[Column], dict[str, Any], dict[str, str]]:
+    """The training columns read from `frame` as training read them."""
+    import difflib
+
+    kind_of_file = READERS.get(Path(source).suffix.lower(), "rows")
+    columns = [Column.from_dict(saved) for saved in schema["columns"]]
+    dropped = dict(schema.get("dropped") or {})
+    known = {c.name for c in columns} | set(dropped) | {label_column, schema.get("label_column")}
+    extra = [name for name in frame.columns if name not in known]
+    missing = [c.name for c in columns if c.name not in frame.columns]
+    if missing:
+        close = difflib.get_close_matches(missing[0], extra, n=1)
+        hint = f" (is '{close[0]}' the column '{missing[0]}' renamed?)" if close else ""
+        raise UserError(
+            f"{source}: lacks columns the model was trained on: {', '.join(missing)}{hint}. "
+            "Add them with these names (leave a cell empty where a value is unknown); "
+            f"columns found: {', '.join(frame.columns)}."
+        )
+    if extra:
+        print(
+            f"Note: {source} has columns the model was not trained on, ignored: {', '.join(extra)}."
+        )
+    values = {
+        c.name: _parse(_cells(frame[c.name]), c.kind, c.name, source, kind_of_file) for c in columns
+    }
+    return columns, values, dropped
+
+
+def _parse(raw: pd.Series, kind: str, name: str, source: str, kind_of_file: str) -> pd.Series:
+    """Cells (missing markers already NaN) as numbers, or as strings for other kinds."""
+    if kind == "numeric":
+        return _numbers(raw, name, source, kind_of_file)
+    # Categories coded as numbers read "2", not "2.0".
+    return raw.map(lambda v: v if _is_missing(v) or isinstance(v, str) else _number_text(v)).astype(
+        object
+    )
+
+
+SCHEMA_FILE = "schema.json"
+
+
+def save_schema(folder: Path, features: pd.DataFrame) -> None:
+    """Write the columns training read (kinds, record names, units, bands), the label column
+    and what was dropped, so files scored later are rendered the same way (`run_schema`)."""
+    import json
+
+    if "columns" not in features.attrs:
+        raise ValueError("features without the column attrs table_examples sets")
+    schema = {
+        "label_column": features.attrs.get("label_column"),
+        "columns": features.attrs["columns"],
+        "dropped": features.attrs.get("dropped", {}),
+    }
+    (folder / SCHEMA_FILE).write_text(json.dumps(schema, indent=2), encoding="utf-8")
+
+
+def run_schema(config: Any) -> dict[str, Any] | None:
+    """The training schema when `config` is a finished run's (what `Run.load` returns points
+    at its folder); None while a run is being trained (its folder is new, or is being
+    replaced with --overwrite) and for runs saved before schemas existed."""
+    import json
+
+    if not config.output or config.overwrite:
+        return None
+    folder = Path(config.output)
+    if not (folder / "labels.json").is_file() or not (folder / SCHEMA_FILE).is_file():
+        return None
+    return json.loads((folder / SCHEMA_FILE).read_text(encoding="utf-8"))
 
 
 def record_text(row: tuple | list, columns: list[Column]) -> str:

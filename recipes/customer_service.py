@@ -11,7 +11,7 @@ from importlib.resources import files
 
 from finetune.config import Config
 from finetune.data import Examples, load_examples
-from finetune.recipe import Recipe
+from finetune.recipe import POSITIVE_LABEL, Recipe
 
 BUNDLED_DATA = files("recipes") / "data" / "customer_service"
 
@@ -38,6 +38,8 @@ class CustomerService(Recipe):
     }
     baselines = ("tfidf_logreg", "embedding_logreg")
     datasets = ("shop_intents",)
+    # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
+    flags = (POSITIVE_LABEL,)
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         # The bundled files always use text/label, whatever columns the user's own data has.

@@ -19,7 +19,7 @@ from typing import Any
 
 from finetune.config import Config
 from finetune.data import Examples
-from finetune.recipe import EvalContext, Flag, Recipe
+from finetune.recipe import POSITIVE_LABEL, EvalContext, Flag, Recipe
 
 BUNDLED_NAME = "mnist_5k"
 # The bundled split: fixed, whatever --seed says, so every run scores the same test images.
@@ -86,6 +86,7 @@ class ImageClassification(Recipe):
         Flag(
             "--strict", "image.strict", "Stop at an unreadable image instead of skipping it.", bool
         ),
+        POSITIVE_LABEL,
     )
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:

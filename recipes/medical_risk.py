@@ -31,6 +31,8 @@ from finetune.tabular import (
     gradient_boosting,
     logistic_regression,
     records_section,
+    run_schema,
+    save_schema,
     table_card,
     table_examples,
 )
@@ -117,15 +119,18 @@ class MedicalRisk(Recipe):
         return splits[0], splits[1] if len(splits) > 1 else None
 
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
+        """A user's table as records. With a trained run's config (`recipe.load(folder)`,
+        `evaluate`, `predict`) the run's schema.json decides how columns read, not this file."""
         frame = read_table(path)
-        card = self.card(config)
+        schema = run_schema(config)
+        card = None if schema is not None else self.card(config)
         label = config.data.label_column
-        from_card = (card or {}).get("label_column")
+        known = (schema or card or {}).get("label_column")
         # A model trained on a bundled dataset reads files laid out like it (Pima's `type`).
-        if label not in frame.columns and from_card in frame.columns:
-            label = from_card
+        if label not in frame.columns and known in frame.columns:
+            label = known
         if not labelled:
-            frame = frame.drop(columns=[c for c in (label, from_card) if c in frame.columns])
+            frame = frame.drop(columns=[c for c in (label, known) if c in frame.columns])
         return table_examples(
             frame,
             str(path),
@@ -133,7 +138,12 @@ class MedicalRisk(Recipe):
             card,
             config.data.positive_label,
             config.options.drop_columns,
+            schema=schema,
         )
+
+    def save_files(self, folder: Path, context: EvalContext) -> None:
+        """schema.json: how training read each column, for the files scored later."""
+        save_schema(folder, context.train.features)
 
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         """Which columns the records hold, how often each is missing, what was dropped."""

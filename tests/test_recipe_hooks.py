@@ -17,7 +17,7 @@ from finetune.data import Examples, stratified_split
 from finetune.errors import UserError
 from finetune.metrics import at_threshold, choose_threshold, classification_metrics, operating_point
 from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe
-from finetune.run import class_weights, label_order
+from finetune.run import class_weights, label_order, positive_label
 
 WORDS = {"yes": ["great", "love", "perfect", "superb"], "no": ["awful", "broken", "bad", "poor"]}
 
@@ -171,7 +171,7 @@ def test_recipe_flags_reach_the_config(tiny_model_dir, tmp_path):
 
 
 def test_label_order_checks_positive_label():
-    assert label_order(["a", "b"], None) == ["a", "b"]
+    assert label_order(["a", "b", "c"], None) == ["a", "b", "c"]  # multiclass: sorted
     assert label_order(["a", "b"], "a") == ["b", "a"]
     with pytest.raises(UserError, match="not a label"):
         label_order(["a", "b"], "c")
@@ -222,3 +222,33 @@ def test_examples_subset_keeps_features_aligned():
         examples.features["score"][3],
         examples.features["score"][1],
     ]
+
+
+def test_positive_label_comes_from_the_flag_then_the_card_then_an_obvious_pair():
+    """Never from alphabetical order: the positive class goes second (id 1), whose recall is
+    the reported sensitivity."""
+    card = {"positive_class": "deceased", "_file": "cards/icu.md"}
+    # The flag wins over the card, the card over an obvious pair.
+    assert label_order(["deceased", "survived"], "survived", card) == ["deceased", "survived"]
+    assert label_order(["deceased", "survived"], None, card) == ["survived", "deceased"]
+    assert label_order(["No", "Yes"], None, {"positive_class": "No"}) == ["Yes", "No"]
+    for labels, positive in [
+        (["No", "Yes"], "Yes"),
+        (["0", "1"], "1"),
+        (["1.0", "0.0"], "1.0"),
+        (["-1", "1"], "1"),
+        (["TRUE", "false"], "TRUE"),
+        (["benign", "malignant"], "malignant"),
+        (["disease", "healthy"], "disease"),  # alphabetical order would pick "healthy"
+        (["absent", "present"], "present"),
+        (["N", "y"], "y"),
+        (["face", "non_face"], "face"),
+        (["not spam", "spam"], "spam"),
+    ]:
+        assert positive_label(labels, None, None) == positive, labels
+        assert label_order(labels, None)[1] == positive, labels
+    with pytest.raises(UserError, match=r"'deceased' and 'survived'.*--positive-label"):
+        label_order(["survived", "deceased"], None)
+    with pytest.raises(UserError, match=r"cards/icu.md: positive_class 'deceased' is not a label"):
+        label_order(["sick", "well"], None, card)
+    assert positive_label(["a", "b", "c"], None, card) is None  # the card's class is not asked

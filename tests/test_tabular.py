@@ -254,3 +254,102 @@ def test_a_drafted_card_must_be_completed_before_it_is_read(tmp_path):
     header = table_card(card)  # smoker's drafted type, categorical/text, means "infer"
     examples = read(data, label_column="label", card=header)
     assert examples.texts == ["age: 50 years; smoker: yes", "age: 61 years; smoker: no"]
+
+
+def test_card_units_and_bands_only_on_numeric_columns(tmp_path):
+    """A categorical column given bands used to end in a TypeError (text < number)."""
+    data = write(
+        tmp_path,
+        "stages.csv",
+        pd.DataFrame({"stage": ["I", "II", "III", "IV"], "label": ["a", "b", "a", "b"]}),
+    )
+    card = tmp_path / "card.md"
+    bands = "bands: [[2, early], [null, late]]"
+    card.write_text(f"---\nfeature_columns:\n  stage: {{type: categorical, {bands}}}\n---\n")
+    with pytest.raises(UserError) as error:  # declared categorical: refused with the card
+        table_card(card)
+    message = str(error.value)
+    assert message.startswith(f"{card}: column 'stage' is categorical but has bands")
+    assert "type: numeric" in message and "\n" not in message
+    # Kind left to the data (inferred categorical): refused when the table is read.
+    card.write_text(f"---\nfeature_columns:\n  stage: {{{bands}}}\n---\n")
+    with pytest.raises(UserError, match=f"^{card}: column 'stage' is categorical but has bands"):
+        read(data, label_column="label", card=table_card(card))
+    card.write_text("---\nfeature_columns:\n  stage: {unit: years}\n---\n")
+    with pytest.raises(UserError, match="column 'stage' is categorical but has unit"):
+        read(data, label_column="label", card=table_card(card))
+    card.write_text("---\nclasses: [a, b]\npositive_class: c\n---\n")
+    with pytest.raises(UserError, match=r"positive_class 'c' is not one of its classes \(a, b\)"):
+        table_card(card)
+    # Numbers with units and bands are what cards are for.
+    card.write_text(
+        "---\nfeature_columns:\n  n: {unit: cm, bands: [[2, low], [null, high]]}\n---\n"
+    )
+    numbers = write(tmp_path, "n.csv", pd.DataFrame({"n": [1, 3], "label": ["a", "b"]}))
+    assert read(numbers, label_column="label", card=table_card(card)).texts == [
+        "n: 1 cm (low)",
+        "n: 3 cm (high)",
+    ]
+
+
+def test_a_card_describing_absent_columns_is_named(tmp_path):
+    data = write(tmp_path, "g.csv", pd.DataFrame({"glucose": [1, 2], "label": ["a", "b"]}))
+    card = {"feature_columns": {"glucse": {"unit": "mg/dL"}}, "_file": "mine.md"}
+    with pytest.warns(UserWarning, match="mine.md describes columns .* does not have: glucse"):
+        read(data, label_column="label", card=card)
+
+
+def schema_run(tmp_path, frame: pd.DataFrame):
+    """A run folder holding only what reading needs (schema.json, labels.json), and the
+    training examples its schema comes from, read by the medical-risk recipe."""
+    import json
+
+    from finetune.tabular import save_schema
+    from recipes.medical_risk import recipe
+
+    data = write(tmp_path, "train.csv", frame)
+    config = recipe.config(data={"path": str(data), "label_column": "outcome"})
+    train = recipe.read(data, config)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_schema(folder, train.features)
+    (folder / "labels.json").write_text(json.dumps({"labels": ["well", "sick"]}))
+    return train, recipe.config(data={"label_column": "outcome"}, output=str(folder))
+
+
+def test_a_trained_schema_renders_prediction_files_like_training(tmp_path, capsys):
+    """`visits` repeats in training (a feature), but twelve rows of it, one per value, are
+    unique consecutive whole numbers: re-typed on their own they look like a row counter."""
+    from finetune.tabular import run_schema
+    from recipes.medical_risk import recipe
+
+    frame = pd.DataFrame(
+        {
+            "visits": [v for v in range(1, 13) for _ in (0, 1)],
+            "stage": ["02", "II", "03", "IV"] * 6,  # codes, not numbers: categorical
+            "outcome": ["sick", "well", "well", "sick"] * 6,
+        }
+    )
+    train, config = schema_run(tmp_path, frame)
+    assert list(train.features.columns) == ["visits", "stage"]
+    rows = frame.iloc[::2]
+    new = write(tmp_path, "new.csv", rows.drop(columns=["outcome"]).assign(clinic="north"))
+    capsys.readouterr()
+    records = recipe.read(new, config, labelled=False)
+    assert records.texts == [train.texts[i] for i in rows.index]
+    assert "columns the model was not trained on, ignored: clinic" in capsys.readouterr().out
+    # Re-typed alone, `visits` would have been dropped and the codes read as numbers ("2").
+    assert records.texts[0] == "visits: 1; stage: 02"
+    labelled = recipe.read(write(tmp_path, "lab.csv", rows), config)  # evaluate --data
+    assert labelled.texts == records.texts and labelled.labels == list(rows["outcome"])
+
+    renamed = write(tmp_path, "renamed.csv", rows.rename(columns={"visits": "Visits"}))
+    with pytest.raises(UserError) as error:
+        recipe.read(renamed, config, labelled=False)
+    message = str(error.value)
+    assert message.startswith(f"{renamed}: lacks columns the model was trained on: visits")
+    assert "'Visits' the column 'visits' renamed" in message and "\n" not in message
+    # A config being trained (a new folder, or one replaced with --overwrite) has no schema.
+    from dataclasses import replace
+
+    assert run_schema(config) is not None and run_schema(replace(config, overwrite=True)) is None
