@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.data import READERS, Examples, _row_numbers, find_column, label_strings
+from finetune.data import (
+    READERS,
+    Examples,
+    _row_numbers,
+    check_scalars,
+    find_column,
+    label_strings,
+)
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -204,6 +211,9 @@ def table_examples(
     kind_of_file = READERS.get(Path(source).suffix.lower(), "rows")
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
+    for column in frame.columns:  # a JSON object or list is not a measurement
+        if frame[column].dtype == object:
+            check_scalars(frame[column], column, source, kind_of_file)
     labels: list[str] = []
     if label_column is not None:
         label_column = find_column(frame, label_column, "label", source)

@@ -353,3 +353,15 @@ def test_a_trained_schema_renders_prediction_files_like_training(tmp_path, capsy
     from dataclasses import replace
 
     assert run_schema(config) is not None and run_schema(replace(config, overwrite=True)) is None
+
+
+def test_a_json_list_in_a_feature_column_is_refused(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(
+        '{"age": 50, "tags": ["smoker"], "outcome": "yes"}\n'
+        '{"age": 60, "tags": "none", "outcome": "no"}\n'
+    )
+    from finetune.data import read_table
+
+    with pytest.raises(UserError, match=r"column 'tags' holds a JSON object or list.*rows? 1"):
+        table_examples(read_table(path), str(path), "outcome")
