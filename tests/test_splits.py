@@ -60,7 +60,7 @@ def test_run_reports_overlap_between_training_and_evaluation(tiny_model_dir, tmp
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     config = recipe.config(
-        data={"path": str(tmp_path / "t.csv")},
+        data={"path": str(tmp_path / "t.csv"), "positive_label": "refund"},
         model={"name": str(tiny_model_dir), "lora_r": 4},
         train={"max_steps": 2},
         output=str(tmp_path / "run"),
