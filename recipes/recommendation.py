@@ -185,6 +185,18 @@ class Recommendation(Recipe):
             )
         return config
 
+    def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
+        config = config or self.config()
+        if config.eval.folds:
+            # Checked here, not in config(): --set eval.folds=K is applied after config().
+            raise UserError(
+                "eval.folds: the recommendation recipe tests on each user's latest "
+                "interactions (a split by time); cross-validation would pool and reshuffle "
+                "them, training on later interactions to predict earlier ones. Drop the folds; "
+                "options.evaluate_on=validation gives a second split without the test period."
+            )
+        return super().train(config, show_progress=show_progress)
+
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         """Train/test examples from the options' log (default: bundled MovieLens), by time."""
         from recipes.recommendation_data import load_log, split_examples, subsample
