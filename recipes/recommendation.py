@@ -7,7 +7,7 @@ what lets it score items too new to have any history. Split by time: each user's
 interactions are the test set. Baselines on the same split: item popularity and logistic
 matrix factorisation (collaborative filtering). Beyond the engine's accuracy/recall/F1/AUC,
 the report adds per-user AUC (GAUC), a cold-start slice and Recall/NDCG@10 on sampled
-candidates. Default data: MovieLens latest-small (data_cards/movielens_small.md), subsampled.
+candidates. Default data: MovieLens latest-small (finetune/cards/movielens_small.md), subsampled.
 """
 
 from __future__ import annotations
