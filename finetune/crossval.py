@@ -13,6 +13,7 @@ plots. Each fold folder stays a complete run that `Run.load` reads.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,12 +80,15 @@ class _FoldRecipe:
 
 
 def pooled_examples(recipe: Recipe, config: Config) -> Examples:
-    """Every labelled row the run may use: training and evaluation data together."""
+    """Every labelled row the run may use: training and evaluation data together.
+
+    The data is read as a single run reads it (`read_split`): a folder of images holding
+    train/ and test/ is the dataset's split, whose class sub-folders are pooled."""
     data = config.data
     if data.path is None:
         train, evaluation = recipe.bundled(config)
     else:
-        train, evaluation = recipe.read(data.path, config), None
+        train, evaluation = recipe.read_split(data.path, config)
     if data.eval_path is not None:
         evaluation = recipe.read(data.eval_path, config)
     if evaluation is None:
@@ -101,6 +105,7 @@ def pooled_examples(recipe: Recipe, config: Config) -> Examples:
         train.labels + evaluation.labels,
         f"{train.source} + {evaluation.source}",
         features,
+        skipped=train.skipped + evaluation.skipped,
     )
 
 
@@ -131,11 +136,11 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
     from finetune.models import pick_device
     from finetune.run import (
         environment,
+        is_main_process,
         output_folder,
         peak_memory_mb,
         positive_label,
         staged,
-        train,
     )
 
     started = time.perf_counter()
@@ -148,37 +153,18 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
     positive = positive_label(
         sorted(set(examples.labels)), config.data.positive_label, recipe.card(config)
     )
+    per_fold = replace(config, data=replace(config.data, positive_label=positive))
+    if not is_main_process():
+        # Data-parallel workers train every fold in step with process 0, which alone writes:
+        # their fold runs write nothing, so they get a folder name that is never created.
+        unused = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        fold_metrics, _, _ = _run_folds(recipe, per_fold, examples, splits, unused, None, False)
+        return CrossValidation(folder, config, summarise(fold_metrics))
 
-    fold_metrics: list[dict[str, Any]] = []
-    out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    labels: list[str] = []
     with staged(folder) as tmp:
-        for i, (train_rows, held_rows) in enumerate(splits, start=1):
-            name = f"fold-{i}"
-            fold = _FoldRecipe(
-                recipe,
-                config,
-                examples.subset(train_rows, f"{examples.source} (fold {i}/{k}: training part)"),
-                examples.subset(held_rows, f"{examples.source} (fold {i}/{k}: held out)"),
-            )
-            fold_config = replace(
-                config,
-                data=replace(config.data, path=None, eval_path=None, positive_label=positive),
-                eval=replace(config.eval, folds=0),
-                output=str(tmp / name),
-                overwrite=False,
-            )
-            if show_progress:
-                print(
-                    f"fold {i}/{k}: {len(train_rows)} rows to train on, {len(held_rows)} held out"
-                )
-            run = train(fold, fold_config, show_progress=show_progress)
-            labels = run.labels
-            fold_metrics.append({"fold": i, "folder": name, **run.metrics})
-            out_of_fold.append((fold.y_eval, fold.scores))
-            _point_config_at(tmp / name / "config.yaml", config, folder / name)
-            del run  # one model in memory at a time
-
+        fold_metrics, out_of_fold, labels = _run_folds(
+            recipe, per_fold, examples, splits, tmp, folder, show_progress
+        )
         metrics = summarise(fold_metrics)
         metrics["eval_source"] = f"{examples.source} ({k}-fold cross-validation)"
         wall = time.perf_counter() - started
@@ -223,6 +209,51 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
             scores,
         )
     return CrossValidation(folder, config, metrics)
+
+
+def _run_folds(
+    recipe: Recipe,
+    config: Config,
+    examples: Examples,
+    splits: list[tuple[list[int], list[int]]],
+    where: Path,
+    final: Path | None,
+    show_progress: bool,
+) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, dict[str, np.ndarray]]], list[str]]:
+    """Train fold k into `where`/fold-k; returns each fold's metrics, its out-of-fold
+    (labels, scores) and the label order. `final`: the folder `where` becomes (the fold
+    configs are pointed at it); None for a process that writes nothing."""
+    from finetune.run import train
+
+    k = len(splits)
+    fold_metrics: list[dict[str, Any]] = []
+    out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    labels: list[str] = []
+    for i, (train_rows, held_rows) in enumerate(splits, start=1):
+        name = f"fold-{i}"
+        fold = _FoldRecipe(
+            recipe,
+            config,
+            examples.subset(train_rows, f"{examples.source} (fold {i}/{k}: training part)"),
+            examples.subset(held_rows, f"{examples.source} (fold {i}/{k}: held out)"),
+        )
+        fold_config = replace(
+            config,
+            data=replace(config.data, path=None, eval_path=None),
+            eval=replace(config.eval, folds=0),
+            output=str(where / name),
+            overwrite=False,
+        )
+        if show_progress:
+            print(f"fold {i}/{k}: {len(train_rows)} rows to train on, {len(held_rows)} held out")
+        run = train(fold, fold_config, show_progress=show_progress)
+        labels = run.labels
+        fold_metrics.append({"fold": i, "folder": name, **run.metrics})
+        out_of_fold.append((fold.y_eval, fold.scores))
+        if final is not None:
+            _point_config_at(where / name / "config.yaml", config, final / name)
+        del run  # one model in memory at a time
+    return fold_metrics, out_of_fold, labels
 
 
 def _point_config_at(path: Path, config: Config, final: Path) -> None:

@@ -17,9 +17,11 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-# The repository's cards (an installed checkout or an editable install both keep this layout).
-CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
-ROOT = CARDS_DIR.parent
+# The bundled datasets' cards: package data, so a wheel install has them as a checkout does.
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+# What a card's `files:` paths are relative to: the folder holding the `recipes` package (the
+# repository root in a checkout, site-packages in an install), where its data files live.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_card(path: str | Path) -> tuple[dict[str, Any], str]:

@@ -174,11 +174,30 @@ def read_csv(path: Path, path_column: str, label_column: str | None, strict: boo
     return examples
 
 
+def split_layout(path: Path) -> tuple[Path, list[Path]] | None:
+    """(train/, the evaluation folders: test/ then val/) when the folder at `path` holds a
+    dataset's own split rather than one sub-folder per class; else None."""
+    splits = [path / name for name in EVAL_DIRS if (path / name).is_dir()]
+    if path.is_dir() and (path / TRAIN_DIR).is_dir() and splits:
+        return path / TRAIN_DIR, splits
+    return None
+
+
 def read_images(path: str | Path, path_column: str, label_column: str | None, strict: bool):
-    """A folder in image-folder layout, or a table of image paths; see read_folder/read_csv."""
+    """A folder in image-folder layout, or a table of image paths; see read_folder/read_csv.
+
+    A folder holding a train/ and test/ split is refused when labels are read: its sub-folder
+    names are split names, not classes (read_image_split reads it as the split it is)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"Data not found: {path}. Give an image folder or a CSV of path,label.")
+    layout = split_layout(path) if label_column is not None else None
+    if layout is not None:
+        names = "/, ".join(p.name for p in [layout[0], *layout[1]])
+        raise UserError(
+            f"{path} holds a dataset split ({names}/), not one sub-folder per class; give one "
+            f"part of it here, e.g. {layout[1][0]}."
+        )
     if path.is_dir():
         return read_folder(path, strict, labelled=label_column is not None)
     return read_csv(path, path_column, label_column, strict)
@@ -191,10 +210,11 @@ def read_image_split(
     split: train/ trains, test/ evaluates (val/ when there is no test/; with both, val/ joins
     the training rows, from which the engine holds out its own validation share)."""
     path = Path(path)
-    splits = [path / name for name in EVAL_DIRS if (path / name).is_dir()]
-    if not (path.is_dir() and (path / TRAIN_DIR).is_dir() and splits):
+    layout = split_layout(path)
+    if layout is None:
         return read_images(path, path_column, label_column, strict), None
-    train = read_folder(path / TRAIN_DIR, strict)
+    train_dir, splits = layout
+    train = read_folder(train_dir, strict)
     evaluation = read_folder(splits[0], strict)
     for extra in splits[1:]:
         more = read_folder(extra, strict)

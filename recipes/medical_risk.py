@@ -1,8 +1,8 @@
 """Medical risk: will this patient have the outcome? (two-class prediction from records)
 
 Data: a table of patient records (numbers, categories, optional free-text notes) with a
-two-valued outcome column; default the bundled MASS Pima diabetes data (data_cards/pima.md),
-or `--dataset biopsy` (data_cards/biopsy.md). Each record becomes one line of text for the
+two-valued outcome column; default the bundled MASS Pima diabetes data (finetune/cards/pima.md),
+or `--dataset biopsy` (finetune/cards/biopsy.md). Each record becomes one line of text for the
 encoder (`plasma glucose: 148 mg/dL; BMI: 33.6 kg/m2; ...`, see finetune.tabular); the
 baselines fit on the raw columns of the same rows. Recall (sensitivity) leads the report,
 with specificity, calibration and the threshold reaching `--target-recall`.

@@ -7,7 +7,7 @@ what lets it score items too new to have any history. Split by time: each user's
 interactions are the test set. Baselines on the same split: item popularity and logistic
 matrix factorisation (collaborative filtering). Beyond the engine's accuracy/recall/F1/AUC,
 the report adds per-user AUC (GAUC), a cold-start slice and Recall/NDCG@10 on sampled
-candidates. Default data: MovieLens latest-small (data_cards/movielens_small.md), subsampled.
+candidates. Default data: MovieLens latest-small (finetune/cards/movielens_small.md), subsampled.
 """
 
 from __future__ import annotations
@@ -184,6 +184,18 @@ class Recommendation(Recipe):
                 "--interactions PATH (and --items PATH) instead of --data/--eval-data."
             )
         return config
+
+    def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
+        config = config or self.config()
+        if config.eval.folds:
+            # Checked here, not in config(): --set eval.folds=K is applied after config().
+            raise UserError(
+                "eval.folds: the recommendation recipe tests on each user's latest "
+                "interactions (a split by time); cross-validation would pool and reshuffle "
+                "them, training on later interactions to predict earlier ones. Drop the folds; "
+                "options.evaluate_on=validation gives a second split without the test period."
+            )
+        return super().train(config, show_progress=show_progress)
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
         """Train/test examples from the options' log (default: bundled MovieLens), by time."""

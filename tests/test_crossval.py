@@ -159,3 +159,19 @@ def test_folds_from_the_command_line_for_any_recipe(tiny_model_dir, small_csvs, 
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["n_folds"] == 2 and metrics["average"] == "macro"
     pd.read_csv(output / "fold-1" / "predictions.csv")  # each fold kept its predictions
+
+
+def test_folds_are_refused_where_the_split_is_by_time(tmp_path):
+    """Pooling a time split into shuffled folds would train on the future: refused in one line,
+    before any data is read, however the option arrives."""
+    from recipes.recommendation import recipe as recommendation
+
+    config = recommendation.config(eval={"folds": 3}, output=str(tmp_path / "cv"))
+    with pytest.raises(UserError, match="split by time") as error:
+        recommendation.train(config, show_progress=False)
+    assert "\n" not in str(error.value)
+    result = CliRunner().invoke(
+        recipe_app(recommendation), ["train", "--set", "eval.folds=2", "--output", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "error: eval.folds: the recommendation recipe" in result.output
+    assert not (tmp_path / "cv").exists()

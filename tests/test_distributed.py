@@ -57,3 +57,46 @@ def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csv
     batches = math.ceil(metrics["n_train"] / 8)
     last = json.loads((output / "history.json").read_text())["epochs"][-1]
     assert last["epoch"] == round(6 / math.ceil(batches / 2), 3)
+
+
+def test_torchrun_cross_validation_writes_one_summary(tiny_model_dir, small_csvs, tmp_path):
+    """Every process trains every fold in step; only process 0 writes the folds and summary."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    output = tmp_path / "cv"
+    result = subprocess.run(
+        [
+            str(torchrun if torchrun.exists() else shutil.which("torchrun")),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "finetune.cli",
+            "customer-service",
+            "train",
+            "--data",
+            str(small_csvs[1]),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "2",
+            "--output",
+            str(output),
+            "--set",
+            "eval.folds=2",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "model.lora_r=4",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Run folder:") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cv"]  # no temporary leftovers
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["n_folds"] == 2 and metrics["n_eval"] == 18  # every row held out once
+    for fold in ("fold-1", "fold-2"):
+        assert json.loads((output / fold / "environment.json").read_text())["processes"] == 2

@@ -146,6 +146,23 @@ def test_train_and_test_subfolders_are_the_split(image_data, tmp_path):
     assert (len(train), len(evaluation)) == (15, 3) and evaluation.source.endswith("test")
 
 
+def test_folds_pool_the_classes_of_train_and_test_not_the_split_names(image_data):
+    from finetune.crossval import fold_indices, pooled_examples
+
+    config = recipe.config(data={"path": str(image_data)}, eval={"folds": 3})
+    pooled = pooled_examples(recipe, config)
+    assert len(pooled) == 48 + 18
+    assert sorted(set(pooled.labels)) == ["blue", "green", "red"]
+    for path, label in zip(pooled.texts, pooled.labels, strict=True):
+        assert Path(path).parent.name == label  # each image keeps its class folder's label
+    assert sorted(pooled.skipped) == sorted(UNREADABLE)
+    held = sorted(i for _, rows in fold_indices(pooled.labels, 3, seed=0) for i in rows)
+    assert held == list(range(66))
+    # Read as labelled data anywhere else, the split folder is refused, not labelled by split.
+    with pytest.raises(UserError, match=r"holds a dataset split \(train/, test/\), not one"):
+        read_images(image_data, "path", "label", strict=False)
+
+
 def test_csv_of_paths_relative_to_the_csv(image_data, tmp_path):
     rows = [
         {"path": f"images/{label}/{p.name}", "label": label, "id": i}
