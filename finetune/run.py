@@ -92,11 +92,7 @@ class Run:
 
     def prepare(self, texts: list[str]) -> list[str]:
         """The same preprocessing as in training (redaction when the run used it)."""
-        if self.config.data.redact_pii:
-            from finetune.pii import redact_all
-
-            texts, _ = redact_all(texts)
-        return list(texts)
+        return prepare_texts(texts, self.config)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         from finetune.inference import predict_proba
@@ -135,6 +131,15 @@ class Run:
                 "first": examples.skipped[:5],
             }
         return metrics
+
+
+def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
+    """New texts as the model saw its training texts: redacted when the run redacted them."""
+    if config.data.redact_pii:
+        from finetune.pii import redact_all
+
+        texts, _ = redact_all(texts)
+    return list(texts)
 
 
 def peak_memory_mb() -> float:
@@ -384,7 +389,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         scores=scores,
         predict_proba=lambda texts: predict_proba(
             model,
-            model_inputs.encode(texts),
+            model_inputs.encode(prepare_texts(texts, config)),
             model_inputs,
             config.train.eval_batch_size,
             device,
@@ -395,6 +400,12 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     extra_metrics, extra_sections = recipe.extra_report(context)
     if extra_metrics:
         metrics[recipe.extra_key] = extra_metrics
+    for name, figures in context.method_metrics.items():
+        entry = metrics if name == MODEL_NAME else baseline_metrics.get(name)
+        if entry is not None:
+            entry.update(figures)
+    # What ranks the methods (the summary's best baseline); summaries read it from here.
+    metrics["primary_metric"] = recipe.primary_metric_for(len(labels))
     metrics.update(
         n_train=len(fit_rows),
         n_val=len(val_rows),
