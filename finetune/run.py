@@ -413,6 +413,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        best_epoch_metric=result.select_metric,
         train_source=train_ex.source,
         eval_source=eval_ex.source,
         baselines=baseline_metrics,
@@ -453,7 +454,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             "precision": "bf16 autocast" if bf16 else "fp32",
             "optimizer": f"{config.train.optim}, gradient checkpointing "
             + ("on" if checkpointing else "off"),
-            "steps": f"{result.steps} (best epoch {result.best_epoch})",
+            "steps": f"{result.steps} (best epoch {result.best_epoch}"
+            + (f", by validation {result.select_metric})" if result.select_metric else ")"),
             "train time": f"{result.train_seconds:.1f} s "
             f"({result.samples_per_second:.1f} samples/s)",
             "wall time": f"{wall:.1f} s",
