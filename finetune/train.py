@@ -247,6 +247,8 @@ def fit(
     if accelerator.num_processes > 1:
         # Data parallel (torchrun / accelerate launch): each process takes its share of batches.
         loader = accelerator.prepare_data_loader(loader)
+    # Resolved here: once prepared for data parallel, the model is wrapped and hides its head.
+    select_metric = selection_metric(config.select_metric, model.head.out_features)
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
@@ -277,6 +279,8 @@ def fit(
     weight = None if weight is None else weight.to(device)
 
     result = TrainResult()
+    if len(val_ids):  # without validation rows the last epoch is kept: nothing is selected
+        result.select_metric = select_metric
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     step, seen, running = 0, 0, []
@@ -287,7 +291,6 @@ def fit(
         proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
         release_free_heap()
         record.update(validation_figures(proba, val_labels))
-        result.select_metric = selection_metric(config.select_metric, proba.shape[1])
         key = selection_key(record, result.select_metric)
         if best_key is None or key > best_key:
             best_key, best_state = key, trainable_state(model)
