@@ -23,6 +23,7 @@ HEAD_INIT_CHOICES = ("probe", "random")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 CLASS_WEIGHT_CHOICES = ("none", "auto")
+SELECT_METRIC_CHOICES = ("auto", "f1", "auc", "loss")
 
 
 @dataclass
@@ -114,6 +115,11 @@ class TrainConfig:
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
     class_weight: str = "none"
+    # The validation figure that picks the best epoch (ties: the lower validation log-loss).
+    # auto: AUC for two-class tasks (F1 at the 0.5 threshold moves with a threshold a risk
+    # model is not used at), macro-F1 for multiclass; f1 (macro-F1 of the argmax), auc (the
+    # positive class's, or macro one-vs-rest) or loss (validation log-loss) for any task.
+    select_metric: str = "auto"
     seed: int = 42
 
 
@@ -174,6 +180,7 @@ class Config:
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
         _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
+        _check_choice("train.select_metric", self.train.select_metric, SELECT_METRIC_CHOICES)
         if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
             raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
         if self.eval.folds == 1 or self.eval.folds < 0:

@@ -297,7 +297,7 @@ def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """The top-level metrics.json: fold means under the usual keys, `*_std`, and every fold."""
     metrics = _average(folds)
-    for key in ("positive_label", "average"):
+    for key in ("positive_label", "average", "primary_metric"):
         if key in folds[0]:
             metrics[key] = folds[0][key]
     names = list(folds[0].get("baselines", {}))

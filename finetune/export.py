@@ -7,7 +7,13 @@ and Llama's `score` layer has no bias). So the export is uniform for every archi
 - the merged backbone, loadable with `AutoModel.from_pretrained(folder)` (safetensors);
 - `head.safetensors` (the linear head) and `classifier.json` (pooling, labels, max_length);
 - the tokenizer (with its pad token), and `predict.py`: the dozen lines of pooling + head,
-  using only torch, transformers and safetensors.
+  using only torch, transformers and safetensors;
+- for runs that redact PII, `pii.py`: a copy of `finetune/pii.py` (standard library only), so
+  `predict.py` redacts new texts exactly as training did.
+
+`predict.py` takes texts as they are, so only runs whose model reads the user's texts as
+given can be exported: image runs, and recipes whose texts are built from something else
+(`Recipe.built_texts`: patient records, interaction histories) are refused with the reason.
 
 Quantized runs are merged onto the full-precision base weights, not onto dequantized 4/8-bit
 ones: merging LoRA deltas into rounded weights would bake the rounding into the export. The
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from finetune import pii
 from finetune.errors import UserError
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
@@ -38,6 +45,7 @@ In Python: `labels, predict_proba = load(folder)`; `predict_proba(texts)` gives 
 class probabilities per text, in the order of `labels`.
 """
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -47,9 +55,23 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 
+def redactor(folder, info):
+    """The run's preprocessing: PII redaction with the pii.py shipped alongside, if it used it."""
+    if not info.get("redact_pii"):
+        return list
+    # Loaded by path (the folder need not be on sys.path); registered before it runs, as
+    # dataclasses look their module up there.
+    spec = importlib.util.spec_from_file_location("_exported_pii", Path(folder) / "pii.py")
+    pii = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = pii
+    spec.loader.exec_module(pii)
+    return lambda texts: pii.redact_all(texts)[0]
+
+
 def load(folder=Path(__file__).resolve().parent):
     folder = Path(folder)
     info = json.loads((folder / "classifier.json").read_text())
+    prepare = redactor(folder, info)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "right"  # "last" pooling reads the last real token of each row
     backbone = AutoModel.from_pretrained(folder).eval()
@@ -59,7 +81,7 @@ def load(folder=Path(__file__).resolve().parent):
     @torch.no_grad()
     def predict_proba(texts):
         batch = tokenizer(
-            list(texts), padding=True, truncation=True, max_length=info["max_length"],
+            prepare(list(texts)), padding=True, truncation=True, max_length=info["max_length"],
             return_tensors="pt",
         )
         mask = batch["attention_mask"]
@@ -91,6 +113,7 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     from transformers import AutoTokenizer
 
     from finetune import models
+    from finetune.config import load_yaml
     from finetune.inference import predict_proba, tokenize
     from finetune.run import Run, staged
 
@@ -105,14 +128,13 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
     described = json.loads((adapter / "classifier.json").read_text())
-    if described.get("kind") == "image":
-        raise UserError(
-            f"{run_folder} is an image run; finetune export merges text runs only so far. "
-            "Use the run folder itself (recipe.load / finetune image-classification predict)."
-        )
+    config_file = run_folder / "config.yaml"
+    run_config = load_yaml(config_file) if config_file.is_file() else {}
+    check_exportable(run_folder, described, run_config.get("recipe"))
+    redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)
     labels = json.loads((run_folder / "labels.json").read_text())["labels"]
-    texts = _check_texts(run_folder)
+    texts = _check_texts(run_folder)  # as the model saw them (predictions.csv is redacted)
 
     # Full-precision base, whatever the run trained on: quant "none", fp32.
     base = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
@@ -152,14 +174,44 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
         description = {**asdict(info), "labels": labels, "merged_onto": "full-precision base"}
         description["quant"] = "none"
         description["trained_with_quant"] = info.quant
+        description["redact_pii"] = redact_pii
+        if redact_pii:  # the redactor itself, not a second copy of its patterns
+            shutil.copy(Path(pii.__file__), tmp / "pii.py")
         (tmp / "classifier.json").write_text(json.dumps(description, indent=2))
         (tmp / "predict.py").write_text(PREDICT_PY)
         (tmp / "export.json").write_text(json.dumps(checks, indent=2))
-        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks))
+        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks, redact_pii))
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
+
+
+def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: str | None) -> None:
+    """Refuse runs whose inputs the standalone predict.py (raw texts in) cannot reproduce."""
+    recipe = _recipe(recipe_name)
+    if described.get("kind") == "image" or (recipe is not None and recipe.inputs == "image"):
+        raise UserError(
+            f"{run_folder} is an image run; finetune export merges text runs only so far. "
+            "Use the run folder itself (recipe.load / finetune image-classification predict)."
+        )
+    if recipe is not None and recipe.built_texts:
+        raise UserError(
+            f"{run_folder} is a {recipe.name} run: its model reads texts built from "
+            f"{recipe.built_texts}, which the exported predict.py (raw texts in) cannot build. "
+            f"Use the run folder itself (recipe.load / finetune {recipe.name} predict)."
+        )
+
+
+def _recipe(name: str | None) -> Any:
+    """The bundled recipe of that name (None for a recipe of the user's own)."""
+    import importlib
+
+    from finetune.cli import RECIPES
+
+    if name not in RECIPES:
+        return None
+    return importlib.import_module(RECIPES[name]).recipe
 
 
 def _check_texts(run_folder: Path) -> list[str]:
@@ -181,7 +233,7 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     }
 
 
-def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict) -> str:
+def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact_pii: bool) -> str:
     same = checks["merged_vs_adapter_same_base"]
     trained = checks["merged_vs_trained_run"]
     lines = [
@@ -214,6 +266,13 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict) -> str
         f"- Merged vs the run as trained: max |probability difference| "
         f"{trained['max_abs_diff']:.2e}, label agreement {trained['label_agreement']:.1%}.",
     ]
+    if redact_pii:
+        lines += [
+            "",
+            "The run redacted e-mails, phone numbers and card numbers before training, so "
+            "`predict.py` redacts every text the same way first, with `pii.py` (the "
+            "toolkit's redactor, standard library only).",
+        ]
     if info.quant != "none":
         lines += [
             "",

@@ -1,9 +1,16 @@
 """Accuracy, recall, F1 and AUC for every recipe, model and baseline alike (scikit-learn).
 
 Binary tasks report recall, F1 and AUC of the positive class. Multiclass tasks report macro
-averages over the classes present in the evaluation labels (a class absent from a small
-evaluation split has no defined recall, so it is left out rather than counted as zero) and
-the macro one-vs-rest AUC over the same classes.
+precision, recall and F1 over the classes present in the evaluation labels *or* in the
+predictions, as scikit-learn's `precision_recall_fscore_support(average="macro")` does without
+`labels=`: a class absent from a small evaluation split and never predicted has nothing to
+measure, so it is left out rather than counted as zero; a class the model predicts that the
+split lacks counts, since each of those predictions is wrong (precision 0; its recall and F1
+count as 0, as in scikit-learn). The macro one-vs-rest AUC is over the classes present in the
+evaluation labels (it is undefined for the others).
+
+`evaluate_module_path()` is the same definitions as a local Hugging Face `evaluate` module, so
+a `transformers.Trainer(compute_metrics=...)` gets exactly the numbers of a run's report.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ def classification_metrics(
         y_true, y_pred, labels=all_ids, zero_division=0
     )
     class_auc = [_one_vs_rest_auc(y_true, proba[:, k], k) for k in all_ids]
-    present = [k for k in all_ids if support[k] > 0]
+    in_truth = [k for k in all_ids if support[k] > 0]
+    # scikit-learn's macro average without labels=: the truth's classes and the predicted ones.
+    averaged = sorted(set(in_truth) | set(y_pred.tolist()))
 
     if n_classes == 2:
         pos = 1 if positive is None else positive
@@ -59,11 +68,11 @@ def classification_metrics(
             "brier": float(brier_score_loss(is_pos, proba[:, pos])) if len(y_true) else None,
         }
     else:
-        aucs = [class_auc[k] for k in present if class_auc[k] is not None]
+        aucs = [class_auc[k] for k in in_truth if class_auc[k] is not None]
         headline = {
-            "recall": float(np.mean(recall[present])) if present else 0.0,
-            "f1": float(np.mean(f1[present])) if present else 0.0,
-            "precision": float(np.mean(precision[present])) if present else 0.0,
+            "recall": float(np.mean(recall[averaged])) if averaged else 0.0,
+            "f1": float(np.mean(f1[averaged])) if averaged else 0.0,
+            "precision": float(np.mean(precision[averaged])) if averaged else 0.0,
             "auc": float(np.mean(aucs)) if aucs else None,
         }
     return {
@@ -156,3 +165,14 @@ def operating_point(
         "validation_recall": at_threshold(y_val, val_scores, threshold, positive)["recall"],
         **at_threshold(y_eval, eval_scores, threshold, positive),
     }
+
+
+def evaluate_module_path() -> str:
+    """Folder of the `evaluate` module computing `classification_metrics`' figures.
+
+    `evaluate.load(evaluate_module_path())` loads it from disk (no network); see the module's
+    docstring for its arguments.
+    """
+    from importlib.resources import files
+
+    return str(files("finetune") / "metric_modules" / "finetune_classification")

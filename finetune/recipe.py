@@ -51,6 +51,13 @@ TARGET_RECALL = Flag(
 FOLDS = Flag("--folds", "eval.folds", "Stratified K-fold cross-validation (K >= 2).", int)
 
 
+def default_primary_metric(n_classes: int) -> str:
+    """Macro-F1 for multiclass tasks (one-vs-rest AUC is near 1 for every method on many
+    classes, so it cannot rank them); the positive class's AUC for two-class tasks (F1 at the
+    0.5 threshold depends on a threshold a risk model is not used at)."""
+    return "auc" if n_classes == 2 else "f1"
+
+
 @dataclass
 class EvalContext:
     """What a recipe's extra evaluation may look at once the model and baselines are scored."""
@@ -62,13 +69,18 @@ class EvalContext:
     y_eval: np.ndarray  # label ids of the evaluation rows
     # Class probabilities on the evaluation rows: the fine-tuned model first, then baselines.
     scores: dict[str, np.ndarray]
-    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric).
+    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric), prepared
+    # as in training (redacted when the run redacts), like `Run.predict_proba`.
     predict_proba: Callable[[list[str]], np.ndarray]
     # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
     fitted: dict[str, Any] = field(default_factory=dict)
     # Extra plots: file name -> function drawing it to the given path; the engine calls each
     # one into the run's plots/ folder, so a report section can show plots/<name>.
     plots: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    # Extra figures per method (the engine's MODEL_NAME or a baseline's name -> name -> value),
+    # e.g. a ranking metric: the engine adds them to that method's entry in metrics.json, so
+    # a recipe's `primary_metric` can be one of them.
+    method_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 class Recipe:
@@ -89,6 +101,15 @@ class Recipe:
     Options: type | None = None
     # Key of the recipe's extra metrics in metrics.json.
     extra_key: str = "extra"
+    # The figure that ranks methods (the summary's best baseline), saved in metrics.json as
+    # `primary_metric`: a key of every method's figures there (a headline metric, or one a
+    # recipe adds through EvalContext.method_metrics). None: the task's default (`f1`, macro,
+    # for multiclass tasks; `auc` of the positive class for two-class tasks).
+    primary_metric: str | None = None
+    # What the model's texts are built from when they are not the user's texts as given (e.g.
+    # "patient records"); empty: texts as given. A standalone predictor of raw texts cannot
+    # build them, so `finetune export` refuses such runs and says why.
+    built_texts: str = ""
     # Names of the datasets the recipe ships or loads by name; each has finetune/cards/<name>.md.
     datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
@@ -96,6 +117,12 @@ class Recipe:
     # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
     # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
     quick: dict[str, Any] = {"train": {"max_steps": 20}}
+
+    def primary_metric_for(self, n_classes: int) -> str:
+        """The metric that ranks methods on a task with `n_classes` classes."""
+        if self.primary_metric is not None:
+            return self.primary_metric
+        return default_primary_metric(n_classes)
 
     def config(
         self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any

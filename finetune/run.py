@@ -92,11 +92,7 @@ class Run:
 
     def prepare(self, texts: list[str]) -> list[str]:
         """The same preprocessing as in training (redaction when the run used it)."""
-        if self.config.data.redact_pii:
-            from finetune.pii import redact_all
-
-            texts, _ = redact_all(texts)
-        return list(texts)
+        return prepare_texts(texts, self.config)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         from finetune.inference import predict_proba
@@ -135,6 +131,15 @@ class Run:
                 "first": examples.skipped[:5],
             }
         return metrics
+
+
+def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
+    """New texts as the model saw its training texts: redacted when the run redacted them."""
+    if config.data.redact_pii:
+        from finetune.pii import redact_all
+
+        texts, _ = redact_all(texts)
+    return list(texts)
 
 
 def peak_memory_mb() -> float:
@@ -399,7 +404,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         scores=scores,
         predict_proba=lambda texts: predict_proba(
             model,
-            model_inputs.encode(texts),
+            model_inputs.encode(prepare_texts(texts, config)),
             model_inputs,
             config.train.eval_batch_size,
             device,
@@ -410,6 +415,12 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     extra_metrics, extra_sections = recipe.extra_report(context)
     if extra_metrics:
         metrics[recipe.extra_key] = extra_metrics
+    for name, figures in context.method_metrics.items():
+        entry = metrics if name == MODEL_NAME else baseline_metrics.get(name)
+        if entry is not None:
+            entry.update(figures)
+    # What ranks the methods (the summary's best baseline); summaries read it from here.
+    metrics["primary_metric"] = recipe.primary_metric_for(len(labels))
     metrics.update(
         n_train=len(fit_rows),
         n_val=len(val_rows),
@@ -417,6 +428,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
+        best_epoch_metric=result.select_metric,
         train_source=train_ex.source,
         eval_source=eval_ex.source,
         baselines=baseline_metrics,
@@ -459,7 +471,8 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
             "precision": "bf16 autocast" if bf16 else "fp32",
             "optimizer": f"{config.train.optim}, gradient checkpointing "
             + ("on" if checkpointing else "off"),
-            "steps": f"{result.steps} (best epoch {result.best_epoch})",
+            "steps": f"{result.steps} (best epoch {result.best_epoch}"
+            + (f", by validation {result.select_metric})" if result.select_metric else ")"),
             "train time": f"{result.train_seconds:.1f} s "
             f"({result.samples_per_second:.1f} samples/s)",
             "wall time": f"{wall:.1f} s",

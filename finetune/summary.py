@@ -56,12 +56,26 @@ class RunRecord:
     def dataset(self) -> str:
         return self.metrics.get("eval_source") or self.config.get("data", {}).get("path") or "?"
 
+    @property
+    def primary_metric(self) -> str:
+        """The recipe's metric for ranking methods, as the run saved it (older runs: the
+        task's default)."""
+        from finetune.recipe import default_primary_metric
+
+        saved = self.metrics.get("primary_metric")
+        if saved:
+            return saved
+        return default_primary_metric(2 if self.metrics.get("average") == "binary" else 3)
+
     def best_baseline(self) -> tuple[str, dict[str, Any]] | None:
+        """The baseline that scores highest on the run's primary metric (None: no baseline
+        has it)."""
+        metric = self.primary_metric
         baselines = self.metrics.get("baselines") or {}
-        scored = [(n, b) for n, b in baselines.items() if b.get("auc") is not None]
+        scored = [(n, b) for n, b in baselines.items() if b.get(metric) is not None]
         if not scored:
             return None
-        return max(scored, key=lambda item: (item[1]["auc"], item[1].get("f1") or 0))
+        return max(scored, key=lambda item: item[1][metric])
 
 
 def load_record(folder: str | Path) -> RunRecord:
@@ -87,7 +101,8 @@ def load_record(folder: str | Path) -> RunRecord:
 def summary_row(record: RunRecord) -> list[str]:
     model = record.config.get("model", {})
     best = record.best_baseline()
-    best_text = f"{best[0]} (AUC {_fmt(best[1]['auc'])})" if best else "n/a"
+    metric = record.primary_metric
+    best_text = f"{best[0]} ({_metric_name(metric)} {_fmt(best[1][metric])})" if best else "n/a"
     seconds = record.metrics.get("train_seconds")
     memory = record.environment.get("peak_gpu_memory_mb") or record.environment.get("peak_rss_mb")
     return [
@@ -101,6 +116,11 @@ def summary_row(record: RunRecord) -> list[str]:
         f"{seconds:.0f} s" if isinstance(seconds, int | float) else "n/a",
         f"{memory:.0f} MB" if isinstance(memory, int | float) else "n/a",
     ]
+
+
+def _metric_name(metric: str) -> str:
+    names = {"auc": "AUC", "f1": "F1", "ndcg_at_k": "NDCG@k", "recall_at_k": "recall@k"}
+    return names.get(metric, metric)
 
 
 def plot_roc_curves(record: RunRecord, path: Path) -> bool:
@@ -215,7 +235,10 @@ def _blocks(
         (
             "p",
             f"{len(records)} run(s). Metrics on each run's evaluation split; recall, F1 and AUC "
-            "are the positive class's for two-class tasks and macro averages otherwise.",
+            "are the positive class's for two-class tasks and macro averages otherwise. The "
+            "best baseline is the one highest on its recipe's primary metric (named in the "
+            "cell): macro-F1 for multiclass tasks, AUC for two-class risk, NDCG@k for "
+            "recommendation.",
         ),
         ("table", list(SUMMARY_COLUMNS), [summary_row(r) for r in records]),
     ]

@@ -118,11 +118,44 @@ class LengthGroupedBatches(Sampler[list[int]]):
             yield order[start : start + self.batch_size].tolist()
 
 
+def selection_metric(choice: str, n_classes: int) -> str:
+    """train.select_metric with `auto` resolved: AUC for two classes, macro-F1 otherwise."""
+    if choice != "auto":
+        return choice
+    return "auc" if n_classes == 2 else "f1"
+
+
+def validation_figures(proba: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Log-loss, accuracy, macro-F1 and AUC of the validation rows (AUC as in the report: the
+    positive class's for two classes, else macro one-vs-rest; None where undefined)."""
+    from finetune.metrics import classification_metrics
+
+    true_proba = np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1)
+    names = [str(k) for k in range(proba.shape[1])]
+    return {
+        "val_loss": float(-np.mean(np.log(true_proba))),
+        "val_accuracy": float((proba.argmax(1) == labels).mean()),
+        "val_f1": float(f1_score(labels, proba.argmax(1), average="macro")),
+        "val_auc": classification_metrics(labels, proba, names)["auc"],
+    }
+
+
+def selection_key(record: dict[str, Any], metric: str) -> tuple[float, ...]:
+    """How an epoch's validation record ranks (higher is better): the chosen figure, then the
+    lower log-loss. An undefined AUC (one class in the validation rows) ranks on loss alone."""
+    if metric == "loss":
+        return (-record["val_loss"],)
+    value = record.get(f"val_{metric}")
+    return (float("-inf") if value is None else value, -record["val_loss"])
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) for the curve
     best_epoch: float | None = None
+    # The validation figure that chose best_epoch (train.select_metric, resolved).
+    select_metric: str | None = None
     steps: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
@@ -237,6 +270,8 @@ def fit(
     if accelerator.num_processes > 1:
         # Data parallel (torchrun / accelerate launch): each process takes its share of batches.
         loader = accelerator.prepare_data_loader(loader)
+    # Resolved here: once prepared for data parallel, the model is wrapped and hides its head.
+    select_metric = selection_metric(config.select_metric, model.head.out_features)
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
@@ -267,6 +302,8 @@ def fit(
     weight = None if weight is None else weight.to(device)
 
     result = TrainResult()
+    if len(val_ids):  # without validation rows the last epoch is kept: nothing is selected
+        result.select_metric = select_metric
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     step, seen, running = 0, 0, []
@@ -276,11 +313,8 @@ def fit(
         nonlocal best_key, best_state
         proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
         release_free_heap()
-        true_proba = np.clip(proba[np.arange(len(val_labels)), val_labels], 1e-12, 1)
-        record["val_loss"] = float(-np.mean(np.log(true_proba)))
-        record["val_accuracy"] = float((proba.argmax(1) == val_labels).mean())
-        record["val_f1"] = float(f1_score(val_labels, proba.argmax(1), average="macro"))
-        key = (record["val_f1"], -record["val_loss"])
+        record.update(validation_figures(proba, val_labels))
+        key = selection_key(record, result.select_metric)
         if best_key is None or key > best_key:
             best_key, best_state = key, trainable_state(model)
             result.best_epoch = record["epoch"]
@@ -396,6 +430,7 @@ def fit(
                 f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
                 f"val loss {record['val_loss']:.3f}, val acc {record['val_accuracy']:.3f}, "
                 f"val macro-F1 {record['val_f1']:.3f}"
+                + (f", val AUC {record['val_auc']:.3f}" if record["val_auc"] is not None else "")
             )
         result.history.append(record)
         if saving:

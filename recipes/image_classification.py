@@ -75,6 +75,8 @@ class ImageClassification(Recipe):
     # not the same digit, so no flips.
     bundled_defaults = {"image": {"size": 64, "hflip": False}, "train": {"epochs": 4}}
     baselines = ("embedding_logreg", "pixel_logreg")
+    # None: macro-F1 for several classes, AUC for a two-class folder (defect / no defect).
+    primary_metric = None
     extra_key = "image"
     datasets = (BUNDLED_NAME,)
     # CI's quick run on the bundled digits (`train --quick`), checked against reports/floors.yaml.

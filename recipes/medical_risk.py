@@ -83,6 +83,9 @@ class MedicalRisk(Recipe):
     datasets = tuple(DATASETS)
     Options = MedicalOptions
     extra_key = "records"
+    # A risk score is used at a chosen threshold, not at 0.5: rank methods by AUC.
+    primary_metric = "auc"
+    built_texts = "patient records (each row rendered as one line of text)"
     flags = (
         Flag("--dataset", "options.dataset", f"Bundled dataset: {', '.join(DATASETS)}."),
         Flag("--card", "options.card", "Data card of --data: column names, units, types."),

@@ -154,6 +154,9 @@ class Recommendation(Recipe):
     }
     Options = RecommendationOptions
     extra_key = "recommendation"
+    # The ranking view's NDCG@k (options.ranking_k): what a recommender is used for.
+    primary_metric = "ndcg_at_k"
+    built_texts = "interaction histories (the candidate item and the user's earlier items)"
     flags = (
         Flag(
             "--interactions",
@@ -283,7 +286,15 @@ class Recommendation(Recipe):
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         from recipes.recommendation_report import recommender_report
 
-        return recommender_report(context)
+        extra, sections = recommender_report(context)
+        # The ranking figures join each method's entry in metrics.json (primary_metric).
+        k = context.config.options.ranking_k
+        for name, figures in extra["ranking"].get("methods", {}).items():
+            context.method_metrics[name] = {
+                "ndcg_at_k": figures[f"ndcg_at_{k}"],
+                "recall_at_k": figures[f"recall_at_{k}"],
+            }
+        return extra, sections
 
     def recommend(self, run: Run, user: str, k: int = 10, candidates: int = 0) -> pd.DataFrame:
         """The k unseen items `run` scores highest for `user` (item, title, p_like).

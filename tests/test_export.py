@@ -81,3 +81,76 @@ def test_quantized_run_is_merged_onto_full_precision_base(
     weights = load_file(str(tmp_path / "merged" / "model.safetensors"))
     assert all(tensor.dtype.is_floating_point for tensor in weights.values())
     assert predict_proba(TEXTS).shape == (len(TEXTS), len(labels))
+
+
+# An e-mail and a Luhn-valid card number: the run redacts both before the model sees them.
+PII_TEXT = "refund to anna.berg@example.com, card 4111 1111 1111 1111 asap"
+
+
+def test_exported_predictor_redacts_pii_as_the_run_did(tiny_model_dir, small_csvs, tmp_path):
+    from finetune.export import export_merged
+    from finetune.inference import predict_proba
+    from finetune.pii import redact
+
+    run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run")
+    assert run.config.data.redact_pii  # the recipe's default
+    export_merged(run.folder, tmp_path / "merged")
+    assert (tmp_path / "merged" / "pii.py").read_text() == Path(
+        importlib.util.find_spec("finetune.pii").origin
+    ).read_text()
+    _, exported = load_exported(tmp_path / "merged")
+    redacted, counts = redact(PII_TEXT)
+    assert counts.email == 1 and counts.card == 1
+    raw_probabilities = exported([PII_TEXT])
+    np.testing.assert_allclose(raw_probabilities, exported([redacted]), atol=1e-6)
+    np.testing.assert_allclose(raw_probabilities, run.predict_proba([PII_TEXT]), atol=1e-4)
+    # The model does respond to the unredacted text: without redaction the figures would differ.
+    unredacted = predict_proba(
+        run.model, run.inputs.encode([PII_TEXT]), run.inputs, 8, "cpu", run.bf16
+    )
+    assert np.abs(unredacted - raw_probabilities).max() > 1e-3
+
+
+def test_the_shipped_redactor_needs_only_the_standard_library():
+    """finetune/pii.py is copied next to exported models, which have no finetune-kit."""
+    import ast
+    import sys
+
+    source = Path(importlib.util.find_spec("finetune.pii").origin).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def fake_run_folder(folder: Path, recipe_name: str, kind: str = "text") -> Path:
+    """What the export reads before any model: the run's recipe and classifier kind."""
+    import yaml
+
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "classifier.json").write_text(json.dumps({"kind": kind}))
+    (folder / "labels.json").write_text(json.dumps({"labels": ["no", "yes"]}))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"recipe": recipe_name}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "kind", "reason"),
+    [
+        ("medical-risk", "text", "patient records"),
+        ("recommendation", "text", "interaction histories"),
+        ("image-classification", "image", "image run"),
+    ],
+)
+def test_export_refuses_runs_its_predictor_cannot_render(recipe_name, kind, reason, tmp_path):
+    run = fake_run_folder(tmp_path / "run", recipe_name, kind)
+    result = CliRunner().invoke(
+        app, ["export", "--run", str(run), "--output", str(tmp_path / "merged")]
+    )
+    assert result.exit_code == 2, result.output
+    assert reason in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 3  # one message (wrapped at most)
+    assert not (tmp_path / "merged").exists()

@@ -417,6 +417,26 @@ def test_train_writes_the_engine_contract_and_recommender_metrics(cli_run):
     assert len(saved) == 600 and set(saved["split"]) == {"train", "test"}
 
 
+def test_ranking_metric_ranks_the_baselines_and_export_is_refused(cli_run, tmp_path):
+    from finetune.summary import load_record
+
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    assert metrics["primary_metric"] == "ndcg_at_k"
+    ranking = metrics["recommendation"]["ranking"]["methods"]
+    assert metrics["ndcg_at_k"] == ranking["fine-tuned (LoRA)"]["ndcg_at_10"]
+    rankers = ("item_popularity", "collaborative_filtering")
+    for name in rankers:
+        assert metrics["baselines"][name]["ndcg_at_k"] == ranking[name]["ndcg_at_10"]
+    assert "ndcg_at_k" not in metrics["baselines"]["embedding_logreg"]  # it ranks no lists
+    best = max(rankers, key=lambda name: ranking[name]["ndcg_at_10"])
+    assert load_record(cli_run).best_baseline()[0] == best
+    # The exported predict.py takes raw texts; this model reads texts built from histories.
+    result = CliRunner().invoke(
+        app, ["export", "--run", str(cli_run), "--output", str(tmp_path / "merged")]
+    )
+    assert result.exit_code == 2 and "interaction histories" in result.output
+
+
 def test_recommend_lists_unseen_items_with_titles(cli_run):
     result = CliRunner().invoke(
         app, ["recommendation", "recommend", "--run", str(cli_run), "--user", "u3", "--k", "5"]

@@ -65,6 +65,59 @@ def test_floors_turn_a_regression_into_a_failure(two_runs, tmp_path):
     assert "Below the floor" in (tmp_path / "b" / "report.md").read_text()
 
 
+def fake_run(folder, recipe_name, baselines, **metrics):
+    """A finished run folder as the summary reads it: config.yaml and metrics.json."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"recipe": recipe_name}))
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "baselines": baselines}))
+    return folder
+
+
+# Two baselines that AUC and F1 rank in opposite orders (as on a 77-class task, where every
+# method's one-vs-rest AUC is near 0.99).
+DISAGREE = {
+    "tfidf_logreg": {"accuracy": 0.80, "f1": 0.78, "auc": 0.990},
+    "embedding_logreg": {"accuracy": 0.70, "f1": 0.65, "auc": 0.995},
+}
+
+
+def test_best_baseline_follows_the_primary_metric_saved_with_the_run(tmp_path):
+    from finetune.summary import load_record, summary_row
+
+    multiclass = fake_run(
+        tmp_path / "intents", "customer-service", DISAGREE, average="macro", primary_metric="f1"
+    )
+    record = load_record(multiclass)
+    assert record.best_baseline()[0] == "tfidf_logreg"
+    assert "tfidf_logreg (F1 0.780)" in summary_row(record)
+    risk = fake_run(
+        tmp_path / "risk", "medical-risk", DISAGREE, average="binary", primary_metric="auc"
+    )
+    assert load_record(risk).best_baseline()[0] == "embedding_logreg"
+    ranking = {
+        "embedding_logreg": {"auc": 0.70, "f1": 0.60},  # scores no candidate lists
+        "item_popularity": {"auc": 0.66, "f1": 0.55, "ndcg_at_k": 0.31},
+        "collaborative_filtering": {"auc": 0.64, "f1": 0.50, "ndcg_at_k": 0.42},
+    }
+    recommendation = fake_run(
+        tmp_path / "rec", "recommendation", ranking, average="binary", primary_metric="ndcg_at_k"
+    )
+    assert load_record(recommendation).best_baseline()[0] == "collaborative_filtering"
+    # Run folders written before the primary metric was saved: the task's default.
+    old = fake_run(tmp_path / "old", "customer-service", DISAGREE, average="macro")
+    assert load_record(old).best_baseline()[0] == "tfidf_logreg"
+
+
+def test_runs_save_their_recipes_primary_metric(two_runs):
+    from recipes.medical_risk import recipe as medical
+    from recipes.recommendation import recipe as recommendation
+
+    metrics = json.loads((two_runs[0] / "metrics.json").read_text())
+    assert metrics["primary_metric"] == "f1"
+    assert medical.primary_metric_for(2) == "auc"
+    assert recommendation.primary_metric_for(2) == "ndcg_at_k"
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path), "--output", str(tmp_path / "r")])
     assert result.exit_code == 2 and "not a finished run folder" in result.output
