@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from run_checks import check_reported_figures
+
 
 def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csvs, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -53,6 +55,7 @@ def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csv
     for key in ("accuracy", "recall", "f1", "auc", "baselines", "per_class"):
         assert key in metrics, key
     assert json.loads((output / "environment.json").read_text())["processes"] == 2
+    check_reported_figures(output)  # process 0's figures are those of the probabilities it saved
     # Each process took half of every epoch's batches: 6 steps cover more than one epoch.
     batches = math.ceil(metrics["n_train"] / 8)
     last = json.loads((output / "history.json").read_text())["epochs"][-1]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_checks import check_reported_figures
 
 from finetune.errors import UserError
 from recipes.customer_service import recipe
@@ -62,6 +63,7 @@ def test_run_folder_is_complete(tiny_run):
         assert key in metrics, key
     assert set(metrics["baselines"]) == {"tfidf_logreg", "embedding_logreg"}
     assert metrics["n_eval"] == 18
+    check_reported_figures(folder)
     assert json.loads((folder / "labels.json").read_text())["labels"] == [
         "delivery",
         "login",

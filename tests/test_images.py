@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from run_checks import check_reported_figures
 from typer.testing import CliRunner
 
 from finetune.errors import UserError
@@ -257,6 +258,7 @@ def test_vit_run_folder_metrics_and_report(vit_run):
         assert key in metrics, key
     assert set(metrics["baselines"]) == {"embedding_logreg", "pixel_logreg"}
     assert metrics["average"] == "macro" and metrics["n_eval"] == 18
+    check_reported_figures(folder)
     assert metrics["skipped_inputs"]["count"] == 3
     # Colour classes: raw pixels separate them, whatever the random backbone does.
     assert metrics["baselines"]["pixel_logreg"]["accuracy"] > 0.8

@@ -174,12 +174,11 @@ def _expected(kind: str, pii: str, template: str) -> tuple[str, str]:
     return template.format(pii), template.format(PLACEHOLDERS[kind])
 
 
-def test_case_list_sizes():
-    kinds = [k for k, _, _ in POSITIVES]
-    assert kinds.count("email") >= 10
-    assert kinds.count("phone") >= 15
-    assert kinds.count("card") >= 8
-    assert len(NEGATIVES) >= 25
+def test_every_kind_the_redactor_knows_has_cases():
+    # Against the code, not the list itself: a new kind of PII in pii.py needs cases here.
+    assert (
+        {kind for kind, _, _ in POSITIVES} == set(PLACEHOLDERS) == set(RedactionCounts().as_dict())
+    )
 
 
 @pytest.mark.parametrize("case", POSITIVES, ids=_case_id)

@@ -7,6 +7,7 @@ import importlib
 
 import numpy as np
 import pytest
+from run_checks import check_reported_figures
 
 from finetune.cli import RECIPES
 
@@ -27,7 +28,7 @@ def test_text_recipe_trains_4bit_and_reloads(name, tiny_model_dir, tmp_path):
         output=str(tmp_path / "run"),
     )
     run = recipe.train(config, show_progress=False)
-    assert run.metrics["accuracy"] is not None and "baselines" in run.metrics
+    check_reported_figures(run.folder)
     assert "quantization 4bit" in (run.folder / "report.md").read_text()
     texts = ["a first example text", "another, longer example text for the model"]
     again = recipe.load(run.folder)
