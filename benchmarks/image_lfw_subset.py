@@ -4,10 +4,11 @@
     python benchmarks/image_lfw_subset.py --image-size 96 --seeds 1
     python benchmarks/image_lfw_subset.py --npy path/to/lfw_subset.npy --max-steps 2  # smoke
 
-The only labelled real-photo dataset found inside a PyPI package (see README): 200 grayscale
-25 x 25 crops from Labeled Faces in the Wild, 100 faces and 100 background patches, shipped
-in scikit-image's wheel as `skimage/data/lfw_subset.npy`. The script finds it in an installed
-scikit-image (without importing it) or takes --npy; without scikit-image installed:
+The only labelled real-photo dataset found inside a PyPI package (the search and the results:
+docs/recipes/image-classification.md): 200 grayscale 25 x 25 crops from Labeled Faces in the
+Wild, 100 faces and 100 background patches, shipped in scikit-image's wheel as
+`skimage/data/lfw_subset.npy`. The script finds it in an installed scikit-image (without
+importing it) or takes --npy; without scikit-image installed:
 `pip download scikit-image==0.26.0 --no-deps` and unzip that one file from the wheel.
 
 It writes the images as an image folder (face/, non_face/), runs the recipe with its defaults
@@ -72,7 +73,8 @@ def main() -> None:
         folder = write_folder(find_npy(args.npy), Path(scratch) / "lfw_subset")
         for seed in args.seeds:
             config = recipe.config(
-                # The published F1 (README) is non_face's, as when the alphabetical order chose.
+                # The published F1 (docs/recipes/image-classification.md) is non_face's, as
+                # when the alphabetical order chose.
                 data={"path": str(folder), "positive_label": "non_face"},
                 image={"size": args.image_size},
                 train={"seed": seed, "max_steps": args.max_steps},

@@ -1,6 +1,8 @@
 """Memory left behind by varied batch shapes, with and without the engine's two remedies.
 
-    python benchmarks/shape_memory.py                        # widths 5-60 tokens: README 1,595 MB
+The figures measured with these commands are in docs/benchmarks.md ("Memory"):
+
+    python benchmarks/shape_memory.py                        # widths 5-60 tokens: 1,595 MB
     python benchmarks/shape_memory.py --fixed                # one width (30): 625 MB
     python benchmarks/shape_memory.py --trim                 # malloc_trim every 10 steps: 1,042 MB
     python benchmarks/shape_memory.py --trim --round 8       # and widths rounded to 8: 568 MB

@@ -1,9 +1,11 @@
 """Heap growth step by step: where a customer-service run's memory goes while it trains.
 
-    python benchmarks/step_memory.py --steps 30                      # README: 2,008 MB
-    python benchmarks/step_memory.py --steps 30 --max-batch-tokens 1024   # README: 1,184 MB
+The figures measured with these commands are in docs/benchmarks.md ("Memory"):
+
+    python benchmarks/step_memory.py --steps 30                      # 2,008 MB
+    python benchmarks/step_memory.py --steps 30 --max-batch-tokens 1024   # 1,184 MB
     ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 python benchmarks/step_memory.py --steps 80 \
-        --max-batch-tokens 1024                                      # README: 1,348 MB (8: 1,061)
+        --max-batch-tokens 1024                                      # 1,348 MB (8: 1,061)
 
 Trains the recipe's default classifier (bundled MiniLM, batch 32, bf16 where the CPU has it)
 on `--data` (default Banking77 train.csv) for `--steps` steps and prints, before each step,

@@ -23,16 +23,16 @@ class CustomerService(Recipe):
     defaults = {
         "data": {"redact_pii": True, "max_length": 128},
         # LoRA on every layer. `--set model.lora_layers=3` trains twice as fast with less
-        # memory, but cost Banking77 test accuracy (0.921 against 0.928 over three seeds), so
-        # it is not the default (README, "Banking77 benchmark").
+        # memory but is less accurate on Banking77, so it is not the default
+        # (docs/benchmarks.md, "Banking77 benchmark").
         "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
         "train": {
             "epochs": 6,
             "batch_size": 32,
             "learning_rate": 1e-3,
             "head_learning_rate": 1e-3,
-            # The rare batch of long messages trains in pieces: on Banking77 one 32 x 93-token
-            # batch alone raised peak memory by 0.7 GB (README, "Memory").
+            # The rare batch of long messages trains in pieces: one such batch alone raises
+            # peak memory for the rest of the run (docs/benchmarks.md, "Memory").
             "max_batch_tokens": 1024,
         },
     }

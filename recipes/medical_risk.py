@@ -60,11 +60,12 @@ class MedicalRisk(Recipe):
     name = "medical-risk"
     title = "Medical risk prediction"
     description = "Two-class risk prediction from patient records (train, evaluate, predict)."
-    # Chosen by 5-fold cross-validation on MASS Pima.tr only (Pima.te unseen; README): a head
-    # fitted on frozen embeddings starts with huge weights on records that differ only in a
-    # few numbers, and LoRA then blows its loss up, so the head starts at random with its own
-    # learning rate; 20 epochs overfit. The decision threshold for --target-recall is chosen
-    # on validation rows (20% of the training rows), never on the evaluation split.
+    # Chosen by 5-fold cross-validation on MASS Pima.tr only (Pima.te unseen;
+    # docs/recipes/medical-risk.md): a head fitted on frozen embeddings starts with huge
+    # weights on records that differ only in a few numbers, and LoRA then blows its loss up,
+    # so the head starts at random with its own learning rate; 20 epochs overfit. The
+    # decision threshold for --target-recall is chosen on validation rows (20% of the
+    # training rows), never on the evaluation split.
     defaults = {
         # Records are generated text; redaction still catches contact details in free-text notes.
         "data": {"redact_pii": True, "max_length": 256, "val_fraction": 0.2},

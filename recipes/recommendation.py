@@ -132,9 +132,9 @@ class Recommendation(Recipe):
     title = "Recommendation (will this user like this item)"
     description = "Predict whether a user likes an item from their history and the item's text."
     defaults = {
-        # Checked on the validation split (options.evaluate_on=validation; README). With 3 + 2
-        # history titles, 95% of the texts fit in 89 tokens; the candidate comes first, so
-        # truncation only ever cuts the oldest history.
+        # Checked on the validation split (options.evaluate_on=validation;
+        # docs/recipes/recommendation.md). With 3 + 2 history titles, 95% of the texts fit in
+        # 89 tokens; the candidate comes first, so truncation only ever cuts the oldest history.
         "data": {"positive_label": "like", "max_length": 96},
         "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
         "train": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3},

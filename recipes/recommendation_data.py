@@ -372,7 +372,7 @@ def time_split(frame: pd.DataFrame, test_fraction: float, single: str) -> np.nda
 
 # How often a user liked what they rated before, in words: on validation rows the frozen
 # encoder read these far better than digits ("liked 12 of 26"), and the user's like-rate is
-# most of what separates likes from the rest (README).
+# most of what separates likes from the rest (docs/recipes/recommendation.md).
 LIKE_RATE_WORDS = (
     (0.1, "never likes"),
     (0.2, "hardly ever likes"),

@@ -54,8 +54,8 @@ class LogisticMF:
         items: np.ndarray,
         labels: np.ndarray,
         dim: int = 16,
-        # Chosen on the validation split of the default data (README): stronger penalties
-        # flatten the factors, weaker ones overfit the sparse log.
+        # Chosen on the validation split of the default data (docs/recipes/recommendation.md):
+        # stronger penalties flatten the factors, weaker ones overfit the sparse log.
         l2: float = 0.1,
         bias_l2: float = 0.05,
         steps: int = 300,

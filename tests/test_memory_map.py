@@ -144,7 +144,7 @@ def test_memory_map_and_folds_do_not_combine():
 
 
 def test_large_data_benchmark_runs_on_a_tiny_slice(tiny_model_dir, small_csvs, tmp_path):
-    """benchmarks/large_data.py end to end on the fixture files (the real run is in README)."""
+    """benchmarks/large_data.py end to end on the fixture files (real run: docs/benchmarks.md)."""
     import subprocess
     import sys
 
