@@ -41,9 +41,9 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from finetune import models
-    from finetune.inputs import build_for_training
-    from finetune.train import fit
+    from finetune.modeling import models
+    from finetune.modeling.inputs import build_for_training
+    from finetune.training.loop import fit
     from recipes.customer_service import recipe
 
     config = recipe.config(train={"max_steps": args.steps})

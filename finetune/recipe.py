@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.config import Config, resolve
-from finetune.data import Examples, load_examples
+from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from finetune.baselines import Baseline
     from finetune.crossval import CrossValidation
+    from finetune.evaluation.baselines import Baseline
     from finetune.run import Run
 
 
@@ -154,7 +154,7 @@ class Recipe:
         one, for runs on bundled data; recipes with a `--card` option override this."""
         if config.data.path is not None or len(self.datasets) != 1:
             return None
-        from finetune.datacard import find_card, read_card
+        from finetune.data.cards import find_card, read_card
 
         path = find_card(self.datasets[0])
         return None if path is None else {**read_card(path)[0], "_file": str(path)}
@@ -166,20 +166,20 @@ class Recipe:
         column holds image paths."""
         label_column = config.data.label_column if labelled else None
         if self.inputs == "image":
-            from finetune.images import read_images
+            from finetune.data.images import read_images
 
             return read_images(path, config.data.text_column, label_column, config.image.strict)
         if config.data.memory_map:
-            from finetune import arrowdata
+            from finetune.data import memmap
 
-            return arrowdata.load_examples(path, config.data.text_column, label_column)
+            return memmap.load_examples(path, config.data.text_column, label_column)
         return load_examples(path, config.data.text_column, label_column)
 
     def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]:
         """The user's training data, and its own evaluation split when it carries one (e.g.
         train/ and test/ folders). None: --eval-data or a seeded hold-out is used."""
         if self.inputs == "image":
-            from finetune.images import read_image_split
+            from finetune.data.images import read_image_split
 
             data = config.data
             return read_image_split(path, data.text_column, data.label_column, config.image.strict)

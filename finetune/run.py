@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.arrowdata import Column, take, to_list
 from finetune.config import Config, save_yaml
-from finetune.data import Examples, check_train_eval, shared_texts, stratified_split
+from finetune.data.memmap import Column, take, to_list
+from finetune.data.tables import Examples, check_train_eval, shared_texts, stratified_split
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Run:
     def load(cls, folder: str | Path, options: Any = None) -> Run:
         """Rebuild a finished run; `options` is the recipe's default options object, if any."""
         from finetune.config import load_yaml, merge
-        from finetune.inputs import load_classifier
+        from finetune.modeling.inputs import load_classifier
 
         folder = Path(folder)
         if not (folder / "labels.json").is_file():
@@ -95,8 +95,8 @@ class Run:
         return prepare_texts(texts, self.config)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        from finetune.inference import predict_proba
-        from finetune.models import pick_device
+        from finetune.modeling.inference import predict_proba
+        from finetune.modeling.models import pick_device
 
         if not texts:
             return np.zeros((0, len(self.labels)))
@@ -113,7 +113,7 @@ class Run:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def evaluate(self, examples: Examples) -> dict[str, Any]:
-        from finetune.metrics import classification_metrics
+        from finetune.evaluation.metrics import classification_metrics
 
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = sorted(set(examples.labels) - set(index))
@@ -136,7 +136,7 @@ class Run:
 def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
     """New texts as the model saw its training texts: redacted when the run redacted them."""
     if config.data.redact_pii:
-        from finetune.pii import redact_all
+        from finetune.data.pii import redact_all
 
         texts, _ = redact_all(texts)
     return list(texts)
@@ -255,18 +255,23 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
     """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
     from transformers import set_seed
 
-    from finetune import models
-    from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
-    from finetune.checkpoint import open_checkpoints
-    from finetune.heap import release_free_heap
-    from finetune.inference import embed, predict_proba
-    from finetune.inputs import build_for_training, save_classifier
-    from finetune.inputs import check as check_inputs
-    from finetune.metrics import classification_metrics, confusion, operating_point
-    from finetune.pii import RedactionCounts
+    from finetune.data.pii import RedactionCounts
+    from finetune.evaluation.baselines import (
+        NEEDS_VECTORS,
+        BaselineInputs,
+        fit_probe,
+        resolve_baselines,
+    )
+    from finetune.evaluation.metrics import classification_metrics, confusion, operating_point
+    from finetune.modeling import models
+    from finetune.modeling.heap import release_free_heap
+    from finetune.modeling.inference import embed, predict_proba
+    from finetune.modeling.inputs import build_for_training, save_classifier
+    from finetune.modeling.inputs import check as check_inputs
     from finetune.recipe import EvalContext
-    from finetune.report import write_report
-    from finetune.train import check_optimizer, fit
+    from finetune.reporting.report import write_report
+    from finetune.training.checkpoint import open_checkpoints
+    from finetune.training.loop import check_optimizer, fit
 
     started = time.perf_counter()
     config = config.validate()
@@ -536,7 +541,7 @@ BASELINE_EXTRAS = ("precision", "specificity", "brier")
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """A baseline's entry in metrics.json: the headline four plus binary extras."""
-    from finetune.metrics import headline
+    from finetune.evaluation.metrics import headline
 
     kept = headline(metrics)
     kept.update({k: metrics[k] for k in BASELINE_EXTRAS if k in metrics})
@@ -581,7 +586,7 @@ def baseline_sample(n_rows: int, config: Config) -> np.ndarray:
 
 
 def _redact(texts: Sequence[str]) -> tuple[Sequence[str], Any]:
-    from finetune.pii import RedactionCounts, redact_all
+    from finetune.data.pii import RedactionCounts, redact_all
 
     if not isinstance(texts, Column):
         return redact_all(texts)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import train as train_module
 from finetune.errors import UserError
-from finetune.inputs import build_for_training
+from finetune.modeling.inputs import build_for_training
+from finetune.training import loop as train_module
 from recipes.customer_service import recipe
 
 VAL_LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from finetune.data.images import open_rgb, read_folder, read_image_split, read_images
 from finetune.errors import UserError
-from finetune.images import open_rgb, read_folder, read_image_split, read_images
 from recipes.image_classification import recipe
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 170, 40), "blue": (40, 60, 210)}
@@ -224,7 +224,7 @@ def test_any_mode_and_size_becomes_rgb(mode, size, tmp_path):
 
 
 def test_augmentation_only_in_training_and_seeded(image_data):
-    from finetune.vision import ImageClassifierInfo, ImageInputs
+    from finetune.modeling.vision import ImageClassifierInfo, ImageInputs
 
     info = ImageClassifierInfo("efficientnet-lite0", "efficientnet-lite0", 3, 1280, 40, False)
     paths = read_folder(image_data / "test", strict=True).texts[:6]

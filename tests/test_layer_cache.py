@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from finetune import layercache
-from finetune.inputs import build_for_training
+from finetune.modeling import layercache
+from finetune.modeling.inputs import build_for_training
 from recipes.customer_service import recipe
 
 TEXTS = ["hi", "where is my parcel it has been two weeks now", "refund", "I cannot log in"]
@@ -111,7 +111,7 @@ def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_p
 
 
 def test_batches_pad_to_a_multiple_of_eight_tokens():
-    from finetune.inference import PAD_MULTIPLE, pad_batch
+    from finetune.modeling.inference import PAD_MULTIPLE, pad_batch
 
     ids, mask = pad_batch([[101, 7, 102], [101, 5, 6, 7, 8, 9, 10, 11, 102]], 0)
     assert PAD_MULTIPLE == 8 and ids.shape == mask.shape == (2, 16)
@@ -119,7 +119,7 @@ def test_batches_pad_to_a_multiple_of_eight_tokens():
 
 
 def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
-    from finetune import inference
+    from finetune.modeling import inference
 
     monkeypatch.setattr(inference, "MAX_BATCH_TOKENS", 256)
     lengths = [3, 120, 50, 7, 7, 7, 64, 1] * 10
@@ -134,14 +134,14 @@ def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
 
 
 def test_release_free_heap_runs_here():
-    from finetune.heap import release_free_heap
+    from finetune.modeling.heap import release_free_heap
 
     release_free_heap()  # glibc: returns freed pages; elsewhere a no-op; never raises
 
 
 def test_image_recipes_refuse_lora_layers():
     from finetune.errors import UserError
-    from finetune.vision import check
+    from finetune.modeling.vision import check
     from recipes.image_classification import recipe as images
 
     with pytest.raises(UserError, match="model.lora_layers .* is for text backbones"):

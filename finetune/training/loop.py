@@ -19,14 +19,14 @@ import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Sampler
 
-from finetune.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
 from finetune.config import TrainConfig
 from finetune.errors import UserError
-from finetune.heap import release_free_heap
-from finetune.inference import predict_proba, to_device
-from finetune.inputs import Inputs, batches_of
-from finetune.layercache import cache_inputs
-from finetune.models import TextClassifier, autocast
+from finetune.modeling.heap import release_free_heap
+from finetune.modeling.inference import predict_proba, to_device
+from finetune.modeling.inputs import Inputs, batches_of
+from finetune.modeling.layercache import cache_inputs
+from finetune.modeling.models import TextClassifier, autocast
+from finetune.training.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
 
 # Steps between handing freed heap pages back to the system (heap.py).
 RELEASE_EVERY = 10
@@ -128,7 +128,7 @@ def selection_metric(choice: str, n_classes: int) -> str:
 def validation_figures(proba: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
     """Log-loss, accuracy, macro-F1 and AUC of the validation rows (AUC as in the report: the
     positive class's for two classes, else macro one-vs-rest; None where undefined)."""
-    from finetune.metrics import classification_metrics
+    from finetune.evaluation.metrics import classification_metrics
 
     true_proba = np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1)
     names = [str(k) for k in range(proba.shape[1])]
@@ -170,7 +170,7 @@ def check_optimizer(name: str, device: str) -> None:
             f"train.optim={name} pages optimizer state between GPU and CPU memory and needs CUDA "
             f"(this device: {device}). Use --optim adamw_8bit or adamw."
         )
-    from finetune.models import check_quantization
+    from finetune.modeling.models import check_quantization
 
     try:
         check_quantization("8bit", device)  # the same bitsandbytes checks

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.arrowdata import Column
-from finetune.heap import release_free_heap
-from finetune.inputs import Inputs, TokenBatches
+from finetune.data.memmap import Column
+from finetune.modeling.heap import release_free_heap
+from finetune.modeling.inputs import Inputs, TokenBatches
 
 # What a forward pass raises when the shortened layer list or the pass-through embeddings do
 # not fit how an architecture calls them: an unexpected argument or attribute, a shape or
@@ -100,7 +100,7 @@ class CachedStates(Inputs):
         self.flat, self.offsets, self.row_lengths = flat, offsets, lengths
 
     def collate(self, items: list[int], train: bool = False) -> dict[str, torch.Tensor]:
-        from finetune.inference import padded_width
+        from finetune.modeling.inference import padded_width
 
         width = padded_width(self.row_lengths[items].tolist())
         states = self.flat.new_zeros((len(items), width, self.flat.shape[1]))
@@ -118,8 +118,8 @@ class CachedStates(Inputs):
 def _build(
     model: nn.Module, items: Sequence[Any], inputs: Inputs, batch_size: int, device: str, bf16: bool
 ) -> CachedStates:
-    from finetune.inference import length_sorted_batches, to_device
-    from finetune.models import autocast
+    from finetune.modeling.inference import length_sorted_batches, to_device
+    from finetune.modeling.models import autocast
 
     first = model.first_trained_layer
     lengths = np.asarray(inputs.lengths(items), dtype=np.int64)
@@ -151,8 +151,8 @@ def _computes_the_same(
     bf16: bool,
 ) -> bool:
     """Does the split model give the whole model's logits on a few rows (eval mode)?"""
-    from finetune.inference import to_device
-    from finetune.models import autocast
+    from finetune.modeling.inference import to_device
+    from finetune.modeling.models import autocast
 
     rows = list(range(min(8, len(items))))
     was_training = model.training

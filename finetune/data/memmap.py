@@ -127,7 +127,7 @@ def load_examples(path: str | Path, text_column: str, label_column: str | None) 
     """Like `data.load_examples`, with the same checks and messages, but memory-mapped."""
     import pyarrow as pa
 
-    from finetune.data import Examples, _label_string, check_file
+    from finetune.data.tables import Examples, _label_string, check_file
 
     path = Path(path)
     kind = check_file(path)  # the same checks and messages as an in-memory read
@@ -175,7 +175,7 @@ class _Faults:
         self.no_label: list[int] = []
 
     def scan(self, texts: list[Any], labels: list[Any] | None, first: int) -> None:
-        from finetune.data import NESTED
+        from finetune.data.tables import NESTED
 
         for i, text in enumerate(texts):
             label = labels[i] if labels is not None else ""
@@ -191,7 +191,7 @@ class _Faults:
         return bool(self.nested or self.empty_text or self.no_label)
 
     def raise_first(self) -> None:
-        from finetune.data import nested_error
+        from finetune.data.tables import nested_error
 
         for column, rows in self.nested.items():
             raise nested_error(self.source, column, _rows(rows, self.where))
@@ -217,7 +217,7 @@ def _batches(
 
     JSONL is read here, a line at a time: `datasets` would turn a column with a JSON object in
     one row into JSON text in every row ('"hello"'), and a number/text mix likewise."""
-    from finetune.data import find_column
+    from finetune.data.tables import find_column
 
     source = str(path)
     if kind == "jsonl":
@@ -293,7 +293,7 @@ def _convert(path: Path, kind: str) -> datasets.Dataset:
     import datasets
     from datasets.exceptions import DatasetGenerationError
 
-    from finetune.data import READ_ERRORS
+    from finetune.data.tables import READ_ERRORS
 
     datasets.disable_progress_bars()
     cache = str(scratch() / "datasets")
@@ -302,7 +302,7 @@ def _convert(path: Path, kind: str) -> datasets.Dataset:
             # Every column as text, as written: pandas would guess each chunk's types apart.
             import pandas as pd
 
-            from finetune.data import CSV_OPTIONS
+            from finetune.data.tables import CSV_OPTIONS
 
             sep = "\t" if kind == "tsv" else ","
             first = pd.read_csv(path, **CSV_OPTIONS, sep=sep, nrows=1)

@@ -60,7 +60,7 @@ class Examples:
         return len(self.texts)
 
     def subset(self, indices: list[int], source: str) -> Examples:
-        from finetune.arrowdata import take
+        from finetune.data.memmap import take
 
         features = None
         if self.features is not None:

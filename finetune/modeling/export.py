@@ -8,7 +8,7 @@ and Llama's `score` layer has no bias). So the export is uniform for every archi
 - `head.safetensors` (the linear head) and `classifier.json` (pooling, labels, max_length);
 - the tokenizer (with its pad token), and `predict.py`: the dozen lines of pooling + head,
   using only torch, transformers and safetensors;
-- for runs that redact PII, `pii.py`: a copy of `finetune/pii.py` (standard library only), so
+- for runs that redact PII, `pii.py`: a copy of `finetune/data/pii.py` (standard library only), so
   `predict.py` redacts new texts exactly as training did.
 
 `predict.py` takes texts as they are, so only runs whose model reads the user's texts as
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune import pii
+from finetune.data import pii
 from finetune.errors import UserError
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
@@ -112,9 +112,9 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    from finetune import models
     from finetune.config import load_yaml
-    from finetune.inference import predict_proba, tokenize
+    from finetune.modeling import models
+    from finetune.modeling.inference import predict_proba, tokenize
     from finetune.run import Run, staged
 
     run_folder, output = Path(run_folder), Path(output)

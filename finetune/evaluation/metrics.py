@@ -175,4 +175,4 @@ def evaluate_module_path() -> str:
     """
     from importlib.resources import files
 
-    return str(files("finetune") / "metric_modules" / "finetune_classification")
+    return str(files("finetune.evaluation") / "metric_modules" / "finetune_classification")

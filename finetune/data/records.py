@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.data import (
+from finetune.data.tables import (
     READERS,
     Examples,
     _row_numbers,
@@ -32,7 +32,7 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from finetune.baselines import BaselineInputs
+    from finetune.evaluation.baselines import BaselineInputs
 
 KINDS = ("numeric", "categorical", "text")
 # Cells that mean "not recorded" in exported spreadsheets and R/UCI files (case-insensitive).
@@ -106,7 +106,7 @@ class Column:
 
 
 def table_card(path: str | Path) -> dict[str, Any]:
-    """The YAML header of a data card (finetune.datacard), its `feature_columns` checked.
+    """The YAML header of a data card (finetune.data.cards), its `feature_columns` checked.
 
     Each feature column may give `name` (what records call it), `unit`, `type` (numeric,
     categorical or text; `categorical/text`, as `finetune data card --write` drafts it, means
@@ -114,7 +114,7 @@ def table_card(path: str | Path) -> dict[str, Any]:
     (checked again against the data's inferred kinds when a table is read). `positive_class`
     must be one of `classes`. The header gets `_file` (the card's path) for error messages.
     """
-    from finetune.datacard import read_card
+    from finetune.data.cards import read_card
 
     path = Path(path)
     if not path.is_file():

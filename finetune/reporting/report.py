@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.metrics import HEADLINE
+from finetune.evaluation.metrics import HEADLINE
 
 
 def _fmt(value: Any) -> str:

@@ -7,8 +7,8 @@ augmentation when `train=True`), and for the items' `lengths` (token counts, so 
 similar length pad little; None where every item has the same size, as images do).
 
 Each kind also builds, saves and loads its classifier: `build_for_training`,
-`save_classifier` and `load_classifier` below pick the text (`finetune.models`) or image
-(`finetune.vision`) implementation. A classifier of any kind has `backbone` (a peft model),
+`save_classifier` and `load_classifier` below pick the text (`finetune.modeling.models`) or image
+(`finetune.modeling.vision`) implementation. A classifier of any kind has `backbone` (a peft model),
 `head` (a linear layer), `set_head`, `embed(**batch)` (the vector the head reads) and
 `forward(**batch)` (logits).
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from finetune.arrowdata import Column
+from finetune.data.memmap import Column
 
 if TYPE_CHECKING:
     from finetune.config import Config
@@ -62,7 +62,7 @@ class TokenBatches(Inputs):
         self.pad_id = pad_id
 
     def collate(self, items: list[list[int]], train: bool = False) -> dict[str, torch.Tensor]:
-        from finetune.inference import pad_batch
+        from finetune.modeling.inference import pad_batch
 
         ids, mask = pad_batch(items, self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
@@ -82,7 +82,7 @@ class TextInputs(TokenBatches):
         self.max_length = max_length
 
     def encode(self, texts: Sequence[str]) -> Sequence[list[int]]:
-        from finetune.inference import tokenize
+        from finetune.modeling.inference import tokenize
 
         if isinstance(texts, Column):  # data.memory_map: token ids go to disk too
             import pyarrow as pa
@@ -110,7 +110,7 @@ def batches_of(inputs: Inputs | int) -> Inputs:
 def check(kind: str, config: Config) -> None:
     """Fail before any data is read when the backbone cannot do what the config asks."""
     if kind == "image":
-        from finetune import vision
+        from finetune.modeling import vision
 
         vision.check(config)
 
@@ -123,10 +123,10 @@ def build_for_training(
     `options` go to the kind's own builder (e.g. gradient checkpointing).
     """
     if kind == "image":
-        from finetune import vision
+        from finetune.modeling import vision
 
         return vision.build_for_training(config, num_labels, bf16, device, **options)
-    from finetune import models
+    from finetune.modeling import models
 
     model, tokenizer, info = models.build_for_training(
         config.model, num_labels, config.data.max_length, bf16, device, config.train.seed, **options
@@ -136,11 +136,11 @@ def build_for_training(
 
 def save_classifier(model: torch.nn.Module, inputs: Inputs, info: Any, folder: Path) -> None:
     if inputs.kind == "image":
-        from finetune import vision
+        from finetune.modeling import vision
 
         vision.save_classifier(model, inputs, info, folder)
         return
-    from finetune import models
+    from finetune.modeling import models
 
     models.save_classifier(model, inputs.tokenizer, info, folder)
 
@@ -149,10 +149,10 @@ def load_classifier(folder: Path) -> tuple[torch.nn.Module, Inputs, Any]:
     """Rebuild a saved classifier of whichever kind `classifier.json` says (text if unsaid)."""
     info_file = folder / "classifier.json"
     if info_file.is_file() and json.loads(info_file.read_text()).get("kind") == "image":
-        from finetune import vision
+        from finetune.modeling import vision
 
         return vision.load_classifier(folder)
-    from finetune import models
+    from finetune.modeling import models
 
     model, tokenizer, info = models.load_classifier(folder)
     return model, TextInputs(tokenizer, info.max_length), info

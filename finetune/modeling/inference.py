@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from finetune.inputs import Inputs, batches_of
-from finetune.models import TextClassifier, autocast
+from finetune.modeling.inputs import Inputs, batches_of
+from finetune.modeling.models import TextClassifier, autocast
 
 
 def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.metrics import HEADLINE
-from finetune.report import _fmt, _markdown_table
+from finetune.evaluation.metrics import HEADLINE
+from finetune.reporting.report import _fmt, _markdown_table
 
 SUMMARY_COLUMNS = (
     "run",
