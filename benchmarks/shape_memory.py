@@ -39,8 +39,8 @@ def main() -> None:
     import torch
 
     from finetune.modeling import models
+    from finetune.modeling.classifiers import build_for_training
     from finetune.modeling.heap import release_free_heap
-    from finetune.modeling.inputs import build_for_training
     from recipes.customer_service import recipe
 
     config = recipe.config(model={"lora_layers": 2, "head_init": "random"})

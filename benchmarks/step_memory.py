@@ -41,8 +41,9 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
+    from finetune.evaluation.metrics import validation_figures
     from finetune.modeling import models
-    from finetune.modeling.inputs import build_for_training
+    from finetune.modeling.classifiers import build_for_training
     from finetune.training.loop import fit
     from recipes.customer_service import recipe
 
@@ -66,7 +67,19 @@ def main() -> None:
 
     inputs.collate = traced
     start = time.perf_counter()
-    fit(model, ids, labels, [], np.array([]), config.train, inputs, "cpu", bf16, False)
+    fit(
+        model,
+        ids,
+        labels,
+        [],
+        np.array([]),
+        config.train,
+        inputs,
+        "cpu",
+        bf16,
+        False,
+        validation_figures=validation_figures,
+    )
     seconds = time.perf_counter() - start
     print(f"after {args.steps} steps: {anonymous_mb()} MB anonymous, {seconds:.1f} s training")
 

@@ -6,29 +6,21 @@ Nothing heavy is imported at module level: `finetune --help` must answer without
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from finetune.errors import UserError
+from finetune.files import atomic
+from finetune.registry import RECIPES, load_recipe
 
 if TYPE_CHECKING:
     from finetune.recipe import Flag, Recipe
-
-# Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
-RECIPES = {
-    "customer-service": "recipes.customer_service",
-    "medical-risk": "recipes.medical_risk",
-    "image-classification": "recipes.image_classification",
-    "recommendation": "recipes.recommendation",
-}
 
 app = typer.Typer(
     help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
@@ -206,7 +198,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
-        with _atomic(target) as tmp:
+        with atomic(target) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         print_results(metrics, f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)")
         typer.echo(f"Metrics: {target}")
@@ -287,18 +279,6 @@ def _with_columns(config: Any, text_column: str | None, label_column: str | None
     return merge(config, updates, source="command line")
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary sibling to write; it replaces `path` only once written completely."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_predictions(source: str, examples: Any, proba: Any, labels: list[str], path: Path):
     """The input rows with predicted_label and probability appended, written atomically.
 
@@ -318,7 +298,7 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
-    with _atomic(path) as tmp:
+    with atomic(path) as tmp:
         frame.to_csv(tmp, index=False)
 
 
@@ -408,7 +388,7 @@ def data_card(
         target = output or Path("data_cards") / f"{Path(name_or_path).stem}.md"
         if target.exists():
             raise UserError(f"{target} exists; pass another --output.")
-        with _atomic(target) as tmp:
+        with atomic(target) as tmp:
             tmp.write_text(draft_card(name_or_path, label_column, text_column), encoding="utf-8")
         typer.echo(f"Drafted {target}: fill in the TODOs.")
         return
@@ -417,8 +397,8 @@ def data_card(
 
 
 def _register_recipes() -> None:
-    for command, module_name in RECIPES.items():
-        recipe = importlib.import_module(module_name).recipe
+    for command in RECIPES:
+        recipe = load_recipe(command)
         app.add_typer(recipe_app(recipe), name=command, help=recipe.description)
 
 

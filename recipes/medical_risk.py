@@ -17,8 +17,6 @@ from typing import Any
 from finetune.config import Config
 from finetune.data.cards import CARDS_DIR
 from finetune.data.records import (
-    gradient_boosting,
-    logistic_regression,
     records_section,
     run_schema,
     save_schema,
@@ -27,6 +25,7 @@ from finetune.data.records import (
 )
 from finetune.data.tables import Examples, read_table
 from finetune.errors import UserError
+from finetune.evaluation.table_baselines import gradient_boosting, logistic_regression
 from finetune.recipe import (
     CLASS_WEIGHT,
     FOLDS,

@@ -40,8 +40,8 @@ def all_cards():
 def test_every_recipe_dataset_has_a_card():
     import importlib
 
-    from finetune.cli import RECIPES
     from finetune.data.cards import find_card
+    from finetune.registry import RECIPES
 
     for module in RECIPES.values():
         recipe = importlib.import_module(module).recipe

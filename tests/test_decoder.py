@@ -41,7 +41,7 @@ def test_decoder_gets_pad_token_last_token_pooling_and_its_lora_targets(tiny_lla
 
 def test_last_token_pooling_ignores_right_padding(tiny_llama_dir):
     from finetune.config import ModelConfig
-    from finetune.modeling.inference import pad_batch
+    from finetune.modeling.inputs import pad_batch
 
     options = ModelConfig(name=str(tiny_llama_dir), lora_r=4)
     model, tokenizer, info = models.build_for_training(options, 3, 32, False, "cpu", 0)

@@ -147,7 +147,8 @@ def test_train_and_test_subfolders_are_the_split(image_data, tmp_path):
 
 
 def test_folds_pool_the_classes_of_train_and_test_not_the_split_names(image_data):
-    from finetune.crossval import fold_indices, pooled_examples
+    from finetune.crossval import pooled_examples
+    from finetune.evaluation.folds import fold_indices
 
     config = recipe.config(data={"path": str(image_data)}, eval={"folds": 3})
     pooled = pooled_examples(recipe, config)

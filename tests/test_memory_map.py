@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from finetune.data import memmap
-from finetune.data.memmap import Column
+from finetune.data.columns import Column
 from finetune.data.tables import load_examples
 from finetune.errors import UserError
 from recipes.customer_service import recipe

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from finetune.cli import RECIPES
+from finetune.registry import RECIPES
 
 
 class NetworkUsed(AssertionError):

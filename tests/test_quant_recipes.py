@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-from finetune.cli import RECIPES
+from finetune.registry import RECIPES
 
 TEXT_RECIPES = sorted(
     name

@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 
 from finetune.data.records import (
-    gradient_boosting,
-    logistic_regression,
     records_section,
     table_card,
     table_examples,
@@ -16,6 +14,7 @@ from finetune.data.records import (
 from finetune.data.tables import read_table
 from finetune.errors import UserError
 from finetune.evaluation.baselines import BaselineInputs
+from finetune.evaluation.table_baselines import gradient_boosting, logistic_regression
 
 CARD = {
     "label_column": "outcome",

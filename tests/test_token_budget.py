@@ -24,7 +24,7 @@ def test_split_by_tokens_keeps_every_row_once_within_the_budget():
 def test_pieces_give_the_whole_batch_gradient(tiny_model_dir, weighted):
     from accelerate import Accelerator
 
-    from finetune.modeling.inputs import build_for_training
+    from finetune.modeling.classifiers import build_for_training
 
     config = recipe.config(model={"name": str(tiny_model_dir), "lora_r": 4, "head_init": "random"})
     model, inputs, _ = build_for_training("text", config, 3, False, "cpu")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.errors import UserError
+from finetune.markdown import table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,14 +69,12 @@ class Stats:
     overlap: dict[str, int] = field(default_factory=dict)  # split name -> rows also there
 
     def as_markdown(self) -> str:
-        from finetune.reporting.report import _markdown_table
-
         parts = [f"### {self.source}", "", f"{self.rows} rows, {len(self.columns)} columns."]
         if self.label_counts:
             total = sum(self.label_counts.values())
             rows = [[k, str(v), f"{v / total:.1%}"] for k, v in self.label_counts.items()]
             parts += ["", f"Label column `{self.label_column}`:", ""]
-            parts.append(_markdown_table(["label", "rows", "share"], rows))
+            parts.append(table(["label", "rows", "share"], rows))
         missing = {k: v for k, v in self.missing.items() if v}
         shown = ", ".join(f"{k} {v} ({v / self.rows:.1%})" for k, v in missing.items())
         parts += ["", f"Missing values: {shown or 'none'}."]
@@ -164,13 +163,11 @@ def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame
     from finetune.data.tables import read_table
 
     if meta.get("recipe"):
-        import importlib
-
         import pandas as pd
 
-        from finetune.cli import RECIPES
+        from finetune.registry import load_recipe
 
-        recipe = importlib.import_module(RECIPES[meta["recipe"]]).recipe
+        recipe = load_recipe(meta["recipe"])
         splits = dict(zip(("train", "test"), recipe.bundled(recipe.config()), strict=True))
         column = meta.get("path_column") or meta.get("text_column") or "text"
         return {
