@@ -19,16 +19,18 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # Quick run of every recipe on its bundled data, one report, floors checked (CI publishes it).
 evaluate: install
 	rm -rf reports/ci-runs reports/ci
-	for recipe in $$($(PY) -c "from finetune.cli import RECIPES; print(*RECIPES)"); do \
+	for recipe in $$($(PY) -c "from finetune.registry import RECIPES; print(*RECIPES)"); do \
 		start=$$(date +%s); \
 		$(VENV)/bin/finetune $$recipe train --quick --output reports/ci-runs/$$recipe || exit 1; \
 		echo "evaluate $$recipe: $$(( $$(date +%s) - start )) s"; \
