@@ -8,6 +8,9 @@ trained on the other folds and scored on fold k, baselines included. The top-lev
 tables and scripts read it alike), its standard deviation as `<name>_std`, and every fold's
 figures; `report.md` shows them as mean ± std with pooled out-of-fold ROC and calibration
 plots. Each fold folder stays a complete run that `Run.load` reads.
+
+This module runs the folds (the recipe API layer, beside `finetune.run`); the folds themselves
+and their summary are `finetune.evaluation.folds`', the report `finetune.reporting.crossval`'s.
 """
 
 from __future__ import annotations

@@ -28,10 +28,25 @@ import numpy as np
 
 from finetune.config import Config, save_yaml
 from finetune.data.columns import Column, take, to_list
+from finetune.data.pii import RedactionCounts, redact_all
 from finetune.data.tables import Examples, check_train_eval, shared_texts, stratified_split
 from finetune.errors import UserError
+from finetune.evaluation.baselines import (
+    NEEDS_VECTORS,
+    BaselineInputs,
+    fit_probe,
+    resolve_baselines,
+)
 from finetune.evaluation.context import EvalContext
+from finetune.evaluation.metrics import (
+    classification_metrics,
+    confusion,
+    headline,
+    operating_point,
+    validation_figures,
+)
 from finetune.files import staged
+from finetune.reporting.report import write_report
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
@@ -143,8 +158,6 @@ class Run:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def evaluate(self, examples: Examples) -> dict[str, Any]:
-        from finetune.evaluation.metrics import classification_metrics
-
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = sorted(set(examples.labels) - set(index))
         if unknown:
@@ -166,8 +179,6 @@ class Run:
 def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
     """New texts as the model saw its training texts: redacted when the run redacted them."""
     if config.data.redact_pii:
-        from finetune.data.pii import redact_all
-
         texts, _ = redact_all(texts)
     return list(texts)
 
@@ -253,25 +264,11 @@ def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Ru
     """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
     from transformers import set_seed
 
-    from finetune.data.pii import RedactionCounts
-    from finetune.evaluation.baselines import (
-        NEEDS_VECTORS,
-        BaselineInputs,
-        fit_probe,
-        resolve_baselines,
-    )
-    from finetune.evaluation.metrics import (
-        classification_metrics,
-        confusion,
-        operating_point,
-        validation_figures,
-    )
     from finetune.modeling import models
     from finetune.modeling.classifiers import build_for_training, save_classifier
     from finetune.modeling.classifiers import check as check_inputs
     from finetune.modeling.heap import release_free_heap
     from finetune.modeling.inference import embed, predict_proba
-    from finetune.reporting.report import write_report
     from finetune.training.checkpoint import open_checkpoints
     from finetune.training.loop import check_optimizer, fit
 
@@ -544,8 +541,6 @@ BASELINE_EXTRAS = ("precision", "specificity", "brier")
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """A baseline's entry in metrics.json: the headline four plus binary extras."""
-    from finetune.evaluation.metrics import headline
-
     kept = headline(metrics)
     kept.update({k: metrics[k] for k in BASELINE_EXTRAS if k in metrics})
     return kept
@@ -589,8 +584,6 @@ def baseline_sample(n_rows: int, config: Config) -> np.ndarray:
 
 
 def _redact(texts: Sequence[str]) -> tuple[Sequence[str], Any]:
-    from finetune.data.pii import RedactionCounts, redact_all
-
     if not isinstance(texts, Column):
         return redact_all(texts)
     import pyarrow as pa
