@@ -19,11 +19,13 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # Quick run of every recipe on its bundled data, one report, floors checked (CI publishes it).
 # The runs have the network blocked (.ci/no_network/sitecustomize.py): this is the offline
@@ -35,7 +37,7 @@ NO_NETWORK := PYTHONPATH="$(CURDIR)/.ci/no_network$${PYTHONPATH:+:$$PYTHONPATH}"
 evaluate: install
 	rm -rf reports/ci-runs reports/ci
 	mkdir -p reports/ci-runs
-	for recipe in $$($(PY) -c "from finetune.cli import RECIPES; print(*RECIPES)"); do \
+	for recipe in $$($(PY) -c "from finetune.registry import RECIPES; print(*RECIPES)"); do \
 		start=$$(date +%s); \
 		$(NO_NETWORK) $(VENV)/bin/finetune $$recipe train --quick \
 			--output reports/ci-runs/$$recipe || exit 1; \

@@ -56,8 +56,8 @@ def run_reference(args: argparse.Namespace) -> dict:
         set_seed,
     )
 
-    from finetune.metrics import classification_metrics
-    from finetune.models import resolve_model_path
+    from finetune.evaluation.metrics import classification_metrics
+    from finetune.modeling.models import resolve_model_path
 
     set_seed(args.seed)
     train, test = load_frames(args)

@@ -29,7 +29,7 @@ PY
 cd "$root"
 export HF_HUB_OFFLINE=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 # Convert the bundled SmolLM2 GGUF once (cached) outside the timed comparison.
-"$python" -c "from finetune.models import resolve_model_path; resolve_model_path('smollm2-135m')"
+"$python" -c "from finetune.modeling.models import resolve_model_path; resolve_model_path('smollm2-135m')"
 timeout 420 "$python" benchmarks/quantization.py --require-cuda --limit 0 --eval-limit 0 \
     --epochs 3 --batch-size 32 --output "$out/quantization_gpu.json" \
     --table "$out/quantization_gpu.md" 2>&1 | tee "$out/quantization_gpu.log"

@@ -40,9 +40,9 @@ def main() -> None:
 
     import torch
 
-    from finetune import models
-    from finetune.heap import release_free_heap
-    from finetune.inputs import build_for_training
+    from finetune.modeling import models
+    from finetune.modeling.classifiers import build_for_training
+    from finetune.modeling.heap import release_free_heap
     from recipes.customer_service import recipe
 
     config = recipe.config(model={"lora_layers": 2, "head_init": "random"})

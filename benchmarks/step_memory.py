@@ -43,9 +43,10 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from finetune import models
-    from finetune.inputs import build_for_training
-    from finetune.train import fit
+    from finetune.evaluation.metrics import validation_figures
+    from finetune.modeling import models
+    from finetune.modeling.classifiers import build_for_training
+    from finetune.training.loop import fit
     from recipes.customer_service import recipe
 
     config = recipe.config(train={"max_steps": args.steps})
@@ -68,7 +69,19 @@ def main() -> None:
 
     inputs.collate = traced
     start = time.perf_counter()
-    fit(model, ids, labels, [], np.array([]), config.train, inputs, "cpu", bf16, False)
+    fit(
+        model,
+        ids,
+        labels,
+        [],
+        np.array([]),
+        config.train,
+        inputs,
+        "cpu",
+        bf16,
+        False,
+        validation_figures=validation_figures,
+    )
     seconds = time.perf_counter() - start
     print(f"after {args.steps} steps: {anonymous_mb()} MB anonymous, {seconds:.1f} s training")
 

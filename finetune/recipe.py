@@ -8,20 +8,18 @@ Importing this module stays cheap: torch is only imported when a method runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.config import Config, resolve
-from finetune.data import Examples, load_examples
+from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
+from finetune.evaluation.context import EvalContext
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from finetune.baselines import Baseline
     from finetune.crossval import CrossValidation
+    from finetune.evaluation.baselines import Baseline
     from finetune.run import Run
 
 
@@ -51,38 +49,6 @@ TARGET_RECALL = Flag(
 FOLDS = Flag("--folds", "eval.folds", "Stratified K-fold cross-validation (K >= 2).", int)
 
 
-def default_primary_metric(n_classes: int) -> str:
-    """Macro-F1 for multiclass tasks (one-vs-rest AUC is near 1 for every method on many
-    classes, so it cannot rank them); the positive class's AUC for two-class tasks (F1 at the
-    0.5 threshold depends on a threshold a risk model is not used at)."""
-    return "auc" if n_classes == 2 else "f1"
-
-
-@dataclass
-class EvalContext:
-    """What a recipe's extra evaluation may look at once the model and baselines are scored."""
-
-    config: Config
-    train: Examples  # all training rows (before the validation hold-out)
-    evaluation: Examples
-    labels: list[str]
-    y_eval: np.ndarray  # label ids of the evaluation rows
-    # Class probabilities on the evaluation rows: the fine-tuned model first, then baselines.
-    scores: dict[str, np.ndarray]
-    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric), prepared
-    # as in training (redacted when the run redacts), like `Run.predict_proba`.
-    predict_proba: Callable[[list[str]], np.ndarray]
-    # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
-    fitted: dict[str, Any] = field(default_factory=dict)
-    # Extra plots: file name -> function drawing it to the given path; the engine calls each
-    # one into the run's plots/ folder, so a report section can show plots/<name>.
-    plots: dict[str, Callable[[Path], None]] = field(default_factory=dict)
-    # Extra figures per method (the engine's MODEL_NAME or a baseline's name -> name -> value),
-    # e.g. a ranking metric: the engine adds them to that method's entry in metrics.json, so
-    # a recipe's `primary_metric` can be one of them.
-    method_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
-
-
 class Recipe:
     name: str = ""  # CLI sub-command, e.g. "customer-service"
     title: str = ""
@@ -94,8 +60,9 @@ class Recipe:
     # Defaults that suit only the bundled dataset (used when no --data is given), e.g. no
     # mirrored digits; a YAML file and flags still override them.
     bundled_defaults: dict[str, Any] = {}
-    # Fitted and scored next to the model: names from finetune.baselines.BASELINES, or the
-    # recipe's own functions (BaselineInputs -> class probabilities; the name is __name__).
+    # Fitted and scored next to the model: names from finetune.evaluation.baselines.BASELINES,
+    # or the recipe's own functions (BaselineInputs -> class probabilities; the name is
+    # __name__).
     baselines: tuple[str | Baseline, ...] = ("tfidf_logreg", "embedding_logreg")
     # The recipe's own options (a dataclass, under `options:` in YAML), or None.
     Options: type | None = None
@@ -120,6 +87,8 @@ class Recipe:
 
     def primary_metric_for(self, n_classes: int) -> str:
         """The metric that ranks methods on a task with `n_classes` classes."""
+        from finetune.evaluation.metrics import default_primary_metric
+
         if self.primary_metric is not None:
             return self.primary_metric
         return default_primary_metric(n_classes)
@@ -154,7 +123,7 @@ class Recipe:
         one, for runs on bundled data; recipes with a `--card` option override this."""
         if config.data.path is not None or len(self.datasets) != 1:
             return None
-        from finetune.datacard import find_card, read_card
+        from finetune.data.cards import find_card, read_card
 
         path = find_card(self.datasets[0])
         return None if path is None else {**read_card(path)[0], "_file": str(path)}
@@ -166,20 +135,20 @@ class Recipe:
         column holds image paths."""
         label_column = config.data.label_column if labelled else None
         if self.inputs == "image":
-            from finetune.images import read_images
+            from finetune.data.images import read_images
 
             return read_images(path, config.data.text_column, label_column, config.image.strict)
         if config.data.memory_map:
-            from finetune import arrowdata
+            from finetune.data import memmap
 
-            return arrowdata.load_examples(path, config.data.text_column, label_column)
+            return memmap.load_examples(path, config.data.text_column, label_column)
         return load_examples(path, config.data.text_column, label_column)
 
     def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]:
         """The user's training data, and its own evaluation split when it carries one (e.g.
         train/ and test/ folders). None: --eval-data or a seeded hold-out is used."""
         if self.inputs == "image":
-            from finetune.images import read_image_split
+            from finetune.data.images import read_image_split
 
             data = config.data
             return read_image_split(path, data.text_column, data.label_column, config.image.strict)

@@ -1,36 +1,55 @@
 """One fine-tuning run from examples to a finished run folder, and reloading that folder.
 
-Data flows one way: examples -> (redaction) -> model inputs (tokens or pixels: inputs.py) ->
-LoRA classifier -> training -> predictions -> metrics + baselines -> run folder. The folder is
-written under a temporary name and renamed when complete, so a crashed run never looks finished.
+Data flows one way: examples -> (redaction) -> model inputs (tokens or pixels:
+modeling/inputs.py) -> LoRA classifier -> training -> predictions -> metrics + baselines -> run
+folder. The folder is written under a temporary name and renamed when complete
+(`finetune.files.staged`), so a crashed run never looks finished.
+
+The API layer: this module and `finetune.crossval` use the engine's sub-packages (data,
+modeling, training, evaluation, reporting) and are used by `finetune.recipe`; they call a
+recipe's hooks (`RecipeHooks`) without importing the recipe API.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import platform
 import resource
-import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from finetune.arrowdata import Column, take, to_list
 from finetune.config import Config, save_yaml
-from finetune.data import Examples, check_train_eval, shared_texts, stratified_split
+from finetune.data.columns import Column, take, to_list
+from finetune.data.pii import RedactionCounts, redact_all
+from finetune.data.tables import Examples, check_train_eval, shared_texts, stratified_split
 from finetune.errors import UserError
+from finetune.evaluation.baselines import (
+    NEEDS_VECTORS,
+    BaselineInputs,
+    fit_probe,
+    resolve_baselines,
+)
+from finetune.evaluation.context import EvalContext
+from finetune.evaluation.metrics import (
+    classification_metrics,
+    confusion,
+    headline,
+    operating_point,
+    validation_figures,
+)
+from finetune.files import staged
+from finetune.reporting.report import write_report
 
 if TYPE_CHECKING:
-    from finetune.recipe import Recipe
+    from finetune.evaluation.baselines import Baseline
 
 # data.memory_map's default cap on the rows the baselines fit on (eval.baseline_max_rows).
 BASELINE_ROWS_MEMORY_MAPPED = 20_000
@@ -48,6 +67,32 @@ PACKAGES = (
 )
 
 
+class RecipeHooks(Protocol):
+    """What a run asks of its recipe; `finetune.recipe.Recipe` is the implementation recipes
+    subclass (its docstrings say what each hook does). Typed here, where the hooks are called,
+    so that the run never imports the recipe API built on top of it."""
+
+    name: str
+    title: str
+    inputs: str
+    baselines: tuple[str | Baseline, ...]
+    extra_key: str
+
+    def primary_metric_for(self, n_classes: int) -> str: ...
+
+    def bundled(self, config: Config) -> tuple[Examples, Examples]: ...
+
+    def card(self, config: Config) -> dict[str, Any] | None: ...
+
+    def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples: ...
+
+    def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]: ...
+
+    def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]: ...
+
+    def save_files(self, folder: Path, context: EvalContext) -> None: ...
+
+
 @dataclass
 class Run:
     """A trained classifier and its run folder; what `train` returns and `load` rebuilds."""
@@ -56,7 +101,7 @@ class Run:
     config: Config
     labels: list[str]
     model: Any
-    inputs: Any  # finetune.inputs.Inputs: how examples become model input
+    inputs: Any  # finetune.modeling.inputs.Inputs: how examples become model input
     bf16: bool
     metrics: dict[str, Any]
 
@@ -69,7 +114,7 @@ class Run:
     def load(cls, folder: str | Path, options: Any = None) -> Run:
         """Rebuild a finished run; `options` is the recipe's default options object, if any."""
         from finetune.config import load_yaml, merge
-        from finetune.inputs import load_classifier
+        from finetune.modeling.classifiers import load_classifier
 
         folder = Path(folder)
         if not (folder / "labels.json").is_file():
@@ -95,8 +140,8 @@ class Run:
         return prepare_texts(texts, self.config)
 
     def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        from finetune.inference import predict_proba
-        from finetune.models import pick_device
+        from finetune.modeling.inference import predict_proba
+        from finetune.modeling.models import pick_device
 
         if not texts:
             return np.zeros((0, len(self.labels)))
@@ -113,8 +158,6 @@ class Run:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def evaluate(self, examples: Examples) -> dict[str, Any]:
-        from finetune.metrics import classification_metrics
-
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = sorted(set(examples.labels) - set(index))
         if unknown:
@@ -136,8 +179,6 @@ class Run:
 def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
     """New texts as the model saw its training texts: redacted when the run redacted them."""
     if config.data.redact_pii:
-        from finetune.pii import redact_all
-
         texts, _ = redact_all(texts)
     return list(texts)
 
@@ -195,39 +236,7 @@ def output_folder(config: Config) -> Path:
     return folder
 
 
-@contextmanager
-def staged(folder: Path) -> Iterator[Path]:
-    """A temporary sibling folder to fill; renamed to `folder` only if the block succeeds.
-
-    A run killed or failing half-way leaves no folder that looks finished, and an existing
-    folder (with --overwrite) is replaced only once the new one is complete.
-    """
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(
-                f"No space left on the device while writing {folder}; nothing was written "
-                f"(and {folder} was left as it was). Free some space and rerun with --resume."
-            ) from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if folder.exists():
-        old = folder.with_name(folder.name + f".old-{os.getpid()}")
-        folder.rename(old)
-    tmp.rename(folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
+def split_data(recipe: RecipeHooks, config: Config) -> tuple[Examples, Examples]:
     """Training and evaluation examples: given files, a seeded hold-out, or the bundled split."""
     data = config.data
     if data.path is None:
@@ -251,22 +260,17 @@ def split_data(recipe: Recipe, config: Config) -> tuple[Examples, Examples]:
     return train, evaluation
 
 
-def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
+def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Run:
     """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
     from transformers import set_seed
 
-    from finetune import models
-    from finetune.baselines import NEEDS_VECTORS, BaselineInputs, fit_probe, resolve_baselines
-    from finetune.checkpoint import open_checkpoints
-    from finetune.heap import release_free_heap
-    from finetune.inference import embed, predict_proba
-    from finetune.inputs import build_for_training, save_classifier
-    from finetune.inputs import check as check_inputs
-    from finetune.metrics import classification_metrics, confusion, operating_point
-    from finetune.pii import RedactionCounts
-    from finetune.recipe import EvalContext
-    from finetune.report import write_report
-    from finetune.train import check_optimizer, fit
+    from finetune.modeling import models
+    from finetune.modeling.classifiers import build_for_training, save_classifier
+    from finetune.modeling.classifiers import check as check_inputs
+    from finetune.modeling.heap import release_free_heap
+    from finetune.modeling.inference import embed, predict_proba
+    from finetune.training.checkpoint import open_checkpoints
+    from finetune.training.loop import check_optimizer, fit
 
     started = time.perf_counter()
     config = config.validate()
@@ -376,6 +380,7 @@ def train(recipe: Recipe, config: Config, show_progress: bool = True) -> Run:
         class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
         checkpoints=checkpoints,
         resume=config.resume,
+        validation_figures=validation_figures,
     )
     proba = predict_proba(model, eval_ids, model_inputs, config.train.eval_batch_size, device, bf16)
     metrics = classification_metrics(y_eval, proba, labels)
@@ -536,8 +541,6 @@ BASELINE_EXTRAS = ("precision", "specificity", "brier")
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """A baseline's entry in metrics.json: the headline four plus binary extras."""
-    from finetune.metrics import headline
-
     kept = headline(metrics)
     kept.update({k: metrics[k] for k in BASELINE_EXTRAS if k in metrics})
     return kept
@@ -581,8 +584,6 @@ def baseline_sample(n_rows: int, config: Config) -> np.ndarray:
 
 
 def _redact(texts: Sequence[str]) -> tuple[Sequence[str], Any]:
-    from finetune.pii import RedactionCounts, redact_all
-
     if not isinstance(texts, Column):
         return redact_all(texts)
     import pyarrow as pa

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 from finetune.config import Config
-from finetune.data import Examples, load_examples
+from finetune.data.tables import Examples, load_examples
 from finetune.recipe import POSITIVE_LABEL, Recipe
 
 BUNDLED_DATA = files("recipes") / "data" / "customer_service"

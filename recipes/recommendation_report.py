@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finetune.metrics import classification_metrics, headline
+from finetune.evaluation.metrics import classification_metrics, headline
 from finetune.recipe import EvalContext
 from recipes.recommendation_data import example_text, load_log
 from recipes.recommendation_models import gauc, rank_of_first, recall_ndcg_at_k

@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """
     from transformers import AutoTokenizer, BertConfig, BertModel, set_seed
 
-    from finetune.models import resolve_model_path
+    from finetune.modeling.models import resolve_model_path
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))

@@ -159,7 +159,7 @@ def test_more_bad_inputs_are_one_line_errors(small_csvs, tmp_path):
 def test_out_of_disk_while_saving_leaves_nothing(tiny_model_dir, small_csvs, tmp_path, monkeypatch):
     import errno
 
-    from finetune import models
+    from finetune.modeling import models
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from finetune.cli import recipe_app
-from finetune.crossval import CrossValidation, fold_indices, summarise
+from finetune.crossval import CrossValidation
 from finetune.errors import UserError
+from finetune.evaluation.folds import fold_indices, summarise
 from finetune.run import Run
 from recipes.customer_service import recipe as customer_service
 from recipes.medical_risk import recipe as medical

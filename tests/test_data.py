@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finetune.data import (
+from finetune.data.tables import (
     Examples,
     _row_numbers,
     check_train_eval,
@@ -217,7 +217,7 @@ def test_parquet_list_cells_are_refused(tmp_path):
 
 @pytest.mark.parametrize("memory_map", [False, True])
 def test_a_memory_error_in_the_reader_is_not_a_could_not_read(tmp_path, monkeypatch, memory_map):
-    from finetune import arrowdata
+    from finetune.data import memmap
 
     path = write(tmp_path, "d.csv", "text,label\nhi,a\n")
 
@@ -226,7 +226,7 @@ def test_a_memory_error_in_the_reader_is_not_a_could_not_read(tmp_path, monkeypa
 
     monkeypatch.setattr(pd, "read_csv", out_of_memory)
     with pytest.raises(MemoryError):
-        (arrowdata.load_examples if memory_map else load_examples)(path, "text", "label")
+        (memmap.load_examples if memory_map else load_examples)(path, "text", "label")
 
 
 def test_parse_errors_keep_their_first_line(tmp_path):

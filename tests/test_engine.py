@@ -157,7 +157,7 @@ def test_pii_is_redacted_before_training_and_counted(tiny_model_dir, small_csvs,
 def test_quantization_on_an_unsupported_device_fails_before_any_work(
     tiny_model_dir, small_csvs, tmp_path, monkeypatch
 ):
-    from finetune import models
+    from finetune.modeling import models
 
     monkeypatch.setattr(models, "pick_device", lambda: "mps")
     config = tiny_config(tiny_model_dir, small_csvs, tmp_path / "r", quant="4bit")
@@ -167,7 +167,7 @@ def test_quantization_on_an_unsupported_device_fails_before_any_work(
 
 
 def test_probe_ignores_dimensions_that_do_not_vary():
-    from finetune.baselines import fit_probe
+    from finetune.evaluation.baselines import fit_probe
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(0.5, 0.1, (200, 6))
@@ -182,7 +182,7 @@ def test_probe_ignores_dimensions_that_do_not_vary():
 def test_training_dropout_on_a_probe_head_perturbs_around_the_center():
     import torch
 
-    from finetune.models import TextClassifier
+    from finetune.modeling.models import TextClassifier
 
     class Constant(torch.nn.Module):
         """A backbone whose pooled output is a fixed, far-from-zero vector."""

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import train as train_module
 from finetune.errors import UserError
-from finetune.inputs import build_for_training
+from finetune.evaluation.metrics import validation_figures
+from finetune.modeling.classifiers import build_for_training
+from finetune.training import loop as train_module
 from recipes.customer_service import recipe
 
 VAL_LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -58,13 +59,14 @@ def run_fit(model_dir, monkeypatch, select_metric: str):
         "cpu",
         False,
         show_progress=False,
+        validation_figures=validation_figures,
     )
     assert len(snapshots) == 3
     return result, snapshots, train_module.trainable_state(model)
 
 
 def test_binary_task_keeps_the_auc_best_epoch_not_the_f1_best(tiny_model_dir, monkeypatch):
-    history = [train_module.validation_figures(p, VAL_LABELS) for p in SCRIPT]
+    history = [validation_figures(p, VAL_LABELS) for p in SCRIPT]
     assert history[1]["val_f1"] > history[2]["val_f1"]  # F1 at 0.5 prefers epoch 1...
     assert history[2]["val_auc"] > history[1]["val_auc"]  # ...AUC prefers epoch 2
     result, snapshots, restored = run_fit(tiny_model_dir, monkeypatch, "auto")

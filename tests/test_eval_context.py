@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from finetune.inference import predict_proba
-from finetune.pii import redact
+from finetune.data.pii import redact
+from finetune.modeling.inference import predict_proba
 from finetune.recipe import EvalContext
 from recipes.customer_service import CustomerService
 

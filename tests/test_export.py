@@ -63,7 +63,7 @@ def test_export_cli_writes_a_folder_that_predicts_like_the_run(
 def test_quantized_run_is_merged_onto_full_precision_base(
     quant, tiny_model_dir, small_csvs, tmp_path
 ):
-    from finetune.export import export_merged
+    from finetune.modeling.export import export_merged
 
     run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run", quant=quant)
     checks = export_merged(run.folder, tmp_path / "merged")
@@ -88,15 +88,15 @@ PII_TEXT = "refund to anna.berg@example.com, card 4111 1111 1111 1111 asap"
 
 
 def test_exported_predictor_redacts_pii_as_the_run_did(tiny_model_dir, small_csvs, tmp_path):
-    from finetune.export import export_merged
-    from finetune.inference import predict_proba
-    from finetune.pii import redact
+    from finetune.data.pii import redact
+    from finetune.modeling.export import export_merged
+    from finetune.modeling.inference import predict_proba
 
     run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run")
     assert run.config.data.redact_pii  # the recipe's default
     export_merged(run.folder, tmp_path / "merged")
     assert (tmp_path / "merged" / "pii.py").read_text() == Path(
-        importlib.util.find_spec("finetune.pii").origin
+        importlib.util.find_spec("finetune.data.pii").origin
     ).read_text()
     _, exported = load_exported(tmp_path / "merged")
     redacted, counts = redact(PII_TEXT)
@@ -112,11 +112,11 @@ def test_exported_predictor_redacts_pii_as_the_run_did(tiny_model_dir, small_csv
 
 
 def test_the_shipped_redactor_needs_only_the_standard_library():
-    """finetune/pii.py is copied next to exported models, which have no finetune-kit."""
+    """finetune/data/pii.py is copied next to exported models, which have no finetune-kit."""
     import ast
     import sys
 
-    source = Path(importlib.util.find_spec("finetune.pii").origin).read_text()
+    source = Path(importlib.util.find_spec("finetune.data.pii").origin).read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

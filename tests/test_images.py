@@ -14,8 +14,8 @@ from PIL import Image
 from run_checks import check_reported_figures
 from typer.testing import CliRunner
 
+from finetune.data.images import open_rgb, read_folder, read_image_split, read_images
 from finetune.errors import UserError
-from finetune.images import open_rgb, read_folder, read_image_split, read_images
 from recipes.image_classification import recipe
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 170, 40), "blue": (40, 60, 210)}
@@ -148,7 +148,8 @@ def test_train_and_test_subfolders_are_the_split(image_data, tmp_path):
 
 
 def test_folds_pool_the_classes_of_train_and_test_not_the_split_names(image_data):
-    from finetune.crossval import fold_indices, pooled_examples
+    from finetune.crossval import pooled_examples
+    from finetune.evaluation.folds import fold_indices
 
     config = recipe.config(data={"path": str(image_data)}, eval={"folds": 3})
     pooled = pooled_examples(recipe, config)
@@ -225,7 +226,7 @@ def test_any_mode_and_size_becomes_rgb(mode, size, tmp_path):
 
 
 def test_augmentation_only_in_training_and_seeded(image_data):
-    from finetune.vision import ImageClassifierInfo, ImageInputs
+    from finetune.modeling.vision import ImageClassifierInfo, ImageInputs
 
     info = ImageClassifierInfo("efficientnet-lite0", "efficientnet-lite0", 3, 1280, 40, False)
     paths = read_folder(image_data / "test", strict=True).texts[:6]

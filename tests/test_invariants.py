@@ -12,7 +12,7 @@ import pytest
 from conftest import INTENTS, make_rows
 from sklearn.metrics import f1_score
 
-from finetune.train import LengthGroupedBatches
+from finetune.training.loop import LengthGroupedBatches
 
 # --- (c) length-grouped batches ------------------------------------------------------------
 
@@ -65,9 +65,10 @@ def test_restored_model_scores_the_recorded_best_epoch(tiny_model_dir, monkeypat
     import torch
     import transformers
 
-    from finetune.inference import predict_proba
-    from finetune.inputs import build_for_training
-    from finetune.train import fit
+    from finetune.evaluation.metrics import validation_figures
+    from finetune.modeling.classifiers import build_for_training
+    from finetune.modeling.inference import predict_proba
+    from finetune.training.loop import fit
     from recipes.customer_service import recipe
 
     epochs = 4
@@ -94,7 +95,17 @@ def test_restored_model_scores_the_recorded_best_epoch(tiny_model_dir, monkeypat
     val_texts, y_val = _fixed_rows(6, seed=2)
     train_ids, val_ids = inputs.encode(train_texts), inputs.encode(val_texts)
     result = fit(
-        model, train_ids, y_train, val_ids, y_val, config.train, inputs, "cpu", False, False
+        model,
+        train_ids,
+        y_train,
+        val_ids,
+        y_val,
+        config.train,
+        inputs,
+        "cpu",
+        False,
+        False,
+        validation_figures=validation_figures,
     )
 
     records = {record["epoch"]: record for record in result.history}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from run_checks import check_reported_figures
 
-from finetune import layercache
-from finetune.inputs import build_for_training
+from finetune.modeling import layercache, layersplit
+from finetune.modeling.classifiers import build_for_training
 from recipes.customer_service import recipe
 
 TEXTS = ["hi", "where is my parcel it has been two weeks now", "refund", "I cannot log in"]
@@ -61,7 +61,7 @@ def test_cached_states_give_the_whole_models_logits_and_gradients(backbone, requ
     for a, b in zip(whole_grads, split_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
     # The model is whole again after each split call.
-    assert len(layercache.layer_list(model.backbone.get_base_model())[3]) == 2
+    assert len(layersplit.layer_list(model.backbone.get_base_model())[3]) == 2
 
 
 def test_no_cache_when_every_layer_trains(tiny_model_dir):
@@ -79,7 +79,7 @@ def test_an_architecture_that_cannot_split_trains_without_the_cache(
     def broken(*args, **kwargs):
         raise TypeError("this model cannot start from a middle layer")
 
-    monkeypatch.setattr(layercache, "upper_states", broken)
+    monkeypatch.setattr(layersplit, "upper_states", broken)
     assert layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False) is None
     assert "training runs through every layer instead" in capsys.readouterr().out
 
@@ -117,7 +117,7 @@ def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_p
 
 
 def test_batches_pad_to_a_multiple_of_eight_tokens():
-    from finetune.inference import PAD_MULTIPLE, pad_batch
+    from finetune.modeling.inputs import PAD_MULTIPLE, pad_batch
 
     ids, mask = pad_batch([[101, 7, 102], [101, 5, 6, 7, 8, 9, 10, 11, 102]], 0)
     assert PAD_MULTIPLE == 8 and ids.shape == mask.shape == (2, 16)
@@ -125,7 +125,8 @@ def test_batches_pad_to_a_multiple_of_eight_tokens():
 
 
 def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
-    from finetune import inference
+    from finetune.modeling import inference
+    from finetune.modeling.inputs import padded_width
 
     monkeypatch.setattr(inference, "MAX_BATCH_TOKENS", 256)
     lengths = [3, 120, 50, 7, 7, 7, 64, 1] * 10
@@ -133,21 +134,21 @@ def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
     rows = np.concatenate([chunk for chunk, _ in batches])
     assert sorted(rows.tolist()) == list(range(80))
     for chunk, _ in batches:
-        longest = inference.padded_width([lengths[i] for i in chunk])
+        longest = padded_width([lengths[i] for i in chunk])
         assert len(chunk) == 1 or len(chunk) * longest <= 256
         assert len(chunk) <= 32
     assert max(len(chunk) for chunk, _ in batches) == 32  # short rows still fill a batch
 
 
 def test_release_free_heap_runs_here():
-    from finetune.heap import release_free_heap
+    from finetune.modeling.heap import release_free_heap
 
     release_free_heap()  # glibc: returns freed pages; elsewhere a no-op; never raises
 
 
 def test_image_recipes_refuse_lora_layers():
     from finetune.errors import UserError
-    from finetune.vision import check
+    from finetune.modeling.vision import check
     from recipes.image_classification import recipe as images
 
     with pytest.raises(UserError, match="model.lora_layers .* is for text backbones"):
@@ -162,6 +163,6 @@ def test_a_memory_error_while_checking_the_split_is_not_taken_for_an_unsplittabl
     def out_of_memory(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(layercache, "upper_states", out_of_memory)
+    monkeypatch.setattr(layersplit, "upper_states", out_of_memory)
     with pytest.raises(MemoryError):
         layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False)

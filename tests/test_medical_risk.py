@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from finetune.cli import app
 from finetune.errors import UserError
-from finetune.metrics import at_threshold
+from finetune.evaluation.metrics import at_threshold
 from recipes.medical_risk import recipe
 
 runner = CliRunner()

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finetune import arrowdata
-from finetune.arrowdata import Column
-from finetune.data import load_examples
+from finetune.data import memmap
+from finetune.data.columns import Column
+from finetune.data.tables import load_examples
 from finetune.errors import UserError
 from recipes.customer_service import recipe
 
@@ -56,7 +56,7 @@ def test_memory_mapped_run_is_the_same_run(tiny_model_dir, small_csvs, tmp_path)
 
 
 def test_memory_mapped_examples_live_on_disk(small_csvs):
-    examples = arrowdata.load_examples(small_csvs[0], "text", "label")
+    examples = memmap.load_examples(small_csvs[0], "text", "label")
     plain = load_examples(small_csvs[0], "text", "label")
     assert isinstance(examples.texts, Column) and isinstance(examples.labels, Column)
     assert examples.texts.dataset.cache_files  # backed by a file, not an in-memory table
@@ -73,11 +73,11 @@ def test_memory_mapped_examples_live_on_disk(small_csvs):
 def test_token_ids_are_written_to_arrow_with_their_lengths(small_csvs):
     from transformers import AutoTokenizer
 
-    from finetune.inputs import TextInputs
-    from finetune.models import resolve_model_path
+    from finetune.modeling.inputs import TextInputs
+    from finetune.modeling.models import resolve_model_path
 
     inputs = TextInputs(AutoTokenizer.from_pretrained(resolve_model_path("minilm")), 6)
-    texts = arrowdata.load_examples(small_csvs[0], "text", "label").texts
+    texts = memmap.load_examples(small_csvs[0], "text", "label").texts
     ids = inputs.encode(texts.take([3, 1]))
     expected = inputs.encode([texts[3], texts[1]])
     assert isinstance(ids, Column) and [ids[0], ids[1]] == expected
@@ -110,7 +110,7 @@ def test_memory_mapped_reading_names_the_bad_rows(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(UserError, match=message):
-        arrowdata.load_examples(path, "text", "label")
+        memmap.load_examples(path, "text", "label")
 
 
 def test_memory_mapped_jsonl_and_parquet(tmp_path, small_csvs):
@@ -118,7 +118,7 @@ def test_memory_mapped_jsonl_and_parquet(tmp_path, small_csvs):
     frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "d.parquet")
     for name in ("d.jsonl", "d.parquet"):
-        examples = arrowdata.load_examples(tmp_path / name, "text", "label")
+        examples = memmap.load_examples(tmp_path / name, "text", "label")
         assert list(examples.texts) == frame["text"].tolist()
         assert list(examples.labels) == frame["label"].tolist()
 
@@ -127,7 +127,7 @@ def test_not_utf8_is_found_past_the_first_block(tmp_path):
     path = tmp_path / "late.csv"
     path.write_bytes(b"text,label\n" + b"hello,a\n" * 200_000 + b"caf\xe9,b\n")
     with pytest.raises(UserError, match=r"not UTF-8 text \(byte 0xe9 at offset 1600014\)"):
-        arrowdata.load_examples(path, "text", "label")
+        memmap.load_examples(path, "text", "label")
 
 
 def test_recipes_that_read_tables_refuse_memory_map(tmp_path):
@@ -200,7 +200,7 @@ def test_memory_mapped_reading_refuses_what_an_in_memory_read_refuses(
 ):
     path = tmp_path / name
     path.write_text(content)
-    for reader in (load_examples, arrowdata.load_examples):
+    for reader in (load_examples, memmap.load_examples):
         with pytest.raises(UserError) as caught:
             reader(path, "text", "label")
         assert message in str(caught.value), reader
@@ -210,7 +210,7 @@ def test_memory_mapped_parquet_lists_are_refused(tmp_path):
     frame = pd.DataFrame({"text": ["a", "b"], "label": [["x"], ["y", "z"]]})
     frame.to_parquet(tmp_path / "l.parquet")
     with pytest.raises(UserError, match="column 'label' holds a JSON object or list .* rows 1, 2"):
-        arrowdata.load_examples(tmp_path / "l.parquet", "text", "label")
+        memmap.load_examples(tmp_path / "l.parquet", "text", "label")
 
 
 def test_memory_mapped_jsonl_with_mixed_value_types_reads_like_in_memory(tmp_path):
@@ -222,9 +222,9 @@ def test_memory_mapped_jsonl_with_mixed_value_types_reads_like_in_memory(tmp_pat
         {"text": "x", "label": 0.0},
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    mapped = arrowdata.load_examples(path, "text", "label")
+    mapped = memmap.load_examples(path, "text", "label")
     plain = load_examples(path, "text", "label")
     assert list(mapped.texts) == plain.texts == ["hi there", "42", "x"]
     assert list(mapped.labels) == plain.labels == ["1", "b", "0"]
-    unlabelled = arrowdata.load_examples(path, "text", None)  # predict --data
+    unlabelled = memmap.load_examples(path, "text", None)  # predict --data
     assert list(unlabelled.texts) == plain.texts and unlabelled.labels == []

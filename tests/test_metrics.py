@@ -7,8 +7,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from finetune.baselines import fit_probe
-from finetune.metrics import classification_metrics
+from finetune.evaluation.baselines import fit_probe
+from finetune.evaluation.metrics import classification_metrics
 
 
 def test_multiclass_matches_sklearn_macro():
@@ -95,7 +95,7 @@ def test_evaluate_module_gives_the_reports_numbers(n_classes):
     """The local `evaluate` module (for transformers.Trainer) equals the engine's metrics."""
     import evaluate
 
-    from finetune.metrics import evaluate_module_path
+    from finetune.evaluation.metrics import evaluate_module_path
 
     rng = np.random.default_rng(n_classes)
     y = rng.integers(0, n_classes, size=80)

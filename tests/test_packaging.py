@@ -38,7 +38,7 @@ def test_wheel_ships_the_data_cards_and_the_files_they_name(tmp_path):
     )
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    from finetune.datacard import CARDS_DIR
+    from finetune.data.cards import CARDS_DIR
 
     cards = sorted(CARDS_DIR.glob("*.md"))
     assert {"pima", "biopsy", "shop_intents"} <= {card.stem for card in cards}
@@ -47,3 +47,7 @@ def test_wheel_ships_the_data_cards_and_the_files_they_name(tmp_path):
         header = yaml.safe_load(card.read_text(encoding="utf-8").split("\n---\n")[0][4:])
         for relative in (header.get("files") or {}).values():  # relative to site-packages
             assert relative in names, (card.name, relative)
+    from finetune.evaluation.metrics import evaluate_module_path
+
+    metric_module = Path(evaluate_module_path()) / "finetune_classification.py"
+    assert metric_module.relative_to(ROOT).as_posix() in names

@@ -1,4 +1,4 @@
-"""Tests for finetune.pii: labelled positive and negative customer messages.
+"""Tests for finetune.data.pii: labelled positive and negative customer messages.
 
 Every positive case is a realistic sentence with one piece of PII; the expected output is the
 same sentence with that piece replaced by its placeholder, so surrounding text and
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.pii import PLACEHOLDERS, RedactionCounts, redact, redact_all
+from finetune.data.pii import PLACEHOLDERS, RedactionCounts, redact, redact_all
 
 # (kind, the PII as written, a sentence with "{}" where it goes)
 POSITIVES: list[tuple[str, str, str]] = [

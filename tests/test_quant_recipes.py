@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from run_checks import check_reported_figures
 
-from finetune.cli import RECIPES
+from finetune.registry import RECIPES
 
 TEXT_RECIPES = sorted(
     name

@@ -12,11 +12,16 @@ import pytest
 from run_checks import check_reported_figures
 from typer.testing import CliRunner
 
-from finetune.baselines import BaselineInputs
 from finetune.cli import recipe_app
-from finetune.data import Examples, stratified_split
+from finetune.data.tables import Examples, stratified_split
 from finetune.errors import UserError
-from finetune.metrics import at_threshold, choose_threshold, classification_metrics, operating_point
+from finetune.evaluation.baselines import BaselineInputs
+from finetune.evaluation.metrics import (
+    at_threshold,
+    choose_threshold,
+    classification_metrics,
+    operating_point,
+)
 from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe
 from finetune.run import class_weights, label_order, positive_label
 

@@ -418,7 +418,7 @@ def test_train_writes_the_engine_contract_and_recommender_metrics(cli_run):
 
 
 def test_ranking_metric_ranks_the_baselines_and_export_is_refused(cli_run, tmp_path):
-    from finetune.summary import load_record
+    from finetune.reporting.summary import load_record
 
     metrics = json.loads((cli_run / "metrics.json").read_text())
     assert metrics["primary_metric"] == "ndcg_at_k"

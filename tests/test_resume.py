@@ -134,7 +134,7 @@ def _config(model_dir, data, output, **train):
 @pytest.fixture(scope="module")
 def recorded_run(tiny_model_dir, small_csvs, tmp_path_factory):
     """An uninterrupted run and copies of every checkpoint it wrote, in order."""
-    from finetune.checkpoint import Checkpoints
+    from finetune.training.checkpoint import Checkpoints
     from recipes.customer_service import recipe
 
     folder = tmp_path_factory.mktemp("recorded")
@@ -222,7 +222,7 @@ def test_resume_refuses_tensors_that_do_not_fit(recorded_run, tiny_model_dir, sm
 def test_copy_into_refuses_names_and_shapes_it_cannot_place():
     import torch
 
-    from finetune.train import _copy_into
+    from finetune.training.loop import _copy_into
 
     model = torch.nn.Linear(3, 2)
     state = {"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}
@@ -258,7 +258,7 @@ def test_train_keeps_an_existing_checkpoint_unless_overwrite(
 def test_rng_state_round_trips_every_generator_through_the_file(tmp_path):
     import torch
 
-    from finetune.checkpoint import restore_rng, rng_state
+    from finetune.training.checkpoint import restore_rng, rng_state
 
     generator = torch.Generator().manual_seed(1)
 

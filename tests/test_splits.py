@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from finetune.data import shared_texts
+from finetune.data.tables import shared_texts
 from finetune.errors import UserError
 from finetune.run import split_data
 from recipes.customer_service import recipe

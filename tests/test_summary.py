@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from finetune.cli import app
-from finetune.datacard import dataset_stats, read_card
+from finetune.data.cards import dataset_stats, read_card
 from recipes.customer_service import recipe
 
 runner = CliRunner()
@@ -82,7 +82,7 @@ DISAGREE = {
 
 
 def test_best_baseline_follows_the_primary_metric_saved_with_the_run(tmp_path):
-    from finetune.summary import load_record, summary_row
+    from finetune.reporting.summary import load_record, summary_row
 
     multiclass = fake_run(
         tmp_path / "intents", "customer-service", DISAGREE, average="macro", primary_metric="f1"

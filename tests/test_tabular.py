@@ -6,16 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finetune.baselines import BaselineInputs
-from finetune.data import read_table
-from finetune.errors import UserError
-from finetune.tabular import (
-    gradient_boosting,
-    logistic_regression,
+from finetune.data.records import (
     records_section,
     table_card,
     table_examples,
 )
+from finetune.data.tables import read_table
+from finetune.errors import UserError
+from finetune.evaluation.baselines import BaselineInputs
+from finetune.evaluation.table_baselines import gradient_boosting, logistic_regression
 
 CARD = {
     "label_column": "outcome",
@@ -239,7 +238,7 @@ def test_reference_ranges_from_the_card_name_the_band(tmp_path):
 
 def test_a_drafted_card_must_be_completed_before_it_is_read(tmp_path):
     """`finetune data card --write` drafts units as TODO: the records would print them."""
-    from finetune.datacard import draft_card
+    from finetune.data.cards import draft_card
 
     data = write(
         tmp_path,
@@ -304,7 +303,7 @@ def schema_run(tmp_path, frame: pd.DataFrame):
     training examples its schema comes from, read by the medical-risk recipe."""
     import json
 
-    from finetune.tabular import save_schema
+    from finetune.data.records import save_schema
     from recipes.medical_risk import recipe
 
     data = write(tmp_path, "train.csv", frame)
@@ -320,7 +319,7 @@ def schema_run(tmp_path, frame: pd.DataFrame):
 def test_a_trained_schema_renders_prediction_files_like_training(tmp_path, capsys):
     """`visits` repeats in training (a feature), but twelve rows of it, one per value, are
     unique consecutive whole numbers: re-typed on their own they look like a row counter."""
-    from finetune.tabular import run_schema
+    from finetune.data.records import run_schema
     from recipes.medical_risk import recipe
 
     frame = pd.DataFrame(
@@ -361,7 +360,7 @@ def test_a_json_list_in_a_feature_column_is_refused(tmp_path):
         '{"age": 50, "tags": ["smoker"], "outcome": "yes"}\n'
         '{"age": 60, "tags": "none", "outcome": "no"}\n'
     )
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     with pytest.raises(UserError, match=r"column 'tags' holds a JSON object or list.*rows? 1"):
         table_examples(read_table(path), str(path), "outcome")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from run_checks import check_reported_figures
 
-from finetune.train import _backward_in_pieces, split_by_tokens
+from finetune.training.loop import _backward_in_pieces, split_by_tokens
 from recipes.customer_service import recipe
 
 
@@ -28,7 +28,7 @@ def test_split_by_tokens_keeps_every_row_once_within_the_budget():
 def test_pieces_give_the_whole_batch_gradient(tiny_model_dir, weighted):
     from accelerate import Accelerator
 
-    from finetune.inputs import build_for_training
+    from finetune.modeling.classifiers import build_for_training
 
     config = recipe.config(model={"name": str(tiny_model_dir), "lora_r": 4, "head_init": "random"})
     model, inputs, _ = build_for_training("text", config, 3, False, "cpu")

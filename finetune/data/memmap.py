@@ -2,8 +2,7 @@
 
 `datasets` converts a CSV, TSV or Parquet file, a few thousand rows at a time, into Arrow
 files in a scratch folder (a JSONL file is read a line at a time here), which are then
-memory-mapped. `Column` is what the engine sees instead of a list: indexing, `take` (a view on
-some rows, no copy), `len`, iteration in chunks, and token counts computed in Arrow. Training,
+memory-mapped. `Column` (columns.py) is what the engine sees instead of a list. Training,
 inference and the checks only ever index items, so they run unchanged, and the Python heap
 holds a few integers per row (label id, length, split membership) instead of the rows
 themselves. Pages of the mapped files are the kernel's page cache: it drops them under memory
@@ -12,122 +11,31 @@ pressure, which is what lets a file larger than RAM train.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from finetune.data.columns import CHUNK, Column, open_mapped, scratch
+from finetune.data.tables import (
+    CSV_OPTIONS,
+    NESTED,
+    READ_ERRORS,
+    Examples,
+    _label_string,
+    check_file,
+    find_column,
+    nested_error,
+)
 from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import datasets
 
-CHUNK = 4096  # rows per Arrow read or write: bounds the memory a pass over a column takes
-
-
-class Column(Sequence):
-    """One column of a memory-mapped `datasets.Dataset`, optionally restricted to some rows."""
-
-    def __init__(self, dataset: datasets.Dataset, name: str, rows: np.ndarray | None = None):
-        self.dataset = dataset
-        self.name = name
-        self.array = dataset.data.column(name)
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.array) if self.rows is None else len(self.rows)
-
-    def _row(self, i: int) -> int:
-        return int(i) if self.rows is None else int(self.rows[i])
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, slice):
-            return self.take(np.arange(len(self))[key])
-        if isinstance(key, int | np.integer):
-            if key < 0:
-                key += len(self)
-            return self.array[self._row(key)].as_py()
-        raise TypeError(f"Column indices must be integers or slices, not {type(key).__name__}")
-
-    def take(self, indices: Sequence[int] | np.ndarray) -> Column:
-        """A view on the given positions (of this view), in that order."""
-        positions = np.asarray(indices, dtype=np.int64)
-        rows = positions if self.rows is None else self.rows[positions]
-        return Column(self.dataset, self.name, rows)
-
-    def chunks(self) -> Iterator[list[Any]]:
-        for start in range(0, len(self), CHUNK):
-            stop = min(start + CHUNK, len(self))
-            if self.rows is None:
-                yield self.array.slice(start, stop - start).to_pylist()
-            else:
-                yield self.array.take(self.rows[start:stop]).to_pylist()
-
-    def __iter__(self) -> Iterator[Any]:
-        for chunk in self.chunks():
-            yield from chunk
-
-    def list_lengths(self) -> np.ndarray:
-        """Element counts of a list column (token ids), without turning rows into Python."""
-        import pyarrow.compute as pc
-
-        lengths = pc.list_value_length(self.array).to_numpy(zero_copy_only=False)
-        return lengths if self.rows is None else lengths[self.rows]
-
-    def transform(self, function: Callable[[list[Any]], list[Any]], value_type: Any) -> Column:
-        """A new memory-mapped column: `function` applied to this one a chunk at a time."""
-        import pyarrow as pa
-
-        path = scratch() / f"{uuid.uuid4().hex}.arrow"
-        schema = pa.schema([(self.name, value_type)])
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for chunk in self.chunks():
-                writer.write_batch(
-                    pa.record_batch([pa.array(function(chunk), type=value_type)], schema=schema)
-                )
-        return Column(_open(path), self.name)
-
-
-def take(items: Sequence[Any], indices: Sequence[int] | np.ndarray) -> Sequence[Any]:
-    """`items` at `indices`: a view for a `Column`, a list otherwise."""
-    if isinstance(items, Column):
-        return items.take(indices)
-    return [items[i] for i in indices]
-
-
-def to_list(items: Sequence[Any]) -> list[Any]:
-    return items if isinstance(items, list) else list(items)
-
-
-_SCRATCH: Path | None = None
-
-
-def scratch() -> Path:
-    """This process's folder for Arrow files, removed at exit. It sits in $TMPDIR, which needs
-    room for about twice the training file."""
-    global _SCRATCH
-    if _SCRATCH is None:
-        _SCRATCH = Path(tempfile.mkdtemp(prefix="finetune-arrow-"))
-        atexit.register(shutil.rmtree, _SCRATCH, True)
-    return _SCRATCH
-
-
-def _open(path: Path) -> datasets.Dataset:
-    import datasets
-
-    return datasets.Dataset.from_file(str(path), in_memory=False)
-
 
 def load_examples(path: str | Path, text_column: str, label_column: str | None) -> Any:
-    """Like `data.load_examples`, with the same checks and messages, but memory-mapped."""
+    """Like `tables.load_examples`, with the same checks and messages, but memory-mapped."""
     import pyarrow as pa
-
-    from finetune.data import Examples, _label_string, check_file
 
     path = Path(path)
     kind = check_file(path)  # the same checks and messages as an in-memory read
@@ -158,7 +66,7 @@ def load_examples(path: str | Path, text_column: str, label_column: str | None) 
     if start == 0:
         raise UserError(f"{path} has no rows.")
     faults.raise_first()
-    mapped = _open(out)
+    mapped = open_mapped(out)
     labels = Column(mapped, "label") if label_column else []
     return Examples(Column(mapped, "text"), labels, source)
 
@@ -175,8 +83,6 @@ class _Faults:
         self.no_label: list[int] = []
 
     def scan(self, texts: list[Any], labels: list[Any] | None, first: int) -> None:
-        from finetune.data import NESTED
-
         for i, text in enumerate(texts):
             label = labels[i] if labels is not None else ""
             for column, value in ((self.text_column, text), (self.label_column, label)):
@@ -191,8 +97,6 @@ class _Faults:
         return bool(self.nested or self.empty_text or self.no_label)
 
     def raise_first(self) -> None:
-        from finetune.data import nested_error
-
         for column, rows in self.nested.items():
             raise nested_error(self.source, column, _rows(rows, self.where))
         if self.empty_text:
@@ -217,8 +121,6 @@ def _batches(
 
     JSONL is read here, a line at a time: `datasets` would turn a column with a JSON object in
     one row into JSON text in every row ('"hello"'), and a number/text mix likewise."""
-    from finetune.data import find_column
-
     source = str(path)
     if kind == "jsonl":
         columns = _jsonl_columns(path)
@@ -293,16 +195,12 @@ def _convert(path: Path, kind: str) -> datasets.Dataset:
     import datasets
     from datasets.exceptions import DatasetGenerationError
 
-    from finetune.data import READ_ERRORS
-
     datasets.disable_progress_bars()
     cache = str(scratch() / "datasets")
     try:
         if kind in ("csv", "tsv"):
             # Every column as text, as written: pandas would guess each chunk's types apart.
             import pandas as pd
-
-            from finetune.data import CSV_OPTIONS
 
             sep = "\t" if kind == "tsv" else ","
             first = pd.read_csv(path, **CSV_OPTIONS, sep=sep, nrows=1)

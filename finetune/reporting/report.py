@@ -11,21 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from finetune.metrics import HEADLINE
+from finetune.evaluation.metrics import HEADLINE
+from finetune.markdown import figure, table
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _cell(figures: dict[str, Any], key: str) -> str:
+def cell(figures: dict[str, Any], key: str) -> str:
     """A figure, with its spread when it has one (`<key>_std`, from cross-validation)."""
     value, std = figures.get(key), figures.get(f"{key}_std")
-    return _fmt(value) if value is None or std is None else f"{value:.3f} ± {std:.3f}"
+    return figure(value) if value is None or std is None else f"{value:.3f} ± {std:.3f}"
 
 
 def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
@@ -33,16 +26,10 @@ def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
 
     Cross-validated figures read `mean ± std`.
     """
-    rows = [["fine-tuned (LoRA)", *[_cell(metrics, k) for k in HEADLINE]]]
+    rows = [["fine-tuned (LoRA)", *[cell(metrics, k) for k in HEADLINE]]]
     for name, figures in metrics.get("baselines", {}).items():
-        rows.append([name, *[_cell(figures, k) for k in HEADLINE]])
+        rows.append([name, *[cell(figures, k) for k in HEADLINE]])
     return rows
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
@@ -169,7 +156,7 @@ def binary_section(
     plot_calibration(y_true, scores, plots / "calibration.png")
     entries = {next(iter(scores)): metrics, **metrics.get("baselines", {})}
     rows = [
-        [name, *[_fmt(m.get(k)) for k in ("recall", "specificity", "precision", "brier")]]
+        [name, *[figure(m.get(k)) for k in ("recall", "specificity", "precision", "brier")]]
         for name, m in entries.items()
     ]
     parts = [
@@ -177,7 +164,7 @@ def binary_section(
         "",
         "Recall is sensitivity. Brier score: mean squared error of P(positive), lower is better.",
         "",
-        _markdown_table(["method", "recall", "specificity", "precision", "Brier"], rows),
+        table(["method", "recall", "specificity", "precision", "Brier"], rows),
         "",
     ]
     points = {n: m.get("operating_point") for n, m in entries.items() if m.get("operating_point")}
@@ -189,13 +176,13 @@ def binary_section(
             "figures are what that fixed threshold gives on the evaluation rows (recall lands "
             "near the target, not on it, as it would on new data):",
             "",
-            _markdown_table(
+            table(
                 ["method", "threshold", "validation recall", "recall", "specificity", "precision"],
                 [
                     [
                         n,
                         *[
-                            _fmt(p[k])
+                            figure(p[k])
                             for k in (
                                 "threshold",
                                 "validation_recall",
@@ -244,12 +231,12 @@ def write_report(
 
     average = "macro over classes" if metrics.get("average") == "macro" else "positive class"
     per_class = [
-        [label, *[_fmt(v[k]) for k in ("precision", "recall", "f1", "auc")], str(v["support"])]
+        [label, *[figure(v[k]) for k in ("precision", "recall", "f1", "auc")], str(v["support"])]
         for label, v in metrics["per_class"].items()
     ]
     epochs = [
         [
-            _fmt(h.get(k))
+            figure(h.get(k))
             for k in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1")
         ]
         for h in history
@@ -257,7 +244,7 @@ def write_report(
     parts = [
         f"# {title}",
         "",
-        _markdown_table(["", ""], [[f"**{k}**", str(v)] for k, v in facts.items()]),
+        table(["", ""], [[f"**{k}**", str(v)] for k, v in facts.items()]),
         "",
         "## Results on the evaluation split",
         "",
@@ -266,7 +253,7 @@ def write_report(
         "Baselines are fitted on exactly the rows the model trains on and scored on the same "
         "split.",
         "",
-        _markdown_table(["method", *HEADLINE], metrics_table(metrics)),
+        table(["method", *HEADLINE], metrics_table(metrics)),
         "",
         "![comparison](plots/comparison.png)",
         "",
@@ -277,15 +264,13 @@ def write_report(
     parts += [
         "## Training",
         "",
-        _markdown_table(
-            ["epoch", "step", "train loss", "val loss", "val accuracy", "val macro-F1"], epochs
-        ),
+        table(["epoch", "step", "train loss", "val loss", "val accuracy", "val macro-F1"], epochs),
         "",
         "![training](plots/training.png)",
         "",
         "## Per class",
         "",
-        _markdown_table(["class", "precision", "recall", "F1", "AUC", "support"], per_class),
+        table(["class", "precision", "recall", "F1", "AUC", "support"], per_class),
         "",
         "![confusion matrix](plots/confusion_matrix.png)",
         "",

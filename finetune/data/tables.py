@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from finetune.data.columns import take
 from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Examples:
     reader left out (e.g. unreadable images); the run report lists them.
     """
 
-    texts: Sequence[str]  # a list, or an `arrowdata.Column` with data.memory_map
+    texts: Sequence[str]  # a list, or a `columns.Column` with data.memory_map
     labels: Sequence[str]
     source: str
     features: pd.DataFrame | None = None
@@ -60,8 +61,6 @@ class Examples:
         return len(self.texts)
 
     def subset(self, indices: list[int], source: str) -> Examples:
-        from finetune.arrowdata import take
-
         features = None
         if self.features is not None:
             features = self.features.iloc[list(indices)].reset_index(drop=True)

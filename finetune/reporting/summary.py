@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.metrics import HEADLINE
-from finetune.report import _fmt, _markdown_table
+from finetune.evaluation.metrics import HEADLINE, default_primary_metric
+from finetune.files import staged
+from finetune.markdown import figure, table
 
 SUMMARY_COLUMNS = (
     "run",
@@ -60,8 +61,6 @@ class RunRecord:
     def primary_metric(self) -> str:
         """The recipe's metric for ranking methods, as the run saved it (older runs: the
         task's default)."""
-        from finetune.recipe import default_primary_metric
-
         saved = self.metrics.get("primary_metric")
         if saved:
             return saved
@@ -102,7 +101,7 @@ def summary_row(record: RunRecord) -> list[str]:
     model = record.config.get("model", {})
     best = record.best_baseline()
     metric = record.primary_metric
-    best_text = f"{best[0]} ({_metric_name(metric)} {_fmt(best[1][metric])})" if best else "n/a"
+    best_text = f"{best[0]} ({_metric_name(metric)} {figure(best[1][metric])})" if best else "n/a"
     seconds = record.metrics.get("train_seconds")
     memory = record.environment.get("peak_gpu_memory_mb") or record.environment.get("peak_rss_mb")
     return [
@@ -111,7 +110,7 @@ def summary_row(record: RunRecord) -> list[str]:
         record.dataset,
         str(model.get("name", "?")),
         str(model.get("quant", "none")),
-        *[_fmt(record.metrics.get(k)) for k in HEADLINE],
+        *[figure(record.metrics.get(k)) for k in HEADLINE],
         best_text,
         f"{seconds:.0f} s" if isinstance(seconds, int | float) else "n/a",
         f"{memory:.0f} MB" if isinstance(memory, int | float) else "n/a",
@@ -163,7 +162,7 @@ def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) 
             value = record.metrics.get(metric)
             if value is None or value < floor:
                 failures.append(
-                    f"{record.name} ({record.recipe}): {metric} {_fmt(value)} < floor {floor}"
+                    f"{record.name} ({record.recipe}): {metric} {figure(value)} < floor {floor}"
                 )
     return failures
 
@@ -191,8 +190,6 @@ def write_summary(
     Returns (report folder, floor failures, summary table rows).
     """
     import matplotlib
-
-    from finetune.run import staged
 
     matplotlib.use("Agg")
     if not folders:
@@ -251,9 +248,9 @@ def _blocks(
         blocks.append(("p", verdict))
     for record in records:
         blocks.append(("h2", f"{record.name}: {record.recipe} on {record.dataset}"))
-        rows = [["fine-tuned (LoRA)", *[_fmt(record.metrics.get(k)) for k in HEADLINE]]]
+        rows = [["fine-tuned (LoRA)", *[figure(record.metrics.get(k)) for k in HEADLINE]]]
         for name, figures in (record.metrics.get("baselines") or {}).items():
-            rows.append([name, *[_fmt(figures.get(k)) for k in HEADLINE]])
+            rows.append([name, *[figure(figures.get(k)) for k in HEADLINE]])
         blocks.append(("table", ["method", *HEADLINE], rows))
         images = folder / "images"
         images.mkdir(exist_ok=True)
@@ -283,7 +280,7 @@ def _markdown(blocks: list[Block]) -> str:
         elif block[0] == "p":
             parts.append(block[1])
         elif block[0] == "table":
-            parts.append(_markdown_table(block[1], block[2]))
+            parts.append(table(block[1], block[2]))
         elif block[0] == "img":
             parts.append(f"![{block[2]}]({block[1]})")
     return "\n\n".join(parts) + "\n"

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from finetune.errors import UserError, first_line
+from finetune.modeling import layersplit
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
@@ -309,9 +310,7 @@ def modules_in_layers(backbone: nn.Module, targets: list[str] | str, layers: lis
 
     Named in full because peft's `layers_to_transform` misses layer lists at the model's top
     level (a decoder's `layers.0...`)."""
-    from finetune.layercache import layer_list
-
-    prefix = layer_list(backbone)[0]
+    prefix = layersplit.layer_list(backbone)[0]
     inside = tuple(f"{prefix}.{i}." for i in layers)
     names = [
         name
@@ -400,14 +399,13 @@ class TextClassifier(nn.Module):
         states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The pooled vector, from token ids, or from cached `states` entering the lowest
-        trained layer (layercache.py)."""
+        trained layer (layercache.py, layersplit.py)."""
         if states is None:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             last = out.last_hidden_state
         else:
-            from finetune.layercache import upper_states
-
-            last = upper_states(self.backbone, self.first_trained_layer, states, attention_mask)
+            first = self.first_trained_layer
+            last = layersplit.upper_states(self.backbone, first, states, attention_mask)
         return pool(last, attention_mask, self.pooling)
 
     def forward(

@@ -1,6 +1,7 @@
 """The training loop: LoRA + head, length-grouped batches, bf16 autocast, best epoch kept.
 
-It sees only items and their `Inputs` (inputs.py), so texts and images train the same way.
+It sees only items and their `Inputs` (modeling/inputs.py), so texts and images train the same
+way. The validation figures that pick the kept epoch are the caller's (`fit(validation_figures=)`).
 
 A plain loop on `accelerate` rather than `Trainer`: only the LoRA weights and the head train,
 so the best epoch is kept as an in-memory copy of those few tensors instead of full checkpoints
@@ -11,24 +12,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Sampler
 
-from finetune.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
 from finetune.config import TrainConfig
 from finetune.errors import UserError
-from finetune.heap import release_free_heap
-from finetune.inference import predict_proba, to_device
-from finetune.inputs import Inputs, batches_of
-from finetune.layercache import cache_inputs
-from finetune.models import TextClassifier, autocast
+from finetune.modeling.heap import release_free_heap
+from finetune.modeling.inference import predict_proba, to_device
+from finetune.modeling.inputs import Inputs, batches_of
+from finetune.modeling.layercache import cache_inputs
+from finetune.modeling.models import TextClassifier, autocast
+from finetune.training.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
 
-# Steps between handing freed heap pages back to the system (heap.py).
+# Steps between handing freed heap pages back to the system (modeling/heap.py).
 RELEASE_EVERY = 10
 
 
@@ -125,21 +126,6 @@ def selection_metric(choice: str, n_classes: int) -> str:
     return "auc" if n_classes == 2 else "f1"
 
 
-def validation_figures(proba: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
-    """Log-loss, accuracy, macro-F1 and AUC of the validation rows (AUC as in the report: the
-    positive class's for two classes, else macro one-vs-rest; None where undefined)."""
-    from finetune.metrics import classification_metrics
-
-    true_proba = np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1)
-    names = [str(k) for k in range(proba.shape[1])]
-    return {
-        "val_loss": float(-np.mean(np.log(true_proba))),
-        "val_accuracy": float((proba.argmax(1) == labels).mean()),
-        "val_f1": float(f1_score(labels, proba.argmax(1), average="macro")),
-        "val_auc": classification_metrics(labels, proba, names)["auc"],
-    }
-
-
 def selection_key(record: dict[str, Any], metric: str) -> tuple[float, ...]:
     """How an epoch's validation record ranks (higher is better): the chosen figure, then the
     lower log-loss. An undefined AUC (one class in the validation rows) ranks on loss alone."""
@@ -170,7 +156,7 @@ def check_optimizer(name: str, device: str) -> None:
             f"train.optim={name} pages optimizer state between GPU and CPU memory and needs CUDA "
             f"(this device: {device}). Use --optim adamw_8bit or adamw."
         )
-    from finetune.models import check_quantization
+    from finetune.modeling.models import check_quantization
 
     try:
         check_quantization("8bit", device)  # the same bitsandbytes checks
@@ -232,7 +218,15 @@ def fit(
     class_weights: np.ndarray | None = None,
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
+    *,
+    validation_figures: Callable[[np.ndarray, np.ndarray], dict[str, float | None]],
 ) -> TrainResult:
+    """Train `model` on the items, validating after each epoch; keep the best epoch's weights.
+
+    `validation_figures(probabilities, labels)` scores the validation rows (val_loss and the
+    figures `train.select_metric` may name, e.g. `finetune.evaluation.metrics.validation_figures`):
+    it is handed in so that the loop needs no evaluation code of its own.
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup

@@ -1,12 +1,12 @@
 """finetune-kit's classification metrics as a Hugging Face `evaluate` module (local, offline).
 
-The numbers are those of a finetune-kit run's report (`finetune.metrics.classification_metrics`):
-accuracy; for two classes the positive class's recall, F1, precision, AUC, specificity and
-Brier score; otherwise macro recall, F1 and precision (scikit-learn's macro semantics) and the
-macro one-vs-rest AUC.
+The numbers are those of a finetune-kit run's report
+(`finetune.evaluation.metrics.classification_metrics`): accuracy; for two classes the positive
+class's recall, F1, precision, AUC, specificity and Brier score; otherwise macro recall, F1 and
+precision (scikit-learn's macro semantics) and the macro one-vs-rest AUC.
 
     import evaluate
-    from finetune.metrics import evaluate_module_path
+    from finetune.evaluation.metrics import evaluate_module_path
 
     metric = evaluate.load(evaluate_module_path())
     metric.compute(predictions=probabilities, references=label_ids, label_names=labels)
@@ -21,7 +21,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from finetune.metrics import classification_metrics
+from finetune.evaluation.metrics import classification_metrics
 
 # The headline figures and the binary extras; what a Trainer can log (numbers only).
 FIGURES = ("accuracy", "recall", "f1", "precision", "auc", "specificity", "brier")

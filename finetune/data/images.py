@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finetune.data import Examples, read_table
+from finetune.data.tables import Examples, read_table
 from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def read_folder(folder: Path, strict: bool, labelled: bool = True) -> Examples:
 def read_csv(path: Path, path_column: str, label_column: str | None, strict: bool) -> Examples:
     """A CSV/JSONL/Parquet table with an image path column (relative to the table's folder,
     or absolute) and, when labelled, a label column."""
-    from finetune.data import examples_from_frame
+    from finetune.data.tables import examples_from_frame
 
     frame = read_table(path)
     table = examples_from_frame(frame, path_column, label_column, str(path))

@@ -8,8 +8,8 @@ and Llama's `score` layer has no bias). So the export is uniform for every archi
 - `head.safetensors` (the linear head) and `classifier.json` (pooling, labels, max_length);
 - the tokenizer (with its pad token), and `predict.py`: the dozen lines of pooling + head,
   using only torch, transformers and safetensors;
-- for runs that redact PII, `pii.py`: a copy of `finetune/pii.py` (standard library only), so
-  `predict.py` redacts new texts exactly as training did.
+- for runs that redact PII, `pii.py`: a copy of `finetune/data/pii.py` (standard library
+  only), so `predict.py` redacts new texts exactly as training did.
 
 `predict.py` takes texts as they are, so only runs whose model reads the user's texts as
 given can be exported: image runs, and recipes whose texts are built from something else
@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from finetune import pii
+from finetune.config import load_yaml
+from finetune.data import pii
 from finetune.errors import UserError
+from finetune.files import staged
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
@@ -112,10 +114,10 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    from finetune import models
-    from finetune.config import load_yaml
-    from finetune.inference import predict_proba, tokenize
-    from finetune.run import Run, staged
+    from finetune.modeling import models
+    from finetune.modeling.classifiers import load_classifier
+    from finetune.modeling.inference import predict_proba
+    from finetune.modeling.inputs import tokenize
 
     run_folder, output = Path(run_folder), Path(output)
     adapter = run_folder / "adapter"
@@ -155,9 +157,9 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     merged_backbone = peft_model.merge_and_unload()
     classifier.backbone = merged_backbone
     merged = probabilities(classifier)
-    if info.quant != "none":
-        run = Run.load(run_folder)  # the adapter on the quantized base, as trained
-        trained = probabilities(run.model, run.bf16, models.pick_device())
+    if info.quant != "none":  # the adapter on the quantized base, as trained
+        quantized, _, loaded = load_classifier(adapter)
+        trained = probabilities(quantized, loaded.bf16, models.pick_device())
     checks = {
         "texts": len(texts),
         "merged_vs_adapter_same_base": _agreement(merged, unmerged),
@@ -205,13 +207,11 @@ def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: s
 
 def _recipe(name: str | None) -> Any:
     """The bundled recipe of that name (None for a recipe of the user's own)."""
-    import importlib
-
-    from finetune.cli import RECIPES
+    from finetune.registry import RECIPES, load_recipe
 
     if name not in RECIPES:
         return None
-    return importlib.import_module(RECIPES[name]).recipe
+    return load_recipe(name)
 
 
 def _check_texts(run_folder: Path) -> list[str]:

@@ -7,88 +7,32 @@ they hand upwards; training then runs (forward and backward) through the top lay
 On Banking77, 3 of MiniLM's 6 layers trained 2.1x faster than LoRA on all of them but 0.7
 accuracy points worse, so no recipe turns it on by default (README, "Banking77 benchmark").
 
-Running a transformers model from a middle layer is not a transformers API, so it is done by
-lending the model a shorter layer list for the call (and, for encoders, an embedding module
-that passes the cached states through). Architectures differ in how they call their layers, so
-`cache_inputs` first checks on real rows that the split model computes what the whole model
-does, and trains without the cache (saying so) when it does not.
+The model runs from a middle layer as layersplit.py lends it a shorter layer list.
+Architectures differ in how they call their layers, so `cache_inputs` first checks on real rows
+that the split model computes what the whole model does, and trains without the cache (saying
+so) when it does not.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from finetune.arrowdata import Column
-from finetune.heap import release_free_heap
-from finetune.inputs import Inputs, TokenBatches
+from finetune.data.columns import Column
+from finetune.modeling.heap import release_free_heap
+from finetune.modeling.inference import length_sorted_batches, to_device
+from finetune.modeling.inputs import Inputs, TokenBatches, padded_width
+from finetune.modeling.layersplit import lower_states
+from finetune.modeling.models import autocast
 
 # What a forward pass raises when the shortened layer list or the pass-through embeddings do
 # not fit how an architecture calls them: an unexpected argument or attribute, a shape or
 # index check, a missing per-layer entry. A MemoryError or KeyboardInterrupt is none of these.
 SPLIT_ERRORS = (TypeError, AttributeError, ValueError, RuntimeError, IndexError, KeyError)
-
-
-def layer_list(model: nn.Module) -> tuple[str, nn.Module, str, nn.ModuleList]:
-    """(name, parent, attribute, layers): the model's stack of transformer layers."""
-    count = getattr(model.config, "num_hidden_layers", None)
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count and name:
-            parent_name, _, attribute = name.rpartition(".")
-            return name, model.get_submodule(parent_name), attribute, module
-    raise ValueError(f"no list of {count} layers found in this '{model.config.model_type}' model")
-
-
-class _PassThrough(nn.Module):
-    """Stands in for an encoder's embedding module: the cached states already are its output."""
-
-    def forward(self, *args: Any, inputs_embeds: torch.Tensor | None = None, **kwargs: Any):
-        return inputs_embeds
-
-
-@contextlib.contextmanager
-def _layers(model: nn.Module, start: int, stop: int | None, skip_embeddings: bool) -> Iterator:
-    _, parent, attribute, layers = layer_list(model)
-    embeddings = getattr(model, "embeddings", None)
-    setattr(parent, attribute, nn.ModuleList(list(layers)[start:stop]))
-    if skip_embeddings and isinstance(embeddings, nn.Module):
-        model.embeddings = _PassThrough()
-    try:
-        yield
-    finally:
-        setattr(parent, attribute, layers)
-        if skip_embeddings and isinstance(embeddings, nn.Module):
-            model.embeddings = embeddings
-
-
-def lower_states(backbone: nn.Module, first: int, input_ids, attention_mask) -> torch.Tensor:
-    """The states the first `first` layers hand to layer `first`."""
-    model = backbone.get_base_model()
-    captured: list[torch.Tensor] = []
-
-    def keep(module: nn.Module, args: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    # The last lower layer's own output: a decoder's last_hidden_state has its final norm on.
-    hook = layer_list(model)[3][first - 1].register_forward_hook(keep)
-    try:
-        with _layers(model, 0, first, skip_embeddings=False):
-            model(input_ids=input_ids, attention_mask=attention_mask)
-    finally:
-        hook.remove()
-    return captured[-1]
-
-
-def upper_states(backbone: nn.Module, first: int, states, attention_mask) -> torch.Tensor:
-    """The model's last hidden state, computed from layer `first` upwards."""
-    model = backbone.get_base_model()
-    with _layers(model, first, None, skip_embeddings=True):
-        return model(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
 
 
 class CachedStates(Inputs):
@@ -100,8 +44,6 @@ class CachedStates(Inputs):
         self.flat, self.offsets, self.row_lengths = flat, offsets, lengths
 
     def collate(self, items: list[int], train: bool = False) -> dict[str, torch.Tensor]:
-        from finetune.inference import padded_width
-
         width = padded_width(self.row_lengths[items].tolist())
         states = self.flat.new_zeros((len(items), width, self.flat.shape[1]))
         mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -118,8 +60,6 @@ class CachedStates(Inputs):
 def _build(
     model: nn.Module, items: Sequence[Any], inputs: Inputs, batch_size: int, device: str, bf16: bool
 ) -> CachedStates:
-    from finetune.inference import length_sorted_batches, to_device
-    from finetune.models import autocast
 
     first = model.first_trained_layer
     lengths = np.asarray(inputs.lengths(items), dtype=np.int64)
@@ -151,8 +91,6 @@ def _computes_the_same(
     bf16: bool,
 ) -> bool:
     """Does the split model give the whole model's logits on a few rows (eval mode)?"""
-    from finetune.inference import to_device
-    from finetune.models import autocast
 
     rows = list(range(min(8, len(items))))
     was_training = model.training

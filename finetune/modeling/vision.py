@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from finetune.errors import UserError
-from finetune.inputs import Inputs
+from finetune.modeling.inputs import Inputs
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -169,7 +169,7 @@ class ImageInputs(Inputs):
         self.std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
 
     def encode(self, texts: list[str]) -> list[Image.Image]:
-        from finetune.images import UnreadableImage, open_rgb
+        from finetune.data.images import UnreadableImage, open_rgb
 
         # Kept a little above the input size so training crops still have detail to give.
         keep = math.ceil(self.info.image_size * 1.15)
@@ -262,7 +262,7 @@ def build_for_training(
         spec.name, spec.quant, bf16, config.image.size, spec.trust_remote_code
     )
     if options.get("gradient_checkpointing"):
-        from finetune.models import enable_gradient_checkpointing
+        from finetune.modeling.models import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(backbone)
     info.num_labels = num_labels
@@ -294,7 +294,7 @@ def load_classifier(folder: Path) -> tuple[ImageClassifier, ImageInputs, ImageCl
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from finetune.models import check_quantization, pick_device
+    from finetune.modeling.models import check_quantization, pick_device
 
     info = ImageClassifierInfo(**json.loads((folder / "classifier.json").read_text()))
     check_quantization(info.quant, pick_device())
@@ -379,7 +379,7 @@ def _load_transformers(
     from transformers import AutoConfig, AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
-    from finetune.models import (
+    from finetune.modeling.models import (
         _load_error,
         disable_cpu_inference_packing,
         model_reference,

@@ -1,0 +1,101 @@
+"""Stratified K-fold cross-validation as an evaluation protocol: the folds, and the summary
+of the figures over them (the mean under each figure's usual name, `<name>_std` its spread).
+
+Every labelled row is held out exactly once; `finetune.crossval` runs one ordinary run per fold
+and hands their metrics to `summarise`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finetune.errors import UserError
+
+# Figures averaged over folds, for the model and each baseline (the binary ones when present).
+AVERAGED = ("accuracy", "recall", "f1", "auc", "precision", "specificity", "brier")
+# At each fold's own threshold (chosen on that fold's validation rows, inside its training
+# part): figures on the held-out fold. Thresholds are listed per fold, never averaged.
+OPERATING = ("recall", "specificity", "precision")
+
+
+def fold_indices(labels: list[str], folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(train, held-out) row indices of each fold, stratified by label and seeded."""
+    from collections import Counter
+
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise UserError("Cross-validation needs at least two classes in the data.")
+    rarest, n_rarest = min(counts.items(), key=lambda kv: kv[1])
+    if n_rarest < folds:
+        raise UserError(
+            f"--folds {folds} needs at least {folds} examples of every class; '{rarest}' has "
+            f"{n_rarest}. Use fewer folds or add examples."
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [
+        (train.tolist(), held.tolist())
+        for train, held in splitter.split(np.zeros(len(labels)), labels)
+    ]
+
+
+def _spread(values: list[Any]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1) of the defined values."""
+    defined = [float(v) for v in values if v is not None]
+    if not defined:
+        return None, None
+    std = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
+    return float(np.mean(defined)), std
+
+
+def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for key in AVERAGED:
+        if any(key in entry for entry in entries):
+            summary[key], summary[f"{key}_std"] = _spread([e.get(key) for e in entries])
+    points = [e.get("operating_point") for e in entries]
+    if any(points):
+        defined = [p for p in points if p]
+        point: dict[str, Any] = {
+            "target_recall": defined[0]["target_recall"],
+            "chosen_on": "each fold's validation rows (inside its training part)",
+            "thresholds": [p["threshold"] for p in defined],
+        }
+        for key in OPERATING:
+            point[key], point[f"{key}_std"] = _spread([p[key] for p in defined])
+        summary["operating_point"] = point
+    return summary
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The top-level metrics.json: fold means under the usual keys, `*_std`, and every fold."""
+    metrics = _average(folds)
+    for key in ("positive_label", "average", "primary_metric"):
+        if key in folds[0]:
+            metrics[key] = folds[0][key]
+    names = list(folds[0].get("baselines", {}))
+    metrics["baselines"] = {
+        name: _average([fold["baselines"][name] for fold in folds]) for name in names
+    }
+    metrics.update(
+        n_folds=len(folds),
+        n_eval=sum(fold["n_eval"] for fold in folds),
+        train_seconds=round(sum(fold.get("train_seconds", 0.0) for fold in folds), 2),
+        std="sample standard deviation (ddof=1) over folds",
+        folds=[
+            {
+                "fold": fold["fold"],
+                "folder": fold["folder"],
+                **{k: fold.get(k) for k in ("n_train", "n_val", "n_eval", "best_epoch")},
+                **{k: fold[k] for k in AVERAGED if k in fold},
+                "baselines": {
+                    name: {k: fold["baselines"][name].get(k) for k in AVERAGED} for name in names
+                },
+            }
+            for fold in folds
+        ],
+    )
+    return metrics

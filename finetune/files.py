@@ -1,0 +1,61 @@
+"""Writing files and folders all or nothing: a half-written one never looks finished.
+
+Run folders, cross-validation summaries, exports and summary reports are filled under a
+temporary sibling name and renamed into place only once complete (`staged`); single files
+(predictions, metrics, data cards) the same way (`atomic`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from finetune.errors import UserError
+
+
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill; renamed to `folder` only if the block succeeds.
+
+    A run killed or failing half-way leaves no folder that looks finished, and an existing
+    folder (with --overwrite) is replaced only once the new one is complete.
+    """
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"No space left on the device while writing {folder}; nothing was written "
+                f"(and {folder} was left as it was). Free some space and rerun with --resume."
+            ) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if folder.exists():
+        old = folder.with_name(folder.name + f".old-{os.getpid()}")
+        folder.rename(old)
+    tmp.rename(folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write; it replaces `path` only once written completely."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
