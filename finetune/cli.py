@@ -406,6 +406,9 @@ _register_recipes()
 
 
 def main() -> None:
+    from finetune import runtime
+
+    runtime.configure()  # before anything imports torch
     app(prog_name="finetune")
 
 

@@ -8,6 +8,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from finetune import runtime  # noqa: E402
+
+runtime.configure()  # the command's CPU settings, before torch loads (notebooks inherit them)
+
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -209,3 +210,21 @@ def test_extremely_long_texts_are_truncated_and_counted(tiny_model_dir, small_cs
     )
     assert result.exit_code == 0, result.output
     assert "reached max_length=128 tokens" in (out / "report.md").read_text()
+
+
+def test_importing_the_package_leaves_the_environment_alone():
+    code = (
+        "import os\n"
+        "before = dict(os.environ)\n"
+        "import finetune, finetune.cli, finetune.recipe\n"
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before)\n"
+        "from finetune import runtime\n"
+        "runtime.configure()\n"
+        "assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
