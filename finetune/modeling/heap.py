@@ -2,10 +2,8 @@
 
 A training loop frees and allocates tensors of many sizes every step; glibc keeps the freed
 pages inside its heaps, fragmented, so the process's memory climbs for the whole run although
-little of it is in use. `malloc_trim(0)` returns every free page, not only the heap's top. On
-Banking77, 300 LoRA steps of varied batch shapes grew memory by 1.1 GB without it and by 0.6 GB
-with it every 10 steps; with batch widths rounded to 8 tokens as well, by 0.1 GB (README,
-"Memory"). A call takes about a millisecond.
+little of it is in use. `malloc_trim(0)` returns every free page, not only the heap's top
+(figures: docs/benchmarks.md, "Memory"). A call takes about a millisecond.
 """
 
 from __future__ import annotations

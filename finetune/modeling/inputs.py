@@ -33,9 +33,8 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int
 
 
 # Batches are padded to a multiple of this many tokens. Every distinct batch shape costs the
-# process memory it never gets back (kernels compiled per shape, heap fragments): on Banking77,
-# 300 LoRA steps of 5-60-token batches grew memory by 1.1 GB, by 0.4 GB with widths rounded up
-# to 8 (README, "Memory"). Messages there average 16 tokens, so rounding adds padding too.
+# process memory it never gets back (kernels compiled per shape, heap fragments), so fewer
+# widths use less (docs/benchmarks.md, "Memory"); short messages get more padding.
 PAD_MULTIPLE = 8
 
 

@@ -4,8 +4,8 @@ With LoRA on the top N of a text backbone's layers (`model.lora_layers`), the la
 never change: their output for a training text is the same in every epoch. `cache_inputs`
 runs those frozen layers once over the training and validation texts and keeps the states
 they hand upwards; training then runs (forward and backward) through the top layers only.
-On Banking77, 3 of MiniLM's 6 layers trained 2.1x faster than LoRA on all of them but 0.7
-accuracy points worse, so no recipe turns it on by default (README, "Banking77 benchmark").
+It trains faster but was less accurate on Banking77, so no recipe turns it on by default
+(docs/benchmarks.md, "Banking77 benchmark").
 
 The model runs from a middle layer as layersplit.py lends it a shorter layer list.
 Architectures differ in how they call their layers, so `cache_inputs` first checks on real rows

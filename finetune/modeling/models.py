@@ -3,8 +3,8 @@
 A classifier is a pretrained encoder (or decoder) backbone, a pooling step that turns token
 states into one vector, and a linear head. LoRA adapts the backbone; the head is trained in
 full. We pool ourselves instead of using `AutoModelForSequenceClassification` because
-sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling, and classifying
-from their untrained [CLS] pooler loses about 15 accuracy points (see README).
+sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling, and their [CLS]
+pooler is untrained (docs/architecture.md, "Choices worth knowing").
 """
 
 from __future__ import annotations

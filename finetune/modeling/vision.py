@@ -64,7 +64,7 @@ EFFICIENTNET_MEAN = EFFICIENTNET_STD = (0.5, 0.5, 0.5)
 # its weights (LoRA on a 1x1 convolution is LoRA on a linear map per pixel). The depthwise 3x3
 # ones have a handful of weights per channel and stay frozen, and so do blocks 0-7: no
 # gradient has to flow back through the high-resolution early layers. Chosen on validation
-# accuracy alone (docs: "How the image defaults were chosen").
+# accuracy alone (docs/recipes/image-classification.md, "How the image defaults were chosen").
 # Transformers 5 names attention projections q_proj/k_proj/v_proj/o_proj in ViT, DeiT, Swin,
 # BEiT and DINOv2. A string is a regular expression over full module names (peft).
 LORA_TARGETS: dict[str, list[str] | str] = {

@@ -37,8 +37,8 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
 
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=float), where=totals > 0)
-    # At most 16 inches: 77 intents at 0.35 inch each drew a 3,300-pixel square image and
-    # raised the run's peak memory by 0.3 GB; smaller print keeps the labels readable.
+    # At most 16 inches: a 77-class matrix at 0.35 inch each was a 3,300-pixel image that
+    # raised peak memory (docs/benchmarks.md, "Memory"); smaller print keeps labels readable.
     size = min(16.0, max(5.0, 0.35 * len(labels) + 2))
     fontsize = 9 if len(labels) <= 20 else 7 if len(labels) <= 40 else 5
     fig, ax = plt.subplots(figsize=(size + 1, size))
