@@ -4,6 +4,8 @@ Only the LoRA weights and the head train, so a checkpoint is small (those tensor
 optimizer moments, the best epoch's copy) and cheap to write every few dozen steps. It lives
 beside the run folder (`<output>.checkpoint/`) until the run folder is complete, so a killed
 run never leaves anything that looks finished, and `train --resume` picks up where it stopped.
+`LoopState` is that state (train.TrainingLoop keeps it up to date and fills in its tensors
+to save); `Checkpoints` writes it with the run's settings and reads it back.
 
 A resumed run must continue the run that was killed, not a different one: the checkpoint
 records a fingerprint of every setting that shapes the training trajectory (model, data
