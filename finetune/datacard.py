@@ -163,14 +163,13 @@ def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame
     from finetune.data import read_table
 
     if meta.get("recipe"):
-        import importlib
-
         import pandas as pd
 
-        from finetune.cli import RECIPES
+        from finetune.registry import load_recipe
 
-        recipe = importlib.import_module(RECIPES[meta["recipe"]]).recipe
-        splits = dict(zip(("train", "test"), recipe.bundled(recipe.config()), strict=True))
+        recipe = load_recipe(meta["recipe"])
+        split = recipe.split(recipe.config())
+        splits = {"train": split.train, "test": split.evaluation}
         column = meta.get("path_column") or meta.get("text_column") or "text"
         return {
             split: pd.DataFrame({column: ex.texts, meta["label_column"]: ex.labels})

@@ -204,14 +204,13 @@ def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: s
 
 
 def _recipe(name: str | None) -> Any:
-    """The bundled recipe of that name (None for a recipe of the user's own)."""
-    import importlib
+    """The registered recipe of that name (None for a recipe of the user's own)."""
+    from finetune.registry import load_entry, recipe_entries
 
-    from finetune.cli import RECIPES
-
-    if name not in RECIPES:
+    entries = recipe_entries()
+    if name not in entries:
         return None
-    return importlib.import_module(RECIPES[name]).recipe
+    return load_entry(entries[name])
 
 
 def _check_texts(run_folder: Path) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.metrics import HEADLINE
+from finetune.metrics import HEADLINE, MODEL_NAME
 from finetune.report import _fmt, _markdown_table
 
 SUMMARY_COLUMNS = (
@@ -251,7 +251,7 @@ def _blocks(
         blocks.append(("p", verdict))
     for record in records:
         blocks.append(("h2", f"{record.name}: {record.recipe} on {record.dataset}"))
-        rows = [["fine-tuned (LoRA)", *[_fmt(record.metrics.get(k)) for k in HEADLINE]]]
+        rows = [[MODEL_NAME, *[_fmt(record.metrics.get(k)) for k in HEADLINE]]]
         for name, figures in (record.metrics.get("baselines") or {}).items():
             rows.append([name, *[_fmt(figures.get(k)) for k in HEADLINE]])
         blocks.append(("table", ["method", *HEADLINE], rows))
