@@ -1,8 +1,11 @@
 """One fine-tuning run from examples to a finished run folder, and reloading that folder.
 
-Data flows one way: examples -> (redaction) -> model inputs (tokens or pixels: inputs.py) ->
-LoRA classifier -> training -> predictions -> metrics + baselines -> run folder. The folder is
-written under a temporary name and renamed when complete, so a crashed run never looks finished.
+`train` runs stages that each return one value (a small dataclass) to the later ones, so data
+flows one way: `prepare` (validated config, device, folder) -> `split` (the recipe's Splits,
+redacted and labelled) -> `encode` (model and model inputs: tokens or pixels) ->
+`fit_baselines` -> `fit_model` -> `evaluate` (every method's figures, the recipe's extra
+report) -> `write` (the run folder). The folder is written under a temporary name and renamed
+when complete, so a crashed run never looks finished.
 """
 
 from __future__ import annotations
