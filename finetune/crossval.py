@@ -38,6 +38,7 @@ from finetune.run import (
     positive_label,
     train,
 )
+from finetune.splits import Fold, Splits, check_folds
 
 if TYPE_CHECKING:
     from finetune.evaluation.context import EvalContext
@@ -61,21 +62,20 @@ class _FoldRecipe:
 
     It also keeps the evaluation scores the engine hands to `extra_report`, so the summary
     can pool the out-of-fold predictions of the model and every baseline. The fold's config
-    says "bundled data" (that is how the split reaches the engine); the recipe's hooks get
-    the real one.
+    names no data files (the fold's split is its data); the recipe's hooks get the real one.
     """
 
     def __init__(self, recipe: RecipeHooks, config: Config, train: Examples, evaluation: Examples):
         self._recipe = recipe
         self._config = config
-        self._split = (train, evaluation)
+        self._split = Splits(train, evaluation)
         self.scores: dict[str, np.ndarray] = {}
         self.y_eval: np.ndarray | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._recipe, name)
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]:
+    def split(self, config: Config) -> Splits:
         return self._split
 
     def card(self, config: Config) -> dict[str, Any] | None:
@@ -88,33 +88,24 @@ class _FoldRecipe:
 
 
 def pooled_examples(recipe: RecipeHooks, config: Config) -> Examples:
-    """Every labelled row the run may use: training and evaluation data together.
+    """Every labelled row the run may use: the recipe's split (`Recipe.split`), pooled.
 
-    The data is read as a single run reads it (`read_split`): a folder of images holding
-    train/ and test/ is the dataset's split, whose class sub-folders are pooled."""
-    data = config.data
-    if data.path is None:
-        train, evaluation = recipe.bundled(config)
-    else:
-        train, evaluation = recipe.read_split(data.path, config)
-    if data.eval_path is not None:
-        evaluation = recipe.read(data.eval_path, config)
-    if evaluation is None:
-        return train
-    features = None
-    if train.features is not None and evaluation.features is not None:
-        import pandas as pd
+    A folder of images holding train/ and test/ is the dataset's split, whose class
+    sub-folders are pooled; so are a recipe's own validation rows."""
+    return recipe.split(config).pooled()
 
-        features = pd.concat([train.features, evaluation.features], ignore_index=True)
-        # pandas keeps attrs (a table's schema) only when both parts agree: the training's.
-        features.attrs = dict(train.features.attrs)
-    return Examples(
-        train.texts + evaluation.texts,
-        train.labels + evaluation.labels,
-        f"{train.source} + {evaluation.source}",
-        features,
-        skipped=train.skipped + evaluation.skipped,
-    )
+
+def recipe_folds(recipe: RecipeHooks, config: Config) -> tuple[Examples, list[Fold], str]:
+    """The pooled rows, their folds and how the folds were made: the recipe's own
+    (`Splits.folds`, e.g. grouped by patient), else `eval.folds` stratified, seeded folds."""
+    splits = recipe.split(config)
+    examples, k = splits.pooled(), config.eval.folds
+    if splits.folds is not None:
+        check_folds(splits.folds, len(examples), k)
+        return examples, splits.folds, f"split into the recipe's own {k} folds"
+    seed = config.data.split_seed
+    how = f"split into {k} stratified folds (split seed {seed})"
+    return examples, fold_indices(examples.labels, k, seed), how
 
 
 def cross_validate(
@@ -127,8 +118,7 @@ def cross_validate(
     config = config.validate()
     folder = output_folder(config)
     k, seed = config.eval.folds, config.train.seed
-    examples = pooled_examples(recipe, config)
-    splits = fold_indices(examples.labels, k, config.data.split_seed)
+    examples, splits, how = recipe_folds(recipe, config)
     # One positive class for every fold, resolved once as a single run would (flag, card, pair).
     positive = positive_label(
         sorted(set(examples.labels)), config.data.positive_label, recipe.card(config)
@@ -166,9 +156,8 @@ def cross_validate(
             labels,
             {
                 "recipe": recipe.title,
-                "data": f"{examples.source}: {len(examples)} rows, pooled and split into {k} "
-                f"stratified folds (split seed {config.data.split_seed}); each row is held out "
-                "exactly once",
+                "data": f"{examples.source}: {len(examples)} rows, pooled and {how}; each row "
+                "is held out exactly once",
                 "per fold": "an ordinary run trained on the other folds ("
                 + (
                     f"{config.data.val_fraction:.0%} of them picking the best epoch"
@@ -195,7 +184,7 @@ def _run_folds(
     recipe: RecipeHooks,
     config: Config,
     examples: Examples,
-    splits: list[tuple[list[int], list[int]]],
+    splits: list[Fold],
     where: Path,
     final: Path | None,
     show_progress: bool,

@@ -16,8 +16,11 @@ from finetune.config import Config, resolve
 from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
 from finetune.evaluation.context import EvalContext
+from finetune.splits import Splits, hold_out
 
 if TYPE_CHECKING:
+    import typer
+
     from finetune.crossval import CrossValidation
     from finetune.evaluation.baselines import Baseline
     from finetune.run import Run
@@ -113,9 +116,39 @@ class Recipe:
             config = resolve(self.name, defaults(True), yaml_path, overrides, options=options)
         return config
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]:
-        """The recipe's own (train, test) split, used when no --data is given."""
-        raise UserError(f"The {self.name} recipe ships no dataset: pass --data PATH.")
+    def split(self, config: Config) -> Splits:
+        """The run's data: training and evaluation rows (and, optionally, validation rows and
+        cross-validation folds). Single runs and cross-validation both read their data here.
+
+        The engine's: the user's `--data` (an image folder holding train/ and test/ is its own
+        split), evaluated on `--eval-data`, else on a seeded, stratified hold-out. A recipe
+        that ships data returns it when `config.data.path` is None (through `complete_split`
+        for the engine's `--eval-data` and hold-out) and calls `super().split` otherwise; a
+        recipe splitting by time or by group returns its own `Splits`."""
+        data = config.data
+        if data.path is None:
+            raise UserError(f"The {self.name} recipe ships no dataset: pass --data PATH.")
+        if self.inputs == "image":
+            from finetune.data.images import read_image_split
+
+            train, test = read_image_split(
+                data.path, data.text_column, data.label_column, config.image.strict
+            )
+            return self.complete_split(config, train, test)
+        return self.complete_split(config, self.read(data.path, config))
+
+    def complete_split(
+        self, config: Config, train: Examples, test: Examples | None = None
+    ) -> Splits:
+        """Splits evaluated on the user's `--eval-data` when given, else on the data's own
+        `test` rows, else on a seeded, stratified hold-out of `train` (data.eval_fraction,
+        data.split_seed: never the training seed, so the evaluation rows stay put)."""
+        data = config.data
+        if data.eval_path is not None:
+            test = self.read(data.eval_path, config)
+        if test is None:
+            train, test = hold_out(train, data.eval_fraction, data.split_seed)
+        return Splits(train, test)
 
     def card(self, config: Config) -> dict[str, Any] | None:
         """The YAML header of the data card describing the data in use (its `positive_class`
@@ -144,16 +177,6 @@ class Recipe:
             return memmap.load_examples(path, config.data.text_column, label_column)
         return load_examples(path, config.data.text_column, label_column)
 
-    def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]:
-        """The user's training data, and its own evaluation split when it carries one (e.g.
-        train/ and test/ folders). None: --eval-data or a seeded hold-out is used."""
-        if self.inputs == "image":
-            from finetune.data.images import read_image_split
-
-            data = config.data
-            return read_image_split(path, data.text_column, data.label_column, config.image.strict)
-        return self.read(path, config), None
-
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
         """Recipe-specific metrics (saved under `extra_key`) and Markdown report sections."""
         return {}, []
@@ -162,7 +185,7 @@ class Recipe:
         """Write recipe files into the run folder being assembled (e.g. lookup tables that a
         recipe command needs later); they land in the run folder with everything else."""
 
-    def add_commands(self, group: Any) -> None:
+    def add_commands(self, group: typer.Typer) -> None:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict
         are the engine's)."""
 

@@ -1,9 +1,11 @@
 """One fine-tuning run from examples to a finished run folder, and reloading that folder.
 
-Data flows one way: examples -> (redaction) -> model inputs (tokens or pixels:
-modeling/inputs.py) -> LoRA classifier -> training -> predictions -> metrics + baselines -> run
-folder. The folder is written under a temporary name and renamed when complete
-(`finetune.files.staged`), so a crashed run never looks finished.
+`train` runs stages that each return one value (a small dataclass) to the later ones, so data
+flows one way: `prepare` (validated config, device, folder) -> `split` (the recipe's Splits,
+redacted and labelled) -> `encode` (model and model inputs: tokens or pixels) ->
+`fit_baselines` -> `fit_model` -> `evaluate` (every method's figures, the recipe's extra
+report) -> `write` (the run folder). The folder is written under a temporary name and renamed
+when complete (`finetune.files.staged`), so a crashed run never looks finished.
 
 The API layer: this module and `finetune.crossval` use the engine's sub-packages (data,
 modeling, training, evaluation, reporting) and are used by `finetune.recipe`; they call a
@@ -39,6 +41,7 @@ from finetune.evaluation.baselines import (
 )
 from finetune.evaluation.context import EvalContext
 from finetune.evaluation.metrics import (
+    MODEL_NAME,
     classification_metrics,
     confusion,
     headline,
@@ -47,9 +50,13 @@ from finetune.evaluation.metrics import (
 )
 from finetune.files import staged
 from finetune.reporting.report import write_report
+from finetune.splits import Splits, concat
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
+    from finetune.modeling.inputs import Inputs
+    from finetune.training.checkpoint import Checkpoints
+    from finetune.training.loop import TrainResult
 
 # data.memory_map's default cap on the rows the baselines fit on (eval.baseline_max_rows).
 BASELINE_ROWS_MEMORY_MAPPED = 20_000
@@ -80,13 +87,11 @@ class RecipeHooks(Protocol):
 
     def primary_metric_for(self, n_classes: int) -> str: ...
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]: ...
+    def split(self, config: Config) -> Splits: ...
 
     def card(self, config: Config) -> dict[str, Any] | None: ...
 
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples: ...
-
-    def read_split(self, path: str | Path, config: Config) -> tuple[Examples, Examples | None]: ...
 
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]: ...
 
@@ -101,7 +106,7 @@ class Run:
     config: Config
     labels: list[str]
     model: Any
-    inputs: Any  # finetune.modeling.inputs.Inputs: how examples become model input
+    inputs: Inputs  # how examples become model input (tokens or pixels)
     bf16: bool
     metrics: dict[str, Any]
 
@@ -111,7 +116,7 @@ class Run:
         return getattr(self.inputs, "tokenizer", None)
 
     @classmethod
-    def load(cls, folder: str | Path, options: Any = None) -> Run:
+    def load(cls, folder: str | Path, options: object | None = None) -> Run:
         """Rebuild a finished run; `options` is the recipe's default options object, if any."""
         from finetune.config import load_yaml, merge
         from finetune.modeling.classifiers import load_classifier
@@ -236,41 +241,40 @@ def output_folder(config: Config) -> Path:
     return folder
 
 
-def split_data(recipe: RecipeHooks, config: Config) -> tuple[Examples, Examples]:
-    """Training and evaluation examples: given files, a seeded hold-out, or the bundled split."""
-    data = config.data
-    if data.path is None:
-        train, evaluation = recipe.bundled(config)
-    else:
-        train, evaluation = recipe.read_split(data.path, config)
-    if data.eval_path is not None:
-        evaluation = recipe.read(data.eval_path, config)
-    if evaluation is None:
-        if data.eval_fraction <= 0:
-            raise UserError("No evaluation data: pass --eval-data or set data.eval_fraction > 0.")
-        kept, held = stratified_split(train, data.eval_fraction, data.split_seed)
-        source = train.source
-        train, evaluation = (
-            train.subset(kept, f"{source} (train part)"),
-            train.subset(
-                held, f"{source} (held-out {data.eval_fraction:.0%}, split seed {data.split_seed})"
-            ),
-        )
-    check_train_eval(train, evaluation)
-    return train, evaluation
-
-
 def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Run:
-    """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run."""
+    """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run.
+
+    Each stage returns what the next ones read, so the data flows one way:
+    prepare -> split -> encode -> baselines -> fit -> evaluate -> write."""
+    prepared = prepare(recipe, config)
+    data = split(recipe, prepared.config)
+    encoded = encode(recipe, prepared, data)
+    baselines = fit_baselines(recipe, prepared, data, encoded)
+    result = fit_model(prepared, data, encoded, baselines, show_progress)
+    evaluated = evaluate(recipe, prepared, data, encoded, baselines, result)
+    return write(recipe, prepared, data, encoded, result, evaluated)
+
+
+@dataclass
+class Prepared:
+    """The validated config, the device and the run folder (not written yet), checked before
+    any data is read."""
+
+    config: Config
+    device: str
+    folder: Path
+    checkpoints: Checkpoints  # where training saves its state, to resume a killed run
+    started: float  # time.perf_counter() at the start, for the wall time
+
+
+def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
+    """Fail early on what the device or the recipe cannot do; seed everything."""
     from transformers import set_seed
 
     from finetune.modeling import models
-    from finetune.modeling.classifiers import build_for_training, save_classifier
     from finetune.modeling.classifiers import check as check_inputs
-    from finetune.modeling.heap import release_free_heap
-    from finetune.modeling.inference import embed, predict_proba
     from finetune.training.checkpoint import open_checkpoints
-    from finetune.training.loop import check_optimizer, fit
+    from finetune.training.loop import check_optimizer
 
     started = time.perf_counter()
     config = config.validate()
@@ -281,8 +285,44 @@ def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Ru
     checkpoints = open_checkpoints(folder, config, device, main=is_main_process())
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)
+    return Prepared(config, device, folder, checkpoints, started)
 
-    train_ex, eval_ex = split_data(recipe, config)
+
+@dataclass
+class RunData:
+    """The run's rows, prepared (redacted when the run redacts) and labelled.
+
+    `train` holds every training row: `fit_rows` of them train the model and every baseline,
+    `val_rows` choose the kept epoch and the decision thresholds."""
+
+    train: Examples
+    evaluation: Examples
+    fit_rows: list[int]
+    val_rows: list[int]
+    labels: list[str]  # class order: label ids index it
+    y_train: np.ndarray  # label ids of `train`
+    y_eval: np.ndarray  # label ids of `evaluation`
+    thresholds: bool  # a decision threshold is chosen (eval.target_recall, two classes)
+    redaction: dict[str, RedactionCounts]  # by part: what PII redaction replaced
+    overlap: dict[str, Any] | None  # evaluation texts also in the training data
+
+    @property
+    def y_fit(self) -> np.ndarray:
+        return self.y_train[self.fit_rows]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.y_train[self.val_rows]
+
+    @property
+    def skipped(self) -> list[str]:
+        """Unreadable inputs left out; a hold-out shares its reader's skips: each counts once."""
+        return list(dict.fromkeys(self.train.skipped + self.evaluation.skipped))
+
+
+def split(recipe: RecipeHooks, config: Config) -> RunData:
+    """The recipe's split (`Recipe.split`), checked, redacted and labelled."""
+    train_ex, fit_rows, val_rows, eval_ex = training_rows(recipe.split(config), config)
     redaction = {"train": RedactionCounts(), "evaluation": RedactionCounts()}
     if config.data.memory_map and not isinstance(train_ex.texts, Column):
         raise UserError(
@@ -298,126 +338,240 @@ def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Ru
     labels = label_order(
         sorted(set(train_ex.labels)), config.data.positive_label, recipe.card(config)
     )
-    y_train_all, y_eval = label_ids(train_ex.labels, labels), label_ids(eval_ex.labels, labels)
-    fit_rows, val_rows = stratified_split(train_ex, config.data.val_fraction, config.train.seed)
-    if config.eval.target_recall is not None and len(labels) == 2 and not val_rows:
+    thresholds = config.eval.target_recall is not None and len(labels) == 2
+    if thresholds and not val_rows:
         raise UserError(
             "eval.target_recall: the decision threshold is chosen on validation rows, and this "
             "run holds none out (data.val_fraction is 0). Set --set data.val_fraction=0.2."
         )
+    y_train, y_eval = label_ids(train_ex.labels, labels), label_ids(eval_ex.labels, labels)
+    return RunData(
+        train_ex,
+        eval_ex,
+        fit_rows,
+        val_rows,
+        labels,
+        y_train,
+        y_eval,
+        thresholds,
+        redaction,
+        overlap,
+    )
 
+
+def training_rows(
+    splits: Splits, config: Config
+) -> tuple[Examples, list[int], list[int], Examples]:
+    """(every training row, the rows that train, the validation rows, the evaluation rows).
+
+    The validation rows are the recipe's own (`Splits.validation`, e.g. the latest ones, for a
+    split by time) placed after the training rows, else a seeded, stratified data.val_fraction
+    of the training rows (the training seed: the evaluation rows never move with it)."""
+    train, evaluation = splits.train, splits.evaluation
+    check_train_eval(train, evaluation)
+    if splits.validation is None:
+        fit_rows, val_rows = stratified_split(train, config.data.val_fraction, config.train.seed)
+        return train, fit_rows, val_rows, evaluation
+    check_train_eval(train, splits.validation)
+    everything = concat(train, splits.validation)
+    return everything, list(range(len(train))), list(range(len(train), len(everything))), evaluation
+
+
+@dataclass
+class Encoded:
+    """The model to fine-tune (LoRA on the backbone, fresh head) and its inputs, encoded."""
+
+    model: Any  # a classifier: finetune.modeling.models.TextClassifier or the image one
+    inputs: Inputs  # how examples become model input (tokens or pixels)
+    info: Any  # what the model's builder reports (pooling, LoRA targets), saved with it
+    bf16: bool
+    checkpointing: bool  # gradient checkpointing
+    fit_ids: Sequence[Any]
+    val_ids: Sequence[Any]
+    eval_ids: Sequence[Any]
+    notes: list[str]  # the inputs' report notes (e.g. truncated texts)
+
+
+def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
+    """Build the model and encode every row once (token ids or pixels)."""
+    from finetune.modeling import models
+    from finetune.modeling.classifiers import build_for_training
+
+    config, device = prepared.config, prepared.device
     bf16 = models.use_bf16(config.train.precision, device)
     checkpointing = models.use_gradient_checkpointing(
         config.train.gradient_checkpointing, config.model.quant, device
     )
     model, model_inputs, info = build_for_training(
-        recipe.inputs, config, len(labels), bf16, device, gradient_checkpointing=checkpointing
+        recipe.inputs, config, len(data.labels), bf16, device, gradient_checkpointing=checkpointing
+    )
+    all_ids = model_inputs.encode(data.train.texts)
+    eval_ids = model_inputs.encode(data.evaluation.texts)
+    notes = model_inputs.notes(all_ids, eval_ids)
+    fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
+    return Encoded(
+        model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes
     )
 
-    all_ids = model_inputs.encode(train_ex.texts)
-    eval_ids = model_inputs.encode(eval_ex.texts)
-    input_notes = model_inputs.notes(all_ids, eval_ids)
-    fit_ids, val_ids = take(all_ids, fit_rows), take(all_ids, val_rows)
-    y_fit, y_val = y_train_all[fit_rows], y_train_all[val_rows]
 
-    # Baselines see the model's training rows (or a seeded sample of them: they hold their data
-    # in memory) and are scored on the same evaluation split.
-    sample = baseline_sample(len(fit_rows), config)
-    if len(sample) < len(fit_rows):
-        input_notes.append(
+@dataclass
+class BaselineScores:
+    """The baselines' class probabilities, and what they were fitted on."""
+
+    inputs: BaselineInputs  # their data; also the frozen vectors and fitted models they left
+    scores: dict[str, np.ndarray]  # by baseline: on the evaluation rows
+    val_scores: dict[str, np.ndarray]  # by baseline: on the validation rows (for thresholds)
+    notes: list[str]  # for the report (e.g. fitted on a sample)
+
+
+def fit_baselines(
+    recipe: RecipeHooks, prepared: Prepared, data: RunData, encoded: Encoded
+) -> BaselineScores:
+    """Fit every baseline on the model's training rows (or a seeded sample of them: they hold
+    their data in memory) and score the evaluation rows, and the validation rows when a
+    decision threshold is chosen on them."""
+    from finetune.modeling.heap import release_free_heap
+
+    config = prepared.config
+    sample = baseline_sample(len(data.fit_rows), config)
+    notes = []
+    if len(sample) < len(data.fit_rows):
+        notes.append(
             f"The baselines and the head's starting probe were fitted on a seeded sample of "
-            f"{len(sample):,} of the {len(fit_rows):,} training rows (eval.baseline_max_rows)."
+            f"{len(sample):,} of the {len(data.fit_rows):,} training rows (eval.baseline_max_rows)."
         )
-    base_rows = [fit_rows[i] for i in sample]
-    # A decision threshold is chosen on the validation rows, so every method scores them too:
-    # they are prepended to the evaluation rows the baselines score, and split off after.
-    thresholds = config.eval.target_recall is not None and len(labels) == 2
-    scored = train_ex.subset(val_rows, "") if thresholds else None
+    base_rows = [data.fit_rows[i] for i in sample]
+    # The validation rows are prepended to the evaluation rows the baselines score, and split
+    # off after.
+    scored = data.train.subset(data.val_rows, "") if data.thresholds else None
     inputs = BaselineInputs(
-        train_texts=to_list(take(train_ex.texts, base_rows)),
-        train_labels=y_fit[sample],
-        eval_texts=(to_list(scored.texts) if scored is not None else []) + to_list(eval_ex.texts),
-        n_classes=len(labels),
+        train_texts=to_list(take(data.train.texts, base_rows)),
+        train_labels=data.y_fit[sample],
+        eval_texts=(to_list(scored.texts) if scored is not None else [])
+        + to_list(data.evaluation.texts),
+        n_classes=len(data.labels),
         seed=config.train.seed,
         train_features=None
-        if train_ex.features is None
-        else train_ex.subset(base_rows, "").features,
-        eval_features=_stacked_features(scored, eval_ex),
+        if data.train.features is None
+        else data.train.subset(base_rows, "").features,
+        eval_features=_stacked_features(scored, data.evaluation),
     )
     baselines = resolve_baselines(recipe.baselines)
-    need_vectors = config.model.head_init == "probe" or NEEDS_VECTORS & set(baselines)
-    if need_vectors:
-        with model.backbone.disable_adapter():  # the frozen pretrained backbone
-            batch = config.train.eval_batch_size
-            base_ids = take(fit_ids, sample)
-            inputs.train_vectors = embed(model, base_ids, model_inputs, batch, device, bf16)
-            inputs.eval_vectors = embed(model, eval_ids, model_inputs, batch, device, bf16)
-            if scored is not None:
-                val_vectors = embed(model, val_ids, model_inputs, batch, device, bf16)
-                inputs.eval_vectors = np.concatenate([val_vectors, inputs.eval_vectors])
+    if config.model.head_init == "probe" or NEEDS_VECTORS & set(baselines):
+        _embed_frozen(inputs, prepared, encoded, sample, with_validation=scored is not None)
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
-    n_scored_val = len(val_rows) if scored is not None else 0
-    val_scores = {name: p[:n_scored_val] for name, p in scores.items()}
-    scores = {name: p[n_scored_val:] for name, p in scores.items()}
+    n_val = len(data.val_rows) if scored is not None else 0
     release_free_heap()  # what the baselines and the frozen pass freed, before training
-    if config.model.head_init == "probe":
-        probe = inputs.fitted.get("probe") or fit_probe(
-            inputs.train_vectors, inputs.train_labels, len(labels), config.train.seed
-        )
-        model.set_head(probe.weight, probe.bias, probe.center)
+    return BaselineScores(
+        inputs,
+        {name: p[n_val:] for name, p in scores.items()},
+        {name: p[:n_val] for name, p in scores.items()},
+        notes,
+    )
 
-    result = fit(
-        model,
-        fit_ids,
-        y_fit,
-        val_ids,
-        y_val,
+
+def _embed_frozen(
+    inputs: BaselineInputs,
+    prepared: Prepared,
+    encoded: Encoded,
+    sample: np.ndarray,
+    with_validation: bool,
+) -> None:
+    """The frozen pretrained backbone's vectors of the baselines' rows, into `inputs`."""
+    from finetune.modeling.inference import embed
+
+    model, batch = encoded.model, prepared.config.train.eval_batch_size
+    device, bf16 = prepared.device, encoded.bf16
+    with model.backbone.disable_adapter():
+        base_ids = take(encoded.fit_ids, sample)
+        inputs.train_vectors = embed(model, base_ids, encoded.inputs, batch, device, bf16)
+        inputs.eval_vectors = embed(model, encoded.eval_ids, encoded.inputs, batch, device, bf16)
+        if with_validation:
+            val_vectors = embed(model, encoded.val_ids, encoded.inputs, batch, device, bf16)
+            inputs.eval_vectors = np.concatenate([val_vectors, inputs.eval_vectors])
+
+
+def fit_model(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    show_progress: bool,
+) -> TrainResult:
+    """Fine-tune the model in place (from the probe's head with model.head_init=probe)."""
+    from finetune.training.loop import fit
+
+    config = prepared.config
+    if config.model.head_init == "probe":
+        inputs = baselines.inputs
+        probe = inputs.fitted.get("probe") or fit_probe(
+            inputs.train_vectors, inputs.train_labels, len(data.labels), config.train.seed
+        )
+        encoded.model.set_head(probe.weight, probe.bias, probe.center)
+    return fit(
+        encoded.model,
+        encoded.fit_ids,
+        data.y_fit,
+        encoded.val_ids,
+        data.y_val,
         config.train,
-        model_inputs,
-        device,
-        bf16,
+        encoded.inputs,
+        prepared.device,
+        encoded.bf16,
         show_progress=show_progress,
-        class_weights=class_weights(y_fit, len(labels), config.train.class_weight),
-        checkpoints=checkpoints,
+        class_weights=class_weights(data.y_fit, len(data.labels), config.train.class_weight),
+        checkpoints=prepared.checkpoints,
         resume=config.resume,
         validation_figures=validation_figures,
     )
-    proba = predict_proba(model, eval_ids, model_inputs, config.train.eval_batch_size, device, bf16)
-    metrics = classification_metrics(y_eval, proba, labels)
+
+
+@dataclass
+class Evaluated:
+    """Every method's figures and evaluation probabilities, and the recipe's extra report."""
+
+    metrics: dict[str, Any]  # metrics.json: the model's figures, the baselines' under baselines
+    scores: dict[str, np.ndarray]  # by method: the model under MODEL_NAME, then the baselines
+    context: EvalContext  # what the recipe's hooks saw (its plots are drawn when writing)
+    sections: list[str]  # the recipe's report sections
+    notes: list[str]  # report notes about the inputs (the model's and the baselines')
+
+
+def evaluate(
+    recipe: RecipeHooks,
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    result: TrainResult,
+) -> Evaluated:
+    """Score the model and the baselines on the evaluation rows; the recipe's extra report."""
+    config, labels = prepared.config, data.labels
+    proba = _predict(prepared, encoded, encoded.eval_ids)
+    metrics = classification_metrics(data.y_eval, proba, labels)
     baseline_metrics = {
-        name: summary(classification_metrics(y_eval, p, labels)) for name, p in scores.items()
+        name: summary(classification_metrics(data.y_eval, p, labels))
+        for name, p in baselines.scores.items()
     }
-    if thresholds:
-        val_proba = predict_proba(
-            model, val_ids, model_inputs, config.train.eval_batch_size, device, bf16
-        )
-        target = config.eval.target_recall
-        metrics["operating_point"] = operating_point(
-            y_val, val_proba[:, 1], y_eval, proba[:, 1], target
-        )
-        for name, p in scores.items():
-            baseline_metrics[name]["operating_point"] = operating_point(
-                y_val, val_scores[name][:, 1], y_eval, p[:, 1], target
-            )
-    scores = {MODEL_NAME: proba, **scores}
+    scores = {MODEL_NAME: proba, **baselines.scores}
+    if data.thresholds:
+        points = _operating_points(prepared, data, encoded, baselines, scores)
+        metrics["operating_point"] = points[MODEL_NAME]
+        for name, entry in baseline_metrics.items():
+            entry["operating_point"] = points[name]
     context = EvalContext(
         config=config,
-        train=train_ex,
-        evaluation=eval_ex,
+        train=data.train,
+        evaluation=data.evaluation,
         labels=labels,
-        y_eval=y_eval,
+        y_eval=data.y_eval,
         scores=scores,
-        predict_proba=lambda texts: predict_proba(
-            model,
-            model_inputs.encode(prepare_texts(texts, config)),
-            model_inputs,
-            config.train.eval_batch_size,
-            device,
-            bf16,
+        predict_proba=lambda texts: _predict(
+            prepared, encoded, encoded.inputs.encode(prepare_texts(texts, config))
         ),
-        fitted=inputs.fitted,
+        fitted=baselines.inputs.fitted,
     )
-    extra_metrics, extra_sections = recipe.extra_report(context)
+    extra_metrics, sections = recipe.extra_report(context)
     if extra_metrics:
         metrics[recipe.extra_key] = extra_metrics
     for name, figures in context.method_metrics.items():
@@ -427,106 +581,162 @@ def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Ru
     # What ranks the methods (the summary's best baseline); summaries read it from here.
     metrics["primary_metric"] = recipe.primary_metric_for(len(labels))
     metrics.update(
-        n_train=len(fit_rows),
-        n_val=len(val_rows),
-        n_eval=len(eval_ex),
+        n_train=len(data.fit_rows),
+        n_val=len(data.val_rows),
+        n_eval=len(data.evaluation),
         train_seconds=round(result.train_seconds, 2),
         samples_per_second=round(result.samples_per_second, 2),
         best_epoch=result.best_epoch,
         best_epoch_metric=result.select_metric,
-        train_source=train_ex.source,
-        eval_source=eval_ex.source,
+        train_source=data.train.source,
+        eval_source=data.evaluation.source,
         baselines=baseline_metrics,
     )
-    if overlap:
-        metrics["overlap"] = overlap
-    # A hold-out split shares its reader's skips with the training part: count each once.
-    skipped = list(dict.fromkeys(train_ex.skipped + eval_ex.skipped))
-    if skipped:
-        metrics["skipped_inputs"] = {"count": len(skipped), "first": skipped[:5]}
-    wall = time.perf_counter() - started
-    env = environment(device, config.train.seed)
+    if data.overlap:
+        metrics["overlap"] = data.overlap
+    if data.skipped:
+        metrics["skipped_inputs"] = {"count": len(data.skipped), "first": data.skipped[:5]}
+    return Evaluated(metrics, scores, context, sections, encoded.notes + baselines.notes)
+
+
+def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.ndarray:
+    from finetune.modeling.inference import predict_proba
+
+    batch = prepared.config.train.eval_batch_size
+    return predict_proba(encoded.model, ids, encoded.inputs, batch, prepared.device, encoded.bf16)
+
+
+def _operating_points(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    scores: dict[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Each method's decision threshold for eval.target_recall, chosen on the validation rows,
+    with what it gives on the evaluation rows (`scores`)."""
+    target = prepared.config.eval.target_recall
+    val_scores = {MODEL_NAME: _predict(prepared, encoded, encoded.val_ids), **baselines.val_scores}
+    return {
+        name: operating_point(data.y_val, val_scores[name][:, 1], data.y_eval, p[:, 1], target)
+        for name, p in scores.items()
+    }
+
+
+def write(
+    recipe: RecipeHooks,
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    result: TrainResult,
+    evaluated: Evaluated,
+) -> Run:
+    """Write the run folder (atomically: `staged`) and clear the resume checkpoints."""
+    from finetune.modeling.classifiers import save_classifier
+
+    config, folder, metrics = prepared.config, prepared.folder, evaluated.metrics
+    wall = time.perf_counter() - prepared.started
+    env = environment(prepared.device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+    run = Run(folder, config, data.labels, encoded.model, encoded.inputs, encoded.bf16, metrics)
     if not is_main_process():
         # Data-parallel workers trained in step with process 0; only it writes the folder.
-        return Run(folder, config, labels, model, model_inputs, bf16, metrics)
-
+        return run
+    proba = evaluated.scores[MODEL_NAME]
     with staged(folder) as tmp:
         saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
-        (tmp / "labels.json").write_text(json.dumps({"labels": labels}, indent=2))
-        save_classifier(model, model_inputs, info, tmp / "adapter")
+        (tmp / "labels.json").write_text(json.dumps({"labels": data.labels}, indent=2))
+        save_classifier(encoded.model, encoded.inputs, encoded.info, tmp / "adapter")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         # Every method's evaluation probabilities, so reports can be rebuilt without the model.
-        np.savez_compressed(tmp / "scores.npz", y_true=y_eval, **scores)
+        np.savez_compressed(tmp / "scores.npz", y_true=data.y_eval, **evaluated.scores)
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )
-        _write_predictions(tmp / "predictions.csv", eval_ex, proba, labels, recipe.inputs)
-        recipe.save_files(tmp, context)
-        facts = {
-            "recipe": recipe.title,
-            "training data": f"{train_ex.source}: {len(fit_rows)} rows for training, "
-            f"{len(val_rows)} for picking the best epoch",
-            "evaluation data": f"{eval_ex.source}: {len(eval_ex)} rows",
-            "classes": len(labels),
-            "model": f"{config.model.name} ({info.pooling} pooling), LoRA "
-            f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
-            "head initialisation": config.model.head_init,
-            "precision": "bf16 autocast" if bf16 else "fp32",
-            "optimizer": f"{config.train.optim}, gradient checkpointing "
-            + ("on" if checkpointing else "off"),
-            "steps": f"{result.steps} (best epoch {result.best_epoch}"
-            + (f", by validation {result.select_metric})" if result.select_metric else ")"),
-            "train time": f"{result.train_seconds:.1f} s "
-            f"({result.samples_per_second:.1f} samples/s)",
-            "wall time": f"{wall:.1f} s",
-            "peak memory": f"{env['peak_rss_mb']:.0f} MB RSS",
-            "device": f"{device} ({env['processor']})",
-            "seed": config.train.seed,
-        }
-        notes = []
-        if config.data.redact_pii:
-            notes.append(
-                "PII redacted before training and prediction: "
-                + "; ".join(
-                    f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers"
-                    for part, c in redaction.items()
-                )
-            )
-        if result.best_epoch == 0:
-            notes.append(
-                "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
-                "epoch, so the saved model is the starting point: fine-tuning did not help here."
-            )
-        if overlap:
-            notes.append(overlap_line(overlap))
-        notes += input_notes
-        if skipped:
-            notes.append(
-                f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped[:5])}"
-                + (" ..." if len(skipped) > 5 else "")
-            )
+        predictions = tmp / "predictions.csv"
+        _write_predictions(predictions, data.evaluation, proba, data.labels, recipe.inputs)
+        recipe.save_files(tmp, evaluated.context)
         write_report(
             tmp,
             f"{recipe.title}: fine-tuning report",
             metrics,
             result.history,
             result.losses,
-            confusion(y_eval, proba, len(labels)),
-            labels,
-            facts,
-            notes,
-            y_true=y_eval,
-            scores=scores,
-            sections=extra_sections,
+            confusion(data.y_eval, proba, len(data.labels)),
+            data.labels,
+            _facts(recipe, prepared, data, encoded, result, env),
+            _notes(config, data, result, evaluated.notes),
+            y_true=data.y_eval,
+            scores=evaluated.scores,
+            sections=evaluated.sections,
         )
-        for name, draw in context.plots.items():
+        for name, draw in evaluated.context.plots.items():
             draw(tmp / "plots" / name)
-        env["pii_redacted"] = {part: c.as_dict() for part, c in redaction.items()}
+        env["pii_redacted"] = {part: c.as_dict() for part, c in data.redaction.items()}
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
-    checkpoints.clear()  # the run folder is complete: nothing left to resume
-    return Run(folder, config, labels, model, model_inputs, bf16, metrics)
+    prepared.checkpoints.clear()  # the run folder is complete: nothing left to resume
+    return run
+
+
+def _facts(
+    recipe: RecipeHooks,
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    result: TrainResult,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    """The report's table of what was run, on what and how long it took."""
+    config, info = prepared.config, encoded.info
+    return {
+        "recipe": recipe.title,
+        "training data": f"{data.train.source}: {len(data.fit_rows)} rows for training, "
+        f"{len(data.val_rows)} for picking the best epoch",
+        "evaluation data": f"{data.evaluation.source}: {len(data.evaluation)} rows",
+        "classes": len(data.labels),
+        "model": f"{config.model.name} ({info.pooling} pooling), LoRA "
+        f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
+        "head initialisation": config.model.head_init,
+        "precision": "bf16 autocast" if encoded.bf16 else "fp32",
+        "optimizer": f"{config.train.optim}, gradient checkpointing "
+        + ("on" if encoded.checkpointing else "off"),
+        "steps": f"{result.steps} (best epoch {result.best_epoch}"
+        + (f", by validation {result.select_metric})" if result.select_metric else ")"),
+        "train time": f"{result.train_seconds:.1f} s ({result.samples_per_second:.1f} samples/s)",
+        "wall time": f"{env['wall_seconds']:.1f} s",
+        "peak memory": f"{env['peak_rss_mb']:.0f} MB RSS",
+        "device": f"{prepared.device} ({env['processor']})",
+        "seed": config.train.seed,
+    }
+
+
+def _notes(config: Config, data: RunData, result: TrainResult, input_notes: list[str]) -> list[str]:
+    """The report's notes: redaction, a kept starting point, overlap, inputs, skips."""
+    notes = []
+    if config.data.redact_pii:
+        notes.append(
+            "PII redacted before training and prediction: "
+            + "; ".join(
+                f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers"
+                for part, c in data.redaction.items()
+            )
+        )
+    if result.best_epoch == 0:
+        notes.append(
+            "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
+            "epoch, so the saved model is the starting point: fine-tuning did not help here."
+        )
+    if data.overlap:
+        notes.append(overlap_line(data.overlap))
+    notes += input_notes
+    skipped = data.skipped
+    if skipped:
+        notes.append(
+            f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped[:5])}"
+            + (" ..." if len(skipped) > 5 else "")
+        )
+    return notes
 
 
 def is_main_process() -> bool:
@@ -534,7 +744,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-MODEL_NAME = "fine-tuned (LoRA)"
 # Beyond the four headline numbers, what a baseline's entry in metrics.json keeps.
 BASELINE_EXTRAS = ("precision", "specificity", "brier")
 

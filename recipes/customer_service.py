@@ -10,8 +10,8 @@ from __future__ import annotations
 from importlib.resources import files
 
 from finetune.config import Config
-from finetune.data.tables import Examples, load_examples
-from finetune.recipe import POSITIVE_LABEL, Recipe
+from finetune.data.tables import load_examples
+from finetune.recipe import POSITIVE_LABEL, Recipe, Splits
 
 BUNDLED_DATA = files("recipes") / "data" / "customer_service"
 
@@ -43,12 +43,14 @@ class CustomerService(Recipe):
     # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
     flags = (POSITIVE_LABEL,)
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]:
+    def split(self, config: Config) -> Splits:
+        if config.data.path is not None:
+            return super().split(config)
         # The bundled files always use text/label, whatever columns the user's own data has.
         train = load_examples(BUNDLED_DATA / "train.csv", "text", "label")
         test = load_examples(BUNDLED_DATA / "test.csv", "text", "label")
         train.source, test.source = "shop_intents train", "shop_intents test"
-        return train, test
+        return self.complete_split(config, train, test)
 
 
 recipe = CustomerService()

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import Config
-from finetune.data.tables import Examples
-from finetune.recipe import POSITIVE_LABEL, EvalContext, Flag, Recipe
+from finetune.recipe import POSITIVE_LABEL, EvalContext, Flag, Recipe, Splits
 
 BUNDLED_NAME = "mnist_5k"
 # The bundled split: fixed, whatever --seed says, so every run scores the same test images.
@@ -91,13 +90,18 @@ class ImageClassification(Recipe):
         POSITIVE_LABEL,
     )
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]:
+    def split(self, config: Config) -> Splits:
+        """The user's images (a train/ and test/ folder is their split), else the bundled
+        digits' fixed split."""
+        if config.data.path is not None:
+            return super().split(config)
         from finetune.data.images import read_folder
         from finetune.data.tables import stratified_split
 
         everything = read_folder(bundled_images(), strict=True)
         kept, held = stratified_split(everything, TEST_SHARE, SPLIT_SEED)
-        return (
+        return self.complete_split(
+            config,
             everything.subset(kept, f"{BUNDLED_NAME} train"),
             everything.subset(held, f"{BUNDLED_NAME} test"),
         )
@@ -108,7 +112,7 @@ class ImageClassification(Recipe):
 
         from finetune.data.images import plot_mistakes
 
-        proba = next(iter(context.scores.values()))
+        proba = context.model_scores
         predicted = proba.argmax(axis=1)
         wrong = np.flatnonzero(predicted != context.y_eval)
         worst = wrong[np.argsort(-proba[wrong, predicted[wrong]], kind="stable")][:MISTAKES_SHOWN]

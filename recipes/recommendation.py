@@ -20,7 +20,7 @@ import typer
 
 from finetune.config import Config
 from finetune.errors import UserError
-from finetune.recipe import EvalContext, Flag, Recipe
+from finetune.recipe import EvalContext, Flag, Recipe, Splits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,7 +200,7 @@ class Recommendation(Recipe):
             )
         return super().train(config, show_progress=show_progress)
 
-    def bundled(self, config: Config) -> tuple[Examples, Examples]:
+    def split(self, config: Config) -> Splits:
         """Train/test examples from the options' log (default: bundled MovieLens), by time."""
         from recipes.recommendation_data import load_log, split_examples, subsample
 
@@ -210,7 +210,7 @@ class Recommendation(Recipe):
         log = subsample(log, options.max_users, options.max_user_interactions, options.sample_seed)
         train, test = split_examples(log, options)
         train.features.attrs["notes"] = log.notes
-        return train, test
+        return Splits(train, test)
 
     def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
         """Interactions to evaluate or score with a trained run. Histories come from the run's
@@ -324,7 +324,7 @@ class Recommendation(Recipe):
         ranked = unseen.assign(p_like=p_like).sort_values("p_like", ascending=False, kind="stable")
         return ranked[["item", "title", "p_like"]].head(k).reset_index(drop=True)
 
-    def add_commands(self, group: Any) -> None:
+    def add_commands(self, group: typer.Typer) -> None:
         from finetune.cli import friendly_errors
 
         @group.command("recommend")

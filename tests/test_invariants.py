@@ -195,7 +195,8 @@ def test_ranking_candidate_lists_follow_the_protocol(tmp_path):
             "ranking_negatives": n_negatives,
         }
     )
-    train, test = recipe.bundled(config)
+    split = recipe.split(config)
+    train, test = split.train, split.evaluation
     texts_seen: list[str] = []
 
     def model_proba(texts: list[str]) -> np.ndarray:

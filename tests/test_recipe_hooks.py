@@ -17,12 +17,13 @@ from finetune.data.tables import Examples, stratified_split
 from finetune.errors import UserError
 from finetune.evaluation.baselines import BaselineInputs
 from finetune.evaluation.metrics import (
+    MODEL_NAME,
     at_threshold,
     choose_threshold,
     classification_metrics,
     operating_point,
 )
-from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe
+from finetune.recipe import POSITIVE_LABEL, TARGET_RECALL, EvalContext, Flag, Recipe, Splits
 from finetune.run import class_weights, label_order, positive_label
 
 WORDS = {"yes": ["great", "love", "perfect", "superb"], "no": ["awful", "broken", "bad", "poor"]}
@@ -65,9 +66,10 @@ class ToyRecipe(Recipe):
     )
     seen: dict = {}
 
-    def bundled(self, config):
+    def split(self, config):
         share = config.options.positive_share
-        return binary_examples(80, 1, share, "toy train"), binary_examples(40, 2, share, "toy test")
+        train = binary_examples(80, 1, share, "toy train")
+        return Splits(train, binary_examples(40, 2, share, "toy test"))
 
     def extra_report(self, context: EvalContext):
         self.seen["context"] = context
@@ -108,7 +110,7 @@ def test_threshold_is_chosen_on_validation_rows_and_judged_on_evaluation(toy_run
     assert point["threshold"] == pytest.approx(expected, abs=5e-3)
     assert point["validation_recall"] >= 0.9 and point["chosen_on"].startswith("validation")
     # The evaluation figures are those of that fixed threshold, whatever recall they give.
-    eval_scores = context.scores["fine-tuned (LoRA)"][:, 1]
+    eval_scores = context.model_scores[:, 1]
     at = at_threshold(context.y_eval, eval_scores, point["threshold"])
     assert point["recall"] == at["recall"] and point["specificity"] == at["specificity"]
 
@@ -124,8 +126,8 @@ def test_recipe_baseline_reads_features_and_gets_binary_extras(toy_run):
 
 def test_extra_report_hook_gets_all_scores_and_writes_its_section(toy_run):
     context = toy.seen["context"]
-    assert list(context.scores)[0] == "fine-tuned (LoRA)"
-    assert set(context.scores) == {"fine-tuned (LoRA)", "tfidf_logreg", "score_logreg"}
+    assert set(context.scores) == {MODEL_NAME, "tfidf_logreg", "score_logreg"}
+    assert context.model_scores is context.scores[MODEL_NAME]
     assert context.predict_proba(["great item"]).shape == (1, 2)
     assert toy_run.metrics["toy"]["positives_in_eval"] == int((context.y_eval == 1).sum())
     report = (toy_run.folder / "report.md").read_text()

@@ -7,7 +7,6 @@ import pytest
 
 from finetune.data.tables import shared_texts
 from finetune.errors import UserError
-from finetune.run import split_data
 from recipes.customer_service import recipe
 
 
@@ -16,8 +15,7 @@ def _held_out(path, seed: int, split_seed: int | None = None) -> list[str]:
     if split_seed is not None:
         data["split_seed"] = split_seed
     config = recipe.config(data=data, train={"seed": seed})
-    _, evaluation = split_data(recipe, config)
-    return list(evaluation.texts)
+    return list(recipe.split(config).evaluation.texts)
 
 
 def test_training_seed_does_not_move_the_evaluation_split(small_csvs):

@@ -168,7 +168,8 @@ def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame
         from finetune.registry import load_recipe
 
         recipe = load_recipe(meta["recipe"])
-        splits = dict(zip(("train", "test"), recipe.bundled(recipe.config()), strict=True))
+        split = recipe.split(recipe.config())
+        splits = {"train": split.train, "test": split.evaluation}
         column = meta.get("path_column") or meta.get("text_column") or "text"
         return {
             split: pd.DataFrame({column: ex.texts, meta["label_column"]: ex.labels})

@@ -28,6 +28,9 @@ from sklearn.metrics import (
 )
 
 HEADLINE = ("accuracy", "recall", "f1", "auc")
+# The fine-tuned model's name among the methods: its key in every scores mapping (evaluation
+# probabilities, EvalContext.scores, scores.npz) and its row in reports; baselines go by theirs.
+MODEL_NAME = "fine-tuned (LoRA)"
 
 
 def default_primary_metric(n_classes: int) -> str:

@@ -206,12 +206,13 @@ def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: s
 
 
 def _recipe(name: str | None) -> Any:
-    """The bundled recipe of that name (None for a recipe of the user's own)."""
-    from finetune.registry import RECIPES, load_recipe
+    """The registered recipe of that name (None for a recipe of the user's own)."""
+    from finetune.registry import load_entry, recipe_entries
 
-    if name not in RECIPES:
+    entries = recipe_entries()
+    if name not in entries:
         return None
-    return load_recipe(name)
+    return load_entry(entries[name])
 
 
 def _check_texts(run_folder: Path) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from finetune.evaluation.folds import OPERATING
-from finetune.evaluation.metrics import HEADLINE
+from finetune.evaluation.metrics import HEADLINE, MODEL_NAME
 from finetune.markdown import figure, table
 from finetune.reporting.report import cell, metrics_table, plot_calibration, plot_roc
 
@@ -29,7 +29,7 @@ def write_summary_report(
 
     matplotlib.use("Agg")
     k = metrics["n_folds"]
-    entries = {next(iter(scores)): metrics, **metrics["baselines"]}
+    entries = {MODEL_NAME: metrics, **metrics["baselines"]}
     parts = [
         f"# {title}",
         "",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.evaluation.metrics import HEADLINE
+from finetune.evaluation.metrics import HEADLINE, MODEL_NAME
 from finetune.markdown import figure, table
 
 
@@ -26,7 +26,7 @@ def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
 
     Cross-validated figures read `mean ± std`.
     """
-    rows = [["fine-tuned (LoRA)", *[cell(metrics, k) for k in HEADLINE]]]
+    rows = [[MODEL_NAME, *[cell(metrics, k) for k in HEADLINE]]]
     for name, figures in metrics.get("baselines", {}).items():
         rows.append([name, *[cell(figures, k) for k in HEADLINE]])
     return rows
@@ -92,7 +92,7 @@ def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path
 def plot_comparison(metrics: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    entries = {"fine-tuned (LoRA)": metrics, **metrics.get("baselines", {})}
+    entries = {MODEL_NAME: metrics, **metrics.get("baselines", {})}
     names = list(entries)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
@@ -154,7 +154,7 @@ def binary_section(
     """Sensitivity/specificity, calibration and the operating point of a two-class task."""
     plot_roc(y_true, scores, plots / "roc.png")
     plot_calibration(y_true, scores, plots / "calibration.png")
-    entries = {next(iter(scores)): metrics, **metrics.get("baselines", {})}
+    entries = {MODEL_NAME: metrics, **metrics.get("baselines", {})}
     rows = [
         [name, *[figure(m.get(k)) for k in ("recall", "specificity", "precision", "brier")]]
         for name, m in entries.items()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.evaluation.metrics import HEADLINE, default_primary_metric
+from finetune.evaluation.metrics import HEADLINE, MODEL_NAME, default_primary_metric
 from finetune.files import staged
 from finetune.markdown import figure, table
 
@@ -248,7 +248,7 @@ def _blocks(
         blocks.append(("p", verdict))
     for record in records:
         blocks.append(("h2", f"{record.name}: {record.recipe} on {record.dataset}"))
-        rows = [["fine-tuned (LoRA)", *[figure(record.metrics.get(k)) for k in HEADLINE]]]
+        rows = [[MODEL_NAME, *[figure(record.metrics.get(k)) for k in HEADLINE]]]
         for name, figures in (record.metrics.get("baselines") or {}).items():
             rows.append([name, *[figure(figures.get(k)) for k in HEADLINE]])
         blocks.append(("table", ["method", *HEADLINE], rows))

@@ -4,6 +4,8 @@ Only the LoRA weights and the head train, so a checkpoint is small (those tensor
 optimizer moments, the best epoch's copy) and cheap to write every few dozen steps. It lives
 beside the run folder (`<output>.checkpoint/`) until the run folder is complete, so a killed
 run never leaves anything that looks finished, and `train --resume` picks up where it stopped.
+`LoopState` is that state (loop.TrainingLoop keeps it up to date and fills in its tensors
+to save); `Checkpoints` writes it with the run's settings and reads it back.
 
 A resumed run must continue the run that was killed, not a different one: the checkpoint
 records a fingerprint of every setting that shapes the training trajectory (model, data
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +159,47 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -
         torch.cuda.set_rng_state(state["cuda"])
 
 
+@dataclass
+class LoopState:
+    """Everything the training loop needs to continue exactly where it stopped.
+
+    The counters and records are the loop's own, updated as it runs; the tensors (trainable
+    weights, optimizer moments, schedule, generators) are filled in when the loop takes a
+    snapshot to save. `to_dict` is the checkpoint file's layout: tensors and plain values
+    only, so it loads with `torch.load(weights_only=True)`."""
+
+    step: int = 0
+    epoch: int = 0
+    # Batches of `epoch` already trained (a resume skips them); 0 at an epoch boundary.
+    batch_in_epoch: int = 0
+    seen: int = 0  # training rows stepped over, for samples/s
+    elapsed: float = 0.0  # training seconds before the current stretch of the clock
+    running: list[float] = field(default_factory=list)  # per-step losses still needed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    best_epoch: float | None = None
+    best_key: tuple[float, ...] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    trainable: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # asdict would deep-copy every tensor; a shallow dict of the fields is what is saved.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> LoopState:
+        """The state a checkpoint file holds (its other keys, such as the settings, ignored)."""
+        names = {f.name for f in fields(cls)}
+        state = cls(**{k: v for k, v in saved.items() if k in names})
+        state.running = list(state.running)
+        if state.best_key is not None:  # saved as a list or tuple; compared as a tuple
+            state.best_key = tuple(state.best_key)
+        return state
+
+
 class Checkpoints:
     """Save and load the training loop's state for one run folder.
 
@@ -170,19 +214,24 @@ class Checkpoints:
         self.enabled = enabled
         self.settings = settings
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: LoopState) -> None:
         if not self.enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"state.pt.tmp-{os.getpid()}")
-        torch.save({**state, "settings": self.settings}, tmp)
+        torch.save({**state.to_dict(), "settings": self.settings}, tmp)
         os.replace(tmp, self.path)  # a kill mid-write leaves the previous checkpoint intact
 
-    def load(self) -> dict[str, Any] | None:
+    def read(self) -> dict[str, Any] | None:
+        """The file as saved: the state's fields and the settings it was written under."""
         if not self.path.is_file():
             return None
         # Our own file of tensors and plain values: no arbitrary pickles are needed to read it.
         return torch.load(self.path, weights_only=True)
+
+    def load(self) -> LoopState | None:
+        saved = self.read()
+        return None if saved is None else LoopState.from_dict(saved)
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -196,7 +245,7 @@ def open_checkpoints(folder: Path, config: Config, device: str, main: bool) -> C
     if config.resume:
         if config.output is None:
             raise UserError("--resume needs the --output folder of the run to continue.")
-        state = checkpoints.load()
+        state = checkpoints.read()
         if state is None:
             print(f"No checkpoint in {checkpoints.folder}; starting from the beginning.")
         else:

@@ -1,11 +1,16 @@
 """The training loop: LoRA + head, length-grouped batches, bf16 autocast, best epoch kept.
 
 It sees only items and their `Inputs` (modeling/inputs.py), so texts and images train the same
-way. The validation figures that pick the kept epoch are the caller's (`fit(validation_figures=)`).
+way. The validation figures that pick the kept epoch are the caller's (`validation_figures=`
+of `TrainingLoop` and `fit`).
 
 A plain loop on `accelerate` rather than `Trainer`: only the LoRA weights and the head train,
 so the best epoch is kept as an in-memory copy of those few tensors instead of full checkpoints
 on disk, and the head can have its own learning rate.
+
+`TrainingLoop` is the loop: built once per run, `run()` trains and returns a `TrainResult`.
+Its progress lives in a `LoopState` (training/checkpoint.py), which is also what a checkpoint
+saves and a resume loads. `fit` is the one-call form.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,10 +32,21 @@ from finetune.modeling.inference import predict_proba, to_device
 from finetune.modeling.inputs import Inputs, batches_of
 from finetune.modeling.layercache import cache_inputs
 from finetune.modeling.models import TextClassifier, autocast
-from finetune.training.checkpoint import Checkpoints, check_tensors, restore_rng, rng_state
+from finetune.training.checkpoint import (
+    Checkpoints,
+    LoopState,
+    check_tensors,
+    restore_rng,
+    rng_state,
+)
 
 # Steps between handing freed heap pages back to the system (modeling/heap.py).
 RELEASE_EVERY = 10
+
+# Scores the validation rows from their probabilities and labels: val_loss and the figures
+# `train.select_metric` may name (e.g. `finetune.evaluation.metrics.validation_figures`). The
+# caller hands it in so that the training layer needs no evaluation code of its own.
+ValidationFigures = Callable[[np.ndarray, np.ndarray], dict[str, float | None]]
 
 
 def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[int]] | None:
@@ -204,6 +220,332 @@ def _copy_into(
             parameter.copy_(state[name])
 
 
+@dataclass
+class Rows:
+    """Items (as `Inputs` encodes them) and their label ids."""
+
+    ids: list[Any]
+    labels: np.ndarray
+
+
+class TrainingLoop:
+    """LoRA + head training over `train`, choosing the kept epoch on `validation`.
+
+    `validation_figures` scores each epoch on the validation rows (see `ValidationFigures`).
+    Epoch 0 (the weights before training, whose head may be the linear probe) is a candidate;
+    without validation rows the last epoch is kept. With `checkpoints`, the state is saved
+    every `config.checkpoint_steps` steps and at each epoch end; `resume` continues from the
+    saved one exactly (same batches, dropout masks and optimizer moments)."""
+
+    def __init__(
+        self,
+        model: TextClassifier,
+        train: Rows,
+        validation: Rows,
+        config: TrainConfig,
+        inputs: Inputs | int,
+        device: str,
+        bf16: bool,
+        class_weights: np.ndarray | None = None,
+        checkpoints: Checkpoints | None = None,
+        show_progress: bool = True,
+        *,
+        validation_figures: ValidationFigures,
+    ):
+        from accelerate import Accelerator
+
+        self.config, self.device, self.bf16 = config, device, bf16
+        self.validation_figures = validation_figures
+        self.show_progress = show_progress
+        # Precision stays with models.autocast, not Accelerator(mixed_precision=...): accelerate
+        # keeps that setting process-wide and refuses a second run at another precision.
+        self.accelerator = Accelerator(cpu=device == "cpu")
+        self.checkpoints = checkpoints
+        self.labels = torch.as_tensor(train.labels, dtype=torch.long)
+        self.val_labels = validation.labels
+        self._cache_layers(model, batches_of(inputs), train.ids, validation.ids)
+        self._make_loader()
+        # Resolved before `prepare`: a model wrapped for data parallel hides its head.
+        self.select_metric = selection_metric(config.select_metric, model.head.out_features)
+        self.optimizer = make_optimizer(
+            config.optim, _param_groups(model, config), config.weight_decay
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = config.max_steps or math.ceil(config.epochs * self.steps_per_epoch)
+        self.scheduler = _schedule(self.optimizer, config.warmup_ratio, self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self._make_losses(class_weights)
+        self.state = LoopState()
+        self._clock = time.perf_counter()
+        self._skip = 0  # batches of the first epoch a resumed run already trained
+
+    def _cache_layers(
+        self, model: TextClassifier, inputs: Inputs, train_ids: list[Any], val_ids: list[Any]
+    ) -> None:
+        """Run the frozen lower layers (model.lora_layers) once here, not in every step; that
+        time is training time too, so it counts in train_seconds and samples/s."""
+        start = time.perf_counter()
+        batch = self.config.eval_batch_size
+        cached = cache_inputs(model, inputs, [train_ids, val_ids], batch, self.device, self.bf16)
+        if cached is not None:
+            inputs, (train_ids, val_ids) = cached
+        self.inputs, self.train_ids, self.val_ids = inputs, train_ids, val_ids
+        self.cache_seconds = time.perf_counter() - start
+
+    def _make_loader(self) -> None:
+        lengths = self.inputs.lengths(self.train_ids)
+        self.sampler = LengthGroupedBatches(
+            [0] * len(self.train_ids) if lengths is None else lengths,
+            self.config.batch_size,
+            self.config.seed,
+            self.config.group_by_length and lengths is not None,
+        )
+        labels = self.labels
+
+        def collate(indices: list[int]):
+            # Model inputs are made in the loop, after the resume skip: augmentation draws from
+            # torch's generator, which a resumed run restores exactly at its checkpoint.
+            return list(indices), labels[indices]
+
+        # The loader's own generator: iterating a DataLoader draws a seed from the generator it
+        # is given, and from torch's global one without it, which would shift every dropout
+        # mask after a resume (it restores the global generator mid-epoch, then iterates again).
+        self.loader_rng = torch.Generator().manual_seed(self.config.seed)
+        self.loader = DataLoader(
+            range(len(self.train_ids)),
+            batch_sampler=self.sampler,
+            collate_fn=collate,
+            generator=self.loader_rng,
+        )
+        if self.accelerator.num_processes > 1:
+            # Data parallel (torchrun / accelerate launch): each process takes its share.
+            self.loader = self.accelerator.prepare_data_loader(self.loader)
+
+    def _make_losses(self, class_weights: np.ndarray | None) -> None:
+        """The batch loss (a mean), and the summed one the token-budget pieces divide by the
+        whole batch's normaliser."""
+        weight = None
+        if class_weights is not None:
+            weight = torch.as_tensor(class_weights, dtype=torch.float32).to(self.device)
+        smoothing = self.config.label_smoothing
+        self.weight = weight
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing)
+        self.piece_loss_fn = torch.nn.CrossEntropyLoss(
+            weight=weight, label_smoothing=smoothing, reduction="sum"
+        )
+
+    # The run.
+
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train to the last step, then leave the model with the kept epoch's weights."""
+        from tqdm.auto import tqdm
+
+        self.start(resume)
+        self.progress = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="training",
+            unit="step",
+            disable=not (self.show_progress and self.accelerator.is_main_process),
+        )
+        self._clock = time.perf_counter()
+        self.model.train()
+        while self.state.step < self.total_steps:
+            self.run_epoch()
+            self.end_epoch()
+        self.progress.close()
+        return self.finish()
+
+    def start(self, resume: bool) -> None:
+        """Continue from the saved state (`resume`, when one is saved), or score epoch 0."""
+        saved = self.checkpoints.load() if self.checkpoints is not None and resume else None
+        if saved is not None:
+            self.restore(saved)
+        elif len(self.val_ids):
+            # Epoch 0 is a candidate too: when the head starts from the linear probe,
+            # fine-tuning has to beat the probe on the validation rows to be kept.
+            record: dict[str, Any] = {"epoch": 0, "step": 0, "train_loss": None}
+            self.validate(record)
+            self.state.history.append(record)
+        self.state.elapsed += self.cache_seconds
+
+    def run_epoch(self) -> None:
+        """The batches of `state.epoch` (after any a resumed run already trained)."""
+        state, config = self.state, self.config
+        self.sampler.set_epoch(state.epoch)
+        state.batch_in_epoch = 0
+        for indices, labels in self.loader:
+            state.batch_in_epoch += 1
+            if state.batch_in_epoch <= self._skip:
+                continue  # done before the checkpoint this run resumed from
+            loss = self.step([self.train_ids[i] for i in indices], labels)
+            state.step += 1
+            state.seen += len(labels)
+            if state.step % RELEASE_EVERY == 0:
+                release_free_heap()
+            state.running.append(loss)
+            if state.step % 10 == 0 or state.step == self.total_steps:
+                recent = float(np.mean(state.running[-10:]))
+                state.losses.append((state.step, recent))
+                self.progress.set_postfix(loss=f"{recent:.3f}", epoch=state.epoch + 1)
+            self.progress.update(1)
+            if config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
+                if state.step < self.total_steps:
+                    self.save()
+            if state.step >= self.total_steps:
+                break
+        self._skip = 0
+
+    def step(self, items: list[Any], labels: torch.Tensor) -> float:
+        """One optimizer step on a batch (in token-budget pieces when it is too big); its loss."""
+        labels = labels.to(self.device)
+        pieces = split_by_tokens(self.inputs.lengths(items), self.config.max_batch_tokens)
+        if pieces is None:
+            batch = self.inputs.collate(items, train=True)
+            with autocast(self.device, self.bf16):
+                logits = self.model(**to_device(batch, self.device))
+            loss = self.loss_fn(logits.float(), labels)
+            self.accelerator.backward(loss)
+        else:
+            loss = _backward_in_pieces(
+                self.model,
+                items,
+                labels,
+                pieces,
+                self.inputs,
+                self.piece_loss_fn,
+                self.weight,
+                self.accelerator,
+                self.device,
+                self.bf16,
+            )
+        if self.config.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def end_epoch(self) -> None:
+        """Record the epoch (or a partial last one), score it, and save the state."""
+        state = self.state
+        state.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": round(state.step / self.steps_per_epoch, 3),
+            "step": state.step,
+            "train_loss": float(np.mean(state.running[-self.steps_per_epoch :])),
+        }
+        if len(self.val_ids):
+            self.validate(record)
+            self.progress.write(epoch_line(record))
+        state.history.append(record)
+        state.batch_in_epoch = 0
+        self.save()
+
+    def validate(self, record: dict[str, Any]) -> None:
+        """Score the validation rows into `record`; keep a copy of the weights if best so far."""
+        state = self.state
+        proba = predict_proba(
+            self.model,
+            self.val_ids,
+            self.inputs,
+            self.config.eval_batch_size,
+            self.device,
+            self.bf16,
+        )
+        release_free_heap()
+        record.update(self.validation_figures(proba, self.val_labels))
+        key = selection_key(record, self.select_metric)
+        if state.best_key is None or key > state.best_key:
+            state.best_key, state.best_state = key, trainable_state(self.model)
+            state.best_epoch = record["epoch"]
+
+    def finish(self) -> TrainResult:
+        """The result, with the model holding the kept epoch's weights, in eval mode."""
+        state = self.state
+        seconds = state.elapsed + time.perf_counter() - self._clock
+        result = TrainResult(
+            history=state.history,
+            losses=state.losses,
+            best_epoch=state.best_epoch,
+            # Without validation rows the last epoch is kept: nothing is selected.
+            select_metric=self.select_metric if len(self.val_ids) else None,
+            steps=state.step,
+            train_seconds=seconds,
+            samples_per_second=state.seen / seconds if seconds else 0.0,
+        )
+        if state.best_state is not None:
+            # The best epoch's LoRA and head weights (the frozen backbone never changed).
+            _copy_into(self.model, state.best_state, "The best epoch's copy")
+        else:
+            result.best_epoch = state.history[-1]["epoch"] if state.history else None
+        self.model.eval()
+        return result
+
+    # The state.
+
+    def snapshot(self) -> LoopState:
+        """The state with its tensors filled in: what a checkpoint saves."""
+        state = self.state
+        return replace(
+            state,
+            elapsed=state.elapsed + time.perf_counter() - self._clock,
+            # What the epoch's train loss and the loss curve's 10-step mean still need.
+            running=state.running[-max(self.steps_per_epoch, 10) :],
+            trainable=trainable_state(self.model),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng_state({"loader": self.loader_rng}),
+        )
+
+    def save(self) -> None:
+        if self.checkpoints is None or self.config.checkpoint_steps <= 0:
+            return
+        if self.accelerator.is_main_process:
+            self.checkpoints.save(self.snapshot())
+
+    def restore(self, saved: LoopState) -> None:
+        """Continue exactly where `saved` stopped: same weights, optimizer moments, schedule,
+        batch order (the sampler is seeded per epoch) and every RNG."""
+        _copy_into(self.model, saved.trainable)
+        if saved.best_state is not None:  # checked now, not when restored at the end
+            check_tensors(_trainable_shapes(self.model), saved.best_state, "The checkpoint")
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        restore_rng(saved.rng, {"loader": self.loader_rng})
+        self._skip = saved.batch_in_epoch
+        # The tensors are back in the model, optimizer and generators: the state keeps counting.
+        self.state = replace(saved, trainable=None, optimizer=None, scheduler=None, rng=None)
+
+
+def epoch_line(record: dict[str, Any]) -> str:
+    """An epoch's figures as the progress bar prints them."""
+    auc = record["val_auc"]
+    return (
+        f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
+        f"val loss {record['val_loss']:.3f}, val acc {record['val_accuracy']:.3f}, "
+        f"val macro-F1 {record['val_f1']:.3f}" + (f", val AUC {auc:.3f}" if auc is not None else "")
+    )
+
+
+def _param_groups(model: TextClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+    """The LoRA weights at train.learning_rate, the head at train.head_learning_rate."""
+    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in head_params}
+    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    return [
+        {"params": lora_params, "lr": config.learning_rate},
+        {"params": head_params, "lr": config.head_learning_rate},
+    ]
+
+
+def _schedule(optimizer: Any, warmup_ratio: float, total_steps: int) -> Any:
+    # Looked up at each call (not imported at the top): tests replace the schedule.
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+
+
 def fit(
     model: TextClassifier,
     train_ids: list[Any],
@@ -219,224 +561,21 @@ def fit(
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
     *,
-    validation_figures: Callable[[np.ndarray, np.ndarray], dict[str, float | None]],
+    validation_figures: ValidationFigures,
 ) -> TrainResult:
-    """Train `model` on the items, validating after each epoch; keep the best epoch's weights.
-
-    `validation_figures(probabilities, labels)` scores the validation rows (val_loss and the
-    figures `train.select_metric` may name, e.g. `finetune.evaluation.metrics.validation_figures`):
-    it is handed in so that the loop needs no evaluation code of its own.
-    """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    accelerator = Accelerator(cpu=device == "cpu")
-    labels = torch.as_tensor(train_labels, dtype=torch.long)
-    inputs = batches_of(inputs)
-    # Frozen lower layers (model.lora_layers) run once here, not in every step; that time is
-    # training time too, so it counts in train_seconds and samples/s.
-    cache_start = time.perf_counter()
-    cached = cache_inputs(model, inputs, [train_ids, val_ids], config.eval_batch_size, device, bf16)
-    if cached is not None:
-        inputs, (train_ids, val_ids) = cached
-    cache_seconds = time.perf_counter() - cache_start
-    lengths = inputs.lengths(train_ids)
-    sampler = LengthGroupedBatches(
-        [0] * len(train_ids) if lengths is None else lengths,
-        config.batch_size,
-        config.seed,
-        config.group_by_length and lengths is not None,
+    """Train `model` (its LoRA weights and head) and keep its best epoch: `TrainingLoop` in
+    one call. `validation_figures` scores the validation rows (see `ValidationFigures`)."""
+    loop = TrainingLoop(
+        model,
+        Rows(train_ids, train_labels),
+        Rows(val_ids, val_labels),
+        config,
+        inputs,
+        device,
+        bf16,
+        class_weights=class_weights,
+        checkpoints=checkpoints,
+        show_progress=show_progress,
+        validation_figures=validation_figures,
     )
-
-    def collate(indices: list[int]):
-        # Model inputs are made in the loop, after the resume skip: augmentation draws from
-        # torch's generator, which a resumed run restores exactly at its checkpoint.
-        return list(indices), labels[indices]
-
-    # The loader's own generator: iterating a DataLoader draws a seed from the generator it
-    # is given, and from torch's global one without it, which would shift every dropout mask
-    # after a resume (it restores the global generator mid-epoch, then iterates again).
-    loader_rng = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        range(len(train_ids)), batch_sampler=sampler, collate_fn=collate, generator=loader_rng
-    )
-    if accelerator.num_processes > 1:
-        # Data parallel (torchrun / accelerate launch): each process takes its share of batches.
-        loader = accelerator.prepare_data_loader(loader)
-    # Resolved here: once prepared for data parallel, the model is wrapped and hides its head.
-    select_metric = selection_metric(config.select_metric, model.head.out_features)
-    head_params = [p for p in model.head.parameters() if p.requires_grad]
-    head_ids = {id(p) for p in head_params}
-    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimizer = make_optimizer(
-        config.optim,
-        [
-            {"params": lora_params, "lr": config.learning_rate},
-            {"params": head_params, "lr": config.head_learning_rate},
-        ],
-        config.weight_decay,
-    )
-    steps_per_epoch = len(loader)
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-    loss_fn = torch.nn.CrossEntropyLoss(
-        weight=None if weight is None else weight.to(device),
-        label_smoothing=config.label_smoothing,
-    )
-    piece_loss_fn = torch.nn.CrossEntropyLoss(
-        weight=None if weight is None else weight.to(device),
-        label_smoothing=config.label_smoothing,
-        reduction="sum",
-    )
-    weight = None if weight is None else weight.to(device)
-
-    result = TrainResult()
-    if len(val_ids):  # without validation rows the last epoch is kept: nothing is selected
-        result.select_metric = select_metric
-    best_key: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    step, seen, running = 0, 0, []
-
-    def validate(record: dict[str, Any]) -> None:
-        """Score the validation rows; keep a copy of the weights if they are the best so far."""
-        nonlocal best_key, best_state
-        proba = predict_proba(model, val_ids, inputs, config.eval_batch_size, device, bf16)
-        release_free_heap()
-        record.update(validation_figures(proba, val_labels))
-        key = selection_key(record, result.select_metric)
-        if best_key is None or key > best_key:
-            best_key, best_state = key, trainable_state(model)
-            result.best_epoch = record["epoch"]
-
-    def snapshot(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "seen": seen,
-            "elapsed": elapsed + time.perf_counter() - start,
-            # What the epoch's train loss and the loss curve's 10-step mean still need.
-            "running": running[-max(steps_per_epoch, 10) :],
-            "history": result.history,
-            "losses": result.losses,
-            "best_epoch": result.best_epoch,
-            "best_key": best_key,
-            "best_state": best_state,
-            "trainable": trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state({"loader": loader_rng}),
-        }
-
-    saving = checkpoints is not None and config.checkpoint_steps > 0
-    saving = saving and accelerator.is_main_process
-    state = checkpoints.load() if checkpoints is not None and resume else None
-    epoch, skip, elapsed = 0, 0, 0.0
-    if state is not None:
-        # Continue exactly where the checkpoint stopped: same weights, optimizer moments,
-        # schedule, batch order (the sampler is seeded per epoch) and every RNG.
-        _copy_into(model, state["trainable"])
-        if state["best_state"] is not None:  # checked now, not when restored at the end
-            check_tensors(_trainable_shapes(model), state["best_state"], "The checkpoint")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, seen, elapsed = state["step"], state["seen"], state["elapsed"]
-        epoch, skip, running = state["epoch"], state["batch_in_epoch"], list(state["running"])
-        result.history, result.losses = state["history"], state["losses"]
-        result.best_epoch, best_state = state["best_epoch"], state["best_state"]
-        best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
-        restore_rng(state["rng"], {"loader": loader_rng})
-    elif len(val_ids):
-        # Epoch 0 is a candidate too: when the head starts from the linear probe, fine-tuning
-        # has to beat the probe on the validation rows to be kept.
-        start_record: dict[str, Any] = {"epoch": 0, "step": 0, "train_loss": None}
-        validate(start_record)
-        result.history.append(start_record)
-    elapsed += cache_seconds
-    show_progress = show_progress and accelerator.is_main_process
-    progress = tqdm(
-        total=total_steps, initial=step, desc="training", unit="step", disable=not show_progress
-    )
-    start = time.perf_counter()
-    model.train()
-    while step < total_steps:
-        sampler.set_epoch(epoch)
-        batch_in_epoch = 0
-        for indices, batch_labels in loader:
-            batch_in_epoch += 1
-            if batch_in_epoch <= skip:
-                continue  # done before the checkpoint this run resumed from
-            items = [train_ids[i] for i in indices]
-            pieces = split_by_tokens(inputs.lengths(items), config.max_batch_tokens)
-            if pieces is None:
-                batch = inputs.collate(items, train=True)
-                with autocast(device, bf16):
-                    logits = model(**to_device(batch, device))
-                loss = loss_fn(logits.float(), batch_labels.to(device))
-                accelerator.backward(loss)
-            else:
-                loss = _backward_in_pieces(
-                    model,
-                    items,
-                    batch_labels.to(device),
-                    pieces,
-                    inputs,
-                    piece_loss_fn,
-                    weight,
-                    accelerator,
-                    device,
-                    bf16,
-                )
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(batch_labels)
-            if step % RELEASE_EVERY == 0:
-                release_free_heap()
-            running.append(loss.item())
-            if step % 10 == 0 or step == total_steps:
-                result.losses.append((step, float(np.mean(running[-10:]))))
-                progress.set_postfix(loss=f"{np.mean(running[-10:]):.3f}", epoch=epoch + 1)
-            progress.update(1)
-            if saving and step % config.checkpoint_steps == 0 and step < total_steps:
-                checkpoints.save(snapshot(epoch, batch_in_epoch))
-            if step >= total_steps:
-                break
-        skip = 0
-        epoch += 1
-        # Evaluate at each epoch end, and at the end of a partial last epoch.
-        record: dict[str, Any] = {
-            "epoch": round(step / steps_per_epoch, 3),
-            "step": step,
-            "train_loss": float(np.mean(running[-steps_per_epoch:])),
-        }
-        if len(val_ids):
-            validate(record)
-            progress.write(
-                f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
-                f"val loss {record['val_loss']:.3f}, val acc {record['val_accuracy']:.3f}, "
-                f"val macro-F1 {record['val_f1']:.3f}"
-                + (f", val AUC {record['val_auc']:.3f}" if record["val_auc"] is not None else "")
-            )
-        result.history.append(record)
-        if saving:
-            checkpoints.save(snapshot(epoch, 0))
-    progress.close()
-    result.train_seconds = elapsed + time.perf_counter() - start
-    result.steps = step
-    result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
-    if best_state is not None:
-        # Restore the best epoch's LoRA and head weights (the frozen backbone never changed).
-        _copy_into(model, best_state, "The best epoch's copy")
-    else:
-        result.best_epoch = result.history[-1]["epoch"] if result.history else None
-    model.eval()
-    return result
+    return loop.run(resume=resume)
