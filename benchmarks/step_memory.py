@@ -87,4 +87,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from finetune import runtime
+
+    runtime.configure()  # the command's CPU settings, inherited by worker processes
     main()
