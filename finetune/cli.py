@@ -103,6 +103,16 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
 def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
+    train = _train_command(recipe)
+    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
+    group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
+    group.command("predict")(friendly_errors(_predict_command(recipe)))
+    recipe.add_commands(group)
+    return group
+
+
+def _train_command(recipe: Recipe) -> Callable[..., None]:
+    """`train`: the common options; `_with_flags` adds the recipe's own to its signature."""
 
     def train(
         config: ConfigOpt = None,
@@ -159,25 +169,29 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         resolved = recipe.config(config, quick=quick, **flags)
         if set_:
             resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
-        run = recipe.train(resolved)
-        from finetune.run import is_main_process
+        _echo_run(recipe, recipe.train(resolved))
 
-        if not is_main_process():
-            return  # data-parallel workers: process 0 reports
-        n_eval, folds = run.metrics["n_eval"], run.metrics.get("n_folds")
-        scope = (
-            f"{folds}-fold cross-validation on {n_eval} examples (mean ± std)"
-            if folds
-            else f"evaluation on {n_eval} examples"
-        )
-        print_results(run.metrics, f"{recipe.title}: {scope}")
-        typer.echo(f"Run folder: {run.folder}")
-        typer.echo(f"Report:     {run.folder / 'report.md'}")
+    return train
 
-    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
 
-    @group.command()
-    @friendly_errors
+def _echo_run(recipe: Recipe, run: Any) -> None:
+    """The results table and where the run folder and its report are (process 0 only)."""
+    from finetune.run import is_main_process
+
+    if not is_main_process():
+        return  # data-parallel workers: process 0 reports
+    n_eval, folds = run.metrics["n_eval"], run.metrics.get("n_folds")
+    scope = (
+        f"{folds}-fold cross-validation on {n_eval} examples (mean ± std)"
+        if folds
+        else f"evaluation on {n_eval} examples"
+    )
+    print_results(run.metrics, f"{recipe.title}: {scope}")
+    typer.echo(f"Run folder: {run.folder}")
+    typer.echo(f"Report:     {run.folder / 'report.md'}")
+
+
+def _evaluate_command(recipe: Recipe) -> Callable[..., None]:
     def evaluate(
         run: RunOpt,
         data: Annotated[str, typer.Option("--data", help="Labelled CSV, JSONL or Parquet file.")],
@@ -199,8 +213,10 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
         print_results(metrics, f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)")
         typer.echo(f"Metrics: {target}")
 
-    @group.command()
-    @friendly_errors
+    return evaluate
+
+
+def _predict_command(recipe: Recipe) -> Callable[..., None]:
     def predict(
         run: RunOpt,
         data: Annotated[
@@ -235,8 +251,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
                 f"Skipped {len(examples.skipped)} unreadable: {', '.join(examples.skipped[:5])}"
             )
 
-    recipe.add_commands(group)
-    return group
+    return predict
 
 
 def _param_name(flag: Flag) -> str:
