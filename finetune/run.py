@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.config import Config, save_yaml
 from finetune.data.columns import Column, take, to_list
@@ -900,11 +901,17 @@ def label_order(
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
-    """Inverse-frequency loss weights (scikit-learn's 'balanced'); None for mode 'none'."""
+    """Inverse-frequency loss weights (scikit-learn's 'balanced'), 0 for a class the rows lack;
+    None for mode 'none'."""
     if mode == "none":
         return None
-    counts = np.bincount(y, minlength=n_classes).astype(float)
-    weights = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    y = np.asarray(y)
+    present = np.unique(y)
+    weights = np.zeros(n_classes)
+    # 'balanced' divides by the number of classes it is given; rescaled to all n_classes, the
+    # weights stay len(y) / (n_classes * count), as runs have always used, when a class is absent.
+    balanced = compute_class_weight("balanced", classes=present, y=y)
+    weights[present] = balanced * len(present) / n_classes
     return weights
 
 

@@ -194,12 +194,46 @@ def test_class_weights_balance_classes():
     assert class_weights(y, 2, "none") is None
 
 
+def test_class_weights_are_inverse_frequency_and_zero_for_an_absent_class():
+    y = np.array([0] * 7 + [2] * 2 + [3] * 11)  # class 1 absent from the rows
+    counts = np.bincount(y, minlength=4).astype(float)
+    # The hand-written formula the weights always had: len(y) / (n_classes * count), 0 if absent.
+    reference = np.where(counts > 0, len(y) / (4 * np.maximum(counts, 1)), 0.0)
+    weights = class_weights(y, 4, "auto")
+    assert weights.shape == (4,) and weights[1] == 0
+    np.testing.assert_allclose(weights, reference, rtol=1e-12)
+
+
 def test_threshold_reaches_target_with_most_specificity():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.6, 0.3, 0.4, 0.7, 0.8, 0.9])
     assert choose_threshold(y, scores, 0.75) == 0.7
     assert choose_threshold(y, scores, 1.0) == 0.4
     assert choose_threshold(np.zeros(3), scores[:3], 0.9) is None
+
+
+def _threshold_by_scan(y_true: np.ndarray, scores: np.ndarray, target: float) -> float | None:
+    """The hand-written search choose_threshold replaced: distinct positive scores, high to low."""
+    y = np.asarray(y_true) == 1
+    if y.all() or not y.any():
+        return None
+    for threshold in np.unique(scores[y])[::-1]:
+        if (scores[y] >= threshold).mean() >= target - 1e-12:
+            return float(threshold)
+    return float(scores[y].min())
+
+
+def test_threshold_equals_the_scan_over_positive_scores_on_random_rows():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(2, 40))
+        y = rng.integers(0, 2, n)
+        # Coarse scores give ties within and across the classes.
+        scores = rng.integers(0, 8, n) / 8 if trial % 2 else rng.random(n)
+        n_pos = max(int(y.sum()), 1)
+        # Exact recall fractions (k / positives) as well as arbitrary targets in (0, 1].
+        for target in (int(rng.integers(1, n_pos + 1)) / n_pos, float(1 - rng.random()), 1.0):
+            assert choose_threshold(y, scores, target) == _threshold_by_scan(y, scores, target)
 
 
 def test_operating_point_applies_the_validation_threshold_to_evaluation_rows():

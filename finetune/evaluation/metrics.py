@@ -25,6 +25,7 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
 
 HEADLINE = ("accuracy", "recall", "f1", "auc")
@@ -132,12 +133,14 @@ def choose_threshold(
     scores = np.asarray(scores, dtype=np.float64)
     if y.all() or not y.any():
         return None
-    # Candidate thresholds: every distinct positive score, from high to low; the first that
-    # reaches the target keeps the most specificity.
-    for threshold in np.unique(scores[y])[::-1]:
-        if (scores[y] >= threshold).mean() >= target_recall - 1e-12:
-            return float(threshold)
-    return float(scores[y].min())
+    # Every distinct score is a threshold (drop_intermediate=False), from high to low after
+    # roc_curve's leading inf (nothing called positive). Recall first reaches the target where it
+    # rises, at a positive's score; that highest such threshold keeps the most specificity.
+    _, recall, thresholds = roc_curve(y, scores, drop_intermediate=False)
+    reached = np.flatnonzero(recall[1:] >= target_recall - 1e-12)
+    if not reached.size:  # a target above 1: the lowest positive score, as near as it gets
+        return float(scores[y].min())
+    return float(thresholds[1 + reached[0]])
 
 
 def at_threshold(
