@@ -124,6 +124,29 @@ def test_batches_pad_to_a_multiple_of_eight_tokens():
     assert mask.sum(1).tolist() == [3, 9] and (ids[mask == 0] == 0).all()
 
 
+def test_batches_pad_as_the_tokenizer_would(tiny_model_dir, tiny_llama_dir):
+    """Encoder and decoder (pad token = EOS) tokenizers give the same tensors as pad_batch."""
+    from finetune.modeling.inputs import PAD_MULTIPLE, pad_batch
+    from finetune.modeling.models import load_tokenizer
+
+    rng = np.random.default_rng(0)
+    for folder in (tiny_model_dir, tiny_llama_dir):
+        tokenizer = load_tokenizer(str(folder))
+        for _ in range(20):
+            sizes = rng.integers(1, 30, int(rng.integers(1, 9)))
+            sequences = [rng.integers(3, 40, size).tolist() for size in sizes]
+            ids, mask = pad_batch(sequences, tokenizer.pad_token_id)
+            padded = tokenizer.pad(
+                {"input_ids": sequences},
+                padding_side="right",
+                pad_to_multiple_of=PAD_MULTIPLE,
+                return_tensors="pt",
+            )
+            assert set(padded) == {"input_ids", "attention_mask"}
+            assert torch.equal(ids, padded["input_ids"]) and ids.dtype == padded["input_ids"].dtype
+            assert torch.equal(mask, padded["attention_mask"])
+
+
 def test_inference_batches_hold_a_token_budget_and_every_row_once(monkeypatch):
     from finetune.modeling import inference
     from finetune.modeling.inputs import padded_width

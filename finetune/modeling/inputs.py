@@ -43,6 +43,13 @@ def padded_width(lengths: Sequence[int]) -> int:
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids and attention_mask, `padded_width` wide.
+
+    The same tensors as `tokenizer.pad(..., padding_side="right", pad_to_multiple_of=8)`
+    (tests/test_layer_cache.py checks it), written out because the text API pads with a pad id
+    alone (`batches_of(pad_id)`, e.g. export's checks), where there is no tokenizer to call,
+    and because inference sizes batches and the layer cache pads states by `padded_width`.
+    """
     width = padded_width([len(s) for s in sequences])
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
