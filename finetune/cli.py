@@ -243,7 +243,7 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
             return
         config = _with_columns(loaded.config, text_column, None)
         examples = recipe.read(data, config, labelled=False)
-        proba = loaded.predict_proba(examples.texts)
+        proba = loaded.predict_proba(examples)
         write_predictions(data, examples, proba, loaded.labels, output)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
         if examples.skipped:

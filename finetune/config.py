@@ -75,6 +75,9 @@ class ModelConfig:
     target_modules: list[str] | None = None
     # Start the classifier head from a logistic regression on frozen embeddings, or at random.
     head_init: str = "probe"
+    # Feed a table's numeric and categorical columns to the classifier beside the text: a wide
+    # linear part over them (encoded on the training rows) adds to the text head's logits.
+    side_features: bool = False
     # Only for models whose code lives on the hub; off unless you trust the model's author.
     trust_remote_code: bool = False
 

@@ -55,6 +55,7 @@ from finetune.splits import Splits, concat
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
+    from finetune.modeling.features import FeatureEncoder
     from finetune.modeling.inputs import Inputs
     from finetune.training.checkpoint import Checkpoints
     from finetune.training.loop import TrainResult
@@ -145,15 +146,24 @@ class Run:
         """The same preprocessing as in training (redaction when the run used it)."""
         return prepare_texts(texts, self.config)
 
-    def predict_proba(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+    def predict_proba(
+        self, texts: Sequence[str] | Examples, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Class probabilities for texts, or for examples (a run with model.side_features
+        reads their table columns too, and needs examples)."""
         from finetune.modeling.inference import predict_proba
         from finetune.modeling.models import pick_device
 
-        if not texts:
+        if not len(texts):
             return np.zeros((0, len(self.labels)))
+        if isinstance(texts, Examples):
+            prepared = replace(texts, texts=self.prepare(texts.texts))
+            items = self.inputs.encode_examples(prepared)
+        else:
+            items = self.inputs.encode(self.prepare(texts))
         return predict_proba(
             self.model,
-            self.inputs.encode(self.prepare(texts)),
+            items,
             self.inputs,
             batch_size or self.config.train.eval_batch_size,
             pick_device(),
@@ -172,7 +182,7 @@ class Run:
                 f"{', '.join(map(repr, unknown[:10]))}. It knows: {', '.join(self.labels)}."
             )
         y = np.array([index[label] for label in examples.labels])
-        metrics = classification_metrics(y, self.predict_proba(examples.texts), self.labels)
+        metrics = classification_metrics(y, self.predict_proba(examples), self.labels)
         metrics["source"] = examples.source
         if examples.skipped:
             metrics["skipped_inputs"] = {
@@ -404,15 +414,36 @@ def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
         config.train.gradient_checkpointing, config.model.quant, device
     )
     model, model_inputs, info = build_for_training(
-        recipe.inputs, config, len(data.labels), bf16, device, gradient_checkpointing=checkpointing
+        recipe.inputs,
+        config,
+        len(data.labels),
+        bf16,
+        device,
+        features=_side_features(config, data),
+        gradient_checkpointing=checkpointing,
     )
-    all_ids = model_inputs.encode(data.train.texts)
-    eval_ids = model_inputs.encode(data.evaluation.texts)
+    all_ids = model_inputs.encode_examples(data.train)
+    eval_ids = model_inputs.encode_examples(data.evaluation)
     notes = model_inputs.notes(all_ids, eval_ids)
     fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
     return Encoded(
         model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes
     )
+
+
+def _side_features(config: Config, data: RunData) -> FeatureEncoder | None:
+    """With model.side_features, the encoder of the table's columns, fitted on the rows that
+    train the model (never the validation or evaluation rows)."""
+    from finetune.modeling.features import FeatureEncoder
+
+    if not config.model.side_features:
+        return None
+    if data.train.features is None:
+        raise UserError(
+            "model.side_features: this recipe's examples carry no table columns to read beside "
+            "the text; set model.side_features=false."
+        )
+    return FeatureEncoder.fit(data.train.features.iloc[data.fit_rows])
 
 
 @dataclass
@@ -697,7 +728,12 @@ def _facts(
         "evaluation data": f"{data.evaluation.source}: {len(data.evaluation)} rows",
         "classes": len(data.labels),
         "model": f"{config.model.name} ({info.pooling} pooling), LoRA "
-        f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}",
+        f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}"
+        + (
+            f", plus a wide linear part over {info.n_features} side-feature values"
+            if getattr(info, "n_features", 0)
+            else ""
+        ),
         "head initialisation": config.model.head_init,
         "precision": "bf16 autocast" if encoded.bf16 else "fp32",
         "optimizer": f"{config.train.optim}, gradient checkpointing "

@@ -45,8 +45,9 @@ class Examples:
     """Texts with their (string) labels; `source` says where they came from, for reports.
 
     `features` is optional side data, one row per example (the raw table columns of a tabular
-    record, the user and item ids of an interaction): the model reads only `texts`, but
-    recipe baselines and recipe metrics may read `features`.
+    record, the user and item ids of an interaction): the model reads `texts`, and the
+    table's columns too with model.side_features (finetune.modeling.features); recipe
+    baselines and recipe metrics may read `features`.
     For image recipes, `texts` holds the paths of the image files. `skipped` names inputs the
     reader left out (e.g. unreadable images); the run report lists them.
     """

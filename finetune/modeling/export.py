@@ -197,6 +197,12 @@ def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: s
             f"{run_folder} is an image run; finetune export merges text runs only so far. "
             "Use the run folder itself (recipe.load / finetune image-classification predict)."
         )
+    if described.get("n_features"):
+        raise UserError(
+            f"{run_folder} reads table columns beside the text (model.side_features), which the "
+            "exported predict.py (raw texts in) cannot give it. Use the run folder itself "
+            "(recipe.load / finetune RECIPE predict)."
+        )
     if recipe is not None and recipe.built_texts:
         raise UserError(
             f"{run_folder} is a {recipe.name} run: its model reads texts built from "

@@ -22,7 +22,7 @@ import torch
 from finetune.data.columns import Column
 
 if TYPE_CHECKING:
-    pass
+    from finetune.data.tables import Examples
 
 KINDS = ("text", "image")
 
@@ -66,6 +66,11 @@ class Inputs:
 
     def encode(self, texts: list[str]) -> list[Any]:
         raise NotImplementedError
+
+    def encode_examples(self, examples: Examples) -> Sequence[Any]:
+        """Items for whole examples: their strings, plus their side data where an `Inputs`
+        reads it (features.SideFeatures)."""
+        return self.encode(examples.texts)
 
     def collate(self, items: list[Any], train: bool = False) -> dict[str, torch.Tensor]:
         raise NotImplementedError

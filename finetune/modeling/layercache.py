@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from finetune.data.columns import Column
+from finetune.modeling.features import SideFeatures
 from finetune.modeling.heap import release_free_heap
 from finetune.modeling.inference import length_sorted_batches, to_device
 from finetune.modeling.inputs import Inputs, TokenBatches, padded_width
@@ -84,13 +85,15 @@ def _build(
 
 def _computes_the_same(
     model: nn.Module,
-    cache: CachedStates,
+    cache: Inputs,
+    cached: Sequence[Any],
     items: Sequence[Any],
     inputs: Inputs,
     device: str,
     bf16: bool,
 ) -> bool:
-    """Does the split model give the whole model's logits on a few rows (eval mode)?"""
+    """Does the split model give the whole model's logits on a few rows (eval mode)?
+    `cached[i]` is the cache's item for `items[i]`."""
 
     rows = list(range(min(8, len(items))))
     was_training = model.training
@@ -98,7 +101,7 @@ def _computes_the_same(
     try:
         with torch.inference_mode(), autocast(device, bf16):
             whole = model(**to_device(inputs.collate([items[i] for i in rows]), device)).float()
-            split = model(**to_device(cache.collate(rows), device)).float()
+            split = model(**to_device(cache.collate([cached[i] for i in rows]), device)).float()
     except torch.OutOfMemoryError:  # a RuntimeError, but no sign of an unsplittable model
         raise
     except SPLIT_ERRORS:  # an architecture that cannot be run from a middle layer
@@ -119,13 +122,17 @@ def cache_inputs(
     batch_size: int,
     device: str,
     bf16: bool,
-) -> tuple[Inputs, list[list[int]]] | None:
+) -> tuple[Inputs, list[list[Any]]] | None:
     """Cached lower-layer states for each group of items, as (Inputs, the groups' new items).
 
     None when there is nothing to cache: every layer trains, the items are not token ids, or
     they live in memory-mapped files (the states of data larger than RAM would not fit in it).
+    Side features (features.SideFeatures) stay with their rows: the cache holds the texts'
+    states, and each new item pairs a row's states with its feature vector.
     """
-    if not getattr(model, "first_trained_layer", 0) or not isinstance(inputs, TokenBatches):
+    side = inputs if isinstance(inputs, SideFeatures) else None
+    texts = inputs.inner if side is not None else inputs
+    if not getattr(model, "first_trained_layer", 0) or not isinstance(texts, TokenBatches):
         return None
     if any(isinstance(group, Column) for group in groups):
         print("model.lora_layers: the lower layers' states are not cached for data.memory_map.")
@@ -133,9 +140,14 @@ def cache_inputs(
     items = [item for group in groups for item in group]
     if not items:
         return None
-    cache = _build(model, items, inputs, batch_size, device, bf16)
+    text_items = [item[0] for item in items] if side is not None else items
+    cache: Inputs = _build(model, text_items, texts, batch_size, device, bf16)
     release_free_heap()  # the forward passes' garbage, before training starts on top of it
-    if not _computes_the_same(model, cache, items, inputs, device, bf16):
+    cached: list[Any] = list(range(len(items)))
+    if side is not None:
+        cache = side.with_inner(cache)
+        cached = [(row, item[1]) for row, item in zip(cached, items, strict=True)]
+    if not _computes_the_same(model, cache, cached, items, inputs, device, bf16):
         print(
             "model.lora_layers: this architecture cannot be run from a middle layer here; "
             "training runs through every layer instead (same result, slower)."
@@ -143,6 +155,6 @@ def cache_inputs(
         return None
     renumbered, start = [], 0
     for group in groups:
-        renumbered.append(list(range(start, start + len(group))))
+        renumbered.append(cached[start : start + len(group)])
         start += len(group)
     return cache, renumbered

@@ -356,7 +356,12 @@ def add_lora(
 
 
 class TextClassifier(nn.Module):
-    """Backbone -> pooled vector -> dropout -> linear head. Returns logits."""
+    """Backbone -> pooled vector -> dropout -> linear head. Returns logits.
+
+    With `n_features` (side features, features.py), a wide linear part over the batch's
+    `features` adds its logits to the head's. It starts at zero, so the starting point (e.g.
+    the head from the linear probe) is the text model's, and trains like the head.
+    """
 
     def __init__(
         self,
@@ -365,12 +370,16 @@ class TextClassifier(nn.Module):
         num_labels: int,
         pooling: str,
         dropout: float = 0.1,
+        n_features: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_labels)
+        self.wide = nn.Linear(n_features, num_labels, bias=False) if n_features else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
         # Only training uses it; inference sees the same model, so it is not saved.
         self.register_buffer("center", None, persistent=False)
         # The lowest layer with LoRA when only the top layers train (model.lora_layers): the
@@ -397,9 +406,11 @@ class TextClassifier(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         states: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The pooled vector, from token ids, or from cached `states` entering the lowest
-        trained layer (layercache.py, layersplit.py)."""
+        trained layer (layercache.py, layersplit.py). `features` are the wide part's, not
+        the text's: left out here."""
         if states is None:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             last = out.last_hidden_state
@@ -413,11 +424,18 @@ class TextClassifier(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         states: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pooled = self.embed(input_ids, attention_mask, states).to(self.head.weight.dtype)
         if self.training and self.center is not None:
-            return self.head(self.center + self.dropout(pooled - self.center))
-        return self.head(self.dropout(pooled))
+            logits = self.head(self.center + self.dropout(pooled - self.center))
+        else:
+            logits = self.head(self.dropout(pooled))
+        if self.wide is None:
+            return logits
+        if features is None:
+            raise ValueError("this classifier reads side features: the batch has none")
+        return logits + self.wide(features.to(self.wide.weight.dtype))
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -474,6 +492,10 @@ def autocast(device: str, bf16: bool):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
 
+# The prefix of the wide part's tensors in head.safetensors (the head's have none).
+WIDE = "wide."
+
+
 @dataclass
 class ClassifierInfo:
     """Everything needed to rebuild a saved classifier, written as classifier.json."""
@@ -487,6 +509,7 @@ class ClassifierInfo:
     bf16: bool
     lora_targets: list[str] | str = "all-linear"
     trust_remote_code: bool = False
+    n_features: int = 0  # width of the side features the wide part reads (0: none)
 
 
 def build_for_training(
@@ -497,6 +520,7 @@ def build_for_training(
     device: str,
     seed: int,
     gradient_checkpointing: bool = False,
+    n_features: int = 0,
 ) -> tuple[TextClassifier, Any, ClassifierInfo]:
     """Tokenizer, backbone (quantized if asked), LoRA and a fresh head, seeded, on `device`."""
     from transformers import set_seed
@@ -517,6 +541,7 @@ def build_for_training(
         bf16=bf16,
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
+        n_features=n_features,
     )
     if gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
@@ -530,10 +555,17 @@ def build_for_training(
         info.lora_targets,
         layers,
     )
-    model = TextClassifier(backbone, info.hidden_size, num_labels, pooling, options.head_dropout)
+    model = TextClassifier(
+        backbone, info.hidden_size, num_labels, pooling, options.head_dropout, n_features
+    )
     model.first_trained_layer = layers[0] if layers else 0
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
-    (model if options.quant == "none" else model.head).to(device)
+    if options.quant == "none":
+        model.to(device)
+    else:
+        model.head.to(device)
+        if model.wide is not None:
+            model.wide.to(device)
     return model, tokenizer, info
 
 
@@ -543,7 +575,10 @@ def save_classifier(model: TextClassifier, tokenizer: Any, info: ClassifierInfo,
 
     folder.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(str(folder))
-    head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    head = dict(model.head.state_dict())
+    if model.wide is not None:  # the wide part's weights beside the head's, under wide.
+        head.update({f"{WIDE}{k}": v for k, v in model.wide.state_dict().items()})
+    head = {k: v.detach().cpu().contiguous() for k, v in head.items()}
     save_file(head, str(folder / "head.safetensors"))
     tokenizer.save_pretrained(str(folder))
     (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
@@ -562,8 +597,15 @@ def load_classifier(folder: Path) -> tuple[TextClassifier, Any, ClassifierInfo]:
     compute_dtype = torch.bfloat16 if info.bf16 else torch.float32
     backbone = load_backbone(info.backbone, info.quant, compute_dtype, info.trust_remote_code)
     backbone = PeftModel.from_pretrained(backbone, str(folder))
-    model = TextClassifier(backbone, info.hidden_size, info.num_labels, info.pooling)
-    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    model = TextClassifier(
+        backbone, info.hidden_size, info.num_labels, info.pooling, n_features=info.n_features
+    )
+    saved = load_file(str(folder / "head.safetensors"))
+    model.head.load_state_dict({k: v for k, v in saved.items() if not k.startswith(WIDE)})
+    if model.wide is not None:
+        model.wide.load_state_dict(
+            {k.removeprefix(WIDE): v for k, v in saved.items() if k.startswith(WIDE)}
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "right"
     model.to(pick_device()).eval()

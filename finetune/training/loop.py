@@ -529,10 +529,12 @@ def epoch_line(record: dict[str, Any]) -> str:
 
 
 def _param_groups(model: TextClassifier, config: TrainConfig) -> list[dict[str, Any]]:
-    """The LoRA weights at train.learning_rate, the head at train.head_learning_rate."""
-    head_params = [p for p in model.head.parameters() if p.requires_grad]
-    head_ids = {id(p) for p in head_params}
-    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    """The backbone's (LoRA) weights at train.learning_rate, the rest at
+    train.head_learning_rate: the head, and a side-feature wide part, are fresh layers."""
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lora_params = [p for p in trainable if id(p) in backbone_ids]
+    head_params = [p for p in trainable if id(p) not in backbone_ids]
     return [
         {"params": lora_params, "lr": config.learning_rate},
         {"params": head_params, "lr": config.head_learning_rate},

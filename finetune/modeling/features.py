@@ -1,0 +1,193 @@
+"""Side features: a table's raw columns beside the text, for the classifier's wide part.
+
+With `model.side_features`, each example's raw columns (`Examples.features`) become one
+vector of numbers that a linear "wide" layer reads beside the text (models.TextClassifier):
+numeric columns imputed with the training median, with a was-missing flag, and standardised;
+categorical ones one-hot over the training categories (an unseen category is all zeros);
+free-text columns are left to the text part. `FeatureEncoder.fit` sees the training rows
+only, and `save` writes its fitted numbers as JSON (not a pickle), so a reloaded run
+transforms new rows exactly as training did.
+
+`SideFeatures` wraps a run's `Inputs`: items are (the inner item, the feature vector), and
+`collate` adds a `features` tensor to the inner batch, so the training loop, inference, the
+layer cache and token-budget pieces pass it along without knowing about it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from finetune.data.records import kind_of
+from finetune.errors import UserError
+from finetune.modeling.inputs import Inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from finetune.data.tables import Examples
+
+FEATURES_FILE = "features.json"
+MISSING = "missing"  # the category of an empty categorical cell (as the baselines encode it)
+
+
+@dataclass
+class NumericColumn:
+    name: str
+    median: float  # imputes a missing value
+    mean: float  # of the imputed training values
+    scale: float  # their standard deviation (1 for a constant column)
+    flag: bool  # a was-missing indicator follows (the training rows had gaps)
+
+
+@dataclass
+class CategoricalColumn:
+    name: str
+    categories: list[str]  # one-hot positions, as strings (MISSING for an empty cell)
+
+
+@dataclass
+class FeatureEncoder:
+    """Fitted numbers that turn a features table into a float matrix; see the module docstring."""
+
+    numeric: list[NumericColumn] = field(default_factory=list)
+    categorical: list[CategoricalColumn] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame) -> FeatureEncoder:
+        """Fit on the training rows only (what the model learns from)."""
+        kinds = {c["name"]: c["kind"] for c in frame.attrs.get("columns", [])}
+        encoder = cls()
+        for name in frame.columns:
+            kind = kinds.get(name) or kind_of(frame[name])
+            if kind == "numeric":
+                encoder.numeric.append(_fit_numeric(name, frame[name]))
+            elif kind == "categorical":
+                categories = sorted(set(_as_strings(frame[name])))
+                encoder.categorical.append(CategoricalColumn(name, categories))
+        if not encoder.width:
+            raise UserError(
+                "model.side_features: the table has no numeric or categorical columns to use "
+                "beside the text; set model.side_features=false."
+            )
+        return encoder
+
+    @property
+    def width(self) -> int:
+        numbers = sum(1 + c.flag for c in self.numeric)
+        return numbers + sum(len(c.categories) for c in self.categorical)
+
+    def transform(self, frame: pd.DataFrame, source: str = "the data") -> np.ndarray:
+        absent = [c.name for c in [*self.numeric, *self.categorical] if c.name not in frame]
+        if absent:
+            raise UserError(
+                f"{source}: lacks columns the model reads as side features: {', '.join(absent)}. "
+                "Give it the training data's columns."
+            )
+        parts: list[np.ndarray] = []
+        for column in self.numeric:
+            values = _numbers(frame[column.name], source)
+            missing = np.isnan(values)
+            filled = np.where(missing, column.median, values)
+            parts.append(((filled - column.mean) / column.scale)[:, None])
+            if column.flag:
+                parts.append(missing.astype(np.float64)[:, None])
+        for column in self.categorical:
+            index = {category: i for i, category in enumerate(column.categories)}
+            onehot = np.zeros((len(frame), len(column.categories)))
+            for row, value in enumerate(_as_strings(frame[column.name])):
+                if value in index:
+                    onehot[row, index[value]] = 1.0
+            parts.append(onehot)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        (folder / FEATURES_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureEncoder:
+        saved = json.loads(path.read_text())
+        return cls(
+            [NumericColumn(**c) for c in saved["numeric"]],
+            [CategoricalColumn(**c) for c in saved["categorical"]],
+        )
+
+
+def _numbers(series: pd.Series, source: str) -> np.ndarray:
+    import pandas as pd
+
+    values = pd.to_numeric(series, errors="coerce")
+    bad = series.notna() & values.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UserError(
+            f"{source}: column {series.name!r}, row {row + 1}: {series.iloc[row]!r} is not a "
+            "number, and the model reads this column as numbers. Fix or empty the cell."
+        )
+    return values.to_numpy(dtype=np.float64)
+
+
+def _fit_numeric(name: str, series: pd.Series) -> NumericColumn:
+    values = _numbers(series, "the training data")
+    missing = np.isnan(values)
+    median = float(np.median(values[~missing])) if (~missing).any() else 0.0
+    filled = np.where(missing, median, values)
+    scale = float(filled.std())
+    return NumericColumn(name, median, float(filled.mean()), scale or 1.0, bool(missing.any()))
+
+
+def _as_strings(series: pd.Series) -> list[str]:
+    return series.astype(object).where(series.notna(), MISSING).astype(str).tolist()
+
+
+class SideFeatures(Inputs):
+    """An `Inputs` whose items also carry a feature vector; see the module docstring."""
+
+    def __init__(self, inner: Inputs, encoder: FeatureEncoder | None = None):
+        self.inner, self.encoder = inner, encoder
+        self.kind = inner.kind
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.inner, "tokenizer", None)
+
+    def encode(self, texts: Sequence[str]) -> list[Any]:
+        raise UserError(
+            "This model reads table columns beside the text (model.side_features): give it "
+            "table rows (a file with the training data's columns), not bare texts."
+        )
+
+    def encode_examples(self, examples: Examples) -> list[tuple[Any, np.ndarray]]:
+        if examples.features is None or self.encoder is None:
+            raise UserError(
+                f"{examples.source}: the model reads table columns beside the text "
+                "(model.side_features), and these examples carry none."
+            )
+        vectors = self.encoder.transform(examples.features, examples.source)
+        return list(zip(self.inner.encode_examples(examples), vectors, strict=True))
+
+    def with_inner(self, inner: Inputs) -> SideFeatures:
+        """The same features over other inner items (e.g. the layer cache's states)."""
+        return SideFeatures(inner, self.encoder)
+
+    def collate(self, items: list[Any], train: bool = False) -> dict[str, torch.Tensor]:
+        batch = self.inner.collate([item[0] for item in items], train=train)
+        batch["features"] = torch.from_numpy(np.stack([item[1] for item in items]))
+        return batch
+
+    def lengths(self, items: Sequence[Any]) -> list[int] | None:
+        return self.inner.lengths([item[0] for item in items])
+
+    def notes(self, *groups: Sequence[Any]) -> list[str]:
+        return self.inner.notes(*([item[0] for item in group] for group in groups))
+
+    def save(self, folder: Path) -> None:
+        self.inner.save(folder)
+        if self.encoder is not None:
+            self.encoder.save(folder)
