@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +47,18 @@ RELEASE_EVERY = 10
 # `train.select_metric` may name (e.g. `finetune.evaluation.metrics.validation_figures`). The
 # caller hands it in so that the training layer needs no evaluation code of its own.
 ValidationFigures = Callable[[np.ndarray, np.ndarray], dict[str, float | None]]
+
+
+class Task(Protocol):
+    """A task other than classification, over the same loop: its batch loss (a mean, to
+    backpropagate) and the validation figures that pick the kept epoch (with `val_loss`).
+    Without one the loop classifies: cross-entropy on the head's logits."""
+
+    def loss(
+        self, model: torch.nn.Module, items: list[Any], labels: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def figures(self, model: torch.nn.Module, items: list[Any]) -> dict[str, float]: ...
 
 
 def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[int]] | None:
@@ -250,12 +262,13 @@ class TrainingLoop:
         checkpoints: Checkpoints | None = None,
         show_progress: bool = True,
         *,
-        validation_figures: ValidationFigures,
+        validation_figures: ValidationFigures | None = None,
+        task: Task | None = None,
     ):
         from accelerate import Accelerator
 
         self.config, self.device, self.bf16 = config, device, bf16
-        self.validation_figures = validation_figures
+        self.validation_figures, self.task = validation_figures, task
         self.show_progress = show_progress
         # Precision stays with models.autocast, not Accelerator(mixed_precision=...): accelerate
         # keeps that setting process-wide and refuses a second run at another precision.
@@ -266,7 +279,10 @@ class TrainingLoop:
         self._cache_layers(model, batches_of(inputs), train.ids, validation.ids)
         self._make_loader()
         # Resolved before `prepare`: a model wrapped for data parallel hides its head.
-        self.select_metric = selection_metric(config.select_metric, model.head.out_features)
+        # A task's figures hold its validation loss alone, which then picks the kept epoch.
+        self.select_metric = (
+            "loss" if task else selection_metric(config.select_metric, model.head.out_features)
+        )
         self.optimizer = make_optimizer(
             config.optim, _param_groups(model, config), config.weight_decay
         )
@@ -400,7 +416,10 @@ class TrainingLoop:
         """One optimizer step on a batch (in token-budget pieces when it is too big); its loss."""
         labels = labels.to(self.device)
         pieces = split_by_tokens(self.inputs.lengths(items), self.config.max_batch_tokens)
-        if pieces is None:
+        if self.task is not None:  # the task's own loss (token-budget pieces are classification's)
+            loss = self.task.loss(self.model, items, labels)
+            self.accelerator.backward(loss)
+        elif pieces is None:
             batch = self.inputs.collate(items, train=True)
             with autocast(self.device, self.bf16):
                 logits = self.model(**to_device(batch, self.device))
@@ -445,16 +464,19 @@ class TrainingLoop:
     def validate(self, record: dict[str, Any]) -> None:
         """Score the validation rows into `record`; keep a copy of the weights if best so far."""
         state = self.state
-        proba = predict_proba(
-            self.model,
-            self.val_ids,
-            self.inputs,
-            self.config.eval_batch_size,
-            self.device,
-            self.bf16,
-        )
+        if self.task is not None:
+            record.update(self.task.figures(self.model, self.val_ids))
+        else:
+            proba = predict_proba(
+                self.model,
+                self.val_ids,
+                self.inputs,
+                self.config.eval_batch_size,
+                self.device,
+                self.bf16,
+            )
+            record.update(self.validation_figures(proba, self.val_labels))
         release_free_heap()
-        record.update(self.validation_figures(proba, self.val_labels))
         key = selection_key(record, self.select_metric)
         if state.best_key is None or key > state.best_key:
             state.best_key, state.best_state = key, trainable_state(self.model)
@@ -520,6 +542,10 @@ class TrainingLoop:
 
 def epoch_line(record: dict[str, Any]) -> str:
     """An epoch's figures as the progress bar prints them."""
+    if "val_accuracy" not in record:  # a task's figures: its validation loss
+        return f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, " + (
+            f"val loss {record['val_loss']:.3f}"
+        )
     auc = record["val_auc"]
     return (
         f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, "
@@ -535,10 +561,11 @@ def _param_groups(model: TextClassifier, config: TrainConfig) -> list[dict[str, 
     trainable = [p for p in model.parameters() if p.requires_grad]
     lora_params = [p for p in trainable if id(p) in backbone_ids]
     head_params = [p for p in trainable if id(p) not in backbone_ids]
-    return [
+    groups = [
         {"params": lora_params, "lr": config.learning_rate},
         {"params": head_params, "lr": config.head_learning_rate},
     ]
+    return [group for group in groups if group["params"]]  # a causal LM has no head
 
 
 def _schedule(optimizer: Any, warmup_ratio: float, total_steps: int) -> Any:

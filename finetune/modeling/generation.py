@@ -1,0 +1,287 @@
+"""The generation task's model side: a causal LM with LoRA, chat-template inputs, decoding.
+
+A pair is encoded with the model's own chat template (user turn = prompt, assistant turn =
+response); the labels are -100 on the prompt and on padding, so the loss is the response
+tokens' alone. Training batches are right-padded; generation left-pads its prompts so every
+row's new tokens start at the same column. `GenerationTask` is what the shared training loop
+(training/loop.py) calls for this task: the batch loss and the validation loss per token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from finetune.errors import UserError
+from finetune.modeling.inputs import Inputs, padded_width
+from finetune.modeling.models import (
+    add_lora,
+    autocast,
+    check_quantization,
+    disable_cpu_inference_packing,
+    load_tokenizer,
+    lora_targets,
+    model_reference,
+    pick_device,
+    quantization_config,
+    resolve_model_path,
+)
+
+IGNORE = -100  # the label value cross-entropy skips
+
+
+@dataclass
+class GeneratorInfo:
+    """What rebuilding a saved generator needs, written as generator.json."""
+
+    backbone: str
+    quant: str
+    max_length: int
+    bf16: bool
+    lora_targets: list[str] | str = "all-linear"
+    trust_remote_code: bool = False
+
+
+class CausalLM(nn.Module):
+    """A causal LM with LoRA as `backbone` (the training loop's LoRA parameter group)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, **batch: torch.Tensor) -> Any:
+        return self.backbone(**batch)
+
+
+def chat_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
+    """The prompt as the template writes it up to the assistant's turn, and the rest (the
+    response with the template's end-of-turn marks)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"The tokenizer of '{tokenizer.name_or_path}' has no chat template; the generation "
+            "task needs one. Use an instruction-tuned model or set tokenizer.chat_template."
+        )
+    user = [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    whole = tokenizer.apply_chat_template(
+        [*user, {"role": "assistant", "content": response}], tokenize=False
+    )
+    if not whole.startswith(head):
+        raise UserError(
+            f"The chat template of '{tokenizer.name_or_path}' does not write the prompt as the "
+            "start of the conversation; the response's tokens cannot be told apart."
+        )
+    return head, whole[len(head) :]
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    head, _ = chat_texts(tokenizer, prompt, "")
+    return tokenizer(head, add_special_tokens=False)["input_ids"]
+
+
+class ChatInputs(Inputs):
+    """Items are (token ids, number of prompt tokens); collated right-padded with labels."""
+
+    kind = "chat"
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_id = tokenizer.pad_token_id
+
+    def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[tuple[list[int], int]]:
+        items = []
+        for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            head, rest = chat_texts(self.tokenizer, prompt, response)
+            ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+            answer = self.tokenizer(rest, add_special_tokens=False)["input_ids"]
+            if len(ids) >= self.max_length:
+                raise UserError(
+                    f"Pair {row + 1}: the prompt alone is {len(ids)} tokens, max_length is "
+                    f"{self.max_length}; no response token would be trained. Raise "
+                    "data.max_length or shorten the prompt."
+                )
+            items.append(((ids + answer)[: self.max_length], len(ids)))
+        return items
+
+    def collate(self, items: list[Any], train: bool = False) -> dict[str, torch.Tensor]:
+        width = padded_width([len(ids) for ids, _ in items])
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+        for row, (sequence, n_prompt) in enumerate(items):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+            labels[row, n_prompt : len(sequence)] = torch.tensor(sequence[n_prompt:])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def lengths(self, items: list[Any]) -> list[int]:
+        return [len(ids) for ids, _ in items]
+
+    def save(self, folder: Path) -> None:
+        self.tokenizer.save_pretrained(str(folder))
+
+
+def load_causal_lm(name: str, quant: str, bf16: bool, trust_remote_code: bool) -> nn.Module:
+    """The pretrained causal LM, quantized when asked (placed by bitsandbytes then)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from finetune.modeling.models import _load_error
+
+    hf_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if quant != "none":
+        compute_dtype = torch.bfloat16 if bf16 else torch.float32
+        kwargs["quantization_config"] = quantization_config(quant, compute_dtype)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), **kwargs)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from None
+    if quant == "4bit":
+        disable_cpu_inference_packing(model)
+    return model
+
+
+def build_generator(
+    options: Any, max_length: int, bf16: bool, device: str, seed: int
+) -> tuple[CausalLM, Any, GeneratorInfo]:
+    """Tokenizer, causal LM (quantized if asked) and LoRA, seeded, on `device`."""
+    from transformers import set_seed
+
+    check_quantization(options.quant, device)
+    tokenizer = load_tokenizer(options.name, options.trust_remote_code)
+    backbone = load_causal_lm(options.name, options.quant, bf16, options.trust_remote_code)
+    info = GeneratorInfo(
+        backbone=model_reference(options.name),
+        quant=options.quant,
+        max_length=max_length,
+        bf16=bf16,
+        lora_targets=lora_targets(backbone.config, options.target_modules),
+        trust_remote_code=options.trust_remote_code,
+    )
+    set_seed(seed)  # the LoRA initialisation is seeded too
+    lora = add_lora(
+        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
+    )
+    model = CausalLM(lora)
+    if options.quant == "none":
+        model.to(device)
+    return model, tokenizer, info
+
+
+def save_generator(model: CausalLM, tokenizer: Any, info: GeneratorInfo, folder: Path) -> None:
+    """Adapter, tokenizer and generator.json: a reload generates the same text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "generator.json").write_text(json.dumps(asdict(info), indent=2))
+
+
+def load_generator(folder: Path) -> tuple[CausalLM, Any, GeneratorInfo]:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    info_file = folder / "generator.json"
+    if not info_file.is_file():
+        raise UserError(f"{folder} holds no saved generator (generator.json is missing).")
+    info = GeneratorInfo(**json.loads(info_file.read_text()))
+    device = pick_device()
+    check_quantization(info.quant, device)
+    base = load_causal_lm(info.backbone, info.quant, info.bf16, info.trust_remote_code)
+    model = CausalLM(PeftModel.from_pretrained(base, str(folder)))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if info.quant == "none":
+        model.to(device)
+    return model.eval(), tokenizer, info
+
+
+@dataclass
+class Generated:
+    texts: list[str]
+    new_tokens: int
+    seconds: float
+
+
+@torch.no_grad()
+def generate(
+    model: CausalLM,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    bf16: bool = False,
+    sample: bool = False,
+    seed: int = 0,
+) -> Generated:
+    """Responses to `prompts`, batched and left-padded; greedy, or sampled with `seed`."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    if sample:
+        torch.manual_seed(seed)
+    texts, new_tokens, start = [], 0, time.perf_counter()
+    for begin in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, p) for p in prompts[begin : begin + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, sequence in enumerate(encoded):
+            ids[row, width - len(sequence) :] = torch.tensor(sequence)
+            mask[row, width - len(sequence) :] = 1
+        with autocast(device.type, bf16):
+            out = model.backbone.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        for row in out[:, width:].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            new_tokens += len(row)
+            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    model.train(was_training)
+    return Generated(texts, new_tokens, time.perf_counter() - start)
+
+
+class GenerationTask:
+    """The loop's task for generation: LM loss on response tokens, validation loss per token."""
+
+    def __init__(self, inputs: ChatInputs, batch_size: int, device: str, bf16: bool):
+        self.inputs, self.batch_size, self.device, self.bf16 = inputs, batch_size, device, bf16
+
+    def loss(self, model: nn.Module, items: list[Any], labels: torch.Tensor) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in self.inputs.collate(items, True).items()}
+        with autocast(self.device, self.bf16):
+            return model(**batch).loss.float()
+
+    @torch.no_grad()
+    def figures(self, model: nn.Module, items: list[Any]) -> dict[str, float]:
+        """Validation loss per response token (every token weighs the same, not every row)."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for begin in range(0, len(items), self.batch_size):
+            batch = self.inputs.collate(items[begin : begin + self.batch_size])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with autocast(self.device, self.bf16):
+                logits = model(**batch).logits.float()
+            total += nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum"
+            ).item()
+            count += int((labels[:, 1:] != IGNORE).sum())
+        model.train(was_training)
+        return {"val_loss": total / max(count, 1)}

@@ -1,0 +1,133 @@
+"""The generation task: response-only labels, training on the shared loop, the run folder,
+reload, and text metrics equal to their reference packages."""
+
+from __future__ import annotations
+
+import json
+
+import generation_recipe as recipe
+import pandas as pd
+import pytest
+import torch
+
+from finetune.data.pairs import Pairs
+from finetune.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tiny_llama_dir, tmp_path_factory):
+    return recipe.chat_model(tiny_llama_dir, tmp_path_factory.mktemp("chat") / "model")
+
+
+@pytest.fixture(scope="module")
+def trained(chat_dir, tmp_path_factory):
+    from finetune.generation import train_generation
+
+    data = recipe.pairs()
+    output = tmp_path_factory.mktemp("runs") / "gen"
+    return train_generation(recipe.config(chat_dir, output), data, data, data, max_new_tokens=8)
+
+
+def test_labels_cover_the_response_tokens_only(chat_dir):
+    from finetune.modeling.generation import IGNORE, ChatInputs
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(chat_dir))
+    inputs = ChatInputs(tokenizer, 32)
+    pairs = [("refund me now", "money back please"), ("I cannot log in", "forgot my password")]
+    items = inputs.encode_pairs([p for p, _ in pairs], [r for _, r in pairs])
+    batch = inputs.collate(items)
+    for row, (prompt, response) in enumerate(pairs):
+        labels = batch["labels"][row]
+        n_prompt = len(tokenizer.tokenize(prompt)) + 1  # BOS, then the prompt's words
+        assert labels[:n_prompt].eq(IGNORE).all()
+        words = tokenizer.convert_ids_to_tokens(labels[labels != IGNORE].tolist())
+        # The assistant span: the response's words, then EOS; no padding.
+        assert words == [*response.split(), tokenizer.eos_token]
+    assert batch["labels"][batch["attention_mask"] == 0].eq(IGNORE).all()
+
+
+def test_loss_is_the_response_tokens_cross_entropy(chat_dir):
+    """The task's loss equals cross-entropy over the response positions alone (not the prompt,
+    not the padding), computed by hand from the logits."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.modeling.generation import ChatInputs, GenerationTask
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(chat_dir))
+    inputs = ChatInputs(tokenizer, 32)
+    model = AutoModelForCausalLM.from_pretrained(str(chat_dir))
+    prompts, responses = ["refund me now", "where is my parcel"], ["money back please", "ok"]
+    items = inputs.encode_pairs(prompts, responses)
+    loss = GenerationTask(inputs, 4, "cpu", False).loss(model, items, torch.zeros(2)).item()
+    batch = inputs.collate(items)
+    with torch.no_grad():
+        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    terms = [
+        torch.nn.functional.cross_entropy(logits[row, t - 1], torch.tensor(ids[t])).item()
+        for row, (ids, n_prompt) in enumerate(items)
+        for t in range(n_prompt, len(ids))
+    ]
+    assert loss == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_generation_run_trains_writes_and_reloads(trained):
+    from finetune.modeling.generation import generate, load_generator
+
+    history = trained.metrics["train"]["history"]
+    assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]  # memorised
+    folder = trained.folder
+    for name in ("config.json", "metrics.json", "predictions.csv", "report.md"):
+        assert (folder / name).is_file()
+    metrics = json.loads((folder / "metrics.json").read_text())["generation"]
+    assert set(metrics) == {"rougeL", "chrf", "tokens_per_second", "n"} and metrics["n"] == 6
+    assert metrics["rougeL"] > 0.5  # it learnt the responses
+    table = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    assert table["generated"].tolist() == trained.generated
+    assert "ROUGE-L F" in (folder / "report.md").read_text()
+    model, tokenizer, _ = load_generator(folder / "adapter")
+    again = generate(model, tokenizer, table["prompt"].tolist(), 8, batch_size=4)
+    assert again.texts == trained.generated  # other batch size, same greedy text
+
+
+def test_metrics_equal_the_reference_packages():
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    from finetune.evaluation.text_metrics import text_metrics
+
+    generated = ["the parcel is late", "money back", ""]
+    references = ["your parcel is late today", "money back please", "sorry"]
+    got = text_metrics(generated, references, new_tokens=10, seconds=2.0)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    pairs = zip(generated, references, strict=True)
+    rouge = [scorer.score(r, g)["rougeL"].fmeasure for g, r in pairs]
+    assert got["rougeL"] == pytest.approx(sum(rouge) / 3)
+    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(generated, [references]).score / 100)
+    assert got["tokens_per_second"] == 5.0 and got["n"] == 3
+
+
+def test_4bit_generator_builds_and_takes_a_step(chat_dir, tmp_path):
+    from finetune.generation import train_generation
+    from finetune.modeling.models import check_quantization
+
+    try:
+        check_quantization("4bit", "cpu")
+    except UserError as error:
+        pytest.skip(str(error))
+    data = recipe.pairs()
+    run = train_generation(
+        recipe.config(chat_dir, tmp_path / "q", quant="4bit", steps=1), data, data.head(2)
+    )
+    assert run.metrics["train"]["steps"] == 1 and run.metrics["generation"]["n"] == 2
+
+
+def test_mismatched_pairs_and_missing_template_are_one_line(tiny_llama_dir):
+    from finetune.modeling.generation import ChatInputs
+    from finetune.modeling.models import load_tokenizer
+
+    with pytest.raises(UserError, match="2 prompts but 1 responses"):
+        Pairs(["a", "b"], ["c"])
+    with pytest.raises(UserError, match="no chat template"):
+        ChatInputs(load_tokenizer(str(tiny_llama_dir)), 32).encode_pairs(["a"], ["b"])
