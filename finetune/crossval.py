@@ -27,17 +27,10 @@ import numpy as np
 from finetune.config import Config, load_yaml, save_yaml
 from finetune.data.tables import Examples
 from finetune.evaluation.folds import fold_indices, summarise
-from finetune.files import staged
+from finetune.files import output_folder, staged
 from finetune.reporting.crossval import write_summary_report
-from finetune.run import (
-    RecipeHooks,
-    environment,
-    is_main_process,
-    output_folder,
-    peak_memory_mb,
-    positive_label,
-    train,
-)
+from finetune.run import RecipeHooks, is_main_process, positive_label, train
+from finetune.runtime import environment, peak_memory_mb
 from finetune.splits import Fold, Splits, check_folds
 
 if TYPE_CHECKING:
@@ -116,7 +109,7 @@ def cross_validate(
 
     started = time.perf_counter()
     config = config.validate()
-    folder = output_folder(config)
+    folder = output_folder(config.output, config.recipe, config.overwrite)
     k, seed = config.eval.folds, config.train.seed
     examples, splits, how = recipe_folds(recipe, config)
     # One positive class for every fold, resolved once as a single run would (flag, card, pair).

@@ -2,7 +2,8 @@
 
 Run folders, cross-validation summaries, exports and summary reports are filled under a
 temporary sibling name and renamed into place only once complete (`staged`); single files
-(predictions, metrics, data cards) the same way (`atomic`).
+(predictions, metrics, data cards) the same way (`atomic`). `output_folder` names a run's
+folder and refuses to replace one without `--overwrite`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from finetune.errors import UserError
@@ -59,3 +61,14 @@ def atomic(path: Path) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def output_folder(output: str | None, name: str, overwrite: bool) -> Path:
+    """`output`, else runs/<name>-<timestamp>; an existing non-empty folder only with
+    `overwrite` (config.output, config.recipe, config.overwrite)."""
+    folder = Path(output) if output else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise UserError(
+            f"Output folder {folder} already exists; pass --overwrite or a new --output."
+        )
+    return folder

@@ -2,24 +2,25 @@
 
 The generation task (modeling/generation.py) trains on the shared loop (training/loop.py,
 `task=`), then generates responses for the evaluation prompts and scores them against the
-references (evaluation/text_metrics.py). The run folder holds config.json, adapter/ (LoRA,
+references (evaluation/text_metrics.py). The run folder holds config.yaml, adapter/ (LoRA,
 tokenizer, generator.json), metrics.json (`generation`: rougeL, chrf, tokens_per_second, n),
-predictions.csv (prompt, reference, generated) and report.md. `load_generator(folder /
-"adapter")` and `generate` give the same text again (greedy decoding).
+predictions.csv (prompt, reference, generated), report.md and environment.json.
+`load_generator(folder / "adapter")` and `generate` give the same text again (greedy decoding).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from finetune.config import Config
+from finetune.config import Config, save_yaml
 from finetune.data.pairs import Pairs
-from finetune.files import staged
+from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     ChatInputs,
     GenerationTask,
@@ -28,6 +29,7 @@ from finetune.modeling.generation import (
     save_generator,
 )
 from finetune.modeling.models import pick_device, use_bf16
+from finetune.runtime import environment, peak_memory_mb
 from finetune.training.loop import Rows, TrainingLoop
 
 
@@ -53,6 +55,8 @@ def train_generation(
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
     generate for `evaluation`'s prompts and write the run folder (`config.output`)."""
+    folder = output_folder(config.output, config.recipe or "generation", config.overwrite)
+    started = time.perf_counter()
     device = pick_device()
     bf16 = use_bf16(config.train.precision, device)
     model, tokenizer, info = build_generator(
@@ -87,9 +91,13 @@ def train_generation(
             "train_seconds": result.train_seconds,
         },
     }
-    folder = Path(config.output or "runs/generation")
+    env = environment(device, config.train.seed)
+    env.update(
+        wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
+    )
     with staged(folder) as tmp:
         _write(tmp, config, metrics, evaluation, out.texts)
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
         save_generator(model, tokenizer, info, tmp / "adapter")
     return GenerationRun(folder, metrics, out.texts)
 
@@ -101,7 +109,7 @@ def _write(
 
     from finetune.reporting.generation import generation_report
 
-    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    save_yaml(config, folder / "config.yaml")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pd.DataFrame(
         {"prompt": evaluation.prompts, "reference": evaluation.responses, "generated": generated}

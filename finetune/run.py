@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,8 +45,9 @@ from finetune.evaluation.metrics import (
     operating_point,
     validation_figures,
 )
-from finetune.files import staged
+from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
+from finetune.runtime import environment, peak_memory_mb
 from finetune.splits import Splits, concat
 
 if TYPE_CHECKING:
@@ -62,18 +59,6 @@ if TYPE_CHECKING:
 
 # data.memory_map's default cap on the rows the baselines fit on (eval.baseline_max_rows).
 BASELINE_ROWS_MEMORY_MAPPED = 20_000
-PACKAGES = (
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "bitsandbytes",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-    "datasets",
-    "finetune-kit",
-)
 
 
 class RecipeHooks(Protocol):
@@ -199,59 +184,6 @@ def prepare_texts(texts: Sequence[str], config: Config) -> list[str]:
     return list(texts)
 
 
-def peak_memory_mb() -> float:
-    # ru_maxrss is KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def environment(device: str, seed: int) -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "seed": seed,
-        "processes": int(os.environ.get("WORLD_SIZE", "1")),
-        "packages": versions,
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        info["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def output_folder(config: Config) -> Path:
-    if config.output:
-        folder = Path(config.output)
-    else:
-        folder = Path("runs") / f"{config.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
-    if folder.exists() and any(folder.iterdir()) and not config.overwrite:
-        raise UserError(
-            f"Output folder {folder} already exists; pass --overwrite or a new --output."
-        )
-    return folder
-
-
 def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Run:
     """Fine-tune, evaluate against baselines, and write the run folder. Returns the Run.
 
@@ -292,7 +224,7 @@ def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
     check_optimizer(config.train.optim, device)
-    folder = output_folder(config)
+    folder = output_folder(config.output, config.recipe, config.overwrite)
     checkpoints = open_checkpoints(folder, config, device, main=is_main_process())
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)

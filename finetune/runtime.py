@@ -1,16 +1,22 @@
-"""Process-wide settings for torch on a CPU, applied by the `finetune` command when it starts.
+"""The process a run happens in: its CPU settings (applied by the `finetune` command when it
+starts) and the description of its environment every run folder records (`environment.json`).
 
-They are environment variables that OpenMP and oneDNN read once, when torch loads them, so
-they must be set before anything imports torch: the command sets them first thing; a notebook
-or script that wants them calls `configure()` before importing torch. An explicit setting in
-the environment always wins. Measured reasons: docs/benchmarks.md, "CPU threads and kernel
-caches".
+The CPU settings are environment variables that OpenMP and oneDNN read once, when torch
+loads them, so they must be set before anything imports torch: the command sets them first
+thing; a notebook or script that wants them calls `configure()` before importing torch. An
+explicit setting in the environment always wins. Measured reasons: docs/benchmarks.md, "CPU
+threads and kernel caches".
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
+import resource
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 SETTINGS = {
     # OpenMP threads that spin while they wait for a busy core make torch's two threads far
@@ -29,3 +35,59 @@ def configure() -> None:
     for name, value in SETTINGS.items():
         os.environ.setdefault(name, value)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+# Package versions every run folder records.
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "datasets",
+    "finetune-kit",
+)
+
+
+def peak_memory_mb() -> float:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def environment(device: str, seed: int) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "seed": seed,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "packages": versions,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

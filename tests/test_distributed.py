@@ -14,39 +14,36 @@ from pathlib import Path
 from run_checks import check_reported_figures
 
 
-def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csvs, tmp_path):
+def torchrun_train(*args: str) -> subprocess.CompletedProcess:
+    """`finetune customer-service train ARGS` in two CPU processes under torchrun (gloo)."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    assert torchrun.exists() or shutil.which("torchrun"), "torchrun ships with torch"
-    output = tmp_path / "ddp"
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "finetune.cli",
-            "customer-service",
-            "train",
-            "--data",
-            str(small_csvs[0]),
-            "--eval-data",
-            str(small_csvs[1]),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "6",
-            "--output",
-            str(output),
-            "--set",
-            "train.batch_size=8",
-            "--set",
-            "model.lora_r=4",
-        ],
+    command = str(torchrun) if torchrun.exists() else shutil.which("torchrun")
+    assert command, "torchrun ships with torch"
+    return subprocess.run(
+        [command, "--standalone", "--nproc_per_node", "2", "-m", "finetune.cli"]
+        + ["customer-service", "train", "--set", "model.lora_r=4", *args],
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csvs, tmp_path):
+    output = tmp_path / "ddp"
+    result = torchrun_train(
+        "--data",
+        str(small_csvs[0]),
+        "--eval-data",
+        str(small_csvs[1]),
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "6",
+        "--output",
+        str(output),
+        "--set",
+        "train.batch_size=8",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Run folder:") == 1  # only process 0 reports and writes
@@ -64,37 +61,20 @@ def test_torchrun_two_processes_write_one_complete_run(tiny_model_dir, small_csv
 
 def test_torchrun_cross_validation_writes_one_summary(tiny_model_dir, small_csvs, tmp_path):
     """Every process trains every fold in step; only process 0 writes the folds and summary."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     output = tmp_path / "cv"
-    result = subprocess.run(
-        [
-            str(torchrun if torchrun.exists() else shutil.which("torchrun")),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "finetune.cli",
-            "customer-service",
-            "train",
-            "--data",
-            str(small_csvs[1]),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "2",
-            "--output",
-            str(output),
-            "--set",
-            "eval.folds=2",
-            "--set",
-            "train.batch_size=4",
-            "--set",
-            "model.lora_r=4",
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = torchrun_train(
+        "--data",
+        str(small_csvs[1]),
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "2",
+        "--output",
+        str(output),
+        "--set",
+        "eval.folds=2",
+        "--set",
+        "train.batch_size=4",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Run folder:") == 1

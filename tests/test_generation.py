@@ -78,7 +78,7 @@ def test_generation_run_trains_writes_and_reloads(trained):
     history = trained.metrics["train"]["history"]
     assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]  # memorised
     folder = trained.folder
-    for name in ("config.json", "metrics.json", "predictions.csv", "report.md"):
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "environment.json"):
         assert (folder / name).is_file()
     metrics = json.loads((folder / "metrics.json").read_text())["generation"]
     assert set(metrics) == {"rougeL", "chrf", "tokens_per_second", "n"} and metrics["n"] == 6

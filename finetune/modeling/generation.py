@@ -30,6 +30,7 @@ from finetune.modeling.models import (
     model_reference,
     pick_device,
     quantization_config,
+    read_info,
     resolve_model_path,
 )
 
@@ -189,10 +190,7 @@ def load_generator(folder: Path) -> tuple[CausalLM, Any, GeneratorInfo]:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    info_file = folder / "generator.json"
-    if not info_file.is_file():
-        raise UserError(f"{folder} holds no saved generator (generator.json is missing).")
-    info = GeneratorInfo(**json.loads(info_file.read_text()))
+    info = read_info(folder, "generator", GeneratorInfo)
     device = pick_device()
     check_quantization(info.quant, device)
     base = load_causal_lm(info.backbone, info.quant, info.bf16, info.trust_remote_code)

@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -584,15 +584,23 @@ def save_classifier(model: TextClassifier, tokenizer: Any, info: ClassifierInfo,
     (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
 
 
+T = TypeVar("T")
+
+
+def read_info(folder: Path, kind: str, cls: type[T]) -> T:
+    """The `<kind>.json` a saved model folder describes itself with, as `cls`."""
+    info_file = folder / f"{kind}.json"
+    if not info_file.is_file():
+        raise UserError(f"{folder} holds no saved {kind} ({info_file.name} is missing).")
+    return cls(**json.loads(info_file.read_text()))
+
+
 def load_classifier(folder: Path) -> tuple[TextClassifier, Any, ClassifierInfo]:
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    info_file = folder / "classifier.json"
-    if not info_file.is_file():
-        raise UserError(f"{folder} holds no saved classifier (classifier.json is missing).")
-    info = ClassifierInfo(**json.loads(info_file.read_text()))
+    info = read_info(folder, "classifier", ClassifierInfo)
     check_quantization(info.quant, pick_device())
     compute_dtype = torch.bfloat16 if info.bf16 else torch.float32
     backbone = load_backbone(info.backbone, info.quant, compute_dtype, info.trust_remote_code)
