@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,22 +26,20 @@ import time
 from datetime import date
 from pathlib import Path
 
+from finetune.runtime import peak_memory_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def load_frames(args: argparse.Namespace):
-    """Train and test tables; with --limit, a seeded sample whose test labels occur in train."""
+def load_frames(data_dir: str | Path, label_column: str, limit: int | None):
+    """Train and test tables; with `limit`, a seeded sample whose test labels occur in train."""
     import pandas as pd
 
-    train = pd.read_csv(Path(args.data_dir) / "train.csv")
-    test = pd.read_csv(Path(args.data_dir) / "test.csv")
-    if args.limit:
-        train = train.sample(n=min(args.limit, len(train)), random_state=0)
-        test = test[test[args.label_column].isin(set(train[args.label_column]))].head(args.limit)
+    train = pd.read_csv(Path(data_dir) / "train.csv")
+    test = pd.read_csv(Path(data_dir) / "test.csv")
+    if limit:
+        train = train.sample(n=min(limit, len(train)), random_state=0)
+        test = test[test[label_column].isin(set(train[label_column]))].head(limit)
     return train, test
 
 
@@ -60,7 +57,7 @@ def run_reference(args: argparse.Namespace) -> dict:
     from finetune.modeling.models import resolve_model_path
 
     set_seed(args.seed)
-    train, test = load_frames(args)
+    train, test = load_frames(args.data_dir, args.label_column, args.limit)
     labels = sorted(train[args.label_column].unique())
     index = {label: i for i, label in enumerate(labels)}
     path = resolve_model_path("minilm")
@@ -112,7 +109,7 @@ def run_reference(args: argparse.Namespace) -> dict:
         "auc": metrics["auc"],
         "train_seconds": train_seconds,
         "samples_per_second": output.metrics["train_samples_per_second"],
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_memory_mb(),
     }
 
 
@@ -125,7 +122,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
         overrides["train"]["max_steps"] = args.max_steps
     overrides = deep_update(overrides, parse_set_options(args.set))
     tmp = Path(tempfile.mkdtemp())
-    train, test = load_frames(args)
+    train, test = load_frames(args.data_dir, args.label_column, args.limit)
     train_file, test_file = tmp / "train.csv", tmp / "test.csv"
     train.to_csv(train_file, index=False)
     test.to_csv(test_file, index=False)
@@ -143,7 +140,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - start
     # The training run's own peak; serving is a separate command (`predict`) that loads the
     # saved folder, so it is timed below but not counted in the run's memory.
-    train_peak = peak_rss_mb()
+    train_peak = peak_memory_mb()
     m, folder = run.metrics, run.folder
     del run
     texts = test["text"].tolist()
@@ -160,7 +157,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
         "samples_per_second": m["samples_per_second"],
         "wall_seconds": wall,
         "peak_rss_mb": train_peak,
-        "peak_rss_with_predict_mb": peak_rss_mb(),
+        "peak_rss_with_predict_mb": peak_memory_mb(),
         "predict_per_second": len(texts) / predict_seconds,
         "best_epoch": m["best_epoch"],
         "baselines": m["baselines"],
