@@ -68,7 +68,6 @@ EFFICIENTNET_MEAN = EFFICIENTNET_STD = (0.5, 0.5, 0.5)
 # Transformers 5 names attention projections q_proj/k_proj/v_proj/o_proj in ViT, DeiT, Swin,
 # BEiT and DINOv2. A string is a regular expression over full module names (peft).
 LORA_TARGETS: dict[str, list[str] | str] = {
-    "efficientnet-lite0": r".*_blocks\.([89]|1[0-5])\._(expand|project)_conv|_conv_head",
     **{name: ["q_proj", "v_proj"] for name in ("vit", "deit", "swin", "beit", "dinov2")},
     "convnext": ["pwconv1", "pwconv2"],
     "convnextv2": ["pwconv1", "pwconv2"],
@@ -79,6 +78,17 @@ LORA_TARGETS: dict[str, list[str] | str] = {
     "efficientnet": ["expand_conv", "project_conv", "top_conv"],
 }
 CLASSIFIER = "classifier"  # the head's attribute in transformers' *ForImageClassification
+# EfficientNet-Lite: LoRA on the top `image.lora_blocks` of its MBConv blocks (8 of Lite0's 16
+# by default: blocks 8-15) and the head convolution.
+EFFICIENTNET_LORA_BLOCKS = 8
+
+
+def efficientnet_targets(n_blocks: int, lora_blocks: int) -> str:
+    """peft's regular expression for the pointwise convolutions of the top `lora_blocks`
+    blocks (of `n_blocks`) and the head convolution."""
+    first = max(n_blocks - lora_blocks, 0)
+    numbers = "|".join(str(i) for i in range(first, n_blocks))
+    return rf".*_blocks\.({numbers})\._(expand|project)_conv|_conv_head"
 
 
 @dataclass
@@ -104,7 +114,11 @@ class ImageClassifierInfo:
 
 
 class ImageClassifier(nn.Module):
-    """Backbone -> feature vector -> dropout -> linear head. Returns logits."""
+    """Backbone -> feature vector -> dropout -> linear head. Returns logits.
+
+    A bundled EfficientNet whose lower blocks are frozen (`first_trained_layer` > 0: LoRA
+    starts at that block) also runs from those blocks' cached output: `forward(features=...)`
+    (`cache_views` computes it once per image)."""
 
     def __init__(self, backbone: nn.Module, info: ImageClassifierInfo):
         super().__init__()
@@ -115,6 +129,13 @@ class ImageClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(0.1)
         self.head = nn.Linear(info.hidden_size, info.num_labels)
+        # The first block LoRA adapts (0: no cache). Set by `build_for_training` when
+        # image.cache_views asks for the cache.
+        self.first_trained_layer = 0
+        # Each image's cached lower-block output (its views), by id of the item: built once
+        # per run, shared by the inner folds of train.select_folds and the final training.
+        self.feature_store: dict[int, torch.Tensor] = {}
+        self.cache_count, self.cache_seed = 0, 0  # views cached per image, their seed
 
     @torch.no_grad()
     def set_head(self, weight: Any, bias: Any, center: Any = None) -> None:
@@ -125,15 +146,38 @@ class ImageClassifier(nn.Module):
         self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
         self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if features is not None:
+            return self._upper(features, self.first_trained_layer)
         if not self.hf:
             return self.backbone(pixel_values)
         output = self.backbone(pixel_values=pixel_values, **self.forward_options)
         return output.logits  # the classifier was replaced by an identity: these are features
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.embed(pixel_values)
-        return self.head(self.dropout(features.to(self.head.weight.dtype)))
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        embedded = self.embed(pixel_values, features)
+        return self.head(self.dropout(embedded.to(self.head.weight.dtype)))
+
+    def lower(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """What EfficientNet's stem and blocks below `first_trained_layer` hand upwards."""
+        net = self.backbone.get_base_model()
+        x = net._swish(net._bn0(net._conv_stem(pixel_values)))
+        for index in range(self.first_trained_layer):
+            x = net._blocks[index](x, drop_connect_rate=_drop_rate(net, index))
+        return x
+
+    def _upper(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """EfficientNet from block `start` up to the pooled vector (as its own forward does:
+        extract_features, average pooling; its dropout and classifier are identities here)."""
+        net = self.backbone.get_base_model()
+        for index in range(start, len(net._blocks)):
+            x = net._blocks[index](x, drop_connect_rate=_drop_rate(net, index))
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return net._avg_pooling(x).flatten(1)
 
     def train(self, mode: bool = True) -> ImageClassifier:
         super().train(mode)
@@ -141,6 +185,12 @@ class ImageClassifier(nn.Module):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()  # frozen statistics: see the module docstring
         return self
+
+
+def _drop_rate(net: nn.Module, index: int) -> float:
+    """EfficientNet's drop-connect rate for block `index` (its extract_features' rule)."""
+    rate = net._global_params.drop_connect_rate or 0.0
+    return rate * float(index) / len(net._blocks)
 
 
 class ImageInputs(Inputs):
@@ -197,25 +247,32 @@ class ImageInputs(Inputs):
         side = self.info.image_size
         return image.resize((side, side), Image.Resampling.BILINEAR, box=box)
 
-    def _augment(self, image: Image.Image) -> Image.Image:
+    def _augment(self, image: Image.Image, rng: torch.Generator | None = None) -> Image.Image:
+        """A random resized crop and flip, drawn from `rng` (torch's global generator when
+        None)."""
         from PIL import Image
 
         box = None
         if self.crop_scale < 1:
             width, height = image.size
             for _ in range(10):
-                area = width * height * _uniform(self.crop_scale, 1.0)
-                aspect = math.exp(_uniform(math.log(3 / 4), math.log(4 / 3)))
+                area = width * height * _uniform(self.crop_scale, 1.0, rng)
+                aspect = math.exp(_uniform(math.log(3 / 4), math.log(4 / 3), rng))
                 w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
                 if 0 < w <= width and 0 < h <= height:
-                    left = int(torch.randint(0, width - w + 1, ()))
-                    top = int(torch.randint(0, height - h + 1, ()))
+                    left = int(torch.randint(0, width - w + 1, (), generator=rng))
+                    top = int(torch.randint(0, height - h + 1, (), generator=rng))
                     box = (left, top, left + w, top + h)
                     break
         image = self._resize(image, box)
-        if self.hflip and _uniform(0.0, 1.0) < 0.5:
+        if self.hflip and _uniform(0.0, 1.0, rng) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
+
+    def views(self, image: Image.Image, count: int, rng: torch.Generator) -> torch.Tensor:
+        """`count` normalised views of an image: as evaluated, then `count - 1` augmented."""
+        views = [self._resize(image)] + [self._augment(image, rng) for _ in range(count - 1)]
+        return torch.stack([self._normalise(view) for view in views])
 
     def _normalise(self, image: Image.Image) -> torch.Tensor:
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
@@ -226,8 +283,61 @@ class ImageInputs(Inputs):
             self.processor.save_pretrained(str(folder))
 
 
-def _uniform(low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand(()))
+class CachedViews(Inputs):
+    """Items are row numbers into a list of cached lower-block outputs, one [views, C, H, W]
+    tensor per image. Evaluation reads view 0 (the image as evaluated: exact); training draws
+    one of the views per item and step from torch's global generator (seeded by the run,
+    restored on resume), so augmentation is limited to the views cached."""
+
+    kind = "image"
+
+    def __init__(self, rows: list[torch.Tensor]):
+        self.rows = rows
+
+    def collate(self, items: list[int], train: bool = False) -> dict[str, torch.Tensor]:
+        picked = []
+        for item in items:
+            views = self.rows[item]
+            view = int(torch.randint(0, len(views), ())) if train and len(views) > 1 else 0
+            picked.append(views[view])
+        return {"features": torch.stack(picked).float()}
+
+
+def cache_views(
+    model: ImageClassifier,
+    inputs: ImageInputs,
+    items: list[Any],
+    batch_size: int,
+    device: str,
+    bf16: bool,
+) -> CachedViews:
+    """The frozen lower blocks' output for `items` (decoded images), `model.cache_count` views
+    each (view 0 as evaluated, the others augmented from a generator seeded with
+    `model.cache_seed`), computed once per image and kept in `model.feature_store`."""
+    from finetune.modeling.inference import to_device
+    from finetune.modeling.models import autocast
+
+    store = model.feature_store
+    missing = list({id(item): item for item in items if id(item) not in store}.values())
+    rng = torch.Generator().manual_seed(model.cache_seed)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(missing), max(batch_size // model.cache_count, 1)):
+            chunk = missing[start : start + max(batch_size // model.cache_count, 1)]
+            pixels = torch.cat([inputs.views(image, model.cache_count, rng) for image in chunk])
+            with autocast(device, bf16):
+                lower = model.lower(to_device({"x": pixels}, device)["x"])
+            lower = lower.to("cpu", dtype).unflatten(0, (len(chunk), model.cache_count))
+            for image, views in zip(chunk, lower, strict=True):
+                store[id(image)] = views.clone()
+    model.train(was_training)
+    return CachedViews([store[id(item)] for item in items])
+
+
+def _uniform(low: float, high: float, rng: torch.Generator | None = None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=rng))
 
 
 def check(config: Config) -> None:
@@ -266,10 +376,18 @@ def build_for_training(
 
         enable_gradient_checkpointing(backbone)
     info.num_labels = num_labels
-    info.lora_targets = _lora_targets(backbone, info.model_type, spec.target_modules)
+    info.lora_targets = _lora_targets(
+        backbone, info.model_type, spec.target_modules, config.image.lora_blocks
+    )
     set_seed(config.train.seed)  # the LoRA and head initialisation must be seeded too
     backbone = _add_lora(backbone, spec, info.lora_targets)
     model = ImageClassifier(backbone, info)
+    if config.image.cache_views and spec.name in BUNDLED and not spec.target_modules:
+        # LoRA adapts the top image.lora_blocks blocks: the ones below are computed once.
+        model.first_trained_layer = max(
+            len(backbone.get_base_model()._blocks) - _lora_blocks(config.image.lora_blocks), 0
+        )
+        model.cache_count, model.cache_seed = config.image.cache_views, config.train.seed
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if spec.quant == "none" else model.head).to(device)
     inputs = ImageInputs(info, processor, config.image.crop_scale, config.image.hflip)
@@ -498,9 +616,20 @@ def _stat(processor: Any, name: str) -> list[float]:
     return values if len(values) == 3 else [values[0]] * 3
 
 
-def _lora_targets(backbone: nn.Module, model_type: str, override: list[str] | None):
+def _lora_blocks(lora_blocks: int | None) -> int:
+    return EFFICIENTNET_LORA_BLOCKS if lora_blocks is None else lora_blocks
+
+
+def _lora_targets(
+    backbone: nn.Module,
+    model_type: str,
+    override: list[str] | None,
+    lora_blocks: int | None = None,
+):
     if override:
         return list(override)
+    if model_type in BUNDLED:
+        return efficientnet_targets(len(backbone._blocks), _lora_blocks(lora_blocks))
     if model_type in LORA_TARGETS:
         return LORA_TARGETS[model_type]
     names = {n.rpartition(".")[2] for n, m in backbone.named_modules() if isinstance(m, nn.Linear)}
