@@ -123,6 +123,11 @@ class TrainConfig:
     # model is not used at), macro-F1 for multiclass; f1 (macro-F1 of the argmax), auc (the
     # positive class's, or macro one-vs-rest) or loss (validation log-loss) for any task.
     select_metric: str = "auto"
+    # Choose the number of epochs (0: the starting point, e.g. the linear probe) by K inner
+    # folds of the training rows, then train on all of them for that many epochs: for small
+    # data, where a 10% validation hold-out is a few dozen rows. 0: off (the validation rows
+    # pick the epoch); K >= 2: K folds; auto: 5 folds under 2,000 training rows, else off.
+    select_folds: str = "0"
     seed: int = 42
 
 
@@ -139,6 +144,13 @@ class ImageConfig:
     hflip: bool = True
     # Stop at an unreadable image file instead of skipping it (skips are listed in the report).
     strict: bool = False
+    # EfficientNet-Lite: LoRA on the top N of its blocks (and the head convolution). None: 8.
+    lora_blocks: int | None = None
+    # EfficientNet-Lite: compute the frozen blocks below LoRA once per image instead of every
+    # step, for this many views of each image: the image as evaluated, plus views - 1 random
+    # crops/flips; each training step draws one of them. 0: no cache (fresh augmentation at
+    # every step, every block runs every step).
+    cache_views: int = 0
 
 
 @dataclass
@@ -220,6 +232,11 @@ class Config:
             raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
         if not 0 < self.image.crop_scale <= 1:
             raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
+        if self.image.cache_views < 0:
+            raise UserError(f"image.cache_views must be 0 or more, got {self.image.cache_views}.")
+        if self.image.lora_blocks is not None and self.image.lora_blocks < 1:
+            raise UserError(f"image.lora_blocks must be positive, got {self.image.lora_blocks}.")
+        select_folds(self.train.select_folds, 0)  # checks the value
         if self.model.lora_r <= 0:
             raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
         if self.model.lora_layers is not None and self.model.lora_layers <= 0:
@@ -228,6 +245,26 @@ class Config:
                 f"got {self.model.lora_layers}."
             )
         return self
+
+
+# train.select_folds=auto: inner folds below this many training rows, and how many.
+AUTO_FOLDS_BELOW, AUTO_FOLDS = 2_000, 5
+
+
+def select_folds(value: str, n_rows: int) -> int:
+    """train.select_folds resolved for `n_rows` training rows: the number of inner folds, 0
+    for none."""
+    if value == "auto":
+        return AUTO_FOLDS if n_rows < AUTO_FOLDS_BELOW else 0
+    try:
+        folds = int(value)
+    except ValueError:
+        folds = -1
+    if folds == 1 or folds < 0:
+        raise UserError(
+            f"train.select_folds must be auto, 0 (off) or a number of folds >= 2, got {value!r}."
+        )
+    return folds
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

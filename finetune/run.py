@@ -312,6 +312,10 @@ def training_rows(
     of the training rows (the training seed: the evaluation rows never move with it)."""
     train, evaluation = splits.train, splits.evaluation
     check_train_eval(train, evaluation)
+    if splits.validation is None and _inner_folds(config, len(train)):
+        # train.select_folds: inner folds of every training row choose the epoch; none is
+        # held out (a decision threshold still needs validation rows: _inner_folds says no).
+        return train, list(range(len(train))), [], evaluation
     if splits.validation is None:
         fit_rows, val_rows = stratified_split(train, config.data.val_fraction, config.train.seed)
         return train, fit_rows, val_rows, evaluation
@@ -462,10 +466,13 @@ def fit_model(
     baselines: BaselineScores,
     show_progress: bool,
 ) -> TrainResult:
-    """Fine-tune the model in place (from the probe's head with model.head_init=probe)."""
+    """Fine-tune the model in place (from the probe's head with model.head_init=probe); the
+    number of epochs by inner folds of the training rows with train.select_folds."""
     from finetune.training.loop import fit
 
     config = prepared.config
+    if not data.val_rows and _inner_folds(config, len(data.fit_rows)):
+        return fit_by_folds(prepared, data, encoded, baselines, show_progress)
     if config.model.head_init == "probe":
         inputs = baselines.inputs
         probe = inputs.fitted.get("probe") or fit_probe(
@@ -488,6 +495,89 @@ def fit_model(
         resume=config.resume,
         validation_figures=validation_figures,
     )
+
+
+def _inner_folds(config: Config, n_rows: int) -> int:
+    """train.select_folds resolved for `n_rows` training rows (0: the validation rows choose);
+    never for a run that chooses a decision threshold, which needs validation rows."""
+    from finetune.config import select_folds
+
+    if config.eval.target_recall is not None:
+        return 0
+    return select_folds(config.train.select_folds, n_rows)
+
+
+def fit_by_folds(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    show_progress: bool,
+) -> TrainResult:
+    """Choose the number of epochs by inner folds of the training rows (finetune.training.
+    kfold), then train on all of them for that many epochs; `selection` in the result says
+    how the choice was made."""
+    from finetune.evaluation.folds import fold_indices
+    from finetune.training.kfold import choose_epochs, fold_config, train_chosen
+    from finetune.training.loop import Rows
+
+    config, model = prepared.config, encoded.model
+    y = data.y_fit
+    folds = _inner_fold_count(config, y, data.labels)
+    splits = fold_indices([data.labels[i] for i in y], folds, config.train.seed)
+    vectors = baselines.inputs.train_vectors
+    sample = baseline_sample(len(y), config)
+
+    def start(positions: Sequence[int]) -> None:
+        """The head for a fold: the linear probe fitted on that fold's training rows alone."""
+        if config.model.head_init != "probe" or vectors is None:
+            return
+        keep = np.flatnonzero(np.isin(sample, positions))
+        probe = fit_probe(vectors[keep], y[sample[keep]], len(data.labels), config.train.seed)
+        model.set_head(probe.weight, probe.bias, probe.center)
+
+    def weights(labels: np.ndarray) -> np.ndarray | None:
+        return class_weights(labels, len(data.labels), config.train.class_weight)
+
+    rows = Rows(list(encoded.fit_ids), y)
+    common = (encoded.inputs, prepared.device, encoded.bf16, start, weights)
+    if show_progress:
+        print(f"train.select_folds: choosing the number of epochs by {folds} inner folds")
+    selection = choose_epochs(
+        model,
+        rows,
+        splits,
+        fold_config(config.train),
+        *common,
+        validation_figures=validation_figures,
+    )
+    result = train_chosen(
+        model,
+        rows,
+        selection,
+        config.train,
+        *common,
+        checkpoints=prepared.checkpoints,
+        resume=config.resume,
+        show_progress=show_progress,
+    )
+    result.selection = selection.as_dict()
+    result.train_seconds += selection.seconds
+    return result
+
+
+def _inner_fold_count(config: Config, y: np.ndarray, labels: list[str]) -> int:
+    """train.select_folds, lowered to the rarest class's count (each fold needs every class)."""
+    folds = _inner_folds(config, len(y))
+    counts = np.bincount(y, minlength=len(labels))
+    rarest = int(counts.argmin())
+    if counts[rarest] < 2:
+        raise UserError(
+            f"train.select_folds: class {labels[rarest]!r} has {counts[rarest]} training row(s); "
+            "inner folds need at least 2 of every class. Add examples or set "
+            "train.select_folds=0."
+        )
+    return min(folds, int(counts[rarest]))
 
 
 @dataclass
@@ -558,6 +648,8 @@ def evaluate(
     )
     if data.overlap:
         metrics["overlap"] = data.overlap
+    if result.selection:
+        metrics["selection"] = result.selection
     if data.skipped:
         metrics["skipped_inputs"] = {"count": len(data.skipped), "first": data.skipped[:5]}
     return Evaluated(metrics, scores, context, sections, encoded.notes + baselines.notes)
@@ -656,7 +748,11 @@ def _facts(
     return {
         "recipe": recipe.title,
         "training data": f"{data.train.source}: {len(data.fit_rows)} rows for training, "
-        f"{len(data.val_rows)} for picking the best epoch",
+        + (
+            f"{len(data.val_rows)} for picking the best epoch"
+            if data.val_rows or not result.selection
+            else "epochs chosen by inner folds of them"
+        ),
         "evaluation data": f"{data.evaluation.source}: {len(data.evaluation)} rows",
         "classes": len(data.labels),
         "model": f"{config.model.name} ({info.pooling} pooling), LoRA "
@@ -691,7 +787,9 @@ def _notes(config: Config, data: RunData, result: TrainResult, input_notes: list
                 for part, c in data.redaction.items()
             )
         )
-    if result.best_epoch == 0:
+    if result.selection:
+        notes.append(selection_line(result.selection))
+    elif result.best_epoch == 0:
         notes.append(
             "The validation rows preferred the starting point (epoch 0) to every fine-tuned "
             "epoch, so the saved model is the starting point: fine-tuning did not help here."
@@ -706,6 +804,26 @@ def _notes(config: Config, data: RunData, result: TrainResult, input_notes: list
             + (" ..." if len(skipped) > 5 else "")
         )
     return notes
+
+
+def selection_line(selection: dict[str, Any]) -> str:
+    """The report's sentence on how inner folds chose the number of epochs."""
+    means = ", ".join(
+        f"{row['epoch']:g}: {row['mean']:.3f} ± {row['std']:.3f}"
+        for row in selection["per_epoch"]
+        if row["mean"] is not None
+    )
+    chosen = selection["chosen_epoch"]
+    outcome = (
+        "the starting point (epoch 0) won, so the delivered model is the starting point"
+        if chosen == 0
+        else f"the model was then trained on every training row for {chosen:g} epochs"
+    )
+    return (
+        f"Number of epochs chosen by {selection['method']}: mean validation "
+        f"{selection['metric']} per epoch (± std over folds) {means}; {outcome}. "
+        f"{selection['agreement']:.0%} of the folds alone would have chosen the same epoch."
+    )
 
 
 def is_main_process() -> bool:

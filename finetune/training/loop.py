@@ -173,6 +173,9 @@ class TrainResult:
     steps: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    # How the number of epochs was chosen when inner folds chose it (train.select_folds;
+    # training/kfold.py): the folds' mean figure per epoch, the choice and how sure it is.
+    selection: dict[str, Any] | None = None
 
 
 def check_optimizer(name: str, device: str) -> None:
