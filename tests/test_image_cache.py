@@ -1,0 +1,74 @@
+"""The bundled EfficientNet from cached lower blocks (image.cache_views): the same logits and
+LoRA gradients as the whole model, LoRA on image.lora_blocks blocks, and a run that caches
+and chooses its epochs by inner folds, then reloads and predicts like the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_images import photo_crops
+
+from finetune.modeling.layercache import cache_inputs
+from finetune.modeling.vision import CachedViews, build_for_training
+from recipes.image_classification import recipe
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    photo_crops(root / "train", 12, seed=1)
+    photo_crops(root / "test", 6, seed=2)
+    return root
+
+
+def test_cached_blocks_give_the_whole_models_logits_and_gradients(photos):
+    config = recipe.config(
+        data={"path": str(photos)}, image={"size": 64, "cache_views": 3, "lora_blocks": 4}
+    )
+    model, inputs, _ = build_for_training(config, 2, False, "cpu")
+    assert model.first_trained_layer == 12
+    adapted = {n for n, _ in model.backbone.named_modules() if n.endswith("lora_A")}
+    assert any("_blocks.12._expand_conv" in n for n in adapted)
+    assert not any("_blocks.11." in n for n in adapted)
+    paths = sorted(str(p) for p in (photos / "train").rglob("*.jpg"))[:6]
+    items = inputs.encode(paths)
+    cache, (rows,) = cache_inputs(model, inputs, [items], 4, "cpu", False)
+    assert isinstance(cache, CachedViews) and cache.rows[0].shape[0] == 3
+    # Training draws among the views; view 0 is the image as evaluated.
+    torch.manual_seed(0)
+    drawn = {int(torch.randint(0, 3, ())) for _ in range(20)}
+    assert drawn == {0, 1, 2}
+    model.eval()  # no drop-connect: both paths are deterministic
+    whole_batch, cached_batch = inputs.collate(items), cache.collate(rows)
+    grads = []
+    for batch in (whole_batch, cached_batch):
+        model.zero_grad()
+        logits = model(**batch)
+        logits.logsumexp(1).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        grads[-1]["logits"] = logits.detach()
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 4
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
+    # Built once per image: a second call (another fold) computes nothing new.
+    store = dict(model.feature_store)
+    cache_inputs(model, inputs, [items[:3]], 4, "cpu", False)
+    assert all(model.feature_store[k] is v for k, v in store.items())
+
+
+def test_cached_run_with_inner_folds_reloads_and_predicts_the_same(photos, tmp_path):
+    config = recipe.config(
+        data={"path": str(photos), "positive_label": "flower"},
+        image={"size": 64, "cache_views": 2},
+        train={"epochs": 2, "batch_size": 8, "select_folds": "2"},
+        output=str(tmp_path / "run"),
+    )
+    run = recipe.train(config, show_progress=False)
+    selection = run.metrics["selection"]
+    assert selection["method"].startswith("2-fold") and run.metrics["n_val"] == 0
+    assert run.metrics["n_train"] == 24 and run.metrics["accuracy"] > 0.8
+    paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
+    reloaded = recipe.load(run.folder)
+    np.testing.assert_allclose(reloaded.predict_proba(paths), run.predict_proba(paths), atol=1e-6)
