@@ -142,7 +142,6 @@ def fake_run_folder(folder: Path, recipe_name: str, kind: str = "text") -> Path:
     [
         ("medical-risk", "text", "patient records"),
         ("recommendation", "text", "interaction histories"),
-        ("image-classification", "image", "image run"),
     ],
 )
 def test_export_refuses_runs_its_predictor_cannot_render(recipe_name, kind, reason, tmp_path):

@@ -12,8 +12,9 @@ and Llama's `score` layer has no bias). So the export is uniform for every archi
   only), so `predict.py` redacts new texts exactly as training did.
 
 `predict.py` takes texts as they are, so only runs whose model reads the user's texts as
-given can be exported: image runs, and recipes whose texts are built from something else
+given can be exported: recipes whose texts are built from something else
 (`Recipe.built_texts`: patient records, interaction histories) are refused with the reason.
+Image runs export through image_export.py (a predict.py that reads image files).
 
 Quantized runs are merged onto the full-precision base weights, not onto dequantized 4/8-bit
 ones: merging LoRA deltas into rounded weights would bake the rounding into the export. The
@@ -36,6 +37,7 @@ from finetune.config import load_yaml
 from finetune.data import pii
 from finetune.errors import UserError
 from finetune.files import staged
+from finetune.modeling.image_export import agreement, export_image
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
@@ -130,6 +132,9 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
     described = json.loads((adapter / "classifier.json").read_text())
+    if described.get("kind") == "image":
+        labels = json.loads((run_folder / "labels.json").read_text())["labels"]
+        return export_image(run_folder, output, labels)
     config_file = run_folder / "config.yaml"
     run_config = load_yaml(config_file) if config_file.is_file() else {}
     check_exportable(run_folder, described, run_config.get("recipe"))
@@ -162,8 +167,8 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
         trained = probabilities(quantized, loaded.bf16, models.pick_device())
     checks = {
         "texts": len(texts),
-        "merged_vs_adapter_same_base": _agreement(merged, unmerged),
-        "merged_vs_trained_run": _agreement(merged, trained),
+        "merged_vs_adapter_same_base": agreement(merged, unmerged),
+        "merged_vs_trained_run": agreement(merged, trained),
         "run_quant": info.quant,
         "run_bf16_autocast": info.bf16,
     }
@@ -192,11 +197,6 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
 def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: str | None) -> None:
     """Refuse runs whose inputs the standalone predict.py (raw texts in) cannot reproduce."""
     recipe = _recipe(recipe_name)
-    if described.get("kind") == "image" or (recipe is not None and recipe.inputs == "image"):
-        raise UserError(
-            f"{run_folder} is an image run; finetune export merges text runs only so far. "
-            "Use the run folder itself (recipe.load / finetune image-classification predict)."
-        )
     if described.get("n_features"):
         raise UserError(
             f"{run_folder} reads table columns beside the text (model.side_features), which the "
@@ -229,15 +229,6 @@ def _check_texts(run_folder: Path) -> list[str]:
         return []
     texts = pd.read_csv(predictions)["text"].dropna().astype(str).tolist()
     return texts[:CHECK_TEXTS]
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    if a.size == 0:
-        return {"max_abs_diff": 0.0, "label_agreement": 1.0}
-    return {
-        "max_abs_diff": float(np.abs(a - b).max()),
-        "label_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
-    }
 
 
 def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact_pii: bool) -> str:
