@@ -123,24 +123,16 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
 
     run_folder, output = Path(run_folder), Path(output)
     adapter = run_folder / "adapter"
-    if not (adapter / "classifier.json").is_file() or not (run_folder / "labels.json").is_file():
-        raise UserError(f"{run_folder} is not a finished run folder (no adapter/classifier.json).")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise UserError(
-            f"Output folder {output} already exists; pass --overwrite or a new --output."
-        )
-    if output.resolve() == run_folder.resolve():
-        raise UserError("--output must differ from --run.")
+    _check_folders(run_folder, output, overwrite)
     described = json.loads((adapter / "classifier.json").read_text())
+    labels = json.loads((run_folder / "labels.json").read_text())["labels"]
     if described.get("kind") == "image":
-        labels = json.loads((run_folder / "labels.json").read_text())["labels"]
         return export_image(run_folder, output, labels)
     config_file = run_folder / "config.yaml"
     run_config = load_yaml(config_file) if config_file.is_file() else {}
     check_exportable(run_folder, described, run_config.get("recipe"))
     redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)
-    labels = json.loads((run_folder / "labels.json").read_text())["labels"]
     texts = _check_texts(run_folder)  # as the model saw them (predictions.csv is redacted)
 
     # Full-precision base, whatever the run trained on: quant "none", fp32.
@@ -192,6 +184,19 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
+
+
+def _check_folders(run_folder: Path, output: Path, overwrite: bool) -> None:
+    """A finished run folder in, a new (or --overwrite) folder out."""
+    adapter = run_folder / "adapter"
+    if not (adapter / "classifier.json").is_file() or not (run_folder / "labels.json").is_file():
+        raise UserError(f"{run_folder} is not a finished run folder (no adapter/classifier.json).")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise UserError(
+            f"Output folder {output} already exists; pass --overwrite or a new --output."
+        )
+    if output.resolve() == run_folder.resolve():
+        raise UserError("--output must differ from --run.")
 
 
 def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: str | None) -> None:
