@@ -144,6 +144,11 @@ class ImageConfig:
     hflip: bool = True
     # Stop at an unreadable image file instead of skipping it (skips are listed in the report).
     strict: bool = False
+    # Training-time colour jitter: brightness, contrast and saturation each scaled by a random
+    # factor in [1 - x, 1 + x] (0: off).
+    color_jitter: float = 0.0
+    # Evaluation and prediction average the logits of each image and its mirror image.
+    tta_flip: bool = False
     # EfficientNet-Lite: LoRA on the top N of its blocks (and the head convolution). None: 8.
     lora_blocks: int | None = None
     # EfficientNet-Lite: compute the frozen blocks below LoRA once per image instead of every
@@ -232,6 +237,8 @@ class Config:
             raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
         if not 0 < self.image.crop_scale <= 1:
             raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
+        if not 0 <= self.image.color_jitter < 1:
+            raise UserError(f"image.color_jitter must be in [0, 1), got {self.image.color_jitter}.")
         if self.image.cache_views < 0:
             raise UserError(f"image.cache_views must be 0 or more, got {self.image.cache_views}.")
         if self.image.lora_blocks is not None and self.image.lora_blocks < 1:

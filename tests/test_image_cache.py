@@ -72,3 +72,27 @@ def test_cached_run_with_inner_folds_reloads_and_predicts_the_same(photos, tmp_p
     paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
     reloaded = recipe.load(run.folder)
     np.testing.assert_allclose(reloaded.predict_proba(paths), run.predict_proba(paths), atol=1e-6)
+
+
+def test_flip_averaging_and_colour_jitter(photos):
+    config = recipe.config(
+        data={"path": str(photos)}, image={"size": 64, "tta_flip": True, "color_jitter": 0.4}
+    )
+    model, inputs, info = build_for_training(config, 2, False, "cpu")
+    assert info.tta_flip and inputs.color_jitter == 0.4
+    paths = sorted(str(p) for p in (photos / "train").rglob("*.jpg"))[:2]
+    items = inputs.encode(paths)
+    pixels = inputs.collate(items)["pixel_values"]
+    model.eval()
+    with torch.no_grad():
+        averaged = model(pixels)
+        model.tta_flip = False
+        plain, mirrored = model(pixels), model(pixels.flip(-1))
+    torch.testing.assert_close(averaged, (plain + mirrored) / 2)
+    # Jitter changes colours, seeded: the same generator state, the same view.
+    views = [inputs.views(items[0], 2, torch.Generator().manual_seed(3)) for _ in range(2)]
+    torch.testing.assert_close(views[0], views[1])
+    inputs.color_jitter = 0.0
+    unjittered = inputs.views(items[0], 2, torch.Generator().manual_seed(3))
+    assert not torch.allclose(unjittered[1], views[0][1])
+    torch.testing.assert_close(unjittered[0], views[0][0])  # view 0 is never augmented

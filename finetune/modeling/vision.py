@@ -110,6 +110,8 @@ class ImageClassifierInfo:
     processor: bool = False
     interpolate_pos_encoding: bool = False
     trust_remote_code: bool = False
+    # Evaluation and prediction average the logits of the image and its mirror image.
+    tta_flip: bool = False
     kind: str = "image"
 
 
@@ -129,6 +131,7 @@ class ImageClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(0.1)
         self.head = nn.Linear(info.hidden_size, info.num_labels)
+        self.tta_flip = info.tta_flip
         # The first block LoRA adapts (0: no cache). Set by `build_for_training` when
         # image.cache_views asks for the cache.
         self.first_trained_layer = 0
@@ -160,7 +163,12 @@ class ImageClassifier(nn.Module):
         self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
     ) -> torch.Tensor:
         embedded = self.embed(pixel_values, features)
-        return self.head(self.dropout(embedded.to(self.head.weight.dtype)))
+        logits = self.head(self.dropout(embedded.to(self.head.weight.dtype)))
+        if self.tta_flip and not self.training and pixel_values is not None:
+            # Cached features (validation while training) have no mirror image to add.
+            mirrored = self.embed(pixel_values.flip(-1)).to(self.head.weight.dtype)
+            logits = (logits + self.head(mirrored)) / 2
+        return logits
 
     def lower(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """What EfficientNet's stem and blocks below `first_trained_layer` hand upwards."""
@@ -210,11 +218,13 @@ class ImageInputs(Inputs):
         processor: Any = None,
         crop_scale: float = 1.0,
         hflip: bool = False,
+        color_jitter: float = 0.0,
     ):
         self.info = info
         self.processor = processor
         self.crop_scale = crop_scale
         self.hflip = hflip
+        self.color_jitter = color_jitter
         self.mean = torch.tensor(info.mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
 
@@ -267,6 +277,8 @@ class ImageInputs(Inputs):
         image = self._resize(image, box)
         if self.hflip and _uniform(0.0, 1.0, rng) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.color_jitter:
+            image = _jitter(image, self.color_jitter, rng)
         return image
 
     def views(self, image: Image.Image, count: int, rng: torch.Generator) -> torch.Tensor:
@@ -336,6 +348,15 @@ def cache_views(
     return CachedViews([store[id(item)] for item in items])
 
 
+def _jitter(image: Image.Image, strength: float, rng: torch.Generator | None) -> Image.Image:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - s, 1 + s]."""
+    from PIL import ImageEnhance
+
+    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        image = enhance(image).enhance(_uniform(1 - strength, 1 + strength, rng))
+    return image
+
+
 def _uniform(low: float, high: float, rng: torch.Generator | None = None) -> float:
     return low + (high - low) * float(torch.rand((), generator=rng))
 
@@ -376,6 +397,7 @@ def build_for_training(
 
         enable_gradient_checkpointing(backbone)
     info.num_labels = num_labels
+    info.tta_flip = config.image.tta_flip
     info.lora_targets = _lora_targets(
         backbone, info.model_type, spec.target_modules, config.image.lora_blocks
     )
@@ -390,7 +412,9 @@ def build_for_training(
         model.cache_count, model.cache_seed = config.image.cache_views, config.train.seed
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if spec.quant == "none" else model.head).to(device)
-    inputs = ImageInputs(info, processor, config.image.crop_scale, config.image.hflip)
+    inputs = ImageInputs(
+        info, processor, config.image.crop_scale, config.image.hflip, config.image.color_jitter
+    )
     return model, inputs, info
 
 
