@@ -518,7 +518,7 @@ def fit_by_folds(
     kfold), then train on all of them for that many epochs; `selection` in the result says
     how the choice was made."""
     from finetune.evaluation.folds import fold_indices
-    from finetune.training.kfold import choose_epochs, fold_config, train_chosen
+    from finetune.training.kfold import choose_epochs, train_chosen
     from finetune.training.loop import Rows
 
     config, model = prepared.config, encoded.model
@@ -547,7 +547,7 @@ def fit_by_folds(
         model,
         rows,
         splits,
-        fold_config(config.train),
+        config.train,
         *common,
         validation_figures=validation_figures,
     )

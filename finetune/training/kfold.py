@@ -17,7 +17,7 @@ The evaluation rows never enter: the caller hands in training rows only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,8 @@ def choose_epochs(
             device,
             bf16,
             class_weights=class_weights(rows.labels[train_part]),
+            # No checkpoints: a resumed run repeats the folds (seeded) and resumes the final
+            # training.
             show_progress=False,
             validation_figures=validation_figures,
         )
@@ -206,9 +208,3 @@ def train_chosen(
     result.best_epoch = selection.chosen
     result.select_metric = selection.metric
     return result
-
-
-def fold_config(config: TrainConfig) -> TrainConfig:
-    """The folds' training settings: no checkpoints of their own (a resumed run repeats the
-    folds, which are seeded, and resumes the final training)."""
-    return replace(config, checkpoint_steps=0)
