@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from finetune.errors import UserError, first_line
-from finetune.modeling import layersplit
+from finetune.modeling import layersplit, packs
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
@@ -92,11 +92,26 @@ def resolve_model_path(name: str) -> str:
         if bundled.gguf_file:
             return str(converted_gguf(name, folder, bundled.gguf_file))
         return str(folder)
+    if name in packs.PACKS:
+        return str(pack_model_path(name))
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():
             raise UserError(f"{name} is a folder but has no config.json: not a Hugging Face model.")
         return str(Path(name).resolve())
     return name
+
+
+def pack_model_path(name: str) -> Path:
+    """An installed pack's Hugging Face folder (a GGUF pack converted once, like SmolLM2)."""
+    folder = packs.installed_folder(name, cache_dir())
+    if folder is None:
+        raise packs.not_installed(name)
+    pack = packs.PACKS[name]
+    if pack.kind == "gguf":
+        return converted_gguf(name, folder, pack.filename)
+    if pack.kind != "zip":
+        raise UserError(f"The model pack '{name}' is not a Hugging Face model: {pack.what}.")
+    return folder
 
 
 def cache_dir() -> Path:
@@ -151,14 +166,16 @@ def convert_gguf(folder: Path, gguf_file: str, output: Path) -> None:
 
 def model_reference(name: str) -> str:
     """How a saved run names its backbone: bundled name, absolute folder, or hub id."""
-    return str(Path(name).resolve()) if name not in BUNDLED and Path(name).exists() else name
+    known = name in BUNDLED or name in packs.PACKS
+    return str(Path(name).resolve()) if not known and Path(name).exists() else name
 
 
 def _load_error(name: str, error: Exception) -> UserError:
     detail = first_line(error)
     return UserError(
         f"Could not load model '{name}': {detail}. Use a bundled name "
-        f"({', '.join(BUNDLED)}), a local model folder, or a Hugging Face id you can download "
+        f"({', '.join(BUNDLED)}), a model pack ({', '.join(packs.PACKS)}), a local model "
+        "folder, or a Hugging Face id you can download "
         "(offline, the model must already be in the Hugging Face cache)."
     )
 
