@@ -689,7 +689,8 @@ def _notes(config: Config, data: RunData, result: TrainResult, input_notes: list
         notes.append(
             "PII redacted before training and prediction: "
             + "; ".join(
-                f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers"
+                f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers, "
+                f"{c.national_id} ID numbers"
                 for part, c in data.redaction.items()
             )
         )
