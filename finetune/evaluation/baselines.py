@@ -74,6 +74,11 @@ def tfidf_logreg(inputs: BaselineInputs) -> np.ndarray:
     a startup gets in ten lines."""
     vectorizer, analyzer = tfidf_vectorizer(inputs.train_texts)
     inputs.fitted["tfidf_analyzer"] = analyzer
+    return vectorized_logreg(vectorizer, inputs)
+
+
+def vectorized_logreg(vectorizer: TfidfVectorizer, inputs: BaselineInputs) -> np.ndarray:
+    """Logistic regression on the features `vectorizer` learns from the training texts."""
     train = vectorizer.fit_transform(inputs.train_texts)
     # saga, not the default lbfgs: the same objective, but lbfgs keeps ten past gradients of
     # size n_features x n_classes, and glibc keeps that memory (docs/benchmarks.md, "Memory").

@@ -292,15 +292,16 @@ def is_decoder(config: Any) -> bool:
 
 
 def default_pooling(name: str, config: Any) -> str:
-    """mean for encoders (sentence-transformers pooling config wins), last token for decoders."""
-    if is_decoder(config):
-        return "last"
+    """What a sentence-transformers pooling config says (EmbeddingGemma is a Gemma decoder
+    trained with bidirectional attention and mean pooling), else last token for decoders and
+    mean for encoders."""
     pooling_file = Path(resolve_model_path(name)) / "1_Pooling" / "config.json"
     if pooling_file.is_file():
         modes = json.loads(pooling_file.read_text())
-        if modes.get("pooling_mode_cls_token"):
-            return "cls"
-    return "mean"
+        for key, pooling in (("cls_token", "cls"), ("lasttoken", "last"), ("mean_tokens", "mean")):
+            if modes.get(f"pooling_mode_{key}"):
+                return pooling
+    return "last" if is_decoder(config) else "mean"
 
 
 def lora_targets(config: Any, override: list[str] | None) -> list[str] | str:
