@@ -110,3 +110,19 @@ def test_plots_draw_chinese_labels_or_number_them_with_a_key(chinese_run):
         for number, label in zip(shown, sorted(INTENTS_ZH), strict=True):
             assert f"| {number} | {label} |" in report
     assert (chinese_run / "plots" / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_bundled_chinese_reviews_load_as_a_customer_service_dataset():
+    from finetune.errors import UserError
+    from recipes.customer_service import recipe
+
+    config = recipe.config(options={"dataset": "chinese_reviews"})
+    split = recipe.split(config)
+    assert (len(split.train), len(split.evaluation)) == (13888, 3473)
+    assert set(split.train.labels) == {"positive", "negative"}
+    assert not set(split.train.texts) & set(split.evaluation.texts)
+    assert recipe.card(config)["positive_class"] == "negative"
+    assert cjk_share(list(split.train.texts)) > 0.9
+    assert len(recipe.split(recipe.config()).train) == 700  # shop_intents stays the default
+    with pytest.raises(UserError, match="not bundled"):
+        recipe.split(recipe.config(options={"dataset": "nope"}))
