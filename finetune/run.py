@@ -428,6 +428,8 @@ def fit_baselines(
     if config.model.head_init == "probe" or NEEDS_VECTORS & set(baselines):
         _embed_frozen(inputs, prepared, encoded, sample, with_validation=scored is not None)
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
+    if "tfidf_analyzer" in inputs.fitted:
+        notes.append(f"TF-IDF baseline features: {inputs.fitted['tfidf_analyzer']}.")
     n_val = len(data.val_rows) if scored is not None else 0
     release_free_heap()  # what the baselines and the frozen pass freed, before training
     return BaselineScores(
@@ -783,7 +785,8 @@ def _notes(config: Config, data: RunData, result: TrainResult, input_notes: list
         notes.append(
             "PII redacted before training and prediction: "
             + "; ".join(
-                f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers"
+                f"{part}: {c.email} emails, {c.phone} phone numbers, {c.card} card numbers, "
+                f"{c.national_id} ID numbers"
                 for part, c in data.redaction.items()
             )
         )

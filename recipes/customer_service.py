@@ -1,19 +1,30 @@
 """Customer service: which intent is this customer message? (multiclass text classification)
 
 Data: a table with a text column and a label column; default the bundled `shop_intents`
-dataset (see finetune/cards/shop_intents.md). Messages are redacted (emails, phone numbers,
+dataset (see finetune/cards/shop_intents.md), or `--dataset chinese_reviews` (Chinese review
+sentiment, finetune/cards/chinese_reviews.md). Messages are redacted (emails, phone numbers,
 card numbers) before the model or any baseline sees them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 from finetune.config import Config
 from finetune.data.tables import load_examples
-from finetune.recipe import POSITIVE_LABEL, Recipe, Splits
+from finetune.errors import UserError
+from finetune.recipe import POSITIVE_LABEL, Flag, Recipe, Splits
 
-BUNDLED_DATA = files("recipes") / "data" / "customer_service"
+# Bundled datasets by card name: their folder under recipes/data (train.csv, test.csv).
+DATASETS = {"shop_intents": "customer_service", "chinese_reviews": "chinese_reviews"}
+
+
+@dataclass
+class CustomerServiceOptions:
+    # Bundled dataset used without --data: shop_intents (default) or chinese_reviews.
+    dataset: str = "shop_intents"
 
 
 class CustomerService(Recipe):
@@ -39,18 +50,42 @@ class CustomerService(Recipe):
     baselines = ("tfidf_logreg", "embedding_logreg")
     # Macro-F1: intents are many, and one-vs-rest AUC is near 1 for every method on them.
     primary_metric = "f1"
-    datasets = ("shop_intents",)
+    datasets = tuple(DATASETS)
+    Options = CustomerServiceOptions
     # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
-    flags = (POSITIVE_LABEL,)
+    flags = (
+        POSITIVE_LABEL,
+        Flag("--dataset", "options.dataset", f"Bundled dataset: {', '.join(DATASETS)}."),
+    )
+
+    def card(self, config: Config) -> dict[str, Any] | None:
+        """The bundled dataset's card (its positive class) for runs on bundled data."""
+        if config.data.path is not None:
+            return None
+        from finetune.data.cards import find_card, read_card
+
+        path = find_card(self._dataset(config))
+        return None if path is None else {**read_card(path)[0], "_file": str(path)}
 
     def split(self, config: Config) -> Splits:
         if config.data.path is not None:
             return super().split(config)
+        name = self._dataset(config)
+        folder = files("recipes") / "data" / DATASETS[name]
         # The bundled files always use text/label, whatever columns the user's own data has.
-        train = load_examples(BUNDLED_DATA / "train.csv", "text", "label")
-        test = load_examples(BUNDLED_DATA / "test.csv", "text", "label")
-        train.source, test.source = "shop_intents train", "shop_intents test"
+        train = load_examples(folder / "train.csv", "text", "label")
+        test = load_examples(folder / "test.csv", "text", "label")
+        train.source, test.source = f"{name} train", f"{name} test"
         return self.complete_split(config, train, test)
+
+    def _dataset(self, config: Config) -> str:
+        name = config.options.dataset
+        if name not in DATASETS:
+            raise UserError(
+                f"options.dataset {name!r} is not bundled; choose one of {', '.join(DATASETS)}, "
+                "or pass --data FILE."
+            )
+        return name
 
 
 recipe = CustomerService()

@@ -147,8 +147,13 @@ def test_pii_is_redacted_before_training_and_counted(tiny_model_dir, small_csvs,
     config.train.max_steps = 1
     run = recipe.train(config, show_progress=False)
     env = json.loads((run.folder / "environment.json").read_text())
-    assert env["pii_redacted"]["train"] == {"email": 1, "phone": 1, "card": 0}
-    assert env["pii_redacted"]["evaluation"] == {"email": 0, "phone": 0, "card": 1}
+    assert env["pii_redacted"]["train"] == {"email": 1, "phone": 1, "card": 0, "national_id": 0}
+    assert env["pii_redacted"]["evaluation"] == {
+        "email": 0,
+        "phone": 0,
+        "card": 1,
+        "national_id": 0,
+    }
     predictions = (run.folder / "predictions.csv").read_text()
     assert "4111" not in predictions and "[CARD] was charged twice" in predictions
     assert "1 card numbers" in (run.folder / "report.md").read_text()

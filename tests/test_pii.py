@@ -26,6 +26,8 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("email", "x@ex.ai", "Short one: {}; please use that."),
     ("email", "tom.o-neill@uni.ac.uk", "Changed my login to {} last week."),
     ("email", "peter@example.com", "Umm...{} is my old address."),
+    # --- resident ID numbers (Chinese formats: tests/test_pii_zh.py) ---
+    ("national_id", "11010519491231002X", "My ID card number is {}."),
     # --- phones: international ---
     ("phone", "+44 7700 900123", "You can call me on {} after 5pm."),
     ("phone", "+1 415-555-0132", "My number is {}."),
@@ -187,7 +189,7 @@ def test_positive_is_replaced_and_counted(case):
     text, expected = _expected(kind, pii, template)
     out, counts = redact(text)
     assert out == expected
-    assert counts.as_dict() == {k: int(k == kind) for k in ("email", "phone", "card")}
+    assert counts.as_dict() == {k: int(k == kind) for k in PLACEHOLDERS}
     assert counts.total == 1
 
 
@@ -237,7 +239,7 @@ def test_text_without_pii_is_unchanged():
     out, counts = redact(text)
     assert out == text
     assert counts.total == 0
-    assert counts.as_dict() == {"email": 0, "phone": 0, "card": 0}
+    assert counts.as_dict() == {"email": 0, "phone": 0, "card": 0, "national_id": 0}
     assert redact("") == ("", RedactionCounts())
 
 
@@ -264,14 +266,14 @@ def test_redact_all_sums_counts():
 def test_counts_add_and_as_dict():
     a = RedactionCounts(email=1, phone=2, card=3)
     a.add(RedactionCounts(email=10, phone=20, card=30))
-    assert a.as_dict() == {"email": 11, "phone": 22, "card": 33}
+    assert a.as_dict() == {"email": 11, "phone": 22, "card": 33, "national_id": 0}
     assert a.total == 66
     assert set(PLACEHOLDERS) == set(a.as_dict())
 
 
 def test_recall_and_false_positive_rate():
     """Per kind: recall on the positives, and how many negatives any pass touches (FPR)."""
-    found = {"email": [0, 0], "phone": [0, 0], "card": [0, 0]}
+    found = {kind: [0, 0] for kind in PLACEHOLDERS}
     for kind, pii, template in POSITIVES:
         text, expected = _expected(kind, pii, template)
         out, counts = redact(text)

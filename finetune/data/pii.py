@@ -4,8 +4,9 @@ Rule-based and dependency-free (stdlib `re` only), meant to scrub support-chat a
 text before it is written to a training set. Each match is replaced by a fixed placeholder
 (`PLACEHOLDERS`) and counted, so a data card can say how much was removed.
 
-Order of passes: e-mails, then cards, then phones, so the digits inside an address are never
-read as a phone and a card number is never counted as a phone.
+Order of passes: e-mails, then resident ID numbers, then cards, then phones, so the digits
+inside an address are never read as a phone, an ID number that happens to pass the Luhn check
+is counted as an ID, and a card number is never counted as a phone.
 
 What is matched:
 
@@ -20,11 +21,27 @@ What is matched:
   ``020 7946 0958``, ``06 12 34 56 78``, ``030 1234567``, or a bare ``07700900123`` of 10-11
   digits; not a day-month-year date such as ``05 11 2025``).
 
+Chinese text: a number written right after or before a Chinese character ("手机13812345678",
+"打021-61234567转客服") is not "glued to a word": CJK characters count as separators around
+numbers and addresses. In messages that contain CJK characters, three mainland formats are
+matched too: mobiles ``13812345678`` / ``138 1234 5678`` / ``138-1234-5678`` (1, then 3-9, 11
+digits; ``+86`` and ``0086`` forms are international numbers above), landlines with their
+area code (``010-62345678``, ``0755 2654 3210``, ``(0755)26543210`` with ASCII or full-width
+brackets: 010 and 02X take an 8-digit number, other area codes 7-8 digits), and e-mail
+addresses written with a full-width ``＠``. Resident ID numbers (``[ID]``), in any text: 18
+characters, a region code, a real birth date (1800-2099) and the ISO 7064 check character
+(a digit or ``X``) must all agree, so an 18-digit order number almost never passes.
+
 What is deliberately left alone: a bare run of digits that does not start with ``+`` or
 ``0`` (customers paste order ids like ``2026112801``; a bare US number ``4155550132`` is
 therefore kept too), dates, times, prices, postcodes, quantities, short ids and version
 strings. A number glued to letters or to ``#``, ``/``, ``.``, ``,`` or ``-`` on its left is
 part of some other token (a tracking code, a date, an amount) and is not a phone.
+
+Chinese limits: a bare 11-digit number shaped like a mobile (1[3-9] + 9 digits) in Chinese
+text is redacted even when it is an order or member number; numbers written with full-width
+digits (１３８…), old 15-digit ID numbers, ID numbers split by spaces, and e-mail addresses
+with Chinese characters in them are not matched.
 
 Known limits: rules, not a model. A Luhn-valid 13-19 digit reference number is redacted as a
 card (one in ten random numbers passes); a reference number written like a phone (``0``
@@ -40,16 +57,17 @@ from dataclasses import dataclass, fields
 
 __all__ = ["PLACEHOLDERS", "RedactionCounts", "redact", "redact_all"]
 
-PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]"}
+PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "national_id": "[ID]"}
 
 
 @dataclass
 class RedactionCounts:
-    """How many e-mails, phones and cards were replaced."""
+    """How many e-mails, phones, cards and resident ID numbers were replaced."""
 
     email: int = 0
     phone: int = 0
     card: int = 0
+    national_id: int = 0
 
     def add(self, other: RedactionCounts) -> None:
         """Add another tally to this one, in place."""
@@ -61,7 +79,17 @@ class RedactionCounts:
 
     @property
     def total(self) -> int:
-        return self.email + self.phone + self.card
+        return self.email + self.phone + self.card + self.national_id
+
+
+# Han ideographs (with extension A and compatibility forms), kana, Hangul, CJK punctuation and
+# full-width forms: in Chinese and Japanese text these sit right against numbers and addresses.
+_CJK_CHARS = (
+    "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff00-\uffef"
+)
+_CJK_RE = re.compile(f"[{_CJK_CHARS}]")
+# A word character that is not CJK: what a number or an address must not be glued to.
+_WORD = f"[^\\W{_CJK_CHARS}]"
 
 
 # --- e-mail -------------------------------------------------------------------------------
@@ -70,13 +98,23 @@ class RedactionCounts:
 # local part (dot-separated atoms, not glued to a word on its left) backwards on the reversed
 # text. A single left-to-right pattern would rescan every dotted run from every word start.
 _DOMAIN_RE = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?![\w-])", re.IGNORECASE
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}" + f"(?!{_WORD}|-)", re.IGNORECASE
 )
-_LOCAL_REVERSED_RE = re.compile(r"[a-z0-9_%+'-]+(?:\.[a-z0-9_%+'-]+)*(?![\w%+'-])", re.IGNORECASE)
+_LOCAL_REVERSED_RE = re.compile(
+    r"[a-z0-9_%+'-]+(?:\.[a-z0-9_%+'-]+)*" + f"(?!{_WORD}|[%+'-])", re.IGNORECASE
+)
+
+
+_AT_RE = re.compile("[@\uff20]")  # a full-width "＠" (Chinese keyboards, anti-harvesting) too
+
+
+def _find_at(text: str, start: int) -> int:
+    found = _AT_RE.search(text, start)
+    return -1 if found is None else found.start()
 
 
 def _redact_emails(text: str) -> tuple[str, int]:
-    at = text.find("@")
+    at = _find_at(text, 0)
     if at == -1:
         return text, 0
     n = len(text)
@@ -90,7 +128,7 @@ def _redact_emails(text: str) -> tuple[str, int]:
             parts.append(text[done : at - len(local.group(0))])
             parts.append(PLACEHOLDERS["email"])
             done = domain.end()
-        at = text.find("@", max(at + 1, done))
+        at = _find_at(text, max(at + 1, done))
     parts.append(text[done:])
     return "".join(parts), (len(parts) - 1) // 2
 
@@ -98,8 +136,8 @@ def _redact_emails(text: str) -> tuple[str, int]:
 # --- cards --------------------------------------------------------------------------------
 
 # Not glued to a word, a '+' (phone) or a decimal/date/amount separator on either side.
-_NUM_BEFORE = r"(?<![\w+.,/-])"
-_NUM_AFTER = r"(?!\w|[.,:/-][0-9])"
+_NUM_BEFORE = f"(?<!{_WORD}|[+.,/-])"
+_NUM_AFTER = f"(?!{_WORD}|[.,:/-][0-9])"
 
 _CARD_RE = re.compile(
     _NUM_BEFORE
@@ -132,7 +170,7 @@ def _is_card(candidate: str) -> bool:
 # --- phones -------------------------------------------------------------------------------
 
 _PHONE_RE = re.compile(
-    r"(?<![\w+#.,/-])"
+    f"(?<!{_WORD}|[+#.,/-])"
     + r"(?:"
     # International: +CC or 00CC, optional (0) trunk, optional (area), then digit groups.
     + r"(?:\+|(?<![0-9][ .-])00(?=[1-9]))[0-9]{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\([0-9]{1,4}\))?"
@@ -233,12 +271,63 @@ def _substitute(
     return pattern.sub(repl, text), count
 
 
+# --- Chinese formats ----------------------------------------------------------------------
+
+# Resident ID: region (first digit 1-8), birth date YYYYMMDD, sequence, check character.
+_NATIONAL_ID_RE = re.compile(
+    _NUM_BEFORE
+    + r"[1-8][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}"
+    + r"[0-9Xx]"
+    + _NUM_AFTER
+)
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def _is_national_id(candidate: str) -> bool:
+    """GB 11643: the weighted sum of the first 17 digits, mod 11, picks the check character."""
+    total = sum(int(d) * w for d, w in zip(candidate[:17], _ID_WEIGHTS, strict=True))
+    return "10X98765432"[total % 11] == candidate[17].upper()
+
+
+# Mainland mobile: 1, then 3-9, 11 digits, bare or grouped 3-4-4 with spaces or hyphens.
+_CN_MOBILE_RE = re.compile(
+    f"(?<!{_WORD}|[+#.,/-])" + r"1[3-9][0-9](?P<m>[ -]?)[0-9]{4}(?P=m)[0-9]{4}" + _NUM_AFTER
+)
+# Landline with its area code (0 + 2-3 digits), optionally in ASCII or full-width brackets.
+_CN_LANDLINE_RE = re.compile(
+    f"(?<!{_WORD}|[+#.,/-])"
+    + r"(?:[(（]0[1-9][0-9]{1,2}[)）][ -]?|0[1-9][0-9]{1,2}[ -]?)[2-9][0-9]{2,3}[ -]?[0-9]{4}"
+    + _NUM_AFTER
+)
+
+
+def _is_cn_landline(candidate: str) -> bool:
+    digits = re.sub(r"[^0-9]", "", candidate)
+    area = 3 if digits[1] in "12" else 4  # 010 and 02X are Beijing and the big cities
+    return len(digits) - area in ((8,) if area == 3 else (7, 8))
+
+
+def _redact_chinese_phones(text: str) -> tuple[str, int]:
+    """Mainland landlines and bare mobiles: only in text with CJK characters, where a bare
+    11-digit number starting 13-19 is far more often a phone than it is in English text."""
+    if not _CJK_RE.search(text):
+        return text, 0
+    text, landlines = _substitute(text, _CN_LANDLINE_RE, _is_cn_landline, PLACEHOLDERS["phone"])
+    text, mobiles = _substitute(text, _CN_MOBILE_RE, lambda _: True, PLACEHOLDERS["phone"])
+    return text, landlines + mobiles
+
+
 def redact(text: str) -> tuple[str, RedactionCounts]:
-    """Replace emails, payment card numbers and phone numbers in one message."""
+    """Replace emails, resident ID, payment card and phone numbers in one message."""
     counts = RedactionCounts()
     text, counts.email = _redact_emails(text)
+    text, counts.national_id = _substitute(
+        text, _NATIONAL_ID_RE, _is_national_id, PLACEHOLDERS["national_id"]
+    )
     text, counts.card = _substitute(text, _CARD_RE, _is_card, PLACEHOLDERS["card"])
     text, counts.phone = _substitute(text, _PHONE_RE, _is_phone, PLACEHOLDERS["phone"])
+    text, chinese = _redact_chinese_phones(text)
+    counts.phone += chinese
     return text, counts
 
 

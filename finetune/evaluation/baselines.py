@@ -7,6 +7,7 @@ them identically.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,9 +43,42 @@ def _full_proba(model: LogisticRegression, features, n_classes: int) -> np.ndarr
     return proba
 
 
-def tfidf_logreg(inputs: BaselineInputs) -> np.ndarray:
-    """Word 1-2 gram TF-IDF + logistic regression: what a startup gets in ten lines."""
+# Han ideographs (with extensions A and compatibility), kana and Hangul syllables.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+CJK_SHARE = 0.5  # "mostly CJK": more than half of the letters
+
+
+def cjk_share(texts: list[str], limit: int = 5000) -> float:
+    """The share of the letters in (up to `limit` of) these texts that are CJK characters."""
+    sample = "".join(texts[:limit])
+    letters = sum(ch.isalpha() for ch in sample)
+    return len(_CJK.findall(sample)) / letters if letters else 0.0
+
+
+def tfidf_vectorizer(train_texts: list[str]) -> tuple[TfidfVectorizer, str]:
+    """Word 1-2 grams, or character 1-3 grams when the training texts are mostly CJK.
+
+    Chinese and Japanese are written without spaces: split on spaces, a whole sentence is one
+    "word" that never recurs, and the baseline learns nothing (docs/models.md, "Chinese").
+    Decided from the training texts only; returns the vectorizer and what was chosen."""
+    share = cjk_share(train_texts)
+    if share > CJK_SHARE:
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+        return vectorizer, f"character 1-3 grams ({share:.0%} of the training letters are CJK)"
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    return vectorizer, "word 1-2 grams"
+
+
+def tfidf_logreg(inputs: BaselineInputs) -> np.ndarray:
+    """TF-IDF (word 1-2 grams; character 1-3 grams for CJK text) + logistic regression: what
+    a startup gets in ten lines."""
+    vectorizer, analyzer = tfidf_vectorizer(inputs.train_texts)
+    inputs.fitted["tfidf_analyzer"] = analyzer
+    return vectorized_logreg(vectorizer, inputs)
+
+
+def vectorized_logreg(vectorizer: TfidfVectorizer, inputs: BaselineInputs) -> np.ndarray:
+    """Logistic regression on the features `vectorizer` learns from the training texts."""
     train = vectorizer.fit_transform(inputs.train_texts)
     # saga, not the default lbfgs: the same objective, but lbfgs keeps ten past gradients of
     # size n_features x n_classes, and glibc keeps that memory (docs/benchmarks.md, "Memory").

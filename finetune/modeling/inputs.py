@@ -123,9 +123,26 @@ class TextInputs(TokenBatches):
 
     def notes(self, *groups: Sequence[list[int]]) -> list[str]:
         truncated = sum(int((np.asarray(self.lengths(g)) >= self.max_length).sum()) for g in groups)
-        if not truncated:
+        notes = [f"{truncated} texts reached max_length={self.max_length} tokens."]
+        return notes[: bool(truncated)] + self.unknown_tokens_note(groups)
+
+    def unknown_tokens_note(self, groups: Sequence[Sequence[list[int]]]) -> list[str]:
+        """A warning when the vocabulary misses much of the text: an English model reads about
+        60% of a Chinese review's characters as [UNK] (docs/models.md, "Chinese")."""
+        unk = self.tokenizer.unk_token_id
+        lists = [g for g in groups if not isinstance(g, Column)]  # memory-mapped: not checked
+        if unk is None or not lists:
             return []
-        return [f"{truncated} texts reached max_length={self.max_length} tokens."]
+        sample = [ids for g in lists for ids in list(g)[:2000]]
+        total = sum(len(ids) for ids in sample)
+        share = sum(ids.count(unk) for ids in sample) / total if total else 0.0
+        if share < 0.05:
+            return []
+        return [
+            f"{share:.0%} of the tokens are unknown to this model's vocabulary: it cannot read "
+            "much of this text. Use a model that covers its language (for Chinese: --model "
+            "embeddinggemma, see `finetune models`)."
+        ]
 
     def save(self, folder: Path) -> None:
         self.tokenizer.save_pretrained(str(folder))

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from finetune.errors import UserError, first_line
-from finetune.modeling import layersplit
+from finetune.modeling import layersplit, packs
+from finetune.modeling.packs import cache_dir
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
@@ -92,6 +93,8 @@ def resolve_model_path(name: str) -> str:
         if bundled.gguf_file:
             return str(converted_gguf(name, folder, bundled.gguf_file))
         return str(folder)
+    if name in packs.PACKS:
+        return str(pack_model_path(name))
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():
             raise UserError(f"{name} is a folder but has no config.json: not a Hugging Face model.")
@@ -99,10 +102,17 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def cache_dir() -> Path:
-    """Where converted models live: $FINETUNE_CACHE, else ~/.cache/finetune-kit."""
-    configured = os.environ.get("FINETUNE_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "finetune-kit"
+def pack_model_path(name: str) -> Path:
+    """An installed pack's Hugging Face folder (a GGUF pack converted once, like SmolLM2)."""
+    folder = packs.installed_folder(name, cache_dir())
+    if folder is None:
+        raise packs.not_installed(name)
+    pack = packs.PACKS[name]
+    if pack.kind == "gguf":
+        return converted_gguf(name, folder, pack.filename)
+    if pack.kind != "zip":
+        raise UserError(f"The model pack '{name}' is not a Hugging Face model: {pack.what}.")
+    return folder
 
 
 def converted_gguf(name: str, folder: Path, gguf_file: str) -> Path:
@@ -151,14 +161,16 @@ def convert_gguf(folder: Path, gguf_file: str, output: Path) -> None:
 
 def model_reference(name: str) -> str:
     """How a saved run names its backbone: bundled name, absolute folder, or hub id."""
-    return str(Path(name).resolve()) if name not in BUNDLED and Path(name).exists() else name
+    known = name in BUNDLED or name in packs.PACKS
+    return str(Path(name).resolve()) if not known and Path(name).exists() else name
 
 
 def _load_error(name: str, error: Exception) -> UserError:
     detail = first_line(error)
     return UserError(
         f"Could not load model '{name}': {detail}. Use a bundled name "
-        f"({', '.join(BUNDLED)}), a local model folder, or a Hugging Face id you can download "
+        f"({', '.join(BUNDLED)}), a model pack ({', '.join(packs.PACKS)}), a local model "
+        "folder, or a Hugging Face id you can download "
         "(offline, the model must already be in the Hugging Face cache)."
     )
 
@@ -275,15 +287,16 @@ def is_decoder(config: Any) -> bool:
 
 
 def default_pooling(name: str, config: Any) -> str:
-    """mean for encoders (sentence-transformers pooling config wins), last token for decoders."""
-    if is_decoder(config):
-        return "last"
+    """What a sentence-transformers pooling config says (EmbeddingGemma is a Gemma decoder
+    trained with bidirectional attention and mean pooling), else last token for decoders and
+    mean for encoders."""
     pooling_file = Path(resolve_model_path(name)) / "1_Pooling" / "config.json"
     if pooling_file.is_file():
         modes = json.loads(pooling_file.read_text())
-        if modes.get("pooling_mode_cls_token"):
-            return "cls"
-    return "mean"
+        for key, pooling in (("cls_token", "cls"), ("lasttoken", "last"), ("mean_tokens", "mean")):
+            if modes.get(f"pooling_mode_{key}"):
+                return pooling
+    return "last" if is_decoder(config) else "mean"
 
 
 def lora_targets(config: Any, override: list[str] | None) -> list[str] | str:

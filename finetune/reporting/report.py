@@ -6,6 +6,7 @@ report can be rebuilt from a finished run without the model.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,70 @@ def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+# Fonts with Chinese (and Japanese) glyphs, by family name, tried when the default font lacks
+# a label's characters (matplotlib's bundled DejaVu Sans has no CJK).
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "AR PL UMing CN",
+)
+
+
+@functools.cache
+def _glyphs(font_path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_path).get_charmap())
+
+
+def plot_labels(labels: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Class labels as the plots can draw them, and the matplotlib settings to draw them with.
+
+    As they are when the default font has their characters, else in an installed font that
+    has them (CJK_FONTS), else numbered `#1`, `#2`, ... (the report then prints which number
+    is which label): a label of missing glyphs would be drawn as empty boxes."""
+    from matplotlib import font_manager
+
+    needed = {ord(ch) for label in labels for ch in label if not ch.isspace()}
+    if needed <= _glyphs(font_manager.findfont(font_manager.FontProperties())):
+        return list(labels), {}
+    installed = {font.name: font.fname for font in font_manager.fontManager.ttflist}
+    for family in CJK_FONTS:
+        if family in installed and needed <= _glyphs(installed[family]):
+            return list(labels), {"font.family": "sans-serif", "font.sans-serif": [family]}
+    return [f"#{i}" for i in range(1, len(labels) + 1)], {}
+
+
+def label_key(labels: list[str]) -> list[str]:
+    """The report's table of numbered labels, when the plots had to number them."""
+    shown, _ = plot_labels(labels)
+    if shown == list(labels):
+        return []
+    return [
+        "No installed font has these labels' characters, so the plots number them:",
+        "",
+        table(["in the plots", "label"], [list(pair) for pair in zip(shown, labels, strict=True)]),
+        "",
+    ]
+
+
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
+
+    labels, settings = plot_labels(labels)
+    with plt.rc_context(settings):
+        _draw_confusion(plt, matrix, labels, path)
+
+
+def _draw_confusion(plt: Any, matrix: np.ndarray, labels: list[str], path: Path) -> None:
 
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=float), where=totals > 0)
@@ -274,6 +337,7 @@ def write_report(
         "",
         "![confusion matrix](plots/confusion_matrix.png)",
         "",
+        *label_key(labels),
     ]
     if notes:
         parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
