@@ -104,7 +104,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
     train = _train_command(recipe)
-    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
+    group.command("train")(_with_flags(friendly_errors(train), train, _train_flags(recipe)))
     group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
     group.command("predict")(friendly_errors(_predict_command(recipe)))
     recipe.add_commands(group)
@@ -163,7 +163,7 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
                 "overwrite": overwrite or None,
                 "resume": resume or None,
                 "data.memory_map": memory_map or None,
-                **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
+                **{flag.key: _flag_value(recipe_flags, flag) for flag in _train_flags(recipe)},
             }
         )
         resolved = recipe.config(config, quick=quick, **flags)
@@ -172,6 +172,13 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
         _echo_run(recipe, recipe.train(resolved))
 
     return train
+
+
+def _train_flags(recipe: Recipe) -> tuple[Flag, ...]:
+    """The engine's flags every recipe offers (--deliver, --calibrate), then the recipe's own."""
+    from finetune.recipe import ENGINE_FLAGS
+
+    return (*ENGINE_FLAGS, *recipe.flags)
 
 
 def _echo_run(recipe: Recipe, run: Any) -> None:
@@ -186,6 +193,10 @@ def _echo_run(recipe: Recipe, run: Any) -> None:
         if folds
         else f"evaluation on {n_eval} examples"
     )
+    from finetune.reporting.report import delivery_lines
+
+    for line in delivery_lines(run.metrics):
+        typer.echo(line)
     print_results(run.metrics, f"{recipe.title}: {scope}")
     typer.echo(f"Run folder: {run.folder}")
     typer.echo(f"Report:     {run.folder / 'report.md'}")
