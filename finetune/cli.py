@@ -350,6 +350,24 @@ def export(
         f"Merged model: {output} (max probability difference to the run "
         f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
     )
+    _warn_if_not_delivered(run)
+
+
+def _warn_if_not_delivered(run: Path) -> None:
+    """export writes the fine-tuned model; say so when the run serves something else."""
+    import json
+
+    metrics_file = run / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    delivered = (metrics.get("delivered") or {}).get("name", "model")
+    calibrated = (metrics.get("calibration") or {}).get("method", "none") != "none"
+    if delivered != "model" or calibrated:
+        served = delivered if delivered != "model" else "the calibrated fine-tuned model"
+        typer.secho(
+            f"Note: the run serves {served} (chosen on validation rows); the export holds the "
+            "fine-tuned model's own, uncalibrated probabilities.",
+            fg=typer.colors.YELLOW,
+        )
 
 
 @commands.command("report")
