@@ -599,14 +599,10 @@ def evaluate(
             figures[name].update(extra)
     delivered.update(context.method_metrics.get(delivery.method, {}))
     # A baseline's entry: the headline four, binary extras, its threshold and recipe figures.
-    for name, extra in figures.items():
+    for name, own in figures.items():
         if name != MODEL_NAME:
-            kept = (
-                set(BASELINE_EXTRAS)
-                | {"operating_point"}
-                | set(context.method_metrics.get(name, {}))
-            )
-            figures[name] = {**headline(extra), **{k: extra[k] for k in kept if k in extra}}
+            kept = {"operating_point", *context.method_metrics.get(name, {})}
+            figures[name] = {**summary(own), **{k: v for k, v in own.items() if k in kept}}
     metrics = {**delivered}
     if extra_metrics:
         metrics[recipe.extra_key] = extra_metrics

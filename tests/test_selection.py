@@ -281,3 +281,22 @@ def test_auto_calibration_fixes_badly_scaled_scores_and_keeps_calibrated_ones():
     assert fixed.n_fitted == 400
     few, how = choose_calibrator("auto", squashed[:6], y[:6], seed=0)
     assert few.method == "none" and "too few" in how["note"]
+
+
+@pytest.mark.parametrize(
+    "name", ["customer-service", "medical-risk", "recommendation", "image-classification"]
+)
+def test_every_recipe_offers_deliver_and_calibrate(name):
+    result = runner.invoke(app, [name, "train", "--help"], env={"COLUMNS": "200"})
+    assert "--deliver" in result.output and "--calibrate" in result.output
+    bad = runner.invoke(app, [name, "train", "--deliver", "baseline"])
+    assert bad.exit_code == 2 and "eval.deliver must be one of best, finetuned" in bad.output
+
+
+def test_floors_read_the_fine_tuned_models_own_figures(tmp_path):
+    from finetune.reporting.summary import RunRecord, check_floors
+
+    metrics = {"auc": 0.9, "finetuned": {"auc": 0.6}, "delivered": {"name": "gradient_boosting"}}
+    record = RunRecord(tmp_path, "run", {"recipe": "risk"}, metrics, {})
+    assert check_floors([record], {"risk": {"auc": 0.7}})  # the fine-tuned model's 0.6
+    assert not check_floors([record], {"risk": {"delivered.auc": 0.7}})  # what the run serves
