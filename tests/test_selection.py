@@ -300,3 +300,33 @@ def test_floors_read_the_fine_tuned_models_own_figures(tmp_path):
     record = RunRecord(tmp_path, "run", {"recipe": "risk"}, metrics, {})
     assert check_floors([record], {"risk": {"auc": 0.7}})  # the fine-tuned model's 0.6
     assert not check_floors([record], {"risk": {"delivered.auc": 0.7}})  # what the run serves
+
+
+def test_cross_validation_counts_what_each_fold_delivered():
+    from finetune.evaluation.folds import summarise
+
+    def fold(i: int, name: str, method: str) -> dict:
+        return {
+            "fold": i,
+            "folder": f"fold-{i}",
+            "auc": 0.8,
+            "n_eval": 4,
+            "delivered": {"name": name},
+            "finetuned": {"auc": 0.7},
+            "calibration": {"method": method, "brier_before": 0.2, "brier_after": 0.1},
+            "baselines": {"logistic_regression": {"auc": 0.8}},
+        }
+
+    metrics = summarise(
+        [
+            fold(1, "model", "platt"),
+            fold(2, "logistic_regression", "none"),
+            fold(3, "model", "none"),
+        ]
+    )
+    delivered = metrics["delivered"]
+    assert delivered["counts"] == {"model": 2, "logistic_regression": 1}
+    assert delivered["per_fold"] == ["model", "logistic_regression", "model"]
+    assert metrics["finetuned"]["auc"] == pytest.approx(0.7) and metrics["auc"] == 0.8
+    assert metrics["calibration"]["brier_after"] == pytest.approx(0.1)
+    assert [f["delivered"] for f in metrics["folds"]] == delivered["per_fold"]

@@ -108,7 +108,7 @@ def choose_calibrator(
     P(positive) `p_val` and labels `y_val`, and how it was chosen (for metrics.json)."""
     y_val = np.asarray(y_val, dtype=int)
     n_rare = int(np.bincount(y_val, minlength=2).min()) if len(y_val) else 0
-    how: dict[str, Any] = {"setting": setting, "fitted_on": f"validation ({len(y_val)} rows)"}
+    how: dict[str, Any] = {"setting": setting, "fitted_on": f"{len(y_val)} validation rows"}
     if setting != "auto":
         if setting != "none" and n_rare < 1:
             how["note"] = "the validation rows hold one class only: left uncalibrated"

@@ -93,6 +93,12 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     # Folds written before delivery existed kept the fine-tuned model's figures at the top.
     metrics["finetuned"] = _average([fold.get("finetuned") or fold for fold in folds])
     metrics["delivered"] = _delivered(folds)
+    calibrated = [fold["calibration"] for fold in folds if fold.get("calibration")]
+    if calibrated:  # each fold's own map; the Brier score and log-loss before and after
+        metrics["calibration"] = {"methods": metrics["delivered"]["calibrations"]}
+        for key in ("brier_before", "brier_after", "log_loss_before", "log_loss_after"):
+            value, std = _spread([c.get(key) for c in calibrated])
+            metrics["calibration"].update({key: value, f"{key}_std": std})
     for key in ("positive_label", "average", "primary_metric"):
         if key in folds[0]:
             metrics[key] = folds[0][key]

@@ -64,7 +64,16 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         return []
     if "counts" in delivered:
         counts = ", ".join(f"{n} in {c}" for n, c in delivered["counts"].items())
-        return [f"Delivered model, chosen on each fold's validation rows: {counts} fold(s)."]
+        lines = [f"Delivered model, chosen on each fold's validation rows: {counts} fold(s)."]
+        calibration = metrics.get("calibration")
+        if calibration and delivered.get("calibrated"):
+            methods = ", ".join(f"{n} in {c}" for n, c in calibration["methods"].items())
+            lines.append(
+                f"Calibration, chosen per fold: {methods}; held-out Brier score "
+                f"{cell(calibration, 'brier_before')} before, "
+                f"{cell(calibration, 'brier_after')} after."
+            )
+        return lines
     if delivered.get("note"):
         lines = [delivered["note"]]
     elif "validation" in delivered:
