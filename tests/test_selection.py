@@ -327,6 +327,7 @@ def test_cross_validation_counts_what_each_fold_delivered():
     delivered = metrics["delivered"]
     assert delivered["counts"] == {"model": 2, "logistic_regression": 1}
     assert delivered["per_fold"] == ["model", "logistic_regression", "model"]
-    assert metrics["finetuned"]["auc"] == pytest.approx(0.7) and metrics["auc"] == 0.8
+    assert metrics["finetuned"]["auc"] == pytest.approx(0.7)
+    assert metrics["auc"] == pytest.approx(0.8)
     assert metrics["calibration"]["brier_after"] == pytest.approx(0.1)
     assert [f["delivered"] for f in metrics["folds"]] == delivered["per_fold"]
