@@ -579,8 +579,6 @@ def evaluate(
         baselines.inputs.predictors,
         config.train.seed,
     )
-    for line in delivery.lines:
-        print(line)
     figures = {name: classification_metrics(data.y_eval, p, labels) for name, p in scores.items()}
     delivered_val = delivery.served.calibrate(val_scores[delivery.method])
     delivered_proba = delivery.served.calibrate(scores[delivery.method])

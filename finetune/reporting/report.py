@@ -41,7 +41,7 @@ def delivered_row_name(metrics: dict[str, Any]) -> str | None:
     if name == MODEL_NAME and not calibrated:
         return None
     method = metrics["calibration"]["method"] if calibrated else ""
-    return f"delivered: {name}" + (f" + {method} calibration" if method else "")
+    return f"delivered: {name}" + (f" + {method}" if method else "")
 
 
 def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
