@@ -106,7 +106,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
     train = _train_command(recipe)
-    group.command("train")(_with_flags(friendly_errors(train), train, recipe.flags))
+    group.command("train")(_with_flags(friendly_errors(train), train, _train_flags(recipe)))
     group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
     group.command("predict")(friendly_errors(_predict_command(recipe)))
     recipe.add_commands(group)
@@ -165,7 +165,7 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
                 "overwrite": overwrite or None,
                 "resume": resume or None,
                 "data.memory_map": memory_map or None,
-                **{flag.key: _flag_value(recipe_flags, flag) for flag in recipe.flags},
+                **{flag.key: _flag_value(recipe_flags, flag) for flag in _train_flags(recipe)},
             }
         )
         resolved = recipe.config(config, quick=quick, **flags)
@@ -174,6 +174,13 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
         _echo_run(recipe, recipe.train(resolved))
 
     return train
+
+
+def _train_flags(recipe: Recipe) -> tuple[Flag, ...]:
+    """The engine's flags every recipe offers (--deliver, --calibrate), then the recipe's own."""
+    from finetune.recipe import ENGINE_FLAGS
+
+    return (*ENGINE_FLAGS, *recipe.flags)
 
 
 def _echo_run(recipe: Recipe, run: Any) -> None:
@@ -188,6 +195,10 @@ def _echo_run(recipe: Recipe, run: Any) -> None:
         if folds
         else f"evaluation on {n_eval} examples"
     )
+    from finetune.reporting.report import delivery_lines
+
+    for line in delivery_lines(run.metrics):
+        typer.echo(line)
     print_results(run.metrics, f"{recipe.title}: {scope}")
     typer.echo(f"Run folder: {run.folder}")
     typer.echo(f"Report:     {run.folder / 'report.md'}")
@@ -383,6 +394,24 @@ def export(
         f"Merged model: {output} (max probability difference to the run "
         f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
     )
+    _warn_if_not_delivered(run)
+
+
+def _warn_if_not_delivered(run: Path) -> None:
+    """export writes the fine-tuned model; say so when the run serves something else."""
+    import json
+
+    metrics_file = run / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    delivered = (metrics.get("delivered") or {}).get("name", "model")
+    calibrated = (metrics.get("calibration") or {}).get("method", "none") != "none"
+    if delivered != "model" or calibrated:
+        served = delivered if delivered != "model" else "the calibrated fine-tuned model"
+        typer.secho(
+            f"Note: the run serves {served} (chosen on validation rows); the export holds the "
+            "fine-tuned model's own, uncalibrated probabilities.",
+            fg=typer.colors.YELLOW,
+        )
 
 
 @commands.command("report")

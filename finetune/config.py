@@ -24,6 +24,8 @@ PRECISION_CHOICES = ("auto", "bf16", "fp32")
 OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 CLASS_WEIGHT_CHOICES = ("none", "auto")
 SELECT_METRIC_CHOICES = ("auto", "f1", "auc", "loss")
+DELIVER_CHOICES = ("best", "finetuned")
+CALIBRATE_CHOICES = ("auto", "none", "platt", "isotonic")
 
 
 @dataclass
@@ -170,6 +172,15 @@ class EvalConfig:
     # many training rows: they hold their data in memory. None: every row, or 20,000 with
     # data.memory_map.
     baseline_max_rows: int | None = None
+    # What the run serves (predict, evaluate --run, Run.predict_proba): best = the fine-tuned
+    # model, unless a baseline beats it on the validation rows by more than a small margin
+    # (docs/evaluation.md); finetuned = always the fine-tuned model (the report still says
+    # when a baseline led).
+    deliver: str = "best"
+    # Two-class tasks: map the delivered model's probabilities through a calibration fitted on
+    # the validation rows: platt (logistic on the logit), isotonic, none, or auto (the one of
+    # the three with the lowest cross-fitted log-loss on the validation rows).
+    calibrate: str = "auto"
 
 
 @dataclass
@@ -201,6 +212,8 @@ class Config:
         _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
         _check_choice("train.select_metric", self.train.select_metric, SELECT_METRIC_CHOICES)
+        _check_choice("eval.deliver", self.eval.deliver, DELIVER_CHOICES)
+        _check_choice("eval.calibrate", self.eval.calibrate, CALIBRATE_CHOICES)
         if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
             raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
         if self.eval.folds == 1 or self.eval.folds < 0:

@@ -50,6 +50,18 @@ TARGET_RECALL = Flag(
     float,
 )
 FOLDS = Flag("--folds", "eval.folds", "Stratified K-fold cross-validation (K >= 2).", int)
+DELIVER = Flag(
+    "--deliver",
+    "eval.deliver",
+    "best (default: serve a baseline that beats the model on validation rows) or finetuned.",
+)
+CALIBRATE = Flag(
+    "--calibrate",
+    "eval.calibrate",
+    "Two-class tasks: auto (default), none, platt or isotonic, fitted on validation rows.",
+)
+# Engine options every recipe's `train` offers beside the common ones and its own flags.
+ENGINE_FLAGS = (DELIVER, CALIBRATE)
 
 
 class Recipe:

@@ -45,6 +45,14 @@ from finetune.evaluation.metrics import (
     operating_point,
     validation_figures,
 )
+from finetune.evaluation.selection import (
+    Delivery,
+    Served,
+    calibration_figures,
+    deliver,
+    load_served,
+    save_served,
+)
 from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
 from finetune.runtime import environment, peak_memory_mb
@@ -57,6 +65,8 @@ if TYPE_CHECKING:
     from finetune.training.checkpoint import Checkpoints
     from finetune.training.loop import TrainResult
 
+# The delivered model's evaluation probabilities in scores.npz (each method's are under its name).
+DELIVERED = "delivered"
 # data.memory_map's default cap on the rows the baselines fit on (eval.baseline_max_rows).
 BASELINE_ROWS_MEMORY_MAPPED = 20_000
 
@@ -96,6 +106,9 @@ class Run:
     inputs: Inputs  # how examples become model input (tokens or pixels)
     bf16: bool
     metrics: dict[str, Any]
+    # What predict serves: the fine-tuned model or a baseline, and a calibration map (chosen on
+    # validation rows; finetune.evaluation.selection). None: the fine-tuned model as it is.
+    served: Served | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -125,7 +138,8 @@ class Run:
         labels = json.loads((folder / "labels.json").read_text())["labels"]
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        return cls(folder, config, labels, model, inputs, info.bf16, metrics)
+        served = load_served(folder)
+        return cls(folder, config, labels, model, inputs, info.bf16, metrics, served)
 
     def prepare(self, texts: list[str]) -> list[str]:
         """The same preprocessing as in training (redaction when the run used it)."""
@@ -134,26 +148,57 @@ class Run:
     def predict_proba(
         self, texts: Sequence[str] | Examples, batch_size: int | None = None
     ) -> np.ndarray:
-        """Class probabilities for texts, or for examples (a run with model.side_features
-        reads their table columns too, and needs examples)."""
+        """Class probabilities of the delivered model (the fine-tuned one, or the baseline that
+        beat it on validation rows), calibrated when the run calibrated, for texts or examples
+        (a run with model.side_features, or a delivered table baseline, reads their table
+        columns too, and needs examples)."""
+        served = self.served
+        if not len(texts):
+            return np.zeros((0, len(self.labels)))
+        if served is None or served.predictor is None:
+            proba = self.model_proba(texts, batch_size)
+        elif served.reads_vectors:
+            proba = served.predictor.predict_proba(self._frozen_vectors(texts, batch_size))
+        else:
+            proba = served.predictor.predict_proba(self._examples(texts))
+        return proba if served is None else served.calibrate(proba)
+
+    def model_proba(
+        self, texts: Sequence[str] | Examples, batch_size: int | None = None
+    ) -> np.ndarray:
+        """The fine-tuned model's own class probabilities (uncalibrated), whatever the run
+        delivers."""
         from finetune.modeling.inference import predict_proba
         from finetune.modeling.models import pick_device
 
         if not len(texts):
             return np.zeros((0, len(self.labels)))
+        batch = batch_size or self.config.train.eval_batch_size
+        items = self._encode(texts)
+        return predict_proba(self.model, items, self.inputs, batch, pick_device(), self.bf16)
+
+    def _encode(self, texts: Sequence[str] | Examples) -> Sequence[Any]:
         if isinstance(texts, Examples):
-            prepared = replace(texts, texts=self.prepare(texts.texts))
-            items = self.inputs.encode_examples(prepared)
-        else:
-            items = self.inputs.encode(self.prepare(texts))
-        return predict_proba(
-            self.model,
-            items,
-            self.inputs,
-            batch_size or self.config.train.eval_batch_size,
-            pick_device(),
-            self.bf16,
-        )
+            return self.inputs.encode_examples(self._examples(texts))
+        return self.inputs.encode(self.prepare(texts))
+
+    def _examples(self, texts: Sequence[str] | Examples) -> Examples:
+        """Texts or examples as prepared Examples (texts redacted when the run redacted)."""
+        if isinstance(texts, Examples):
+            return replace(texts, texts=self.prepare(texts.texts))
+        prepared = self.prepare(texts)
+        return Examples(prepared, [""] * len(prepared), "given texts")
+
+    def _frozen_vectors(self, texts: Sequence[str] | Examples, batch_size: int | None) -> Any:
+        """The frozen backbone's pooled vectors (adapter disabled), as embedding_logreg's probe
+        was fitted on."""
+        from finetune.modeling.inference import embed
+        from finetune.modeling.models import pick_device
+
+        batch = batch_size or self.config.train.eval_batch_size
+        items = self._encode(texts)
+        with self.model.backbone.disable_adapter():
+            return embed(self.model, items, self.inputs, batch, pick_device(), self.bf16)
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
@@ -236,7 +281,8 @@ class RunData:
     """The run's rows, prepared (redacted when the run redacts) and labelled.
 
     `train` holds every training row: `fit_rows` of them train the model and every baseline,
-    `val_rows` choose the kept epoch and the decision thresholds."""
+    `val_rows` choose the kept epoch, the delivered model, its calibration and the decision
+    thresholds."""
 
     train: Examples
     evaluation: Examples
@@ -388,7 +434,7 @@ class BaselineScores:
 
     inputs: BaselineInputs  # their data; also the frozen vectors and fitted models they left
     scores: dict[str, np.ndarray]  # by baseline: on the evaluation rows
-    val_scores: dict[str, np.ndarray]  # by baseline: on the validation rows (for thresholds)
+    val_scores: dict[str, np.ndarray]  # by baseline: on the validation rows (for selection)
     notes: list[str]  # for the report (e.g. fitted on a sample)
 
 
@@ -396,8 +442,8 @@ def fit_baselines(
     recipe: RecipeHooks, prepared: Prepared, data: RunData, encoded: Encoded
 ) -> BaselineScores:
     """Fit every baseline on the model's training rows (or a seeded sample of them: they hold
-    their data in memory) and score the evaluation rows, and the validation rows when a
-    decision threshold is chosen on them."""
+    their data in memory) and score the validation rows (they choose the delivered model, its
+    calibration and thresholds) and the evaluation rows."""
     from finetune.modeling.heap import release_free_heap
 
     config = prepared.config
@@ -411,7 +457,7 @@ def fit_baselines(
     base_rows = [data.fit_rows[i] for i in sample]
     # The validation rows are prepended to the evaluation rows the baselines score, and split
     # off after.
-    scored = data.train.subset(data.val_rows, "") if data.thresholds else None
+    scored = data.train.subset(data.val_rows, "") if data.val_rows else None
     inputs = BaselineInputs(
         train_texts=to_list(take(data.train.texts, base_rows)),
         train_labels=data.y_fit[sample],
@@ -584,13 +630,16 @@ def _inner_fold_count(config: Config, y: np.ndarray, labels: list[str]) -> int:
 
 @dataclass
 class Evaluated:
-    """Every method's figures and evaluation probabilities, and the recipe's extra report."""
+    """Every method's figures and evaluation probabilities, what the run delivers, and the
+    recipe's extra report."""
 
-    metrics: dict[str, Any]  # metrics.json: the model's figures, the baselines' under baselines
+    metrics: dict[str, Any]  # metrics.json: the delivered model's figures at the top level
     scores: dict[str, np.ndarray]  # by method: the model under MODEL_NAME, then the baselines
     context: EvalContext  # what the recipe's hooks saw (its plots are drawn when writing)
     sections: list[str]  # the recipe's report sections
     notes: list[str]  # report notes about the inputs (the model's and the baselines')
+    delivery: Delivery  # the delivered method and its calibration, chosen on validation rows
+    delivered_proba: np.ndarray  # the delivered model's evaluation probabilities (calibrated)
 
 
 def evaluate(
@@ -601,25 +650,80 @@ def evaluate(
     baselines: BaselineScores,
     result: TrainResult,
 ) -> Evaluated:
-    """Score the model and the baselines on the evaluation rows; the recipe's extra report."""
+    """Score every method on the validation rows, which choose the delivered model, its
+    calibration and decision thresholds (`finetune.evaluation.selection`), then on the
+    evaluation rows, which only report; the recipe's extra report."""
     config, labels = prepared.config, data.labels
-    proba = _predict(prepared, encoded, encoded.eval_ids)
-    metrics = classification_metrics(data.y_eval, proba, labels)
-    baseline_metrics = {
-        name: summary(classification_metrics(data.y_eval, p, labels))
-        for name, p in baselines.scores.items()
-    }
-    scores = {MODEL_NAME: proba, **baselines.scores}
+    scores = {MODEL_NAME: _predict(prepared, encoded, encoded.eval_ids), **baselines.scores}
+    val_model = (
+        _predict(prepared, encoded, encoded.val_ids)
+        if data.val_rows
+        else np.zeros((0, len(labels)))
+    )
+    val_scores = {MODEL_NAME: val_model, **baselines.val_scores}
+    primary = recipe.primary_metric_for(len(labels))
+    delivery = deliver(
+        val_scores,
+        data.y_val,
+        labels,
+        primary,
+        config.eval,
+        baselines.inputs.predictors,
+        config.train.seed,
+    )
+    figures = {name: classification_metrics(data.y_eval, p, labels) for name, p in scores.items()}
+    delivered_val = delivery.served.calibrate(val_scores[delivery.method])
+    delivered_proba = delivery.served.calibrate(scores[delivery.method])
+    delivered = classification_metrics(data.y_eval, delivered_proba, labels)
     if data.thresholds:
-        points = _operating_points(prepared, data, encoded, baselines, scores)
-        metrics["operating_point"] = points[MODEL_NAME]
-        for name, entry in baseline_metrics.items():
-            entry["operating_point"] = points[name]
-    context = EvalContext(
+        target = config.eval.target_recall
+        pairs = {n: (val_scores[n], p) for n, p in scores.items()}
+        pairs[""] = (delivered_val, delivered_proba)  # "": the delivered model, calibrated
+        for name, (val, test) in pairs.items():
+            point = operating_point(data.y_val, val[:, 1], data.y_eval, test[:, 1], target)
+            (figures[name] if name else delivered)["operating_point"] = point
+    context = _eval_context(prepared, data, encoded, baselines, scores)
+    extra_metrics, sections = recipe.extra_report(context)
+    for name, extra in context.method_metrics.items():
+        if name in figures:
+            figures[name].update(extra)
+    delivered.update(context.method_metrics.get(delivery.method, {}))
+    # A baseline's entry: the headline four, binary extras, its threshold and recipe figures.
+    for name, own in figures.items():
+        if name != MODEL_NAME:
+            kept = {"operating_point", *context.method_metrics.get(name, {})}
+            figures[name] = {**summary(own), **{k: v for k, v in own.items() if k in kept}}
+    metrics = {**delivered}
+    if extra_metrics:
+        metrics[recipe.extra_key] = extra_metrics
+    # What ranks the methods (the summary's best baseline); summaries read it from here.
+    metrics["primary_metric"] = primary
+    metrics["delivered"] = delivery.decided
+    if delivery.calibration is not None:
+        before = scores[delivery.method]
+        metrics["calibration"] = calibration_figures(
+            delivery.calibration, data.y_eval, before, delivered_proba
+        )
+    metrics.update(_run_figures(data, result, figures))
+    notes = encoded.notes + baselines.notes
+    return Evaluated(metrics, scores, context, sections, notes, delivery, delivered_proba)
+
+
+def _eval_context(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    scores: dict[str, np.ndarray],
+) -> EvalContext:
+    """What the recipe's extra report sees: the data, every method's evaluation scores, the
+    fine-tuned model as a function of texts and what the baselines fitted."""
+    config = prepared.config
+    return EvalContext(
         config=config,
         train=data.train,
         evaluation=data.evaluation,
-        labels=labels,
+        labels=data.labels,
         y_eval=data.y_eval,
         scores=scores,
         predict_proba=lambda texts: _predict(
@@ -627,34 +731,33 @@ def evaluate(
         ),
         fitted=baselines.inputs.fitted,
     )
-    extra_metrics, sections = recipe.extra_report(context)
-    if extra_metrics:
-        metrics[recipe.extra_key] = extra_metrics
-    for name, figures in context.method_metrics.items():
-        entry = metrics if name == MODEL_NAME else baseline_metrics.get(name)
-        if entry is not None:
-            entry.update(figures)
-    # What ranks the methods (the summary's best baseline); summaries read it from here.
-    metrics["primary_metric"] = recipe.primary_metric_for(len(labels))
-    metrics.update(
-        n_train=len(data.fit_rows),
-        n_val=len(data.val_rows),
-        n_eval=len(data.evaluation),
-        train_seconds=round(result.train_seconds, 2),
-        samples_per_second=round(result.samples_per_second, 2),
-        best_epoch=result.best_epoch,
-        best_epoch_metric=result.select_metric,
-        train_source=data.train.source,
-        eval_source=data.evaluation.source,
-        baselines=baseline_metrics,
-    )
+
+
+def _run_figures(
+    data: RunData, result: TrainResult, figures: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """metrics.json beyond the delivered model's figures: the fine-tuned model's own figures
+    (`finetuned`), the run's sizes and training, and each baseline's figures."""
+    metrics: dict[str, Any] = {
+        "finetuned": figures[MODEL_NAME],
+        "n_train": len(data.fit_rows),
+        "n_val": len(data.val_rows),
+        "n_eval": len(data.evaluation),
+        "train_seconds": round(result.train_seconds, 2),
+        "samples_per_second": round(result.samples_per_second, 2),
+        "best_epoch": result.best_epoch,
+        "best_epoch_metric": result.select_metric,
+        "train_source": data.train.source,
+        "eval_source": data.evaluation.source,
+        "baselines": {name: f for name, f in figures.items() if name != MODEL_NAME},
+    }
     if data.overlap:
         metrics["overlap"] = data.overlap
     if result.selection:
         metrics["selection"] = result.selection
     if data.skipped:
         metrics["skipped_inputs"] = {"count": len(data.skipped), "first": data.skipped[:5]}
-    return Evaluated(metrics, scores, context, sections, encoded.notes + baselines.notes)
+    return metrics
 
 
 def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.ndarray:
@@ -662,23 +765,6 @@ def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.nda
 
     batch = prepared.config.train.eval_batch_size
     return predict_proba(encoded.model, ids, encoded.inputs, batch, prepared.device, encoded.bf16)
-
-
-def _operating_points(
-    prepared: Prepared,
-    data: RunData,
-    encoded: Encoded,
-    baselines: BaselineScores,
-    scores: dict[str, np.ndarray],
-) -> dict[str, dict[str, Any]]:
-    """Each method's decision threshold for eval.target_recall, chosen on the validation rows,
-    with what it gives on the evaluation rows (`scores`)."""
-    target = prepared.config.eval.target_recall
-    val_scores = {MODEL_NAME: _predict(prepared, encoded, encoded.val_ids), **baselines.val_scores}
-    return {
-        name: operating_point(data.y_val, val_scores[name][:, 1], data.y_eval, p[:, 1], target)
-        for name, p in scores.items()
-    }
 
 
 def write(
@@ -696,19 +782,26 @@ def write(
     wall = time.perf_counter() - prepared.started
     env = environment(prepared.device, config.train.seed)
     env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
-    run = Run(folder, config, data.labels, encoded.model, encoded.inputs, encoded.bf16, metrics)
+    served = evaluated.delivery.served
+    run = Run(
+        folder, config, data.labels, encoded.model, encoded.inputs, encoded.bf16, metrics, served
+    )
     if not is_main_process():
         # Data-parallel workers trained in step with process 0; only it writes the folder.
         return run
-    proba = evaluated.scores[MODEL_NAME]
+    proba = evaluated.delivered_proba  # what the run serves: predictions.csv and the report
     with staged(folder) as tmp:
         saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
         (tmp / "labels.json").write_text(json.dumps({"labels": data.labels}, indent=2))
         save_classifier(encoded.model, encoded.inputs, encoded.info, tmp / "adapter")
+        save_served(tmp, served, metrics["delivered"])
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        # Every method's evaluation probabilities, so reports can be rebuilt without the model.
-        np.savez_compressed(tmp / "scores.npz", y_true=data.y_eval, **evaluated.scores)
+        # Every method's evaluation probabilities, so reports can be rebuilt without the model,
+        # and the delivered model's (calibrated) under DELIVERED.
+        np.savez_compressed(
+            tmp / "scores.npz", y_true=data.y_eval, **evaluated.scores, **{DELIVERED: proba}
+        )
         (tmp / "history.json").write_text(
             json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
         )

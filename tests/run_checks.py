@@ -14,16 +14,18 @@ MODEL = "fine-tuned (LoRA)"
 
 
 def check_reported_figures(folder: Path) -> dict[str, Any]:
-    """The headline figures in metrics.json, for the model and every baseline, are the ones
-    the saved evaluation probabilities (scores.npz) give, recomputed here with scikit-learn;
-    and the predictions file agrees with the model's probabilities. Returns the metrics."""
+    """The headline figures in metrics.json, for the model (`finetuned`), every baseline and
+    the delivered model (top level), are the ones the saved evaluation probabilities
+    (scores.npz) give, recomputed here with scikit-learn; and the predictions file agrees with
+    the delivered model's probabilities. Returns the metrics."""
     metrics = json.loads((folder / "metrics.json").read_text())
     labels = json.loads((folder / "labels.json").read_text())["labels"]
     saved = np.load(folder / "scores.npz")
     y = saved["y_true"]
     assert metrics["n_eval"] == len(y) > 0
-    assert set(saved.files) == {"y_true", MODEL, *metrics["baselines"]}
-    for name, figures in [(MODEL, metrics), *metrics["baselines"].items()]:
+    assert set(saved.files) == {"y_true", MODEL, "delivered", *metrics["baselines"]}
+    methods = [(MODEL, metrics["finetuned"]), *metrics["baselines"].items()]
+    for name, figures in [*methods, ("delivered", metrics)]:
         proba = saved[name]
         assert proba.shape == (len(y), len(labels)), name
         pred = proba.argmax(1)
@@ -38,7 +40,7 @@ def check_reported_figures(folder: Path) -> dict[str, Any]:
             macro_f1 = f1_score(y, pred, labels=present, average="macro", zero_division=0)
             assert figures["f1"] == pytest.approx(macro_f1), name
     if len(labels) == 2:
-        proba = saved[MODEL]
+        proba = saved["delivered"]
         called = proba.argmax(1) == pos
         assert metrics["specificity"] == pytest.approx(recall_score(~is_pos, ~called))
         assert metrics["brier"] == pytest.approx(brier_score_loss(is_pos, proba[:, pos]))
@@ -48,5 +50,6 @@ def check_reported_figures(folder: Path) -> dict[str, Any]:
 
         written = pd.read_csv(predictions, keep_default_na=False, dtype=str)
         assert len(written) == len(y)
-        assert written["predicted_label"].tolist() == [labels[k] for k in saved[MODEL].argmax(1)]
+        delivered = saved["delivered"].argmax(1)
+        assert written["predicted_label"].tolist() == [labels[k] for k in delivered]
     return metrics

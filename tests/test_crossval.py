@@ -124,7 +124,12 @@ def test_crossval_report_and_fold_runs(crossval):
     fold_config = (folder / "fold-1" / "config.yaml").read_text()
     assert f"output: {folder / 'fold-1'}" in fold_config and "records.csv" in fold_config
     run = Run.load(folder / "fold-1")
-    assert run.predict_proba(["glucose: 150; smoker: yes; notes: missing"]).shape == (1, 2)
+    assert run.model_proba(["glucose: 150; smoker: yes; notes: missing"]).shape == (1, 2)
+    # Each fold chose its delivered model on its own validation rows; the summary counts them.
+    delivered = crossval.metrics["delivered"]
+    assert sum(delivered["counts"].values()) == 3 and len(delivered["per_fold"]) == 3
+    assert delivered["per_fold"][0] == run.metrics["delivered"]["name"]
+    assert "| delivered |" in report and "Delivered model, chosen on each fold" in report
     assert medical.load(folder / "fold-2").labels == ["well", "sick"]
     with pytest.raises(UserError, match="cross-validation summary with one model per fold"):
         medical.load(folder)

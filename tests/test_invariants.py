@@ -152,9 +152,7 @@ def test_epoch_0_kept_means_the_model_is_the_probe(tiny_model_dir, small_csvs, t
     # And the saved run reloads to the same probabilities.
     texts = pd.read_csv(small_csvs[1])["text"].tolist()
     reloaded = recipe.load(run.folder)
-    np.testing.assert_allclose(
-        reloaded.predict_proba(texts), scores["fine-tuned (LoRA)"], atol=1e-4
-    )
+    np.testing.assert_allclose(reloaded.model_proba(texts), scores["fine-tuned (LoRA)"], atol=1e-4)
 
 
 # --- (d) the recommendation recipe's ranking protocol --------------------------------------

@@ -113,12 +113,12 @@ def test_the_recipes_validation_rows_choose_the_threshold(tiny_model_dir, tmp_pa
     # data.val_fraction holds nothing out of the 40 training rows: the 20 given rows validate.
     assert (metrics["n_train"], metrics["n_val"], metrics["n_eval"]) == (40, 20, 30)
     y_val = np.array([run.labels.index(label) for label in validation.labels])
-    expected = choose_threshold(y_val, run.predict_proba(validation.texts)[:, 1], 0.9)
-    assert metrics["operating_point"]["threshold"] == pytest.approx(expected, abs=5e-3)
+    expected = choose_threshold(y_val, run.model_proba(validation.texts)[:, 1], 0.9)
+    assert metrics["finetuned"]["operating_point"]["threshold"] == pytest.approx(expected, abs=5e-3)
     context = recipe.seen["context"]
     assert context.train.texts[40:] == validation.texts  # every training row, validation last
     assert context.model_scores is context.scores[MODEL_NAME]
-    assert np.allclose(context.model_scores, run.predict_proba(context.evaluation.texts), atol=1e-4)
+    assert np.allclose(context.model_scores, run.model_proba(context.evaluation.texts), atol=1e-4)
 
 
 class Grouped(ByTime):

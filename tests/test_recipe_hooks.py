@@ -101,11 +101,11 @@ def test_positive_label_goes_second_and_is_reported(toy_run):
 
 
 def test_threshold_is_chosen_on_validation_rows_and_judged_on_evaluation(toy_run):
-    context, point = toy.seen["context"], toy_run.metrics["operating_point"]
+    context, point = toy.seen["context"], toy_run.metrics["finetuned"]["operating_point"]
     # The validation rows: the engine's seeded hold-out of the training rows.
     _, val_rows = stratified_split(context.train, toy_run.config.data.val_fraction, 42)
     y_val = np.array([toy_run.labels.index(context.train.labels[i]) for i in val_rows])
-    val_scores = toy_run.predict_proba([context.train.texts[i] for i in val_rows])[:, 1]
+    val_scores = toy_run.model_proba([context.train.texts[i] for i in val_rows])[:, 1]
     expected = choose_threshold(y_val, val_scores, 0.9)
     assert point["threshold"] == pytest.approx(expected, abs=5e-3)
     assert point["validation_recall"] >= 0.9 and point["chosen_on"].startswith("validation")

@@ -85,7 +85,7 @@ def test_a_side_feature_run_reloads_and_predicts_what_it_wrote(side_run, table, 
     again = recipe.load(folder)
     evaluation = recipe.read(table[1], again.config, labelled=True)
     with np.load(folder / "scores.npz") as scores:
-        np.testing.assert_allclose(again.predict_proba(evaluation), scores[MODEL], atol=1e-6)
+        np.testing.assert_allclose(again.model_proba(evaluation), scores[MODEL], atol=1e-6)
     # The command line's predict reads the columns too, and writes the run's probabilities.
     out = tmp_path / "predicted.csv"
     result = runner.invoke(
@@ -113,11 +113,11 @@ def test_a_side_feature_run_reloads_and_predicts_what_it_wrote(side_run, table, 
 def test_the_features_change_the_models_output(side_run, table):
     again = recipe.load(side_run.folder)
     evaluation = recipe.read(table[1], again.config, labelled=True)
-    with_features = again.predict_proba(evaluation)
+    with_features = again.model_proba(evaluation)
     assert again.model.wide.weight.abs().sum() > 0  # the wide part trained
     with torch.no_grad():
         again.model.wide.weight.zero_()
-    assert np.abs(again.predict_proba(evaluation) - with_features).max() > 1e-4
+    assert np.abs(again.model_proba(evaluation) - with_features).max() > 1e-4
 
 
 def test_a_missing_feature_column_is_refused_at_prediction(side_run, table, tmp_path):
@@ -197,7 +197,7 @@ def test_the_layer_cache_and_token_pieces_carry_the_features(tiny_model_dir, tab
     evaluation = recipe.read(table[1], run.config, labelled=True)
     with np.load(run.folder / "scores.npz") as scores:
         again = recipe.load(run.folder)
-        np.testing.assert_allclose(again.predict_proba(evaluation), scores[MODEL], atol=1e-5)
+        np.testing.assert_allclose(again.model_proba(evaluation), scores[MODEL], atol=1e-5)
 
 
 def test_side_features_train_4bit(tiny_model_dir, table, tmp_path):
@@ -208,7 +208,7 @@ def test_side_features_train_4bit(tiny_model_dir, table, tmp_path):
     evaluation = recipe.read(table[1], run.config, labelled=True)
     again = recipe.load(run.folder)
     with np.load(run.folder / "scores.npz") as scores:
-        np.testing.assert_allclose(again.predict_proba(evaluation), scores[MODEL], atol=1e-5)
+        np.testing.assert_allclose(again.model_proba(evaluation), scores[MODEL], atol=1e-5)
 
 
 def _head_tensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -3,6 +3,13 @@
 They answer the question a buyer asks first: was fine-tuning worth it? Each returns class
 probabilities with one column per label id, like the model does, so `metrics` treats
 them identically.
+
+A baseline a run may deliver (`finetune.evaluation.selection`) also leaves its fitted model in
+`BaselineInputs.predictors` under its name: a picklable object whose `predict_proba(examples)`
+gives the probabilities it returned, for any `Examples` (texts, and table columns in
+`features`). The run saves it with joblib, and `Run.predict_proba` serves it when it is the
+delivered model. A predictor with `reads_vectors = True` reads the frozen backbone's pooled
+vectors instead, which only the run's own model computes (embedding_logreg's probe).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -19,6 +26,8 @@ from sklearn.preprocessing import StandardScaler
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from finetune.data.tables import Examples
 
 
 @dataclass
@@ -35,12 +44,36 @@ class BaselineInputs:
     train_features: pd.DataFrame | None = None
     eval_features: pd.DataFrame | None = None
     fitted: dict[str, object] = field(default_factory=dict)
+    # Fitted predictors by baseline name (`predict_proba(examples)`): what a run can deliver.
+    predictors: dict[str, Any] = field(default_factory=dict)
+
+    def eval_examples(self) -> Examples:
+        """The rows the baselines score, as Examples (unlabelled), for a predictor."""
+        from finetune.data.tables import Examples
+
+        labels = [""] * len(self.eval_texts)
+        return Examples(self.eval_texts, labels, "scored rows", self.eval_features)
 
 
 def _full_proba(model: LogisticRegression, features, n_classes: int) -> np.ndarray:
     proba = np.zeros((features.shape[0], n_classes))
     proba[:, model.classes_] = model.predict_proba(features)
     return proba
+
+
+@dataclass
+class TextPredictor:
+    """A vectorizer of texts and a classifier on its output (tfidf_logreg)."""
+
+    vectorizer: Any
+    model: Any
+    n_classes: int
+
+    def predict_proba(self, examples: Examples) -> np.ndarray:
+        from finetune.data.columns import to_list
+
+        features = self.vectorizer.transform(to_list(examples.texts))
+        return _full_proba(self.model, features, self.n_classes)
 
 
 # Han ideographs (with extensions A and compatibility), kana and Hangul syllables.
@@ -84,7 +117,9 @@ def vectorized_logreg(vectorizer: TfidfVectorizer, inputs: BaselineInputs) -> np
     # size n_features x n_classes, and glibc keeps that memory (docs/benchmarks.md, "Memory").
     model = LogisticRegression(C=10.0, max_iter=3000, random_state=inputs.seed, solver="saga")
     model.fit(train, inputs.train_labels)
-    return _full_proba(model, vectorizer.transform(inputs.eval_texts), inputs.n_classes)
+    predictor = TextPredictor(vectorizer, model, inputs.n_classes)
+    inputs.predictors["tfidf_logreg"] = predictor
+    return predictor.predict_proba(inputs.eval_examples())
 
 
 @dataclass
@@ -127,11 +162,40 @@ def fit_probe(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
     return LinearProbe(weight=weight, bias=bias, center=scaler.mean_.copy())
 
 
+@dataclass
+class VectorPredictor:
+    """embedding_logreg as a deliverable predictor: its probe reads the frozen backbone's pooled
+    vectors, which the run's own model computes with its adapter disabled (Run.predict_proba)."""
+
+    probe: LinearProbe
+    reads_vectors: ClassVar[bool] = True
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        return self.probe.predict_proba(vectors)
+
+
 def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     """Logistic regression on the frozen backbone's pooled vectors (no fine-tuning at all)."""
     probe = fit_probe(inputs.train_vectors, inputs.train_labels, inputs.n_classes, inputs.seed)
     inputs.fitted["probe"] = probe
+    inputs.predictors["embedding_logreg"] = VectorPredictor(probe)
     return probe.predict_proba(inputs.eval_vectors)
+
+
+@dataclass
+class PixelPredictor:
+    """Logistic regression on standardised, downscaled pixels of the images at the paths."""
+
+    scaler: Any
+    model: Any
+    n_classes: int
+
+    def predict_proba(self, examples: Examples) -> np.ndarray:
+        from finetune.data.columns import to_list
+        from finetune.data.images import PIXEL_SIDE, pixel_vectors
+
+        pixels = self.scaler.transform(pixel_vectors(to_list(examples.texts), PIXEL_SIDE))
+        return _full_proba(self.model, pixels, self.n_classes)
 
 
 def pixel_logreg(inputs: BaselineInputs) -> np.ndarray:
@@ -142,8 +206,9 @@ def pixel_logreg(inputs: BaselineInputs) -> np.ndarray:
     scaler = StandardScaler().fit(train)
     model = LogisticRegression(C=0.1, max_iter=3000, random_state=inputs.seed)
     model.fit(scaler.transform(train), inputs.train_labels)
-    test = scaler.transform(pixel_vectors(inputs.eval_texts, PIXEL_SIDE))
-    return _full_proba(model, test, inputs.n_classes)
+    predictor = PixelPredictor(scaler, model, inputs.n_classes)
+    inputs.predictors["pixel_logreg"] = predictor
+    return predictor.predict_proba(inputs.eval_examples())
 
 
 Baseline = Callable[[BaselineInputs], np.ndarray]

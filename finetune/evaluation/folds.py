@@ -70,9 +70,35 @@ def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _delivered(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often each method was delivered (each fold decides on its own validation rows)."""
+    from collections import Counter
+
+    names = [(fold.get("delivered") or {}).get("name", "model") for fold in folds]
+    calibrations = [(fold.get("calibration") or {}).get("method", "none") for fold in folds]
+    return {
+        "counts": dict(Counter(names).most_common()),
+        "per_fold": names,
+        "calibrations": dict(Counter(calibrations).most_common()),
+        "calibrated": any(method != "none" for method in calibrations),
+        "chosen_on": "each fold's validation rows (inside its training part)",
+    }
+
+
 def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The top-level metrics.json: fold means under the usual keys, `*_std`, and every fold."""
+    """The top-level metrics.json: fold means under the usual keys (of each fold's delivered
+    model), `*_std`, the fine-tuned model's own under `finetuned`, what each fold delivered,
+    and every fold."""
     metrics = _average(folds)
+    # Folds written before delivery existed kept the fine-tuned model's figures at the top.
+    metrics["finetuned"] = _average([fold.get("finetuned") or fold for fold in folds])
+    metrics["delivered"] = _delivered(folds)
+    calibrated = [fold["calibration"] for fold in folds if fold.get("calibration")]
+    if calibrated:  # each fold's own map; the Brier score and log-loss before and after
+        metrics["calibration"] = {"methods": metrics["delivered"]["calibrations"]}
+        for key in ("brier_before", "brier_after", "log_loss_before", "log_loss_after"):
+            value, std = _spread([c.get(key) for c in calibrated])
+            metrics["calibration"].update({key: value, f"{key}_std": std})
     for key in ("positive_label", "average", "primary_metric"):
         if key in folds[0]:
             metrics[key] = folds[0][key]
@@ -91,6 +117,8 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
                 "folder": fold["folder"],
                 **{k: fold.get(k) for k in ("n_train", "n_val", "n_eval", "best_epoch")},
                 **{k: fold[k] for k in AVERAGED if k in fold},
+                "delivered": (fold.get("delivered") or {}).get("name", "model"),
+                "finetuned": {k: (fold.get("finetuned") or fold).get(k) for k in AVERAGED},
                 "baselines": {
                     name: {k: fold["baselines"][name].get(k) for k in AVERAGED} for name in names
                 },

@@ -118,6 +118,13 @@ def confusion(y_true: np.ndarray | list[int], proba: np.ndarray, n_classes: int)
     )
 
 
+def finetuned_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The fine-tuned model's own figures in a run's metrics.json: its `finetuned` entry (the
+    top level holds the delivered model's, which may be a baseline or calibrated); runs written
+    before delivery existed kept them at the top level."""
+    return metrics.get("finetuned") or metrics
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The four numbers every table shows."""
     return {name: metrics.get(name) for name in HEADLINE}

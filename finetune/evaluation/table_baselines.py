@@ -3,11 +3,13 @@
 Tabular recipes (records rendered as text, finetune.data.records) keep the raw columns as
 `Examples.features`; these baselines read them. Both fit on exactly the rows the model trains
 on; imputation and encoding are fitted inside, on those rows only. scikit-learn is imported
-when a baseline runs, so a recipe can name them without slowing `finetune --help`.
+when a baseline runs, so a recipe can name them without slowing `finetune --help`. Each leaves
+its fitted pipeline as a `TablePredictor` (BaselineInputs.predictors), which a run can deliver.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +20,7 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from finetune.data.tables import Examples
     from finetune.evaluation.baselines import BaselineInputs
 
 
@@ -39,6 +42,42 @@ def _columns_by_kind(inputs: BaselineInputs) -> dict[str, list[str]]:
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), "missing").astype(str)
+
+
+def _first_column_text(frame: pd.DataFrame) -> pd.Series:
+    # A module-level function, not a lambda: the fitted pipeline is pickled with the run.
+    return frame.fillna("").astype(str).iloc[:, 0]
+
+
+@dataclass
+class TablePredictor:
+    """A fitted scikit-learn pipeline on a table's raw columns (`Examples.features`)."""
+
+    pipeline: Any
+    n_classes: int
+    name: str
+
+    def predict_proba(self, examples: Examples) -> np.ndarray:
+        if examples.features is None:
+            raise UserError(
+                f"This run delivers the {self.name} baseline, which reads the table's columns: "
+                "give table rows (--data FILE), not bare texts."
+            )
+        needed = list(getattr(self.pipeline, "feature_names_in_", []))
+        absent = [c for c in needed if c not in examples.features.columns]
+        if absent:
+            raise UserError(
+                f"{examples.source}: lacks columns the delivered {self.name} baseline reads: "
+                f"{', '.join(absent)}. Give it the training data's columns."
+            )
+        return _full_proba(self.pipeline, examples.features, self.n_classes)
+
+
+def _kept(inputs: BaselineInputs, name: str, pipeline: Any) -> np.ndarray:
+    """Keep the fitted pipeline as the baseline's predictor; its evaluation probabilities."""
+    predictor = TablePredictor(pipeline, inputs.n_classes, name)
+    inputs.predictors[name] = predictor
+    return predictor.predict_proba(inputs.eval_examples())
 
 
 def logistic_regression(inputs: BaselineInputs) -> np.ndarray:
@@ -65,7 +104,7 @@ def logistic_regression(inputs: BaselineInputs) -> np.ndarray:
         parts.append(("categorical", categorical, kinds["categorical"]))
     for column in kinds["text"]:
         notes = make_pipeline(
-            FunctionTransformer(lambda x: x.fillna("").astype(str).iloc[:, 0]),
+            FunctionTransformer(_first_column_text),
             TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
         )
         parts.append((f"text_{column}", notes, [column]))
@@ -74,7 +113,7 @@ def logistic_regression(inputs: BaselineInputs) -> np.ndarray:
         LogisticRegression(max_iter=5000, random_state=inputs.seed),
     )
     model.fit(inputs.train_features, inputs.train_labels)
-    return _full_proba(model, inputs.eval_features, inputs.n_classes)
+    return _kept(inputs, "logistic_regression", model)
 
 
 def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
@@ -111,7 +150,7 @@ def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
         ),
     )
     model.fit(inputs.train_features, inputs.train_labels)
-    return _full_proba(model, inputs.eval_features, inputs.n_classes)
+    return _kept(inputs, "gradient_boosting", model)
 
 
 def _full_proba(model: Any, features: pd.DataFrame, n_classes: int) -> np.ndarray:

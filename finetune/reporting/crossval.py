@@ -10,9 +10,16 @@ from typing import Any
 import numpy as np
 
 from finetune.evaluation.folds import OPERATING
-from finetune.evaluation.metrics import HEADLINE, MODEL_NAME
+from finetune.evaluation.metrics import HEADLINE
 from finetune.markdown import figure, table
-from finetune.reporting.report import cell, metrics_table, plot_calibration, plot_roc
+from finetune.reporting.report import (
+    cell,
+    delivery_lines,
+    method_entries,
+    metrics_table,
+    plot_calibration,
+    plot_roc,
+)
 
 
 def write_summary_report(
@@ -25,7 +32,7 @@ def write_summary_report(
     scores: dict[str, np.ndarray],
 ) -> None:
     """report.md: mean ± std tables, the folds with links to their reports, pooled plots."""
-    entries = {MODEL_NAME: metrics, **metrics["baselines"]}
+    entries = method_entries(metrics)
     parts = _results_section(title, metrics, facts)
     if len(labels) == 2:
         parts += _binary_section(metrics, entries)
@@ -36,9 +43,11 @@ def write_summary_report(
 
 def _results_section(title: str, metrics: dict[str, Any], facts: dict[str, Any]) -> list[str]:
     """The title, the run's facts and the mean ± std table of the headline metrics."""
+    delivered = [part for line in delivery_lines(metrics) for part in (f"**{line}**", "")]
     return [
         f"# {title}",
         "",
+        *delivered,
         table(["", ""], [[f"**{key}**", str(value)] for key, value in facts.items()]),
         "",
         f"## Results: mean ± standard deviation over {metrics['n_folds']} folds",
@@ -125,14 +134,15 @@ def _folds_section(metrics: dict[str, Any], methods: list[str]) -> list[str]:
         "(model, report, predictions) that `recipe.load(folder)` reloads.",
         "",
         table(
-            ["fold", "rows fitted", "held out", "kept epoch", *methods],
+            ["fold", "rows fitted", "held out", "kept epoch", "delivered", *methods],
             [
                 [
                     f"[{fold['folder']}]({fold['folder']}/report.md)",
                     str(fold["n_train"]),
                     str(fold["n_eval"]),
                     str(fold["best_epoch"]),
-                    *[figure(fold.get("auc"))],
+                    str(fold.get("delivered", "model")),
+                    figure((fold.get("finetuned") or fold).get("auc")),
                     *[figure(fold["baselines"][name].get("auc")) for name in methods[1:]],
                 ]
                 for fold in metrics["folds"]

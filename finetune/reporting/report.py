@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.evaluation.metrics import HEADLINE, MODEL_NAME
+from finetune.evaluation.metrics import HEADLINE, MODEL_NAME, finetuned_figures
 from finetune.markdown import figure, table
 
 
@@ -22,13 +22,38 @@ def cell(figures: dict[str, Any], key: str) -> str:
     return figure(value) if value is None or std is None else f"{value:.3f} ± {std:.3f}"
 
 
+def method_entries(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's own figures: the fine-tuned model's (`finetuned`), then the baselines'."""
+    return {MODEL_NAME: finetuned_figures(metrics), **metrics.get("baselines", {})}
+
+
+def delivered_row_name(metrics: dict[str, Any]) -> str | None:
+    """The name of a row for the delivered model when its figures are not one method's own
+    (a baseline or a calibrated model is delivered; cross-validation: delivery varied by fold);
+    None when the run delivers its fine-tuned model as it is (or predates delivery)."""
+    delivered = metrics.get("delivered")
+    if not delivered:
+        return None
+    calibrated = (metrics.get("calibration") or {}).get("method", "none") != "none"
+    if "counts" in delivered:  # cross-validation: one choice per fold
+        only_model = set(delivered["counts"]) == {"model"}
+        return None if only_model and not delivered.get("calibrated") else "delivered (per fold)"
+    name = MODEL_NAME if delivered.get("name", "model") == "model" else delivered["name"]
+    if name == MODEL_NAME and not calibrated:
+        return None
+    method = metrics["calibration"]["method"] if calibrated else ""
+    return f"delivered: {name}" + (f" + {method}" if method else "")
+
+
 def metrics_table(metrics: dict[str, Any]) -> list[list[str]]:
-    """Rows of (method, accuracy, recall, F1, AUC): the fine-tuned model first, then baselines.
+    """Rows of (method, accuracy, recall, F1, AUC): the delivered model when its figures are
+    not one method's own, the fine-tuned model, then baselines.
 
     Cross-validated figures read `mean ± std`.
     """
-    rows = [[MODEL_NAME, *[cell(metrics, k) for k in HEADLINE]]]
-    for name, figures in metrics.get("baselines", {}).items():
+    delivered = delivered_row_name(metrics)
+    rows = [[delivered, *[cell(metrics, k) for k in HEADLINE]]] if delivered else []
+    for name, figures in method_entries(metrics).items():
         rows.append([name, *[cell(figures, k) for k in HEADLINE]])
     return rows
 
@@ -86,6 +111,46 @@ def label_key(labels: list[str]) -> list[str]:
         table(["in the plots", "label"], [list(pair) for pair in zip(shown, labels, strict=True)]),
         "",
     ]
+
+
+def delivery_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the run serves and why, for the first lines of the console and the report."""
+    delivered = metrics.get("delivered")
+    if not delivered:
+        return []
+    if "counts" in delivered:
+        counts = ", ".join(f"{n} in {c}" for n, c in delivered["counts"].items())
+        lines = [f"Delivered model, chosen on each fold's validation rows: {counts} fold(s)."]
+        calibration = metrics.get("calibration")
+        if calibration and delivered.get("calibrated"):
+            methods = ", ".join(f"{n} in {c}" for n, c in calibration["methods"].items())
+            lines.append(
+                f"Calibration, chosen per fold: {methods}; held-out Brier score "
+                f"{cell(calibration, 'brier_before')} before, "
+                f"{cell(calibration, 'brier_after')} after."
+            )
+        return lines
+    if delivered.get("note"):
+        lines = [delivered["note"]]
+    elif "validation" in delivered:
+        figures = delivered["validation"]
+        others = [v for n, v in figures.items() if n != "model" and v is not None]
+        lines = [
+            f"Delivered: the fine-tuned model; no baseline beat it on the validation rows by more "
+            f"than {delivered['margin']} {delivered['metric']} (fine-tuned "
+            f"{figure(figures.get('model'))}, best baseline {figure(max(others, default=None))})."
+        ]
+    else:
+        lines = [f"Delivered: the fine-tuned model ({delivered.get('rule', '')})."]
+    calibration = metrics.get("calibration")
+    if calibration and calibration.get("method") != "none":
+        lines.append(
+            f"Its probabilities are calibrated ({calibration['method']}, fitted on the "
+            f"{calibration['fitted_on']}); evaluation Brier score "
+            f"{figure(calibration['brier_before'])} before, "
+            f"{figure(calibration['brier_after'])} after."
+        )
+    return lines
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
@@ -155,7 +220,7 @@ def plot_training(losses: list[list[float]], history: list[dict[str, Any]], path
 def plot_comparison(metrics: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    entries = {MODEL_NAME: metrics, **metrics.get("baselines", {})}
+    entries = method_entries(metrics)
     names = list(entries)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
@@ -217,7 +282,10 @@ def binary_section(
     """Sensitivity/specificity, calibration and the operating point of a two-class task."""
     plot_roc(y_true, scores, plots / "roc.png")
     plot_calibration(y_true, scores, plots / "calibration.png")
-    entries = {MODEL_NAME: metrics, **metrics.get("baselines", {})}
+    entries = method_entries(metrics)
+    delivered = delivered_row_name(metrics)
+    if delivered:
+        entries = {delivered: metrics, **entries}
     rows = [
         [name, *[figure(m.get(k)) for k in ("recall", "specificity", "precision", "brier")]]
         for name, m in entries.items()
@@ -260,8 +328,35 @@ def binary_section(
             ),
             "",
         ]
+    parts += calibration_lines(metrics.get("calibration"))
     parts += ["![ROC](plots/roc.png)", "", "![calibration](plots/calibration.png)", ""]
     return parts
+
+
+def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    """How the delivered model's probabilities were calibrated, and what it did to the
+    evaluation rows' Brier score and log-loss."""
+    if not calibration:
+        return []
+    chosen = calibration["method"]
+    losses = calibration.get("cross_fitted_log_loss")
+    how = (
+        "chosen by the lowest log-loss cross-fitted on the validation rows ("
+        + ", ".join(f"{m} {v:.4f}" for m, v in losses.items())
+        + ")"
+        if losses
+        else f"as set (eval.calibrate: {calibration['setting']})"
+    )
+    note = f" {calibration['note']}." if calibration.get("note") else ""
+    return [
+        f"Calibration of the delivered model: **{chosen}**, fitted on the "
+        f"{calibration['fitted_on']}, {how}.{note} On the evaluation rows (reported, never "
+        f"used): Brier score {figure(calibration['brier_before'])} before, "
+        f"{figure(calibration['brier_after'])} after; log-loss "
+        f"{figure(calibration['log_loss_before'])} before, "
+        f"{figure(calibration['log_loss_after'])} after.",
+        "",
+    ]
 
 
 def write_report(
@@ -304,9 +399,10 @@ def write_report(
         ]
         for h in history
     ]
-    parts = [
-        f"# {title}",
-        "",
+    parts = [f"# {title}", ""]
+    for line in delivery_lines(metrics):
+        parts += [f"**{line}**", ""]
+    parts += [
         table(["", ""], [[f"**{k}**", str(v)] for k, v in facts.items()]),
         "",
         "## Results on the evaluation split",
@@ -333,6 +429,7 @@ def write_report(
         "",
         "## Per class",
         "",
+        "Of the delivered model." if delivered_row_name(metrics) else "",
         table(["class", "precision", "recall", "F1", "AUC", "support"], per_class),
         "",
         "![confusion matrix](plots/confusion_matrix.png)",

@@ -5,6 +5,13 @@
 metrics.json, environment.json, scores.npz, plots/), so it never needs a model. With a floors
 file it also checks every run against the minimum metrics kept in the repo, so a regression
 turns CI red.
+
+The summary table's figures are each run's delivered model's (what it serves: the fine-tuned
+model, or a baseline that beat it on validation rows, calibrated or not), with the delivered
+method named; each run's own table shows every method's own figures. Floors read the
+fine-tuned model's own figures (`finetuned` in metrics.json): they guard the recipe's model
+against regressions, which a delivered baseline would otherwise hide. A floor named
+`delivered.<metric>` reads what the run serves instead.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.evaluation.metrics import HEADLINE, MODEL_NAME, default_primary_metric
+from finetune.evaluation.metrics import (
+    HEADLINE,
+    MODEL_NAME,
+    default_primary_metric,
+    finetuned_figures,
+)
 from finetune.files import staged
 from finetune.markdown import figure, table
 
@@ -32,6 +44,7 @@ SUMMARY_COLUMNS = (
     "quant",
     *HEADLINE,
     "best baseline",
+    "delivered",
     "train time",
     "peak memory",
 )
@@ -112,9 +125,22 @@ def summary_row(record: RunRecord) -> list[str]:
         str(model.get("quant", "none")),
         *[figure(record.metrics.get(k)) for k in HEADLINE],
         best_text,
+        _delivered_text(record.metrics),
         f"{seconds:.0f} s" if isinstance(seconds, int | float) else "n/a",
         f"{memory:.0f} MB" if isinstance(memory, int | float) else "n/a",
     ]
+
+
+def _delivered_text(metrics: dict[str, Any]) -> str:
+    """The delivered method (and calibration) of a run; per-fold counts for cross-validation."""
+    delivered = metrics.get("delivered")
+    if not delivered:
+        return "fine-tuned"
+    if "counts" in delivered:
+        return ", ".join(f"{n} x{c}" for n, c in delivered["counts"].items())
+    name = "fine-tuned" if delivered.get("name", "model") == "model" else delivered["name"]
+    method = (metrics.get("calibration") or {}).get("method", "none")
+    return name if method == "none" else f"{name} + {method}"
 
 
 def _metric_name(metric: str) -> str:
@@ -159,7 +185,10 @@ def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) 
     failures = []
     for record in records:
         for metric, floor in (floors.get(record.recipe) or {}).items():
-            value = record.metrics.get(metric)
+            if metric.startswith("delivered."):
+                value = record.metrics.get(metric.removeprefix("delivered."))
+            else:
+                value = finetuned_figures(record.metrics).get(metric)
             if value is None or value < floor:
                 failures.append(
                     f"{record.name} ({record.recipe}): {metric} {figure(value)} < floor {floor}"
@@ -248,7 +277,8 @@ def _blocks(
         blocks.append(("p", verdict))
     for record in records:
         blocks.append(("h2", f"{record.name}: {record.recipe} on {record.dataset}"))
-        rows = [[MODEL_NAME, *[figure(record.metrics.get(k)) for k in HEADLINE]]]
+        own = finetuned_figures(record.metrics)
+        rows = [[MODEL_NAME, *[figure(own.get(k)) for k in HEADLINE]]]
         for name, figures in (record.metrics.get("baselines") or {}).items():
             rows.append([name, *[figure(figures.get(k)) for k in HEADLINE]])
         blocks.append(("table", ["method", *HEADLINE], rows))

@@ -1,0 +1,230 @@
+"""Which model a run delivers, and the calibration it serves with, chosen on validation rows.
+
+Every method (the fine-tuned model at its kept epoch, each baseline) is scored on the run's
+validation rows. With `eval.deliver: best` a baseline is delivered when it beats the
+fine-tuned model there, on the recipe's primary metric, by more than `MARGIN`; otherwise, and
+always with `eval.deliver: finetuned`, the fine-tuned model is. Two-class tasks then get a
+calibration map of the delivered method's probabilities (`finetune.evaluation.calibration`),
+fitted on the same validation rows. The evaluation rows are never passed here.
+
+What the run serves is saved in the run folder's `delivered/` (`save_served`, `load_served`):
+`delivered.json`, the baseline's fitted predictor (`predictor.joblib`) and the calibration map
+(`calibration.joblib`). joblib files are pickles: load run folders you trust, like any model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune.evaluation.calibration import Calibrator, choose_calibrator
+from finetune.evaluation.metrics import (
+    MODEL_NAME,
+    classification_metrics,
+    default_primary_metric,
+)
+
+# A baseline is delivered only when it leads the fine-tuned model on the validation rows by
+# more than this (in the primary metric's units): a tie-breaker towards the fine-tuned model,
+# not a significance test (docs/evaluation.md says why it is small).
+MARGIN = 0.005
+# The name of the fine-tuned model in metrics.json's `delivered` (baselines go by theirs).
+MODEL = "model"
+# Figures `classification_metrics` computes, hence computable on validation rows.
+VALIDATION_METRICS = ("accuracy", "recall", "f1", "auc", "precision", "specificity")
+FOLDER = "delivered"
+
+
+@dataclass
+class Served:
+    """What a run serves: the delivered method and its calibration (picklable parts)."""
+
+    name: str  # MODEL or a baseline's name
+    predictor: Any = None  # a baseline's fitted predictor; None for the fine-tuned model
+    calibrator: Calibrator | None = None  # two-class tasks; None: probabilities as they are
+
+    @property
+    def reads_vectors(self) -> bool:
+        """The predictor reads the frozen backbone's vectors (embedding_logreg's probe)."""
+        return bool(getattr(self.predictor, "reads_vectors", False))
+
+    def calibrate(self, proba: np.ndarray) -> np.ndarray:
+        return proba if self.calibrator is None else self.calibrator.apply(proba)
+
+
+@dataclass
+class Delivery:
+    """The choice and what decided it (metrics.json's `delivered` and `calibration`)."""
+
+    served: Served
+    method: str  # the delivered method's key in the scores (MODEL_NAME or a baseline's name)
+    decided: dict[str, Any]  # metrics.json `delivered`
+    calibration: dict[str, Any] | None = None  # metrics.json `calibration` (two classes)
+    lines: list[str] = field(default_factory=list)  # the console's and report's first lines
+
+
+def validation_metric(primary: str, n_classes: int) -> str:
+    """The recipe's primary metric when validation rows can give it, else the task's default
+    (a recipe's own figure, e.g. NDCG@k of a ranking, is computed on evaluation rows only)."""
+    return primary if primary in VALIDATION_METRICS else default_primary_metric(n_classes)
+
+
+def choose_delivered(
+    val_scores: dict[str, np.ndarray],
+    y_val: np.ndarray,
+    labels: list[str],
+    primary: str,
+    deliver: str,
+    deliverable: set[str],
+) -> tuple[str, dict[str, Any], list[str]]:
+    """(the delivered method's key, metrics.json's `delivered`, report lines).
+
+    `val_scores` holds every method's validation probabilities (the model under MODEL_NAME);
+    `deliverable` names the baselines that left a predictor a run can save."""
+    metric = validation_metric(primary, len(labels))
+    decided: dict[str, Any] = {"name": MODEL, "deliver": deliver, "metric": metric}
+    if not len(y_val):
+        decided["rule"] = "no validation rows: the fine-tuned model, unchallenged"
+        return MODEL_NAME, decided, []
+    figures = {
+        name: classification_metrics(y_val, p, labels)[metric] for name, p in val_scores.items()
+    }
+    decided.update(
+        chosen_on=f"validation ({len(y_val)} rows)",
+        margin=MARGIN,
+        validation={(MODEL if n == MODEL_NAME else n): v for n, v in figures.items()},
+    )
+    model = figures[MODEL_NAME]
+    # Baselines that lead by more than the margin, best first (ties: the recipe's order).
+    leading = sorted(
+        (
+            name
+            for name, value in figures.items()
+            if name != MODEL_NAME
+            and value is not None
+            and (model is None or value - model > MARGIN)
+        ),
+        key=lambda name: -figures[name],
+    )
+    if not leading:
+        return MODEL_NAME, decided, []
+    leader = leading[0]
+    best_value = figures[leader]
+    decided["leader"] = leader
+    led = (
+        f"The baseline {leader} beat the fine-tuned model on the validation rows: {metric} "
+        f"{best_value:.3f} against {_shown(model)} (margin {MARGIN})."
+    )
+    if deliver == "finetuned":
+        return (
+            MODEL_NAME,
+            decided,
+            [led + " Delivered: the fine-tuned model (--deliver finetuned)."],
+        )
+    served = [name for name in leading if name in deliverable]
+    if not served:
+        return (
+            MODEL_NAME,
+            decided,
+            [led + f" {leader} leaves no saved predictor, so the fine-tuned model is delivered."],
+        )
+    decided["name"] = served[0]
+    note = "" if served[0] == leader else f" ({leader} leaves no saved predictor)"
+    return (
+        served[0],
+        decided,
+        [
+            led + f" Delivered: {served[0]}{note}; predict and evaluate --run serve it "
+            "(--deliver finetuned keeps the fine-tuned model)."
+        ],
+    )
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def deliver(
+    val_scores: dict[str, np.ndarray],
+    y_val: np.ndarray,
+    labels: list[str],
+    primary: str,
+    settings: Any,
+    predictors: dict[str, Any],
+    seed: int,
+) -> Delivery:
+    """The delivered method (choose_delivered) and, for two classes, its calibration map fitted
+    on its validation probabilities. `settings` is the run's EvalConfig (deliver, calibrate)."""
+    method, decided, lines = choose_delivered(
+        val_scores, y_val, labels, primary, settings.deliver, set(predictors)
+    )
+    served = Served(decided["name"], predictors.get(method) if method != MODEL_NAME else None)
+    if lines:
+        decided["note"] = " ".join(lines)
+    delivery = Delivery(served, method, decided, lines=lines)
+    if len(labels) == 2:
+        calibrator, how = choose_calibrator(
+            settings.calibrate if len(y_val) else "none", val_scores[method][:, 1], y_val, seed
+        )
+        served.calibrator = calibrator if calibrator.method != "none" else None
+        delivery.calibration = {"method": calibrator.method, **how}
+    return delivery
+
+
+def calibration_figures(
+    calibration: dict[str, Any], y_eval: np.ndarray, before: np.ndarray, after: np.ndarray
+) -> dict[str, Any]:
+    """metrics.json `calibration`: how it was chosen, with the Brier score and log-loss of the
+    delivered method's P(positive) on the evaluation rows before and after (reported only)."""
+    from finetune.evaluation.calibration import brier, log_loss
+
+    y = np.asarray(y_eval) == 1
+    return {
+        **calibration,
+        "brier_before": brier(y, before[:, 1]),
+        "brier_after": brier(y, after[:, 1]),
+        "log_loss_before": log_loss(y, before[:, 1]),
+        "log_loss_after": log_loss(y, after[:, 1]),
+    }
+
+
+def save_served(folder: Path, served: Served, decided: dict[str, Any]) -> None:
+    """Write `folder`/delivered/: what the run serves, so `load_served` rebuilds it."""
+    import joblib
+
+    target = folder / FOLDER
+    target.mkdir()
+    calibration = served.calibrator.method if served.calibrator is not None else "none"
+    info = {"name": served.name, "calibration": calibration, "decided": decided}
+    (target / "delivered.json").write_text(json.dumps(info, indent=2))
+    if served.predictor is not None:
+        joblib.dump(served.predictor, target / "predictor.joblib")
+    if served.calibrator is not None:
+        joblib.dump(served.calibrator, target / "calibration.joblib")
+
+
+def load_served(folder: Path) -> Served | None:
+    """What a run folder serves (None: a folder written before delivery existed, which serves
+    its fine-tuned model uncalibrated)."""
+    import joblib
+
+    target = folder / FOLDER
+    if not (target / "delivered.json").is_file():
+        return None
+    info = json.loads((target / "delivered.json").read_text())
+    predictor = calibrator = None
+    if (target / "predictor.joblib").is_file():
+        predictor = joblib.load(target / "predictor.joblib")
+    if (target / "calibration.joblib").is_file():
+        calibrator = joblib.load(target / "calibration.joblib")
+    return Served(info["name"], predictor, calibrator)
+
+
+def delivered_name(metrics: dict[str, Any]) -> str:
+    """The delivered method's row name in reports (MODEL_NAME for the fine-tuned model)."""
+    name = (metrics.get("delivered") or {}).get("name", MODEL)
+    return MODEL_NAME if name == MODEL else name
