@@ -272,3 +272,27 @@ def test_reply_task_errors_are_one_line(tmp_path, chat_dir):
     assert result.exit_code == 2 and "no column 'answer'" in result.output
     result = runner.invoke(app, ["customer-service", "train", "--task", "summarise"])
     assert result.exit_code == 2 and "--task must be intent or reply" in result.output
+
+
+def test_system_turn_and_conversations_carry_no_loss(chat_dir):
+    """With the recipe's system turn, or a whole conversation as the prompt, the labels still
+    cover the final reply's tokens only."""
+    from finetune.modeling.generation import IGNORE, ChatInputs
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(chat_dir))
+    inputs = ChatInputs(tokenizer, 32, system="thanks")
+    history = [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "tracking has not moved"},
+        {"role": "user", "content": "refund me now"},
+    ]
+    items = inputs.encode_pairs(["refund me now", history], ["money back please"] * 2)
+    batch = inputs.collate(items)
+    for row, (ids, n_prompt) in enumerate(items):
+        words = tokenizer.convert_ids_to_tokens(ids[:n_prompt])
+        assert "thanks" in words  # the system turn is in the prompt
+        labels = batch["labels"][row]
+        answer = tokenizer.convert_ids_to_tokens(labels[labels != IGNORE].tolist())
+        assert answer == ["money", "back", "please", tokenizer.eos_token]
+    assert "tracking" in tokenizer.convert_ids_to_tokens(items[1][0][: items[1][1]])
