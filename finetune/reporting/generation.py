@@ -30,6 +30,13 @@ def _cell(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _redaction(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return " No PII redaction (data.redact_pii is off)."
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "nothing found"
+    return f" PII redacted in messages and replies before training: {found}."
+
+
 def verdict_lines(metrics: dict[str, Any]) -> list[str]:
     """The run's first lines: whether the tuned model beats retrieval on validation rows."""
     checked = metrics.get("validation")
@@ -83,7 +90,8 @@ def generation_report(
         "# Generation run",
         *verdict_lines(metrics),
         f"Model `{metrics['model']}`, {train['steps']} steps, kept epoch "
-        f"{figure(train['best_epoch'])}; {gen['n']} evaluation messages.",
+        f"{figure(train['best_epoch'])}; {gen['n']} evaluation messages."
+        + _redaction(metrics.get("pii_redacted")),
         "## Methods (evaluation messages)",
         table(["method", *COLUMNS.values()], methods_table(metrics)),
         "Intent figures: a reply classifier (TF-IDF + logistic regression) fitted on the "
