@@ -109,6 +109,8 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     group.command("train")(_with_flags(friendly_errors(train), train, _train_flags(recipe)))
     group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
     group.command("predict")(friendly_errors(_predict_command(recipe)))
+    if recipe.generation:
+        group.command("chat")(friendly_errors(_chat_command(recipe)))
     recipe.add_commands(group)
     return group
 
@@ -189,6 +191,11 @@ def _echo_run(recipe: Recipe, run: Any) -> None:
 
     if not is_main_process():
         return  # data-parallel workers: process 0 reports
+    if run.metrics.get("task") == "generation":
+        _echo_generation(recipe, run.metrics)
+        typer.echo(f"Run folder: {run.folder}")
+        typer.echo(f"Report:     {run.folder / 'report.md'}")
+        return
     n_eval, folds = run.metrics["n_eval"], run.metrics.get("n_folds")
     scope = (
         f"{folds}-fold cross-validation on {n_eval} examples (mean ± std)"
@@ -218,12 +225,19 @@ def _evaluate_command(recipe: Recipe) -> Callable[..., None]:
         import json
 
         loaded = recipe.load(run)
-        config = _with_columns(loaded.config, text_column, label_column)
-        metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
+        if _is_generation(run):
+            metrics = loaded.evaluate(_read_pairs(loaded, data, text_column, label_column))
+        else:
+            config = _with_columns(loaded.config, text_column, label_column)
+            metrics = loaded.evaluate(recipe.read(data, config, labelled=True))
         with atomic(target) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        print_results(metrics, f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)")
+        title = f"{recipe.title}: {Path(data).name} ({metrics['n']} examples)"
+        if _is_generation(run):
+            _echo_generation(recipe, metrics, title)
+        else:
+            print_results(metrics, title)
         typer.echo(f"Metrics: {target}")
 
     return evaluate
@@ -249,6 +263,9 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
         if data is not None and output is None:
             raise UserError("--data needs --output FILE.csv for the predictions.")
         loaded = recipe.load(run)
+        if _is_generation(run):
+            _predict_replies(loaded, data, text, text_column, output)
+            return
         if text is not None:
             proba = loaded.predict_proba([text])[0]
             best = int(proba.argmax())
@@ -265,6 +282,90 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
             )
 
     return predict
+
+
+def _is_generation(run: Path) -> bool:
+    from finetune.generation import is_generation_run
+
+    return is_generation_run(run)
+
+
+def _echo_generation(recipe: Recipe, metrics: dict[str, Any], title: str | None = None) -> None:
+    """A generation run's table (one row per method) and its verdict on validation rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from finetune.reporting.generation import COLUMNS, methods_table, verdict_lines
+
+    table = Table(title=title or f"{recipe.title}: replies to {metrics['n_eval']} messages")
+    for column in ("method", *COLUMNS.values()):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in methods_table(metrics):
+        table.add_row(*row)
+    Console(width=160).print(table)
+    for line in verdict_lines(metrics):
+        typer.echo(line.replace("**", ""))
+
+
+def _read_pairs(loaded: Any, data: str, prompt: str | None, label: str | None) -> Any:
+    """Labelled pairs for `evaluate`: the run's column names unless given."""
+    from finetune.data.pairs import read_pairs
+
+    options = loaded.config.get("options") or {}
+    return read_pairs(
+        data,
+        prompt or options.get("prompt_column", "prompt"),
+        options.get("response_column", "response"),
+        label or options.get("intent_column"),
+    )
+
+
+def _predict_replies(
+    loaded: Any, data: str | None, text: str | None, column: str | None, output: Path | None
+) -> None:
+    """`predict` for a generation run: print the reply to --text, or write a `reply` column."""
+    if text is not None:
+        typer.echo(loaded.reply([text])[0])
+        return
+    from finetune.data.tables import read_table
+
+    frame = read_table(data)
+    column = column or (loaded.config.get("options") or {}).get("prompt_column", "prompt")
+    if column not in frame.columns:
+        raise UserError(f"{data}: no column '{column}'. Name the messages with --text-column.")
+    frame["reply"] = loaded.reply(frame[column].astype(str).tolist())
+    with atomic(output) as tmp:
+        frame.to_csv(tmp, index=False)
+    typer.echo(f"Wrote {len(frame)} replies to {output}")
+
+
+def _chat_command(recipe: Recipe) -> Callable[..., None]:
+    def chat(
+        run: RunOpt,
+        max_new_tokens: Annotated[
+            int | None, typer.Option("--max-new-tokens", help="Cap per reply (default: the run's).")
+        ] = None,
+    ) -> None:
+        """Talk to a reply run: each message is answered in the context of the conversation
+        so far. An empty line or Ctrl-D ends it."""
+        from finetune.generation import load_generation_run
+
+        loaded = load_generation_run(run, max_new_tokens)
+        typer.echo("Type a message (empty line to stop).")
+        turns: list[dict[str, str]] = []
+        while True:
+            try:
+                message = input("you> ").strip()
+            except EOFError:
+                break
+            if not message:
+                break
+            turns.append({"role": "user", "content": message})
+            reply = loaded.reply([list(turns)])[0]
+            turns.append({"role": "assistant", "content": reply})
+            typer.echo(f"assistant> {reply}")
+
+    return chat
 
 
 def _param_name(flag: Flag) -> str:
@@ -386,8 +487,15 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge a run's LoRA into its backbone: a standalone folder for plain transformers."""
-    from finetune.modeling.export import export_merged
+    from finetune.modeling.export import export_merged, export_merged_generator
 
+    if _is_generation(run):
+        checks = export_merged_generator(run, output, overwrite=overwrite)
+        typer.echo(
+            f"Merged causal LM: {output} (greedy text equal to the run's on "
+            f"{checks['same_text']}/{checks['prompts']} prompts; see its README.md)"
+        )
+        return
     checks = export_merged(run, output, overwrite=overwrite)
     agreement = checks["merged_vs_trained_run"]
     typer.echo(

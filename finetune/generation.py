@@ -1,25 +1,38 @@
 """A generation run end to end: prompt/response pairs in, a run folder out.
 
-The generation task (modeling/generation.py) trains on the shared loop (training/loop.py,
-`task=`), then generates responses for the evaluation prompts and scores them against the
-references (evaluation/text_metrics.py). The run folder holds config.yaml, adapter/ (LoRA,
-tokenizer, generator.json), metrics.json (`generation`: rougeL, chrf, tokens_per_second, n),
-predictions.csv (prompt, reference, generated), report.md and environment.json.
-`load_generator(folder / "adapter")` and `generate` give the same text again (greedy decoding).
+Stages: prepare (redact, build the model) -> fit (the shared loop, training/loop.py, with the
+generation task) -> generate (the tuned model and the baselines, on validation and evaluation
+prompts) -> score (evaluation/text_metrics.py, evaluation/reply_metrics.py) -> write.
+
+Methods compared on the same prompts (`baselines`, chosen by the recipe):
+- `model`: the fine-tuned model (greedy, batched, `max_new_tokens` cap);
+- `untuned`: the same model with its adapter disabled, same chat prompt;
+- `retrieval_tfidf` / `retrieval_embedding`: the reply of the most similar training message
+  (TF-IDF cosine / cosine of frozen MiniLM sentence vectors).
+With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
+gives intent consistency. The validation rows decide the run's verdict (does the tuned model
+beat retrieval?); the evaluation rows are scored once.
+
+The run folder: config.yaml, adapter/ (LoRA, tokenizer, generator.json), metrics.json
+(`generation`: the model's rougeL, chrf, tokens_per_second, n; `reply`: figures per method;
+`validation`; `train`), predictions.csv (message, reference, one column per method),
+reply_classifier.pkl (with labels), report.md and environment.json.
+`load_generation_run(folder)` reloads it to reply, chat and evaluate.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from finetune.config import Config, save_yaml
-from finetune.data.pairs import Pairs
+from finetune.config import Config, load_yaml, save_yaml
+from finetune.data.pairs import Pairs, redact_pairs
+from finetune.errors import UserError
 from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     ChatInputs,
@@ -32,12 +45,24 @@ from finetune.modeling.models import pick_device, use_bf16
 from finetune.runtime import environment, peak_memory_mb
 from finetune.training.loop import Rows, TrainingLoop
 
+BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
+RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of `retrieval_embedding`
+
 
 @dataclass
 class GenerationRun:
     folder: Path
     metrics: dict[str, Any]
     generated: list[str]
+
+
+@dataclass
+class Scored:
+    """Each method's replies to some pairs, and the model's decoding throughput."""
+
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    new_tokens: int = 0
+    seconds: float = 0.0
 
 
 def _rows(inputs: ChatInputs, pairs: Pairs | None) -> Rows:
@@ -52,17 +77,33 @@ def train_generation(
     validation: Pairs | None = None,
     max_new_tokens: int = 64,
     show_progress: bool = False,
+    system: str | None = None,
+    baselines: tuple[str, ...] = (),
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
-    generate for `evaluation`'s prompts and write the run folder (`config.output`)."""
+    generate for `evaluation`'s prompts with the model and `baselines` (names in BASELINES),
+    and write the run folder (`config.output`)."""
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown generation baselines {sorted(unknown)}; known: {BASELINES}")
     folder = output_folder(config.output, config.recipe or "generation", config.overwrite)
     started = time.perf_counter()
+    redacted = None
+    if config.data.redact_pii:
+        train, counts = redact_pairs(train)
+        evaluation, eval_counts = redact_pairs(evaluation)
+        counts.add(eval_counts)
+        if validation is not None:
+            validation, val_counts = redact_pairs(validation)
+            counts.add(val_counts)
+        redacted = counts.as_dict()
     device = pick_device()
     bf16 = use_bf16(config.train.precision, device)
     model, tokenizer, info = build_generator(
         config.model, config.data.max_length, bf16, device, config.train.seed
     )
-    inputs = ChatInputs(tokenizer, config.data.max_length)
+    info.system = system
+    inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
     loop = TrainingLoop(
         model,
@@ -76,34 +117,174 @@ def train_generation(
         task=task,
     )
     result = loop.run()
-    out = generate(
-        model, tokenizer, evaluation.prompts, max_new_tokens, config.train.eval_batch_size, bf16
-    )
-    from finetune.evaluation.text_metrics import text_metrics
-
-    metrics = {
-        "model": info.backbone,
-        "generation": text_metrics(out.texts, evaluation.responses, out.new_tokens, out.seconds),
-        "train": {
-            "steps": result.steps,
-            "best_epoch": result.best_epoch,
-            "history": result.history,
-            "train_seconds": result.train_seconds,
-        },
-    }
+    decode = Decoder(model, tokenizer, max_new_tokens, config.train.eval_batch_size, bf16, system)
+    judge = Judge.fit(train, config.train.seed)
+    scored = score_methods(decode, train, evaluation, baselines, device)
+    checked = None
+    if validation is not None and len(validation) and baselines:
+        retrieval = tuple(b for b in baselines if b.startswith("retrieval"))
+        checked = score_methods(decode, train, validation, retrieval, device)
+    metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
+    metrics["pii_redacted"] = redacted
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
     )
     with staged(folder) as tmp:
-        _write(tmp, config, metrics, evaluation, out.texts)
+        _write(tmp, config, metrics, evaluation, scored)
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
         save_generator(model, tokenizer, info, tmp / "adapter")
-    return GenerationRun(folder, metrics, out.texts)
+        judge.save(tmp)
+    return GenerationRun(folder, metrics, scored.texts["model"])
+
+
+@dataclass
+class Decoder:
+    """Greedy, batched decoding with the run's settings (the tuned model, or the untuned one
+    with the adapter disabled)."""
+
+    model: Any
+    tokenizer: Any
+    max_new_tokens: int
+    batch_size: int
+    bf16: bool
+    system: str | None
+
+    def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
+        if untuned:
+            with self.model.backbone.disable_adapter():
+                return self(prompts)
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            self.max_new_tokens,
+            self.batch_size,
+            self.bf16,
+            system=self.system,
+        )
+
+
+def score_methods(
+    decode: Decoder, train: Pairs, pairs: Pairs, baselines: tuple[str, ...], device: str
+) -> Scored:
+    """Replies to `pairs` from the tuned model and each baseline."""
+    from finetune.evaluation.reply_metrics import retrieve_tfidf, retrieve_vectors
+
+    out = decode(pairs.prompts)
+    scored = Scored({"model": out.texts}, out.new_tokens, out.seconds)
+    if "untuned" in baselines:
+        scored.texts["untuned"] = decode(pairs.prompts, untuned=True).texts
+    if "retrieval_tfidf" in baselines:
+        scored.texts["retrieval_tfidf"] = retrieve_tfidf(
+            train.messages, train.responses, pairs.messages
+        )
+    if "retrieval_embedding" in baselines:
+        from finetune.modeling.generation import sentence_vectors
+
+        vectors = sentence_vectors(
+            RETRIEVAL_ENCODER, train.messages + pairs.messages, decode.batch_size, device
+        )
+        scored.texts["retrieval_embedding"] = retrieve_vectors(
+            vectors[: len(train)], train.responses, vectors[len(train) :]
+        )
+    return scored
+
+
+@dataclass
+class Judge:
+    """The reply classifier (reply -> label), fitted on the training responses; None when the
+    pairs have no labels."""
+
+    classifier: Any = None
+
+    @classmethod
+    def fit(cls, train: Pairs, seed: int) -> Judge:
+        from finetune.evaluation.reply_metrics import fit_reply_classifier
+
+        if train.labels is None or len(set(train.labels)) < 2:
+            return cls(None)
+        return cls(fit_reply_classifier(train.responses, train.labels, seed))
+
+    def figures(self, texts: list[str], pairs: Pairs) -> dict[str, Any]:
+        from finetune.evaluation.reply_metrics import reply_figures
+
+        labels = pairs.labels if self.classifier is not None else None
+        return reply_figures(texts, pairs.responses, labels, self.classifier)
+
+    def save(self, folder: Path) -> None:
+        if self.classifier is not None:  # scikit-learn's own format is pickle
+            import pickle
+
+            (folder / "reply_classifier.pkl").write_bytes(pickle.dumps(self.classifier))
+
+    @classmethod
+    def load(cls, folder: Path) -> Judge:
+        path = folder / "reply_classifier.pkl"
+        if not path.is_file():
+            return cls(None)
+        import pickle
+
+        return cls(pickle.loads(path.read_bytes()))  # the run's own file, written by save()
+
+
+def _metrics(
+    backbone: str,
+    result: Any,
+    judge: Judge,
+    evaluation: Pairs,
+    scored: Scored,
+    validation: Pairs | None,
+    checked: Scored | None,
+) -> dict[str, Any]:
+    from finetune.evaluation.text_metrics import text_metrics
+
+    reply = {name: judge.figures(texts, evaluation) for name, texts in scored.texts.items()}
+    model = reply["model"]
+    metrics: dict[str, Any] = {
+        "task": "generation",
+        "model": backbone,
+        "n_eval": len(evaluation),
+        "generation": text_metrics(
+            scored.texts["model"], evaluation.responses, scored.new_tokens, scored.seconds
+        ),
+        "reply": reply,
+        "accuracy": model["intent_accuracy"],
+        "recall": model["intent_recall"],
+        "f1": model["intent_f1"],
+        "train": {
+            "steps": result.steps,
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "train_seconds": result.train_seconds,
+            "samples_per_second": result.samples_per_second,
+        },
+    }
+    if validation is not None and checked is not None:
+        metrics["validation"] = verdict(judge, validation, checked)
+    return metrics
+
+
+def verdict(judge: Judge, validation: Pairs, checked: Scored) -> dict[str, Any]:
+    """Validation figures of the model and retrieval, and whether the model loses (a lower
+    ROUGE-L or chrF than any retrieval baseline): decided on validation rows, never on the
+    evaluation rows."""
+    figures = {
+        name: {k: judge.figures(texts, validation)[k] for k in ("rougeL", "chrf")}
+        for name, texts in checked.texts.items()
+    }
+    losses = [
+        f"{name} {metric}"
+        for name, values in figures.items()
+        if name != "model"
+        for metric in ("rougeL", "chrf")
+        if values[metric] > figures["model"][metric]
+    ]
+    return {"n": len(validation), "figures": figures, "model_loses_to": losses}
 
 
 def _write(
-    folder: Path, config: Config, metrics: dict[str, Any], evaluation: Pairs, generated: list[str]
+    folder: Path, config: Config, metrics: dict[str, Any], evaluation: Pairs, scored: Scored
 ) -> None:
     import pandas as pd
 
@@ -111,8 +292,65 @@ def _write(
 
     save_yaml(config, folder / "config.yaml")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    pd.DataFrame(
-        {"prompt": evaluation.prompts, "reference": evaluation.responses, "generated": generated}
-    ).to_csv(folder / "predictions.csv", index=False)
-    report = generation_report(metrics, evaluation.prompts, evaluation.responses, generated)
+    columns: dict[str, Any] = {"prompt": evaluation.messages, "reference": evaluation.responses}
+    if evaluation.labels is not None:
+        columns["label"] = evaluation.labels
+    columns["generated"] = scored.texts["model"]
+    columns.update({name: texts for name, texts in scored.texts.items() if name != "model"})
+    pd.DataFrame(columns).to_csv(folder / "predictions.csv", index=False)
+    report = generation_report(metrics, evaluation.messages, evaluation.responses, scored.texts)
     (folder / "report.md").write_text(report)
+
+
+def is_generation_run(folder: str | Path) -> bool:
+    return (Path(folder) / "adapter" / "generator.json").is_file()
+
+
+@dataclass
+class LoadedGenerator:
+    """A generation run folder, loaded to reply, chat and evaluate."""
+
+    folder: Path
+    config: dict[str, Any]
+    decode: Decoder
+    judge: Judge
+    redact: bool
+
+    def prepare(self, prompts: list[Any]) -> list[Any]:
+        """The prompts as training saw them (PII-redacted when the run redacted)."""
+        if not self.redact:
+            return list(prompts)
+        return redact_pairs(Pairs(list(prompts), [""] * len(prompts)))[0].prompts
+
+    def reply(self, prompts: list[Any]) -> list[str]:
+        """Replies to messages (strings) or conversations (lists of role/content turns)."""
+        return self.decode(self.prepare(prompts)).texts
+
+    def evaluate(self, pairs: Pairs) -> dict[str, Any]:
+        """The model's figures on new pairs (intent figures with labels and a saved judge)."""
+        if self.redact:
+            pairs = redact_pairs(pairs)[0]
+        out = self.decode(pairs.prompts)
+        figures = self.judge.figures(out.texts, pairs)
+        seconds = out.seconds or 1.0
+        return {
+            "n": len(pairs),
+            "reply": {"model": figures},
+            "tokens_per_second": out.new_tokens / seconds,
+        }
+
+
+def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -> LoadedGenerator:
+    from finetune.modeling.generation import load_generator
+
+    folder = Path(folder)
+    if not is_generation_run(folder):
+        raise UserError(f"{folder} is not a generation run folder (no adapter/generator.json).")
+    config = load_yaml(folder / "config.yaml")
+    model, tokenizer, info = load_generator(folder / "adapter")
+    options = config.get("options") or {}
+    tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
+    batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
+    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system)
+    redact = bool((config.get("data") or {}).get("redact_pii"))
+    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact)

@@ -96,6 +96,9 @@ class Recipe:
     datasets: tuple[str, ...] = ()
     # Extra `train` flags beyond the engine's common ones.
     flags: tuple[Flag, ...] = ()
+    # The recipe can train a generation task (finetune/generation.py): the CLI adds `chat`,
+    # and evaluate/predict/export accept its run folders.
+    generation: bool = False
     # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
     # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
     quick: dict[str, Any] = {"train": {"max_steps": 20}}

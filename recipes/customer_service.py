@@ -1,30 +1,27 @@
 """Customer service: which intent is this customer message? (multiclass text classification)
+And, with `--task reply`, what to answer (reply generation: recipes/customer_service_replies.py).
 
 Data: a table with a text column and a label column; default the bundled `shop_intents`
 dataset (see finetune/cards/shop_intents.md), or `--dataset chinese_reviews` (Chinese review
-sentiment, finetune/cards/chinese_reviews.md). Messages are redacted (emails, phone numbers,
-card numbers) before the model or any baseline sees them.
+sentiment, finetune/cards/chinese_reviews.md); the reply task's default is the bundled Bitext
+pairs (finetune/cards/bitext.md). Messages are redacted (emails, phone numbers, card numbers)
+before the model or any baseline sees them; for replies, the replies are too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
-from finetune.config import Config
+from finetune.config import Config, deep_update, resolve
 from finetune.data.tables import load_examples
 from finetune.errors import UserError
 from finetune.recipe import POSITIVE_LABEL, Flag, Recipe, Splits
+from recipes import customer_service_replies as replies
 
 # Bundled datasets by card name: their folder under recipes/data (train.csv, test.csv).
 DATASETS = {"shop_intents": "customer_service", "chinese_reviews": "chinese_reviews"}
-
-
-@dataclass
-class CustomerServiceOptions:
-    # Bundled dataset used without --data: shop_intents (default) or chinese_reviews.
-    dataset: str = "shop_intents"
 
 
 class CustomerService(Recipe):
@@ -50,22 +47,53 @@ class CustomerService(Recipe):
     baselines = ("tfidf_logreg", "embedding_logreg")
     # Macro-F1: intents are many, and one-vs-rest AUC is near 1 for every method on them.
     primary_metric = "f1"
-    datasets = tuple(DATASETS)
-    Options = CustomerServiceOptions
-    # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
+    datasets = (*DATASETS, "bitext")
+    Options = replies.CustomerServiceOptions
+    generation = True  # `--task reply`; adds the `chat` command
     flags = (
+        # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
         POSITIVE_LABEL,
         Flag("--dataset", "options.dataset", f"Bundled dataset: {', '.join(DATASETS)}."),
+        Flag("--task", "options.task", "intent (classify messages, default) or reply."),
+        Flag("--prompt-column", "options.prompt_column", "Reply task: message column."),
+        Flag("--response-column", "options.response_column", "Reply task: reply column."),
     )
 
     def card(self, config: Config) -> dict[str, Any] | None:
         """The bundled dataset's card (its positive class) for runs on bundled data."""
+        if config.options is not None and config.options.task == "reply":
+            return None  # the reply task's card (bitext) describes pairs, not classes
         if config.data.path is not None:
             return None
         from finetune.data.cards import find_card, read_card
 
         path = find_card(self._dataset(config))
         return None if path is None else {**read_card(path)[0], "_file": str(path)}
+
+    def config(
+        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+    ) -> Config:
+        """The intent task's config, or (task reply) the reply task's defaults instead."""
+        config = super().config(yaml_path, quick=quick, **overrides)
+        if config.options.task == "intent":
+            return config
+        if config.options.task != "reply":
+            raise UserError(f"--task must be intent or reply, got '{config.options.task}'.")
+        defaults = deep_update(replies.DEFAULTS, replies.QUICK) if quick else replies.DEFAULTS
+        return resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
+
+    def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
+        config = config or self.config()
+        if config.options.task == "reply":
+            return replies.train(config, show_progress=show_progress)
+        return super().train(config, show_progress=show_progress)
+
+    def load(self, folder: str | Path) -> Any:
+        from finetune.generation import is_generation_run, load_generation_run
+
+        if is_generation_run(folder):
+            return load_generation_run(folder)
+        return super().load(folder)
 
     def split(self, config: Config) -> Splits:
         if config.data.path is not None:

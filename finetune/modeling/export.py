@@ -290,3 +290,106 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
             "The run predicted under bf16 autocast; this export and the checks run in fp32.",
         ]
     return "\n".join(lines) + "\n"
+
+
+GENERATOR_CHECK_PROMPTS = 8  # evaluation prompts decoded by both the run and the export
+
+
+def export_merged_generator(
+    run_folder: str | Path, output: str | Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """A generation run's LoRA merged into its causal LM: a folder that
+    `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is.
+
+    Merged onto the full-precision base (as for classifiers); the check decodes a few of the
+    run's evaluation prompts greedily with the adapter and with the merged model (fp32) and
+    counts identical replies."""
+    import pandas as pd
+
+    from finetune.modeling.generation import (
+        CausalLM,
+        GeneratorInfo,
+        generate,
+        load_causal_lm,
+        load_generator,
+    )
+    from finetune.modeling.models import read_info
+
+    run_folder, output = Path(run_folder), Path(output)
+    adapter = run_folder / "adapter"
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise UserError(
+            f"Output folder {output} already exists; pass --overwrite or a new --output."
+        )
+    if output.resolve() == run_folder.resolve():
+        raise UserError("--output must differ from --run.")
+    info = read_info(adapter, "generator", GeneratorInfo)
+    predictions = run_folder / "predictions.csv"
+    prompts: list[str] = []
+    if predictions.is_file():
+        frame = pd.read_csv(predictions, keep_default_na=False)
+        prompts = frame["prompt"].astype(str).tolist()[:GENERATOR_CHECK_PROMPTS]
+    tokens = 32
+    if info.quant == "none":
+        adapted, tokenizer, _ = load_generator(adapter)
+    else:  # the adapter on the full-precision base: what is merged
+        from peft import PeftModel
+
+        from finetune.modeling.models import load_tokenizer
+
+        tokenizer = load_tokenizer(str(adapter))
+        base = load_causal_lm(info.backbone, "none", False, info.trust_remote_code)
+        adapted = CausalLM(PeftModel.from_pretrained(base, str(adapter))).eval()
+    before = generate(adapted, tokenizer, prompts, tokens, 8, system=info.system).texts
+    merged = adapted.backbone.merge_and_unload()
+    after = generate(CausalLM(merged), tokenizer, prompts, tokens, 8, system=info.system).texts
+    checks = {
+        "prompts": len(prompts),
+        "same_text": sum(a == b for a, b in zip(before, after, strict=True)),
+        "max_new_tokens": tokens,
+        "run_quant": info.quant,
+    }
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    merged.generation_config.do_sample = False
+    with staged(output) as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "export.json").write_text(json.dumps(checks, indent=2))
+        (tmp / "README.md").write_text(_generator_readme(run_folder, info, checks))
+        if (run_folder / "config.yaml").is_file():
+            shutil.copy(run_folder / "config.yaml", tmp / "training_config.yaml")
+    return checks
+
+
+def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any]) -> str:
+    system = info.system or ""
+    lines = [
+        "# Merged chat model (finetune export)",
+        "",
+        f"Exported from run `{run_folder}`: `{info.backbone}` with its LoRA adapter merged in "
+        "(full-precision weights). A plain causal LM: no finetune-kit code is needed.",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        "chat = pipeline('text-generation', model='.')",
+        f"messages = [{{'role': 'system', 'content': {system!r}}},",
+        "            {'role': 'user', 'content': 'how do I cancel my order?'}]",
+        "print(chat(messages, max_new_tokens=160, do_sample=False)[0]['generated_text'][-1])",
+        "```",
+        "",
+        "The run trained every reply after that system turn; give it the same one.",
+        "",
+        f"Check: greedy replies ({checks['max_new_tokens']} new tokens) of the merged model and "
+        f"of the run's adapter agree on {checks['same_text']} of {checks['prompts']} of the "
+        "run's evaluation prompts.",
+    ]
+    if info.quant != "none":
+        lines += [
+            "",
+            f"The run trained on a {info.quant} backbone; the adapter was merged onto the "
+            "full-precision base weights, so replies can differ from the quantized run's.",
+        ]
+    if checks["prompts"] == 0:
+        lines += ["", "The run folder held no evaluation prompts to check with."]
+    return "\n".join(lines) + "\n"

@@ -47,6 +47,8 @@ class GeneratorInfo:
     bf16: bool
     lora_targets: list[str] | str = "all-linear"
     trust_remote_code: bool = False
+    # The system turn every prompt starts with (the recipe's prompt format); None: none added.
+    system: str | None = None
 
 
 class CausalLM(nn.Module):
@@ -60,7 +62,18 @@ class CausalLM(nn.Module):
         return self.backbone(**batch)
 
 
-def chat_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
+def conversation(prompt: Any, system: str | None = None) -> list[dict[str, str]]:
+    """The turns before the reply: `system` (if given and the prompt has none), then the
+    prompt (one user message, or a conversation so far)."""
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system and not any(t["role"] == "system" for t in turns):
+        turns = [{"role": "system", "content": system}, *turns]
+    return turns
+
+
+def chat_texts(
+    tokenizer: Any, prompt: Any, response: str, system: str | None = None
+) -> tuple[str, str]:
     """The prompt as the template writes it up to the assistant's turn, and the rest (the
     response with the template's end-of-turn marks)."""
     if not getattr(tokenizer, "chat_template", None):
@@ -68,7 +81,7 @@ def chat_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
             f"The tokenizer of '{tokenizer.name_or_path}' has no chat template; the generation "
             "task needs one. Use an instruction-tuned model or set tokenizer.chat_template."
         )
-    user = [{"role": "user", "content": prompt}]
+    user = conversation(prompt, system)
     head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     whole = tokenizer.apply_chat_template(
         [*user, {"role": "assistant", "content": response}], tokenize=False
@@ -81,8 +94,8 @@ def chat_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
     return head, whole[len(head) :]
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    head, _ = chat_texts(tokenizer, prompt, "")
+def encode_prompt(tokenizer: Any, prompt: Any, system: str | None = None) -> list[int]:
+    head, _ = chat_texts(tokenizer, prompt, "", system)
     return tokenizer(head, add_special_tokens=False)["input_ids"]
 
 
@@ -91,14 +104,14 @@ class ChatInputs(Inputs):
 
     kind = "chat"
 
-    def __init__(self, tokenizer: Any, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer: Any, max_length: int, system: str | None = None):
+        self.tokenizer, self.max_length, self.system = tokenizer, max_length, system
         self.pad_id = tokenizer.pad_token_id
 
-    def encode_pairs(self, prompts: list[str], responses: list[str]) -> list[tuple[list[int], int]]:
+    def encode_pairs(self, prompts: list[Any], responses: list[str]) -> list[tuple[list[int], int]]:
         items = []
         for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-            head, rest = chat_texts(self.tokenizer, prompt, response)
+            head, rest = chat_texts(self.tokenizer, prompt, response, self.system)
             ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
             answer = self.tokenizer(rest, add_special_tokens=False)["input_ids"]
             if len(ids) >= self.max_length:
@@ -214,14 +227,16 @@ class Generated:
 def generate(
     model: CausalLM,
     tokenizer: Any,
-    prompts: list[str],
+    prompts: list[Any],
     max_new_tokens: int,
     batch_size: int,
     bf16: bool = False,
     sample: bool = False,
     seed: int = 0,
+    system: str | None = None,
 ) -> Generated:
-    """Responses to `prompts`, batched and left-padded; greedy, or sampled with `seed`."""
+    """Responses to `prompts` (messages or conversations), batched and left-padded; greedy,
+    or sampled with `seed`."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -229,7 +244,8 @@ def generate(
         torch.manual_seed(seed)
     texts, new_tokens, start = [], 0, time.perf_counter()
     for begin in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p) for p in prompts[begin : begin + batch_size]]
+        batch = prompts[begin : begin + batch_size]
+        encoded = [encode_prompt(tokenizer, p, system) for p in batch]
         width = max(len(ids) for ids in encoded)
         ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -283,3 +299,16 @@ class GenerationTask:
             count += int((labels[:, 1:] != IGNORE).sum())
         model.train(was_training)
         return {"val_loss": total / max(count, 1)}
+
+
+def sentence_vectors(name: str, texts: list[str], batch_size: int, device: str) -> Any:
+    """Mean-pooled vectors of `texts` from the frozen encoder `name` (retrieval baselines)."""
+    from finetune.modeling.inference import embed
+    from finetune.modeling.inputs import tokenize
+    from finetune.modeling.models import TextClassifier, hidden_size_of, load_backbone
+
+    tokenizer = load_tokenizer(name)
+    backbone = load_backbone(name, "none", torch.float32)
+    model = TextClassifier(backbone, hidden_size_of(backbone.config), 1, "mean").to(device)
+    ids = tokenize(tokenizer, texts, 128)
+    return embed(model, ids, tokenizer.pad_token_id, batch_size, device, False)

@@ -1,0 +1,133 @@
+"""What a generated reply is judged on beyond text overlap, and the retrieval baselines.
+
+- Intent consistency: a reply classifier (TF-IDF + logistic regression, reply text -> the
+  intent of the message it answers) fitted on the training replies labels each generated
+  reply; accuracy, macro recall and macro F1 of that label against the message's true intent.
+  It asks "does the reply answer the right question?", which overlap metrics blur.
+- Placeholder fidelity: the share of replies whose `{{...}}` placeholders are exactly their
+  reference's (all kept, none invented).
+- PII leaks: e-mail addresses, phone and card numbers in generated replies, counted with the
+  redactor's own detectors (finetune/data/pii.py).
+- Retrieval: the reply of the most similar training message, by TF-IDF cosine or by cosine of
+  given vectors (the engine computes frozen-embedding vectors; no torch here).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from finetune.data import pii
+from finetune.evaluation.text_metrics import chrf, rouge_l
+
+PLACEHOLDER = re.compile(r"\{\{[^{}]+\}\}")
+# The keys of each method's figures under `reply` in metrics.json.
+REPLY_FIGURES = (
+    "rougeL",
+    "chrf",
+    "intent_accuracy",
+    "intent_recall",
+    "intent_f1",
+    "placeholder_fidelity",
+    "pii_leaks",
+)
+
+
+def placeholders(text: str) -> set[str]:
+    return set(PLACEHOLDER.findall(text))
+
+
+def placeholder_fidelity(generated: list[str], references: list[str]) -> float:
+    """Share of generated replies holding exactly their reference's placeholders."""
+    pairs = list(zip(generated, references, strict=True))
+    kept = [placeholders(g) == placeholders(r) for g, r in pairs]
+    return float(np.mean(kept)) if kept else 0.0
+
+
+def pii_leaks(texts: list[str]) -> int:
+    """E-mail addresses, phone and card numbers found in `texts` (the redactor's detectors)."""
+    return pii.redact_all(texts)[1].total
+
+
+def fit_reply_classifier(replies: list[str], intents: list[str], seed: int) -> Pipeline:
+    """Reply text -> intent, on the training replies (word 1-2 grams, as the classification
+    recipe's TF-IDF baseline)."""
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(C=10.0, max_iter=3000, random_state=seed),
+    )
+    return model.fit(replies, intents)
+
+
+def intent_consistency(
+    classifier: Any, generated: list[str], intents: list[str]
+) -> dict[str, float]:
+    """Accuracy, macro recall and macro F1 of the classifier's label of each generated reply
+    against the true intent of the message it answers (macro over the true intents)."""
+    predicted = classifier.predict(generated)
+    labels = sorted(set(intents))
+    return {
+        "intent_accuracy": float(accuracy_score(intents, predicted)),
+        "intent_recall": float(
+            recall_score(intents, predicted, labels=labels, average="macro", zero_division=0)
+        ),
+        "intent_f1": float(
+            f1_score(intents, predicted, labels=labels, average="macro", zero_division=0)
+        ),
+    }
+
+
+def reply_figures(
+    generated: list[str],
+    references: list[str],
+    intents: list[str] | None = None,
+    classifier: Any = None,
+) -> dict[str, float | int | None]:
+    """One method's figures (REPLY_FIGURES); intent figures are None without intents."""
+    figures: dict[str, float | int | None] = {
+        "rougeL": rouge_l(generated, references),
+        "chrf": chrf(generated, references),
+        "intent_accuracy": None,
+        "intent_recall": None,
+        "intent_f1": None,
+        "placeholder_fidelity": placeholder_fidelity(generated, references),
+        "pii_leaks": pii_leaks(generated),
+    }
+    if intents is not None and classifier is not None:
+        figures.update(intent_consistency(classifier, generated, intents))
+    return figures
+
+
+@dataclass
+class Retrieval:
+    """The reply of the nearest training message (cosine similarity)."""
+
+    replies: list[str]
+
+    def nearest(self, train_vectors: Any, query_vectors: Any) -> list[str]:
+        scores = query_vectors @ train_vectors.T
+        best = np.asarray(scores.argmax(axis=1)).ravel()
+        return [self.replies[i] for i in best]
+
+
+def retrieve_tfidf(train_messages: list[str], replies: list[str], queries: list[str]) -> list[str]:
+    """Nearest training message by word 1-2 gram TF-IDF cosine (rows are L2-normalised)."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    train = vectorizer.fit_transform(train_messages)
+    return Retrieval(replies).nearest(train, vectorizer.transform(queries))
+
+
+def retrieve_vectors(train: np.ndarray, replies: list[str], queries: np.ndarray) -> list[str]:
+    """Nearest training message by cosine of the given vectors (e.g. frozen embeddings)."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+    return Retrieval(replies).nearest(unit(train), unit(queries))

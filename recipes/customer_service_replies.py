@@ -1,0 +1,158 @@
+"""Customer service, reply task: a small chat model fine-tuned to write the shop's replies.
+
+The *what* of `finetune customer-service train --task reply`: the bundled Bitext pairs (or
+the user's file), the split, the prompt format (a system turn, then the customer's message),
+the defaults and the baselines. The *how* (LoRA on a causal LM, loss on reply tokens only,
+batched decoding, metrics, run folder) is the engine's (finetune/generation.py).
+
+Splits: the bundled data has a fixed test split (finetune/cards/bitext.md); a user's file is
+evaluated on `--eval-data`, else on a seeded hold-out (data.eval_fraction, data.split_seed,
+stratified by intent when the file has an intent column). Validation rows (`val_rows`,
+stratified) come from the training rows only; they pick the kept epoch (loss per reply
+token) and decide the run's verdict against retrieval. `train_rows` and `eval_rows` take
+fixed, stratified subsamples (seeded by data.split_seed, never by the training seed) so that
+a CPU run finishes in minutes (docs/recipes/customer-service.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+
+from finetune.config import Config
+from finetune.data.pairs import Pairs, read_pairs
+from finetune.errors import UserError
+
+BUNDLED = files("recipes") / "data" / "bitext"
+SYSTEM = (
+    "You are the customer-service assistant of an online shop. Reply to the customer's "
+    "message helpfully and politely."
+)
+BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
+
+# Reply-task defaults (they replace the intent classifier's). Sized for a CPU run of about
+# 15 minutes on 2 free cores (docs/recipes/customer-service.md, "Default run").
+DEFAULTS: dict[str, Any] = {
+    "data": {"redact_pii": True, "max_length": 320},
+    "model": {"name": "smollm2-135m", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "learning_rate": 5e-4,
+        "warmup_ratio": 0.05,
+        "checkpoint_steps": 0,
+    },
+    "options": {"train_rows": 320, "val_rows": 27, "eval_rows": 108, "max_new_tokens": 256},
+}
+# `--quick`: a smoke run in a minute or two (CI, tests).
+QUICK: dict[str, Any] = {
+    "train": {"max_steps": 4},
+    "options": {"train_rows": 32, "val_rows": 8, "eval_rows": 8, "max_new_tokens": 24},
+}
+
+
+@dataclass
+class CustomerServiceOptions:
+    # intent: classify messages (the default); reply: fine-tune a chat model to write replies.
+    task: str = "intent"
+    # Intent task: bundled dataset used without --data (shop_intents or chinese_reviews).
+    dataset: str = "shop_intents"
+    # Reply task, user files: the message, reply and (optional) intent columns.
+    prompt_column: str = "message"
+    response_column: str = "reply"
+    intent_column: str = "intent"
+    # Reply task: stratified subsamples of the training and evaluation rows (None: all), and
+    # the validation rows held out of the training rows.
+    train_rows: int | None = None
+    val_rows: int = 27
+    eval_rows: int | None = None
+    # Reply task: cap on generated tokens per reply (Bitext replies: about 175 tokens on
+    # average with SmolLM2's tokenizer).
+    max_new_tokens: int = 256
+    # Reply task: the system turn before each message (the prompt format).
+    system: str = SYSTEM
+
+
+def spread(labels: list[str] | None, n: int | None, seed: int, count: int) -> list[int]:
+    """`n` row indices of `count` rows (all when None), stratified by `labels`: a seeded
+    shuffle, then one row per label in turn, so every label gets its share."""
+    order = np.random.default_rng(seed).permutation(count)
+    if n is None or n >= count:
+        return sorted(order.tolist())
+    if labels is None:
+        return sorted(order[:n].tolist())
+    queues: dict[str, list[int]] = {}
+    for row in order.tolist():
+        queues.setdefault(labels[row], []).append(row)
+    picked: list[int] = []
+    while len(picked) < n:
+        for queue in queues.values():
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return sorted(picked)
+
+
+def _read(path: Any, options: CustomerServiceOptions) -> Pairs:
+    return read_pairs(path, options.prompt_column, options.response_column, options.intent_column)
+
+
+def _sources(config: Config) -> tuple[Pairs, Pairs]:
+    """(training pool, evaluation pairs): the bundled split, or the user's files."""
+    options = config.options
+    if config.data.path is None:
+        bundled = CustomerServiceOptions()
+        pool, evaluation = (
+            _read(BUNDLED / "train.csv", bundled),
+            _read(BUNDLED / "test.csv", bundled),
+        )
+        pool.name, evaluation.name = "bitext train", "bitext test"
+        return pool, evaluation
+    pool = _read(config.data.path, options)
+    if config.data.eval_path is not None:
+        return pool, _read(config.data.eval_path, options)
+    n_eval = round(len(pool) * config.data.eval_fraction)
+    if n_eval < 1:
+        raise UserError("No evaluation rows: pass --eval-data or set data.eval_fraction > 0.")
+    held = set(spread(pool.labels, n_eval, config.data.split_seed, len(pool)))
+    kept = [i for i in range(len(pool)) if i not in held]
+    return pool.take(kept), pool.take(sorted(held))
+
+
+def split(config: Config) -> tuple[Pairs, Pairs, Pairs]:
+    """(train, validation, evaluation) pairs of a reply run."""
+    options, seed = config.options, config.data.split_seed
+    pool, evaluation = _sources(config)
+    evaluation = evaluation.take(
+        spread(evaluation.labels, options.eval_rows, seed, len(evaluation))
+    )
+    if options.val_rows >= len(pool) - 1:
+        raise UserError(
+            f"{pool.name}: {len(pool)} training pairs leave none for training after "
+            f"options.val_rows={options.val_rows} validation pairs; lower it."
+        )
+    held = set(
+        spread(pool.labels, options.val_rows, seed + 1, len(pool)) if options.val_rows else []
+    )
+    train = pool.take([i for i in range(len(pool)) if i not in held])
+    train = train.take(spread(train.labels, options.train_rows, seed + 2, len(train)))
+    return train, pool.take(sorted(held)), evaluation
+
+
+def train(config: Config, show_progress: bool = True) -> Any:
+    from finetune.generation import train_generation
+
+    training, validation, evaluation = split(config)
+    return train_generation(
+        config,
+        training,
+        evaluation,
+        validation if len(validation) else None,
+        max_new_tokens=config.options.max_new_tokens,
+        show_progress=show_progress,
+        system=config.options.system or None,
+        baselines=BASELINES,
+    )

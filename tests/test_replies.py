@@ -1,0 +1,298 @@
+"""Customer-service replies: the bundled Bitext split, users' pair files and their errors,
+the reply metrics on hand-built cases, and the CLI path (train --task reply, evaluate,
+predict, chat, export) end to end on a tiny chat model."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import generation_recipe
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finetune.cli import app
+from finetune.data.pairs import read_pairs, redact_pairs
+from finetune.errors import UserError
+
+ROOT = Path(__file__).parent.parent
+BITEXT = ROOT / "recipes" / "data" / "bitext"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_bitext_split_is_fixed_stratified_and_matches_its_card():
+    from finetune.data.cards import read_card
+    from recipes.customer_service import recipe
+    from recipes.customer_service_replies import split
+
+    card, _ = read_card(ROOT / "finetune" / "cards" / "bitext.md")
+    train, test = pd.read_csv(BITEXT / "train.csv"), pd.read_csv(BITEXT / "test.csv")
+    assert (len(train), len(test)) == (card["size"]["train"], card["size"]["test"])
+    assert not set(train["message"]) & set(test["message"])
+    assert sorted(test["intent"].unique()) == sorted(card["classes"])
+    counts, totals = Counter(test["intent"]), Counter(train["intent"]) + Counter(test["intent"])
+    for intent, n in counts.items():  # each intent keeps its 10% (rounding: within one row)
+        assert abs(n - 0.1 * totals[intent]) <= 1, intent
+    assert (BITEXT / "LICENSE.txt").read_text().startswith("Community Data License Agreement")
+    # The run's rows: evaluation and validation do not move with the training seed.
+    config = recipe.config(quick=True, options={"task": "reply"})
+    moved = recipe.config(quick=True, options={"task": "reply"}, train={"seed": 7})
+    first, second = split(config), split(moved)
+    for a, b in zip(first, second, strict=True):
+        assert a.prompts == b.prompts
+    train_pairs, validation, evaluation = first
+    assert len(set(evaluation.labels)) == len(evaluation) == 8  # one per intent, 8 intents
+    assert not set(validation.prompts) & set(train_pairs.prompts)
+    assert set(evaluation.prompts) <= set(test["message"])
+
+
+def test_spread_is_stratified_and_seeded():
+    from recipes.customer_service_replies import spread
+
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    rows = spread(labels, 30, 42, len(labels))
+    assert Counter(labels[i] for i in rows) == {"a": 10, "b": 10, "c": 10}
+    assert rows == spread(labels, 30, 42, len(labels)) != spread(labels, 30, 1, len(labels))
+    assert spread(None, None, 0, 5) == [0, 1, 2, 3, 4]
+
+
+def test_pair_tables_and_conversations_are_read(tmp_path):
+    table = tmp_path / "pairs.jsonl"
+    rows = [{"msg": "hi", "answer": "hello", "intent": "greet"}, {"msg": "x", "answer": "y"}]
+    table.write_text("\n".join(json.dumps(r) for r in rows))
+    pairs = read_pairs(table, "msg", "answer", "intent")
+    assert pairs.prompts == ["hi", "x"] and pairs.responses == ["hello", "y"]
+    pd.DataFrame({"m": ["a"], "r": ["b"]}).to_parquet(tmp_path / "p.parquet")
+    assert read_pairs(tmp_path / "p.parquet", "m", "r").responses == ["b"]
+    chats = tmp_path / "chats.jsonl"
+    turns = [
+        {"role": "system", "content": "be kind"},
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "it ships today"},
+        {"role": "user", "content": "thanks"},
+        {"role": "assistant", "content": "you are welcome"},
+    ]
+    chats.write_text(json.dumps({"messages": turns}) + "\n")
+    pairs = read_pairs(chats)
+    assert pairs.responses == ["it ships today", "you are welcome"]
+    assert pairs.prompts[1] == turns[:4] and pairs.messages == ["where is my parcel", "thanks"]
+
+
+def conversation(*turns: tuple[str, str]) -> str:
+    return json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (conversation(("user", "hi")), "line 1: the conversation ends"),
+        (conversation(("bot", "hi")), "unknown role 'bot'"),
+        (conversation(("user", ""), ("assistant", "a")), "message 1: empty user content"),
+        (conversation(("user", "a"), ("assistant", "b")) + "\n{not json", "line 2: not valid"),
+    ],
+)
+def test_bad_conversations_get_one_line(tmp_path, content, message):
+    path = tmp_path / "chats.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message) as error:
+        read_pairs(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bad_tables_get_one_line(tmp_path):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"message": ["a", "b"], "reply": ["ok", " "]}).to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"pairs.csv, line 3: column 'reply' is empty"):
+        read_pairs(path, "message", "reply")
+    with pytest.raises(UserError, match="no column 'answer'.*--response-column"):
+        read_pairs(path, "message", "answer")
+
+
+def test_pairs_are_redacted_in_prompts_and_replies():
+    from finetune.data.pairs import Pairs
+
+    pairs = Pairs(
+        ["mail me at ann@example.com", [{"role": "user", "content": "call +44 20 7946 0958"}]],
+        ["write to help@shop.com", "ok"],
+    )
+    redacted, counts = redact_pairs(pairs)
+    assert redacted.prompts[0] == "mail me at [EMAIL]"
+    assert redacted.prompts[1][0]["content"] == "call [PHONE]"
+    assert redacted.responses[0] == "write to [EMAIL]" and counts.total == 3
+
+
+def test_reply_metrics_on_hand_built_cases():
+    from finetune.evaluation.reply_metrics import (
+        intent_consistency,
+        pii_leaks,
+        placeholder_fidelity,
+        retrieve_tfidf,
+    )
+
+    references = ["call {{Phone}} or visit {{Website}}", "see {{Website}}", "thanks"]
+    generated = ["visit {{Website}} or call {{Phone}}", "see {{Website}} and {{Menu}}", "thanks"]
+    assert placeholder_fidelity(generated, references) == pytest.approx(2 / 3)
+    assert pii_leaks(["mail ann@example.com", "card 4111 1111 1111 1111", "no"]) == 2
+
+    class Fixed:  # a "classifier" labelling each reply by its first word
+        def predict(self, texts):
+            return [t.split()[0] for t in texts]
+
+    figures = intent_consistency(Fixed(), ["refund x", "refund y", "track z"], ["refund"] * 3)
+    assert figures["intent_accuracy"] == pytest.approx(2 / 3)
+    assert figures["intent_recall"] == pytest.approx(2 / 3)  # one true class: its recall
+    assert figures["intent_f1"] == pytest.approx(0.8)  # precision 1, recall 2/3
+    replies = retrieve_tfidf(
+        ["where is my parcel", "refund me"], ["tracking", "refund"], ["my parcel?"]
+    )
+    assert replies == ["tracking"]
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tiny_llama_dir, tmp_path_factory):
+    return generation_recipe.chat_model(tiny_llama_dir, tmp_path_factory.mktemp("chat") / "model")
+
+
+@pytest.fixture(scope="module")
+def reply_run(chat_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reply")
+    rows = [
+        {"message": p, "reply": r, "intent": "delivery" if i % 2 == 0 else "account"}
+        for i, (p, r) in enumerate(generation_recipe.PAIRS)
+    ]
+    data = folder / "pairs.csv"
+    pd.DataFrame(rows * 2).to_csv(data, index=False)
+    pd.DataFrame(rows).to_csv(folder / "eval.csv", index=False)
+    result = invoke(
+        "customer-service", "train", "--task", "reply", "--quick",
+        "--data", str(data), "--eval-data", str(folder / "eval.csv"),
+        "--prompt-column", "message", "--response-column", "reply",
+        "--model", str(chat_dir), "--output", str(folder / "run"), "--max-steps", "40",
+        "--set", "train.learning_rate=1e-2", "--set", "train.batch_size=6",
+        "--set", "data.max_length=32", "--set", "model.lora_dropout=0",
+        "--set", "train.precision=fp32", "--set", "options.system=",
+        "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
+        "--set", "options.max_new_tokens=8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return folder, result.output
+
+
+def test_reply_train_writes_a_self_describing_run(reply_run):
+    folder, output = reply_run
+    run = folder / "run"
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "environment.json"):
+        assert (run / name).is_file(), name
+    assert (run / "adapter" / "generator.json").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    methods = {"model", "untuned", "retrieval_tfidf", "retrieval_embedding"}
+    assert set(metrics["reply"]) == methods
+    for figures in metrics["reply"].values():
+        assert set(figures) == {
+            "rougeL", "chrf", "intent_accuracy", "intent_recall", "intent_f1",
+            "placeholder_fidelity", "pii_leaks",
+        }  # fmt: skip
+    model = metrics["reply"]["model"]
+    assert (metrics["accuracy"], metrics["f1"]) == (model["intent_accuracy"], model["intent_f1"])
+    # The training pairs are the evaluation pairs here: retrieval copies the reference.
+    assert metrics["reply"]["retrieval_tfidf"]["rougeL"] == pytest.approx(1.0)
+    assert metrics["reply"]["model"]["rougeL"] > metrics["reply"]["untuned"]["rougeL"]
+    assert metrics["validation"]["n"] == 2
+    report = (run / "report.md").read_text()
+    assert "retrieval (TF-IDF)" in report and "fine-tuned model" in report
+    assert "fine-tuned model" in output and "Run folder" in output
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    assert list(table.columns[:4]) == ["prompt", "reference", "label", "generated"]
+
+
+def test_reply_predict_evaluate_and_chat(reply_run):
+    folder, _ = reply_run
+    run = folder / "run"
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[0])
+    assert result.exit_code == 0 and result.output.strip() == table.generated[0]
+    out = folder / "replies.csv"
+    result = invoke(
+        "customer-service", "predict", "--run", str(run), "--data", str(folder / "eval.csv"),
+        "--output", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out, keep_default_na=False)["reply"].tolist() == table.generated.tolist()
+    result = invoke(
+        "customer-service", "evaluate", "--run", str(run), "--data", str(folder / "eval.csv")
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "evaluations" / "eval.json").read_text())
+    assert saved["reply"]["model"]["rougeL"] == pytest.approx(
+        json.loads((run / "metrics.json").read_text())["reply"]["model"]["rougeL"]
+    )
+    result = runner.invoke(
+        app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\nthanks\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("assistant> ") == 2
+    assert f"assistant> {table.generated[0]}" in result.output
+
+
+def test_reply_export_loads_in_plain_transformers(reply_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, _ = reply_run
+    run, exported = folder / "run", folder / "exported"
+    result = invoke("export", "--run", str(run), "--output", str(exported))
+    assert result.exit_code == 0, result.output
+    checks = json.loads((exported / "export.json").read_text())
+    assert checks["same_text"] == checks["prompts"] > 0
+    tokenizer = AutoTokenizer.from_pretrained(str(exported))
+    model = AutoModelForCausalLM.from_pretrained(str(exported))
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    for prompt, expected in zip(table.prompt[:3], table.generated[:3], strict=True):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+            return_dict=True,
+        )  # fmt: skip
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert text.strip() == expected
+
+
+def test_reply_task_errors_are_one_line(tmp_path, chat_dir):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"message": ["a", "b", "c"], "reply": ["x", "y", "z"]}).to_csv(path, index=False)
+    result = runner.invoke(
+        app, ["customer-service", "train", "--task", "reply", "--data", str(path),
+              "--response-column", "answer", "--model", str(chat_dir)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "no column 'answer'" in result.output
+    result = runner.invoke(app, ["customer-service", "train", "--task", "summarise"])
+    assert result.exit_code == 2 and "--task must be intent or reply" in result.output
+
+
+def test_system_turn_and_conversations_carry_no_loss(chat_dir):
+    """With the recipe's system turn, or a whole conversation as the prompt, the labels still
+    cover the final reply's tokens only."""
+    from finetune.modeling.generation import IGNORE, ChatInputs
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(chat_dir))
+    inputs = ChatInputs(tokenizer, 32, system="thanks")
+    history = [
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "tracking has not moved"},
+        {"role": "user", "content": "refund me now"},
+    ]
+    items = inputs.encode_pairs(["refund me now", history], ["money back please"] * 2)
+    batch = inputs.collate(items)
+    for row, (ids, n_prompt) in enumerate(items):
+        words = tokenizer.convert_ids_to_tokens(ids[:n_prompt])
+        assert "thanks" in words  # the system turn is in the prompt
+        labels = batch["labels"][row]
+        answer = tokenizer.convert_ids_to_tokens(labels[labels != IGNORE].tolist())
+        assert answer == ["money", "back", "please", tokenizer.eos_token]
+    assert "tracking" in tokenizer.convert_ids_to_tokens(items[1][0][: items[1][1]])
