@@ -28,7 +28,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from finetune.config import Config, save_yaml
 from finetune.data.columns import Column, take, to_list
 from finetune.data.pii import RedactionCounts, redact_all
-from finetune.data.tables import Examples, check_train_eval, shared_texts, stratified_split
+from finetune.data.tables import Examples, check_train_eval, shared_texts
 from finetune.errors import UserError
 from finetune.evaluation.baselines import (
     NEEDS_VECTORS,
@@ -48,7 +48,7 @@ from finetune.evaluation.metrics import (
 from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
 from finetune.runtime import environment, peak_memory_mb
-from finetune.splits import Splits, concat
+from finetune.splits import Splits, concat, split_rows
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
@@ -309,11 +309,12 @@ def training_rows(
 
     The validation rows are the recipe's own (`Splits.validation`, e.g. the latest ones, for a
     split by time) placed after the training rows, else a seeded, stratified data.val_fraction
-    of the training rows (the training seed: the evaluation rows never move with it)."""
+    of the training rows (whole groups when the examples have them; the training seed: the
+    evaluation rows never move with it)."""
     train, evaluation = splits.train, splits.evaluation
     check_train_eval(train, evaluation)
     if splits.validation is None:
-        fit_rows, val_rows = stratified_split(train, config.data.val_fraction, config.train.seed)
+        fit_rows, val_rows = split_rows(train, config.data.val_fraction, config.train.seed)
         return train, fit_rows, val_rows, evaluation
     check_train_eval(train, splits.validation)
     everything = concat(train, splits.validation)
@@ -472,6 +473,8 @@ def fit_model(
             inputs.train_vectors, inputs.train_labels, len(data.labels), config.train.seed
         )
         encoded.model.set_head(probe.weight, probe.bias, probe.center)
+    elif config.model.head_init == "wide":
+        _start_from_wide(prepared, data, encoded)
     return fit(
         encoded.model,
         encoded.fit_ids,
@@ -488,6 +491,19 @@ def fit_model(
         resume=config.resume,
         validation_figures=validation_figures,
     )
+
+
+def _start_from_wide(prepared: Prepared, data: RunData, encoded: Encoded) -> None:
+    """model.head_init=wide: the wide part as the logistic regression on the side features of
+    the training rows, the text head silent; epoch 0 is that regression."""
+    from finetune.modeling.features import wide_start
+
+    config = prepared.config
+    rows = data.train.features.iloc[data.fit_rows]
+    weight, bias = wide_start(
+        encoded.inputs.encoder, rows, data.y_fit, len(data.labels), config.train.seed
+    )
+    encoded.model.start_from_wide(weight, bias, frozen=config.model.wide_frozen)
 
 
 @dataclass
