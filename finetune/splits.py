@@ -29,13 +29,15 @@ class Splits:
     latest interactions, for a split by time). None: the engine holds out a seeded, stratified
     `data.val_fraction` of `train`.
     `folds`: the recipe's own cross-validation folds over `pooled()` (e.g. grouped by patient).
-    None: `--folds K` makes K stratified, seeded folds.
+    None: `--folds K` makes K stratified, seeded folds. `fold_names`: what each fold holds out
+    (e.g. a hospital), named in its folder's sources.
     """
 
     train: Examples
     evaluation: Examples
     validation: Examples | None = None
     folds: list[Fold] | None = None
+    fold_names: list[str] | None = None
 
     def pooled(self) -> Examples:
         """Every labelled row: training, validation, then evaluation rows (what folds index)."""

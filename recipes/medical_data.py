@@ -9,8 +9,9 @@ patient (or site) of each row; `Examples.groups` then keeps a group on one side 
 evaluation hold-out, the validation rows and the folds (finetune.splits). A card's
 `site_column` (heart: `dataset`, the hospital) or `--group-column` is what `--holdout-group`
 holds out: one value (train on the other sites, evaluate on it), or `each` in turn (one
-fold per site, summarised like cross-validation). Group and site columns are never model
-inputs: a new hospital's name says nothing a model could have learnt.
+fold per site, summarised like cross-validation); the validation rows inside the other sites
+are then split by row (or by the card's patient column). Group and site columns are never
+model inputs: a new hospital's name says nothing a model could have learnt.
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def grouped_examples(
     examples = table_examples(frame, source, label, card, config.data.positive_label, drop)
     if examples.features is not None:
         examples.features.attrs["dropped"].update({c: GROUP_DROPPED for c in named})
-    if groups is not None:
+    # Holding out a site, the rows of the other sites are split by row (a few sites cannot
+    # be split 80/20), unless a separate patient column groups them.
+    if groups is not None and not (config.options.holdout_group and groups == sites):
         examples.groups = values[groups]
     return examples, None if sites is None else values[sites]
 
@@ -169,7 +172,7 @@ def medical_splits(config: Config, examples: Examples, sites: list[str] | None) 
                 f"leave --folds unset (it is {k})."
             )
         folds = [group_rows(with_sites, value) for value in values]
-        return Splits(examples, examples.subset([], "no rows"), folds=folds)
+        return Splits(examples, examples.subset([], "no rows"), folds=folds, fold_names=values)
     if holdout is not None:
         others, held = group_rows(_with_groups(examples, sites), holdout)
         return Splits(
