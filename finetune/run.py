@@ -546,10 +546,10 @@ def evaluate(
         labels=labels,
         y_eval=data.y_eval,
         scores=scores,
-        predict_proba=lambda texts: _predict(
-            prepared, encoded, encoded.inputs.encode(prepare_texts(texts, config))
-        ),
+        predict_proba=lambda texts: _predict(prepared, encoded, _encode(encoded, texts, config)),
         fitted=baselines.inputs.fitted,
+        model=encoded.model,
+        model_inputs=encoded.inputs,
     )
     extra_metrics, sections = recipe.extra_report(context)
     if extra_metrics:
@@ -577,6 +577,14 @@ def evaluate(
     if data.skipped:
         metrics["skipped_inputs"] = {"count": len(data.skipped), "first": data.skipped[:5]}
     return Evaluated(metrics, scores, context, sections, encoded.notes + baselines.notes)
+
+
+def _encode(encoded: Encoded, texts: Sequence[str] | Examples, config: Config) -> list[Any]:
+    """New texts, or examples (with their table columns), as the model's inputs."""
+    if isinstance(texts, Examples):
+        prepared = replace(texts, texts=prepare_texts(texts.texts, config))
+        return encoded.inputs.encode_examples(prepared)
+    return encoded.inputs.encode(prepare_texts(texts, config))
 
 
 def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.ndarray:

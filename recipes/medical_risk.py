@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.config import Config
 from finetune.data.cards import CARDS_DIR
@@ -48,6 +48,10 @@ from recipes.medical_data import (
     medical_splits,
     site_count,
 )
+from recipes.medical_explain import explanation_report, predict_columns
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -187,9 +191,20 @@ class MedicalRisk(Recipe):
         save_schema(folder, context.train.features)
 
     def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
-        """Which columns the records hold, how often each is missing, what was dropped."""
+        """Which columns the records hold, how often each is missing, what was dropped; why
+        the model scores what it scores (recipes.medical_explain)."""
         card = self.card(context.config)
-        return records_section(context.train.features, context.evaluation.features, card)
+        facts, lines = records_section(context.train.features, context.evaluation.features, card)
+        explained, more = explanation_report(context)
+        if explained:
+            facts["explanations"] = explained
+        return facts, lines + more
+
+    def predict_columns(
+        self, run: Any, examples: Examples, proba: np.ndarray
+    ) -> dict[str, list[Any]]:
+        """`risk` and `explanation` (the three fields that moved the score most)."""
+        return predict_columns(run, examples, proba)
 
     def _dataset(self, config: Config) -> str:
         name = config.options.dataset
