@@ -92,6 +92,9 @@ class TrainConfig:
     epochs: float = 5.0
     # Stop after this many optimizer steps (overrides epochs when set).
     max_steps: int | None = None
+    # At most this many optimizer steps whatever `epochs` asks (a large table then trains for
+    # fewer epochs instead of for hours); max_steps overrides it. None: no cap.
+    step_budget: int | None = None
     batch_size: int = 32
     eval_batch_size: int = 128
     # Learning rate of the LoRA weights.
@@ -213,6 +216,8 @@ class Config:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
             raise UserError(f"train.max_steps must be positive, got {self.train.max_steps}.")
+        if self.train.step_budget is not None and self.train.step_budget <= 0:
+            raise UserError(f"train.step_budget must be positive, got {self.train.step_budget}.")
         if self.train.max_batch_tokens is not None and self.train.max_batch_tokens < 1:
             raise UserError(
                 f"train.max_batch_tokens must be positive, got {self.train.max_batch_tokens}."
