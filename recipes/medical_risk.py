@@ -136,22 +136,26 @@ class MedicalRisk(Recipe):
         card = self.card(config)
         table = self._table(config)
         label = config.data.label_column if config.data.path else card["label_column"]
+        known = (card or {}).get("label_column")
+        if label not in table.frame.columns and known in table.frame.columns:
+            label = known  # a file laid out like the card's (Pima's `type`)
         train, sites = grouped_examples(table.frame, table.source, config, card, label)
         test = None
         if table.test is not None:
             test, test_sites = grouped_examples(table.test, table.test_source, config, card, label)
             sites = None if sites is None else sites + (test_sites or [])
+        grouped = bool(config.options.holdout_group or (config.eval.folds >= 2 and train.groups))
+        if not grouped:
+            return self.complete_split(config, train, test)  # --eval-data read there
         if config.data.eval_path is not None:
-            test = self.read(config.data.eval_path, config)
-        grouped = config.options.holdout_group or (config.eval.folds >= 2 and train.groups)
-        if grouped and test is not None:
-            if config.data.eval_path is not None and config.options.holdout_group:
+            if config.options.holdout_group:
                 raise UserError(
                     "--holdout-group picks the evaluation rows itself; drop --eval-data."
                 )
-            train, test = concat(train, test, f"{train.source} + {test.source}"), None
-        splits = medical_splits(config, train, sites) if grouped else None
-        return splits or self.complete_split(config, train, test)
+            test = self.read(config.data.eval_path, config)
+        if test is not None:  # pooled: the folds are made over every labelled row
+            train = concat(train, test, f"{train.source} + {test.source}")
+        return medical_splits(config, train, sites) or self.complete_split(config, train)
 
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
         """--holdout-group each: one fold per site (cross-validation's machinery)."""

@@ -125,7 +125,7 @@ def test_crossval_report_and_fold_runs(crossval, mixed_csv):
     assert f"output: {folder / 'fold-1'}" in fold_config and "records.csv" in fold_config
     run = Run.load(folder / "fold-1")
     # (medical-risk reads the table's columns beside the text: it predicts table rows)
-    rows = medical.read(mixed_csv, run.config, labelled=False)
+    rows = medical.read(mixed_csv, medical.load(folder / "fold-1").config, labelled=False)
     assert run.predict_proba(rows).shape == (60, 2)
     assert medical.load(folder / "fold-2").labels == ["well", "sick"]
     with pytest.raises(UserError, match="cross-validation summary with one model per fold"):
