@@ -44,7 +44,8 @@ class Splits:
         pooled = self.train
         if self.validation is not None:
             pooled = concat(pooled, self.validation)
-        return concat(pooled, self.evaluation)
+        # A recipe that only defines folds has no evaluation rows: nothing to name.
+        return concat(pooled, self.evaluation) if len(self.evaluation) else pooled
 
 
 def hold_out(train: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
