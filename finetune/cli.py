@@ -274,7 +274,8 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
         config = _with_columns(loaded.config, text_column, None)
         examples = recipe.read(data, config, labelled=False)
         proba = loaded.predict_proba(examples)
-        write_predictions(data, examples, proba, loaded.labels, output)
+        extra = recipe.predict_columns(loaded, examples, proba)
+        write_predictions(data, examples, proba, loaded.labels, output, extra)
         typer.echo(f"Wrote {len(examples)} predictions to {output}")
         if examples.skipped:
             typer.echo(
@@ -404,8 +405,16 @@ def _with_columns(config: Any, text_column: str | None, label_column: str | None
     return merge(config, updates, source="command line")
 
 
-def write_predictions(source: str, examples: Any, proba: Any, labels: list[str], path: Path):
-    """The input rows with predicted_label and probability appended, written atomically.
+def write_predictions(
+    source: str,
+    examples: Any,
+    proba: Any,
+    labels: list[str],
+    path: Path,
+    extra: dict[str, list[Any]] | None = None,
+):
+    """The input rows with predicted_label and probability (and the recipe's `extra`
+    columns, `Recipe.predict_columns`) appended, written atomically.
 
     A folder of images gives one row per image path; a table whose reader left rows out
     (unreadable images) keeps the rows it read (`examples.features`)."""
@@ -423,6 +432,8 @@ def write_predictions(source: str, examples: Any, proba: Any, labels: list[str],
     best = proba.argmax(axis=1)
     frame["predicted_label"] = [labels[i] for i in best]
     frame["probability"] = proba[np.arange(len(best)), best].round(6)
+    for name, values in (extra or {}).items():
+        frame[name] = values
     with atomic(path) as tmp:
         frame.to_csv(tmp, index=False)
 

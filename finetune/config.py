@@ -19,7 +19,7 @@ from finetune.errors import UserError
 
 QUANT_CHOICES = ("none", "8bit", "4bit")
 POOLING_CHOICES = ("auto", "mean", "cls", "last")
-HEAD_INIT_CHOICES = ("probe", "random")
+HEAD_INIT_CHOICES = ("probe", "random", "wide")
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 CLASS_WEIGHT_CHOICES = ("none", "auto")
@@ -75,11 +75,16 @@ class ModelConfig:
     lora_layers: int | None = None
     # Module names to adapt. None: chosen per architecture.
     target_modules: list[str] | None = None
-    # Start the classifier head from a logistic regression on frozen embeddings, or at random.
+    # Start the classifier head from a logistic regression on frozen embeddings, or at random;
+    # or (wide, with side_features) the text head silent (zero weights) and the wide part as
+    # the logistic regression on the encoded side features: training starts at that baseline.
     head_init: str = "probe"
     # Feed a table's numeric and categorical columns to the classifier beside the text: a wide
     # linear part over them (encoded on the training rows) adds to the text head's logits.
     side_features: bool = False
+    # With head_init=wide: keep the wide part's fitted weights fixed (the text part learns the
+    # residual) instead of training them at the head's learning rate.
+    wide_frozen: bool = False
     # Only for models whose code lives on the hub; off unless you trust the model's author.
     trust_remote_code: bool = False
 
@@ -89,6 +94,9 @@ class TrainConfig:
     epochs: float = 5.0
     # Stop after this many optimizer steps (overrides epochs when set).
     max_steps: int | None = None
+    # At most this many optimizer steps whatever `epochs` asks (a large table then trains for
+    # fewer epochs instead of for hours); max_steps overrides it. None: no cap.
+    step_budget: int | None = None
     batch_size: int = 32
     eval_batch_size: int = 128
     # Learning rate of the LoRA weights.
@@ -208,6 +216,11 @@ class Config:
         _check_choice("model.quant", self.model.quant, QUANT_CHOICES)
         _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
         _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
+        if self.model.head_init == "wide" and not self.model.side_features:
+            raise UserError(
+                "model.head_init=wide starts the wide part of side features: set "
+                "model.side_features=true, or choose head_init probe or random."
+            )
         _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
         _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
         _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
@@ -233,6 +246,8 @@ class Config:
             raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
         if self.train.max_steps is not None and self.train.max_steps <= 0:
             raise UserError(f"train.max_steps must be positive, got {self.train.max_steps}.")
+        if self.train.step_budget is not None and self.train.step_budget <= 0:
+            raise UserError(f"train.step_budget must be positive, got {self.train.step_budget}.")
         if self.train.max_batch_tokens is not None and self.train.max_batch_tokens < 1:
             raise UserError(
                 f"train.max_batch_tokens must be positive, got {self.train.max_batch_tokens}."

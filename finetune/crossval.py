@@ -88,17 +88,20 @@ def pooled_examples(recipe: RecipeHooks, config: Config) -> Examples:
     return recipe.split(config).pooled()
 
 
-def recipe_folds(recipe: RecipeHooks, config: Config) -> tuple[Examples, list[Fold], str]:
-    """The pooled rows, their folds and how the folds were made: the recipe's own
-    (`Splits.folds`, e.g. grouped by patient), else `eval.folds` stratified, seeded folds."""
+def recipe_folds(
+    recipe: RecipeHooks, config: Config
+) -> tuple[Examples, list[Fold], str, list[str] | None]:
+    """The pooled rows, their folds, how the folds were made and what each holds out (None:
+    unnamed): the recipe's own (`Splits.folds`, e.g. grouped by patient), else `eval.folds`
+    stratified, seeded folds."""
     splits = recipe.split(config)
     examples, k = splits.pooled(), config.eval.folds
     if splits.folds is not None:
         check_folds(splits.folds, len(examples), k)
-        return examples, splits.folds, f"split into the recipe's own {k} folds"
+        return examples, splits.folds, f"split into the recipe's own {k} folds", splits.fold_names
     seed = config.data.split_seed
     how = f"split into {k} stratified folds (split seed {seed})"
-    return examples, fold_indices(examples.labels, k, seed), how
+    return examples, fold_indices(examples.labels, k, seed), how, None
 
 
 def cross_validate(
@@ -111,7 +114,7 @@ def cross_validate(
     config = config.validate()
     folder = output_folder(config.output, config.recipe, config.overwrite)
     k, seed = config.eval.folds, config.train.seed
-    examples, splits, how = recipe_folds(recipe, config)
+    examples, splits, how, names = recipe_folds(recipe, config)
     # One positive class for every fold, resolved once as a single run would (flag, card, pair).
     positive = positive_label(
         sorted(set(examples.labels)), config.data.positive_label, recipe.card(config)
@@ -121,12 +124,14 @@ def cross_validate(
         # Data-parallel workers train every fold in step with process 0, which alone writes:
         # their fold runs write nothing, so they get a folder name that is never created.
         unused = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-        fold_metrics, _, _ = _run_folds(recipe, per_fold, examples, splits, unused, None, False)
+        fold_metrics, _, _ = _run_folds(
+            recipe, per_fold, examples, splits, unused, None, False, names
+        )
         return CrossValidation(folder, config, summarise(fold_metrics))
 
     with staged(folder) as tmp:
         fold_metrics, out_of_fold, labels = _run_folds(
-            recipe, per_fold, examples, splits, tmp, folder, show_progress
+            recipe, per_fold, examples, splits, tmp, folder, show_progress, names
         )
         metrics = summarise(fold_metrics)
         metrics["eval_source"] = f"{examples.source} ({k}-fold cross-validation)"
@@ -181,10 +186,12 @@ def _run_folds(
     where: Path,
     final: Path | None,
     show_progress: bool,
+    names: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, dict[str, np.ndarray]]], list[str]]:
     """Train fold k into `where`/fold-k; returns each fold's metrics, its out-of-fold
     (labels, scores) and the label order. `final`: the folder `where` becomes (the fold
-    configs are pointed at it); None for a process that writes nothing."""
+    configs are pointed at it); None for a process that writes nothing. `names`: what each
+    fold holds out, for its sources."""
     k = len(splits)
     fold_metrics: list[dict[str, Any]] = []
     out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
@@ -195,7 +202,11 @@ def _run_folds(
             recipe,
             config,
             examples.subset(train_rows, f"{examples.source} (fold {i}/{k}: training part)"),
-            examples.subset(held_rows, f"{examples.source} (fold {i}/{k}: held out)"),
+            examples.subset(
+                held_rows,
+                f"{examples.source} (fold {i}/{k}: held out"
+                + (f": {names[i - 1]})" if names else ")"),
+            ),
         )
         fold_config = replace(
             config,

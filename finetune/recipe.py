@@ -19,6 +19,7 @@ from finetune.evaluation.context import EvalContext
 from finetune.splits import Splits, hold_out
 
 if TYPE_CHECKING:
+    import numpy as np
     import typer
 
     from finetune.crossval import CrossValidation
@@ -199,6 +200,13 @@ class Recipe:
     def save_files(self, folder: Path, context: EvalContext) -> None:
         """Write recipe files into the run folder being assembled (e.g. lookup tables that a
         recipe command needs later); they land in the run folder with everything else."""
+
+    def predict_columns(
+        self, run: Run, examples: Examples, proba: np.ndarray
+    ) -> dict[str, list[Any]]:
+        """Extra columns for `predict`'s output file, one value per row of `examples` (e.g. a
+        per-row explanation); `proba` is the run's class probabilities for them."""
+        return {}
 
     def add_commands(self, group: typer.Typer) -> None:
         """Add recipe-only CLI commands to the recipe's typer group (train/evaluate/predict

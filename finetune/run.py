@@ -28,7 +28,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from finetune.config import Config, save_yaml
 from finetune.data.columns import Column, take, to_list
 from finetune.data.pii import RedactionCounts, redact_all
-from finetune.data.tables import Examples, check_train_eval, shared_texts, stratified_split
+from finetune.data.tables import Examples, check_train_eval, shared_texts
 from finetune.errors import UserError
 from finetune.evaluation.baselines import (
     NEEDS_VECTORS,
@@ -56,7 +56,7 @@ from finetune.evaluation.selection import (
 from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
 from finetune.runtime import environment, peak_memory_mb
-from finetune.splits import Splits, concat
+from finetune.splits import Splits, concat, split_rows
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
@@ -355,7 +355,8 @@ def training_rows(
 
     The validation rows are the recipe's own (`Splits.validation`, e.g. the latest ones, for a
     split by time) placed after the training rows, else a seeded, stratified data.val_fraction
-    of the training rows (the training seed: the evaluation rows never move with it)."""
+    of the training rows (whole groups when the examples have them; the training seed: the
+    evaluation rows never move with it)."""
     train, evaluation = splits.train, splits.evaluation
     check_train_eval(train, evaluation)
     if splits.validation is None and _inner_folds(config, len(train)):
@@ -363,7 +364,7 @@ def training_rows(
         # held out (a decision threshold still needs validation rows: _inner_folds says no).
         return train, list(range(len(train))), [], evaluation
     if splits.validation is None:
-        fit_rows, val_rows = stratified_split(train, config.data.val_fraction, config.train.seed)
+        fit_rows, val_rows = split_rows(train, config.data.val_fraction, config.train.seed)
         return train, fit_rows, val_rows, evaluation
     check_train_eval(train, splits.validation)
     everything = concat(train, splits.validation)
@@ -527,6 +528,8 @@ def fit_model(
             inputs.train_vectors, inputs.train_labels, len(data.labels), config.train.seed
         )
         encoded.model.set_head(probe.weight, probe.bias, probe.center)
+    elif config.model.head_init == "wide":
+        _start_from_wide(prepared, data, encoded)
     return fit(
         encoded.model,
         encoded.fit_ids,
@@ -628,6 +631,19 @@ def _inner_fold_count(config: Config, y: np.ndarray, labels: list[str]) -> int:
     return min(folds, int(counts[rarest]))
 
 
+def _start_from_wide(prepared: Prepared, data: RunData, encoded: Encoded) -> None:
+    """model.head_init=wide: the wide part as the logistic regression on the side features of
+    the training rows, the text head silent; epoch 0 is that regression."""
+    from finetune.modeling.features import wide_start
+
+    config = prepared.config
+    rows = data.train.features.iloc[data.fit_rows]
+    weight, bias = wide_start(
+        encoded.inputs.encoder, rows, data.y_fit, len(data.labels), config.train.seed
+    )
+    encoded.model.start_from_wide(weight, bias, frozen=config.model.wide_frozen)
+
+
 @dataclass
 class Evaluated:
     """Every method's figures and evaluation probabilities, what the run delivers, and the
@@ -726,10 +742,10 @@ def _eval_context(
         labels=data.labels,
         y_eval=data.y_eval,
         scores=scores,
-        predict_proba=lambda texts: _predict(
-            prepared, encoded, encoded.inputs.encode(prepare_texts(texts, config))
-        ),
+        predict_proba=lambda texts: _predict(prepared, encoded, _encode(encoded, texts, config)),
         fitted=baselines.inputs.fitted,
+        model=encoded.model,
+        model_inputs=encoded.inputs,
     )
 
 
@@ -758,6 +774,14 @@ def _run_figures(
     if data.skipped:
         metrics["skipped_inputs"] = {"count": len(data.skipped), "first": data.skipped[:5]}
     return metrics
+
+
+def _encode(encoded: Encoded, texts: Sequence[str] | Examples, config: Config) -> list[Any]:
+    """New texts, or examples (with their table columns), as the model's inputs."""
+    if isinstance(texts, Examples):
+        prepared = replace(texts, texts=prepare_texts(texts.texts, config))
+        return encoded.inputs.encode_examples(prepared)
+    return encoded.inputs.encode(prepare_texts(texts, config))
 
 
 def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.ndarray:

@@ -34,8 +34,10 @@ def test_bundled_pima_is_the_mass_split_without_row_numbers():
 def test_bundled_biopsy_drops_ids_and_keeps_missing_values():
     config = recipe.config(options={"dataset": "biopsy"})
     split = recipe.split(config)
-    # Biopsy ships one table: the engine holds out the evaluation rows (seeded, stratified).
-    assert (len(split.train), len(split.evaluation)) == (559, 140)
+    # Biopsy ships one table: the engine holds out the evaluation rows (seeded, stratified,
+    # whole patients: the card's group_column is the patient ID).
+    assert (len(split.train), len(split.evaluation)) == (560, 139)
+    assert not set(split.train.groups) & set(split.evaluation.groups)
     assert "held-out 20%, split seed 42" in split.evaluation.source
     train = split.pooled()
     assert "ID" not in train.features.columns and "rownames" not in train.features.columns

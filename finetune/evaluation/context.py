@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from finetune.config import Config
 from finetune.data.tables import Examples
@@ -31,9 +31,10 @@ class EvalContext:
     # Class probabilities on the evaluation rows by method: the fine-tuned model under
     # finetune.evaluation.metrics.MODEL_NAME (also `model_scores`), each baseline under its name.
     scores: dict[str, np.ndarray]
-    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric), prepared
-    # as in training (redacted when the run redacts), like `Run.predict_proba`.
-    predict_proba: Callable[[list[str]], np.ndarray]
+    # The fine-tuned model on any texts (e.g. extra candidates for a ranking metric), or on
+    # Examples (a run with side features reads their table columns too), prepared as in
+    # training (redacted when the run redacts), like `Run.predict_proba`.
+    predict_proba: Callable[[list[str] | Examples], np.ndarray]
     # What baselines left in BaselineInputs.fitted (fitted models, to score extra candidates).
     fitted: dict[str, object] = field(default_factory=dict)
     # Extra plots: file name -> function drawing it to the given path; the engine calls each
@@ -43,6 +44,10 @@ class EvalContext:
     # e.g. a ranking metric: the engine adds them to that method's entry in metrics.json, so
     # a recipe's `primary_metric` can be one of them.
     method_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # The fine-tuned classifier and its inputs (e.g. to read a wide part's weights); None
+    # where a caller builds a context without them.
+    model: Any = None
+    model_inputs: Any = None
 
     @property
     def model_scores(self) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.data.records import KINDS, kind_of
+from finetune.data.records import KINDS
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,19 +34,17 @@ def _columns_by_kind(inputs: BaselineInputs) -> dict[str, list[str]]:
             "The evaluation data lacks columns the training data has: "
             f"{', '.join(absent)}. Give both files the same columns."
         )
+    from finetune.modeling.features import column_kinds
+
     kinds: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    for column in train.columns:
-        kinds[kind_of(train[column])].append(column)
+    for column, kind in column_kinds(train).items():
+        kinds[kind].append(column)
     return kinds
 
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    # The same "missing" category as the side features' one-hot (features.MISSING).
     return frame.astype(object).where(frame.notna(), "missing").astype(str)
-
-
-def _first_column_text(frame: pd.DataFrame) -> pd.Series:
-    # A module-level function, not a lambda: the fitted pipeline is pickled with the run.
-    return frame.fillna("").astype(str).iloc[:, 0]
 
 
 @dataclass
@@ -82,38 +80,65 @@ def _kept(inputs: BaselineInputs, name: str, pipeline: Any) -> np.ndarray:
 
 def logistic_regression(inputs: BaselineInputs) -> np.ndarray:
     """Logistic regression on the raw columns: numbers imputed (median, with a was-missing
-    flag) and standardised, categories one-hot, free text as TF-IDF."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+    flag) and standardised, categories one-hot (the side features' `FeatureEncoder`, the
+    encoding a hybrid model's wide part reads), free text as TF-IDF.
 
-    kinds = _columns_by_kind(inputs)
-    parts = []
-    if kinds["numeric"]:
-        numeric = make_pipeline(
-            SimpleImputer(strategy="median", add_indicator=True), StandardScaler()
+    Leaves (encoder, regression) in `inputs.fitted["logistic_regression"]` when the table has
+    no free text: the regression is then exactly what a wide part starts from."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from finetune.modeling.features import FeatureEncoder, column_kinds, fit_logistic
+
+    _columns_by_kind(inputs)  # the evaluation rows have the training rows' columns
+    train = inputs.train_features
+    encoder = FeatureEncoder.fit(train, required=False)
+    notes = [name for name, kind in column_kinds(train).items() if kind == "text"]
+    vectorizers = {
+        column: TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(
+            train[column].fillna("").astype(str)
         )
-        parts.append(("numeric", numeric, kinds["numeric"]))
-    if kinds["categorical"]:
-        categorical = make_pipeline(
-            FunctionTransformer(_as_strings), OneHotEncoder(handle_unknown="ignore")
-        )
-        parts.append(("categorical", categorical, kinds["categorical"]))
-    for column in kinds["text"]:
-        notes = make_pipeline(
-            FunctionTransformer(_first_column_text),
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-        )
-        parts.append((f"text_{column}", notes, [column]))
-    model = make_pipeline(
-        ColumnTransformer(parts),
-        LogisticRegression(max_iter=5000, random_state=inputs.seed),
-    )
-    model.fit(inputs.train_features, inputs.train_labels)
-    return _kept(inputs, "logistic_regression", model)
+        for column in notes
+    }
+    predictor = ColumnsPredictor(encoder, vectorizers, None, inputs.n_classes)
+    encoded = predictor.encode(train, "the training data")
+    model = predictor.model = fit_logistic(encoded, inputs.train_labels, inputs.seed)
+    if not notes:  # the same regression a wide part's own fit gives
+        inputs.fitted["logistic_regression"] = (encoder, model)
+    inputs.predictors["logistic_regression"] = predictor
+    return predictor.predict_proba(inputs.eval_examples())
+
+
+@dataclass
+class ColumnsPredictor:
+    """The logistic-regression baseline: the side features' encoding (plus TF-IDF of free-text
+    columns) and the regression on it."""
+
+    encoder: Any  # finetune.modeling.features.FeatureEncoder
+    vectorizers: dict[str, Any]  # free-text column -> fitted TfidfVectorizer
+    model: Any
+    n_classes: int
+
+    def encode(self, frame: pd.DataFrame, source: str) -> Any:
+        """Dense encoded columns, or (with free text) a sparse matrix with the TF-IDF beside."""
+        from scipy import sparse
+
+        dense = self.encoder.transform(frame, source)
+        if not self.vectorizers:
+            return dense
+        parts = [sparse.csr_matrix(dense)] + [
+            vectorizer.transform(frame[column].fillna("").astype(str))
+            for column, vectorizer in self.vectorizers.items()
+        ]
+        return sparse.hstack(parts).tocsr()
+
+    def predict_proba(self, examples: Examples) -> np.ndarray:
+        if examples.features is None:
+            raise UserError(
+                "This run delivers the logistic_regression baseline, which reads the table's "
+                "columns: give table rows (--data FILE), not bare texts."
+            )
+        features = self.encode(examples.features, examples.source)
+        return _full_proba(self.model, features, self.n_classes)
 
 
 def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
@@ -153,7 +178,7 @@ def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
     return _kept(inputs, "gradient_boosting", model)
 
 
-def _full_proba(model: Any, features: pd.DataFrame, n_classes: int) -> np.ndarray:
-    proba = np.zeros((len(features), n_classes))
+def _full_proba(model: Any, features: Any, n_classes: int) -> np.ndarray:
+    proba = np.zeros((features.shape[0], n_classes))
     proba[:, model.classes_] = model.predict_proba(features)
     return proba

@@ -6,7 +6,10 @@ numeric columns imputed with the training median, with a was-missing flag, and s
 categorical ones one-hot over the training categories (an unseen category is all zeros);
 free-text columns are left to the text part. `FeatureEncoder.fit` sees the training rows
 only, and `save` writes its fitted numbers as JSON (not a pickle), so a reloaded run
-transforms new rows exactly as training did.
+transforms new rows exactly as training did. It is also the raw-column logistic regression
+baseline's preprocessing (finetune.evaluation.table_baselines): one encoding, so the wide part
+can start as that regression (`fit_logistic`, `wide_start`) and the model's first candidate
+epoch is the baseline itself.
 
 `SideFeatures` wraps a run's `Inputs`: items are (the inner item, the feature vector), and
 `collate` adds a `features` tensor to the inner batch, so the training loop, inference, the
@@ -52,31 +55,49 @@ class CategoricalColumn:
     categories: list[str]  # one-hot positions, as strings (MISSING for an empty cell)
 
 
+def column_kinds(frame: pd.DataFrame) -> dict[str, str]:
+    """numeric, categorical or text per column: as the table's reader declared them (its
+    schema in `frame.attrs`), else inferred from the values."""
+    declared = {c["name"]: c["kind"] for c in frame.attrs.get("columns", [])}
+    return {name: declared.get(name) or kind_of(frame[name]) for name in frame.columns}
+
+
 @dataclass
 class FeatureEncoder:
     """Fitted numbers that turn a features table into a float matrix; see the module docstring."""
 
     numeric: list[NumericColumn] = field(default_factory=list)
     categorical: list[CategoricalColumn] = field(default_factory=list)
+    # The mean encoded training row: explanations measure contributions from it (the average
+    # training patient), so a one-hot or was-missing position counts only where it differs.
+    center: list[float] | None = None
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame) -> FeatureEncoder:
-        """Fit on the training rows only (what the model learns from)."""
-        kinds = {c["name"]: c["kind"] for c in frame.attrs.get("columns", [])}
+    def fit(cls, frame: pd.DataFrame, required: bool = True) -> FeatureEncoder:
+        """Fit on the training rows only (what the model learns from). `required`: a table
+        without numeric or categorical columns is an error (else an encoder of width 0)."""
         encoder = cls()
-        for name in frame.columns:
-            kind = kinds.get(name) or kind_of(frame[name])
+        for name, kind in column_kinds(frame).items():
             if kind == "numeric":
                 encoder.numeric.append(_fit_numeric(name, frame[name]))
             elif kind == "categorical":
                 categories = sorted(set(_as_strings(frame[name])))
                 encoder.categorical.append(CategoricalColumn(name, categories))
         if not encoder.width:
-            raise UserError(
-                "model.side_features: the table has no numeric or categorical columns to use "
-                "beside the text; set model.side_features=false."
-            )
+            if required:
+                raise UserError(
+                    "model.side_features: the table has no numeric or categorical columns to "
+                    "use beside the text; set model.side_features=false."
+                )
+            return encoder
+        encoder.center = encoder.transform(frame, "the training data").mean(axis=0).tolist()
         return encoder
+
+    @property
+    def fields(self) -> list[str]:
+        """The raw column each encoded position comes from, in the matrix's order."""
+        names = [n for c in self.numeric for n in [c.name] * (1 + c.flag)]
+        return names + [c.name for c in self.categorical for _ in c.categories]
 
     @property
     def width(self) -> int:
@@ -105,6 +126,8 @@ class FeatureEncoder:
                 if value in index:
                     onehot[row, index[value]] = 1.0
             parts.append(onehot)
+        if not parts:
+            return np.zeros((len(frame), 0), dtype=np.float32)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def save(self, folder: Path) -> None:
@@ -116,7 +139,35 @@ class FeatureEncoder:
         return cls(
             [NumericColumn(**c) for c in saved["numeric"]],
             [CategoricalColumn(**c) for c in saved["categorical"]],
+            saved.get("center"),
         )
+
+
+def fit_logistic(matrix: Any, labels: np.ndarray, seed: int) -> Any:
+    """The logistic regression the raw-column baseline fits on the encoded columns, and the
+    wide part starts from (scikit-learn defaults: L2, C=1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=5000, random_state=seed).fit(matrix, labels)
+
+
+def wide_start(
+    encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, n_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (n_classes, width), bias (n_classes,)): `fit_logistic` on the training rows'
+    encoded columns as one linear layer whose softmax gives the regression's probabilities
+    (two classes: logits -z/2 and z/2, whose softmax is sigmoid(z)). A class the training rows
+    lack gets a bias of -1e4: never predicted, as the regression never predicts it."""
+    model = fit_logistic(encoder.transform(frame, "the training data"), labels, seed)
+    weight = np.zeros((n_classes, encoder.width))
+    bias = np.full(n_classes, -1e4)
+    if len(model.classes_) == 2:
+        coef = np.vstack([-model.coef_[0], model.coef_[0]]) / 2
+        intercept = np.array([-model.intercept_[0], model.intercept_[0]]) / 2
+    else:
+        coef, intercept = model.coef_, model.intercept_
+    weight[model.classes_], bias[model.classes_] = coef, intercept
+    return weight, bias
 
 
 def _numbers(series: pd.Series, source: str) -> np.ndarray:

@@ -373,7 +373,9 @@ class TextClassifier(nn.Module):
 
     With `n_features` (side features, features.py), a wide linear part over the batch's
     `features` adds its logits to the head's. It starts at zero, so the starting point (e.g.
-    the head from the linear probe) is the text model's, and trains like the head.
+    the head from the linear probe) is the text model's, and trains like the head; or
+    (`start_from_wide`, model.head_init=wide) it starts as the raw-column logistic regression
+    with the text head silent, so the starting point is that regression.
     """
 
     def __init__(
@@ -414,6 +416,19 @@ class TextClassifier(nn.Module):
             weight = self.head.weight
             self.center = torch.as_tensor(center, dtype=weight.dtype, device=weight.device)
 
+    @torch.no_grad()
+    def start_from_wide(self, weight: Any, bias: Any, frozen: bool = False) -> None:
+        """The wide part from a fitted linear model (features.wide_start), its intercept in
+        the head's bias, the head's weights zero: the logits are the linear model's until the
+        text part learns. `frozen`: the wide part keeps these weights (the text part then
+        learns what they leave)."""
+        if self.wide is None:
+            raise ValueError("start_from_wide needs a classifier with side features")
+        self.wide.weight.copy_(torch.as_tensor(weight, dtype=self.wide.weight.dtype))
+        self.head.weight.zero_()
+        self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
+        self.wide.weight.requires_grad_(not frozen)
+
     def embed(
         self,
         input_ids: torch.Tensor | None = None,
@@ -440,15 +455,20 @@ class TextClassifier(nn.Module):
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pooled = self.embed(input_ids, attention_mask, states).to(self.head.weight.dtype)
-        if self.training and self.center is not None:
-            logits = self.head(self.center + self.dropout(pooled - self.center))
-        else:
-            logits = self.head(self.dropout(pooled))
         if self.wide is None:
-            return logits
+            return self._head(pooled)
         if features is None:
             raise ValueError("this classifier reads side features: the batch has none")
-        return logits + self.wide(features.to(self.wide.weight.dtype))
+        # The head and the wide part in fp32 even under bf16 autocast: bf16 would round a
+        # regression's logits (and the intercept in the head's bias) to 2-3 digits, and
+        # these two small layers cost nothing next to the backbone.
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            return self._head(pooled.float()) + self.wide(features.to(self.wide.weight.dtype))
+
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.training and self.center is not None:
+            return self.head(self.center + self.dropout(pooled - self.center))
+        return self.head(self.dropout(pooled))
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -291,6 +291,8 @@ class TrainingLoop:
         )
         self.steps_per_epoch = len(self.loader)
         self.total_steps = config.max_steps or math.ceil(config.epochs * self.steps_per_epoch)
+        if config.max_steps is None and config.step_budget is not None:
+            self.total_steps = min(self.total_steps, config.step_budget)
         self.scheduler = _schedule(self.optimizer, config.warmup_ratio, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self._make_losses(class_weights)
