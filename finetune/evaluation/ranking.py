@@ -182,3 +182,24 @@ def method_figures(scores: np.ndarray, protocol: Protocol, seed: int = 0) -> dic
         out["intervals"][name] = [summary["low"], summary["high"]]
         out["n"][name] = summary["n"]
     return out
+
+
+def validation_measure(relevant: list[np.ndarray], exclude: list[np.ndarray], k: int = 10):
+    """What scores a ranking model's epoch on validation queries (the ranking task's
+    `Validation.measure`): NDCG@k and Recall@k over the whole catalogue, and `val_loss`, the
+    mean full-catalogue softmax loss of the relevant items (scores are logits)."""
+
+    def measure(scores: np.ndarray) -> dict[str, float]:
+        out = full_catalogue(scores, relevant, exclude, k)
+        top = scores.max(1, keepdims=True)
+        log_norm = (top + np.log(np.exp(scores - top).sum(1, keepdims=True)))[:, 0]
+        losses = [
+            np.mean(log_norm[q] - scores[q, rel]) for q, rel in enumerate(relevant) if len(rel)
+        ]
+        return {
+            "val_loss": float(np.mean(losses)) if losses else 0.0,
+            f"val_ndcg@{k}": float(out.ndcg.mean()) if len(out.ndcg) else 0.0,
+            f"val_recall@{k}": float(out.recall.mean()) if len(out.recall) else 0.0,
+        }
+
+    return measure
