@@ -86,6 +86,7 @@ class RecommendationOptions:
     max_users: int = 0
     max_user_interactions: int = 0
     sample_seed: int = 0
+    evaluate_on: str = "test"
 
 
 CHOICES = {

@@ -64,7 +64,10 @@ def protocol_for(queries: Queries, split: LogSplit, items: pd.DataFrame, options
     rows = np.arange(len(queries.users))
     positive = np.array([last_like[u] for u in queries.users], dtype=np.int64)
     seen = [np.asarray(everything[u], dtype=np.int64) for u in queries.users]
-    negatives = sample_negatives(len(items), positive, seen, options.sampled_negatives, seed=0)
+    # A catalogue smaller than the classic 99 negatives plus a user's items samples fewer.
+    room = min(len(items) - len(np.union1d(s, [p])) for s, p in zip(seen, positive, strict=True))
+    n = min(options.sampled_negatives, room)
+    negatives = sample_negatives(len(items), positive, seen, n, seed=0)
     return Protocol(queries.relevant, queries.exclude, cold, rows, positive, negatives, options.k)
 
 
