@@ -32,7 +32,8 @@ from recipes.recommendation_split import (
     training_queries,
 )
 
-MODEL = "model"  # the delivered ranker's key in metrics.json's `ranking`
+MODEL = "model"  # the delivered method's key in metrics.json's `ranking`
+TWO_TOWER = "two_tower"  # the fine-tuned ranker (the kept epoch)
 FROZEN = "frozen_two_tower"  # epoch 0: the same towers without fine-tuning
 TABLES = "recommendation"
 
@@ -114,37 +115,75 @@ def baseline_scores(
     return out
 
 
+def served_baseline_scores(
+    name: str, log: pd.DataFrame, items: pd.DataFrame, liked: list[str], seed: int
+) -> np.ndarray:
+    """A baseline's catalogue scores for one user who liked `liked`, fitted on `log` (the
+    run's training period, as for its test figures): what `recommend` serves when the run
+    delivered a baseline."""
+    from scipy.sparse import csr_matrix
+
+    from recipes.recommendation_models import RANKING_BASELINES, like_matrix
+
+    position = {item: k for k, item in enumerate(items["item"])}
+    users = sorted(set(log["user"]), key=str)
+    likes = like_matrix(log, users, position, len(items))
+    columns = sorted({position[i] for i in liked if i in position})
+    asked = csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), ([0] * len(columns), columns)),
+        shape=(1, len(items)),
+    )
+    baseline = RANKING_BASELINES[name]
+    scores = baseline(likes, asked, seed=seed) if name == "implicit_als" else baseline(likes, asked)
+    return np.asarray(scores[0], dtype=np.float64)
+
+
 @dataclass
 class Fitted:
-    """The trained ranker, its token ids and what training reported."""
+    """The trained ranker and its scores: the catalogue is encoded once per evaluated epoch,
+    and the kept epoch's item vectors serve validation, test, the run folder and `recommend`."""
+
+    model: Any
+    tokenizer: Any
+    info: Any
+    result: Any  # the loop's TrainResult
+    item_vectors: np.ndarray  # the kept epoch's
+    val_scores: np.ndarray  # validation queries x catalogue, the kept epoch
+    test_scores: np.ndarray  # test queries x catalogue, the kept epoch
+    frozen_val: np.ndarray  # epoch 0's (the "no fine-tuning" baseline)
+    frozen_test: np.ndarray
+    item_offsets: np.ndarray  # the learned prior's share of each item's score (serving)
+
+
+@dataclass
+class Towers:
+    """The ranker before training: model, encoder, every text's inputs (token ids, or rows
+    of the lower layers' cache), and epoch 0 (the frozen towers) scored once."""
 
     model: Any
     tokenizer: Any
     info: Any
     encoder: Any
-    item_ids: list[list[int]]
-    result: Any  # the loop's TrainResult
-    frozen_test: np.ndarray  # epoch 0's test scores (the "no fine-tuning" baseline)
-    frozen_val: np.ndarray
-    test_ids: list[list[int]]
+    items: list[Any]
+    train: list[Any]
+    validation: list[Any]
+    test: list[Any]
+    frozen: Any  # Scored: item vectors and validation scores (with the prior)
+    frozen_test: np.ndarray  # without the prior: test adds the whole training period's
+    frozen_prior_weight: float
 
 
-def fit_ranker(data: RankingData, config: Config, device: str, show_progress: bool) -> Fitted:
-    """LoRA on the shared encoder with the ranking task; the kept epoch is the best on the
-    validation queries' NDCG@k (epoch 0, the frozen encoder, included)."""
-    from finetune.evaluation.ranking import validation_measure
+def item_prior(rows: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
+    """log(1 + training likes) per catalogue item (0 for an item nobody liked in `rows`)."""
+    counts = rows.loc[rows["label"] == 1, "item"].value_counts()
+    return np.log1p(items["item"].map(counts).fillna(0).to_numpy(np.float32))
+
+
+def build_towers(data: RankingData, config: Config, device: str, bf16: bool) -> Towers:
     from finetune.modeling import models
-    from finetune.modeling.ranking import (
-        Encoder,
-        QueryInputs,
-        RankingTask,
-        Validation,
-        build_two_tower,
-    )
-    from finetune.training.loop import Rows, TrainingLoop
+    from finetune.modeling.ranking import Encoder, Scored, build_two_tower
 
     options, train_config = config.options, config.train
-    bf16 = models.use_bf16(train_config.precision, device)
     checkpointing = models.use_gradient_checkpointing(
         train_config.gradient_checkpointing, config.model.quant, device
     )
@@ -158,40 +197,89 @@ def fit_ranker(data: RankingData, config: Config, device: str, show_progress: bo
         checkpointing,
     )
     encoder = Encoder(tokenizer, train_config.eval_batch_size, device, bf16)
-    item_ids = encoder.tokens(list(data.items["text"]), options.item_max_length)
-    query_ids = encoder.tokens(data.train.texts, config.data.max_length)
-    val_ids = encoder.tokens(data.validation.texts, config.data.max_length)
-    test_ids = encoder.tokens(data.test.texts, config.data.max_length)
+    ids = [encoder.tokens(list(data.items["text"]), options.item_max_length)]
+    ids += [
+        encoder.tokens(queries.texts, config.data.max_length)
+        for queries in (data.train, data.validation, data.test)
+    ]
+    # With LoRA on the top layers only, the lower layers run once over every text here.
+    items, train, validation, test = encoder.cache(model, ids)
+    if options.popularity_prior:  # training and validation see the fit rows' likes only
+        model.set_item_prior(item_prior(data.split.rows(FIT), data.items))
     # Epoch 0 (LoRA's B matrices start at zero): the frozen towers, scored once up front.
-    item_vectors = encoder.vectors(model, item_ids)
-    frozen_test = encoder.scores(model, test_ids, item_vectors)
-    frozen_val = encoder.scores(model, val_ids, item_vectors)
+    vectors = encoder.vectors(model, items)
+    val_scores = encoder.scores(model, validation, vectors) + model.catalogue_offsets()
+    frozen = Scored(vectors, val_scores)
+    frozen_test = encoder.scores(model, test, vectors)
+    weight = float(model.prior_weight.detach())
+    return Towers(
+        model, tokenizer, info, encoder, items, train, validation, test, frozen, frozen_test, weight
+    )
+
+
+def fit_ranker(data: RankingData, config: Config, device: str, show_progress: bool) -> Fitted:
+    """LoRA on the shared encoder with the ranking task; the kept epoch is the best on the
+    validation queries' NDCG@k (epoch 0, the frozen encoder, included)."""
+    from finetune.evaluation.ranking import validation_measure
+    from finetune.modeling import models
+    from finetune.modeling.ranking import QueryInputs, RankingTask, Scored, Validation
+    from finetune.training.loop import Rows, TrainingLoop
+
+    options = config.options
+    bf16 = models.use_bf16(config.train.precision, device)
+    towers = build_towers(data, config, device, bf16)
+    encoder, model = towers.encoder, towers.model
     measure = validation_measure(data.validation.relevant, data.validation.exclude, options.k)
     task = RankingTask(
         encoder,
-        query_ids,
+        towers.train,
         data.train.positive,
-        item_ids,
-        Validation(val_ids, measure),
+        towers.items,
+        Validation(towers.validation, measure),
         loss=options.loss,
         negatives=options.negatives,
         popularity_correction=options.popularity_correction,
         k=options.k,
     )
+    task.start_from(model, towers.frozen)
+    n_train, n_val = len(towers.train), len(towers.validation)
     loop = TrainingLoop(
         model,
-        Rows(list(range(len(query_ids))), np.zeros(len(query_ids), dtype=np.int64)),
-        Rows(list(range(len(val_ids))), np.zeros(len(val_ids), dtype=np.int64)),
-        train_config,
-        QueryInputs([len(ids) for ids in query_ids]),
+        Rows(list(range(n_train)), np.zeros(n_train, dtype=np.int64)),
+        Rows(list(range(n_val)), np.zeros(n_val, dtype=np.int64)),
+        config.train,
+        QueryInputs(encoder.lengths(towers.train)),
         device,
         bf16,
         show_progress=show_progress,
         task=task,
     )
     result = loop.run()
+    kept = task.kept(result.history, result.best_epoch)
+    if kept is None:  # the loop's history and the task's calls differ: encode the kept epoch
+        vectors = encoder.vectors(model, towers.items)
+        kept = Scored(vectors, encoder.scores(model, towers.validation, vectors))
+    test_scores = (
+        towers.frozen_test
+        if kept.item_vectors is towers.frozen.item_vectors
+        else encoder.scores(model, towers.test, kept.item_vectors)
+    )
+    # Test (and serving) use the whole training period's likes, as the baselines do.
+    prior = item_prior(data.split.rows(FIT, VALIDATION), data.items)
+    model.set_item_prior(prior if options.popularity_prior else None)
+    offsets = np.broadcast_to(model.catalogue_offsets(), (len(data.items),)).copy()
+    frozen_offsets = towers.frozen_prior_weight * prior if options.popularity_prior else 0.0
     return Fitted(
-        model, tokenizer, info, encoder, item_ids, result, frozen_test, frozen_val, test_ids
+        model,
+        towers.tokenizer,
+        towers.info,
+        result,
+        kept.item_vectors,
+        kept.scores,
+        test_scores + offsets,
+        towers.frozen.scores,
+        towers.frozen_test + frozen_offsets,
+        offsets.astype(np.float32),
     )
 
 
@@ -231,56 +319,67 @@ def like_view(
     return metrics
 
 
+def delivered_method(validation_ndcg: dict[str, float]) -> str:
+    """What the run serves: the method with the best validation NDCG (the fine-tuned ranker
+    unless a method is strictly better; the test period plays no part)."""
+    best = TWO_TOWER
+    for name, value in validation_ndcg.items():
+        if value > validation_ndcg[best]:
+            best = name
+    return best
+
+
 def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
-    """Every method's test figures: ranking (the headline, with intervals) and the like view."""
-    from finetune.evaluation.ranking import paired_ratio
+    """Every method's test figures: ranking (the headline, with intervals) and the like view;
+    the delivered method (best on validation) is also listed under `model`."""
+    from finetune.evaluation.ranking import full_catalogue
 
     options, seed = config.options, config.train.seed
     split = data.split
-    item_vectors = fitted.encoder.vectors(fitted.model, fitted.item_ids)
-    model_test = fitted.encoder.scores(fitted.model, fitted.test_ids, item_vectors)
-    test = {MODEL: model_test, FROZEN: fitted.frozen_test}
+    test = {TWO_TOWER: fitted.test_scores, FROZEN: fitted.frozen_test}
     test.update(baseline_scores(split.rows(FIT, VALIDATION), data.test, data.items, seed))
     val_baselines = baseline_scores(split.rows(FIT), data.validation, data.items, seed)
-    val = {MODEL: None, FROZEN: fitted.frozen_val, **val_baselines}
+    val = {TWO_TOWER: fitted.val_scores, FROZEN: fitted.frozen_val, **val_baselines}
     ranking = {name: method_figures(scores, data.protocol, seed) for name, scores in test.items()}
-    # The kept epoch's validation scores: recomputed (the loop kept its weights, not scores).
-    val_ids = fitted.encoder.tokens(data.validation.texts, config.data.max_length)
-    val[MODEL] = fitted.encoder.scores(fitted.model, val_ids, item_vectors)
     val_pairs = rated_rows(data.validation, split.rows(VALIDATION), data.items)
     test_pairs = rated_rows(data.test, split.rows(TEST), data.items)
     likes = {name: like_view(val[name], val_pairs, test[name], test_pairs) for name in test}
-    from finetune.evaluation.ranking import full_catalogue
-
+    relevant, exclude = data.validation.relevant, data.validation.exclude
     val_ndcg = {
-        name: float(
-            full_catalogue(
-                scores, data.validation.relevant, data.validation.exclude, options.k
-            ).ndcg.mean()
-        )
+        name: float(full_catalogue(scores, relevant, exclude, options.k).ndcg.mean())
         for name, scores in val.items()
     }
-    k = options.k
-    ndcg, cold = f"ndcg@{k}", f"cold_recall@{k}"
-    baselines = [n for n in test if n not in (MODEL, FROZEN)]
-    best = max(baselines, key=lambda n: ranking[n][ndcg])
-    best_cold = max(baselines, key=lambda n: ranking[n][cold] or 0.0)
-    comparison = {
-        "best_baseline": best,
-        "ndcg_ratio": paired_ratio(
-            ranking[MODEL]["per_query"][ndcg], ranking[best]["per_query"][ndcg], seed
-        ),
-        "best_collaborative_cold": best_cold,
-        "cold_recall_model": ranking[MODEL][cold],
-        "cold_recall_baseline": ranking[best_cold][cold],
-        "validation_ndcg": val_ndcg,
-    }
+    delivered = delivered_method(val_ndcg)
+    ranking[MODEL], likes[MODEL] = ranking[delivered], likes[delivered]
+    comparison = compare(ranking, options.k, seed)
+    comparison.update(validation_ndcg=val_ndcg, delivered=delivered)
     return {"ranking": ranking, "likes": likes, "comparison": comparison}
 
 
+def compare(ranking: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
+    """The fine-tuned ranker against the best baseline on test NDCG@k (paired ratio) and
+    against the best collaborative one on cold items."""
+    from finetune.evaluation.ranking import paired_ratio
+
+    ndcg, cold = f"ndcg@{k}", f"cold_recall@{k}"
+    baselines = [n for n in ranking if n not in (MODEL, TWO_TOWER, FROZEN)]
+    best = max(baselines, key=lambda n: ranking[n][ndcg])
+    best_cold = max(baselines, key=lambda n: ranking[n][cold] or 0.0)
+    return {
+        "best_baseline": best,
+        "ndcg_ratio": paired_ratio(
+            ranking[TWO_TOWER]["per_query"][ndcg], ranking[best]["per_query"][ndcg], seed
+        ),
+        "best_collaborative_cold": best_cold,
+        "cold_recall_model": ranking[TWO_TOWER][cold],
+        "cold_recall_baseline": ranking[best_cold][cold],
+    }
+
+
 def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config) -> dict:
-    """metrics.json: `ranking` first (every method, the delivered one under `model`); the
-    engine's headline keys (accuracy, recall, f1, auc) hold the like/not-like view."""
+    """metrics.json: `ranking` first (every method, the delivered one also under `model`);
+    the engine's headline keys (accuracy, recall, f1, auc) hold the delivered method's
+    like/not-like view."""
     from finetune.run import summary
 
     k = config.options.k
@@ -289,9 +388,10 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
         for name, figures in judged["ranking"].items()
     }
     likes = judged["likes"]
+    delivered = judged["comparison"]["delivered"]
     baselines = {}
     for name, figures in likes.items():
-        if name == MODEL:
+        if name in (MODEL, delivered):
             continue
         entry = summary(figures)
         entry.update(gauc=figures["gauc"], **{f"ndcg@{k}": ranking[name][f"ndcg@{k}"]})
@@ -301,6 +401,7 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
         **likes[MODEL],
         f"ndcg@{k}": ranking[MODEL][f"ndcg@{k}"],
         "primary_metric": f"ndcg@{k}",
+        "delivered": delivered,
         "ranking": ranking,
         "ranking_comparison": judged["comparison"],
         "baselines": baselines,
@@ -327,13 +428,14 @@ def write_run(
     from finetune.modeling.ranking import save_two_tower
     from recipes.recommendation_report import ranking_report
 
-    item_vectors = fitted.encoder.vectors(fitted.model, fitted.item_ids)
+    item_vectors = fitted.item_vectors
     with staged(folder) as tmp:
         save_yaml(
             replace(config, output=str(folder), overwrite=False, resume=False), tmp / "config.yaml"
         )
         save_two_tower(fitted.model, fitted.tokenizer, fitted.info, tmp / "adapter")
         np.save(tmp / "adapter" / "item_vectors.npy", item_vectors.astype(np.float32))
+        np.save(tmp / "adapter" / "item_offsets.npy", fitted.item_offsets)
         (tmp / TABLES).mkdir()
         data.items.to_parquet(tmp / TABLES / "items.parquet")
         # Only the training period: `recommend` builds histories from it, never from the test.
@@ -342,8 +444,9 @@ def write_run(
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         history = {"epochs": fitted.result.history, "losses": fitted.result.losses}
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
-        test_scores = fitted.encoder.scores(fitted.model, fitted.test_ids, item_vectors)
-        top_lists(test_scores, data, config.options.k).to_csv(tmp / "predictions.csv", index=False)
+        top_lists(fitted.test_scores, data, config.options.k).to_csv(
+            tmp / "predictions.csv", index=False
+        )
         ranking_report(tmp, metrics, fitted.result, data, env)
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
 
@@ -381,6 +484,7 @@ class RankingRun:
     tokenizer: Any = None
     info: Any = None
     item_vectors: np.ndarray | None = None
+    item_offsets: np.ndarray | float = 0.0  # the learned item prior, added to every score
 
 
 def train_ranking(config: Config, log: Any, show_progress: bool = True) -> RankingRun:

@@ -105,7 +105,9 @@ def ranking_run(tiny_model_dir, log_files, tmp_path_factory):  # noqa: F811
     output = tmp_path_factory.mktemp("ranking-run") / "run"
     args = ["recommendation", "train", "--interactions", str(interactions), "--items", str(items)]
     args += ["--model", str(tiny_model_dir), "--epochs", "2", "--output", str(output)]
+    # LoRA on the top layer only: the lower layer's states are cached for every text.
     args += ["--set", "model.lora_r=4", "--set", "options.negatives=8"]
+    args += ["--set", "model.lora_layers=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return output
@@ -115,8 +117,16 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     metrics = json.loads((ranking_run / "metrics.json").read_text())
     names = {"recall@10", "ndcg@10", "mrr", "cold_recall@10", "hr@10_sampled", "ndcg@10_sampled"}
     assert set(metrics["ranking"]) == {
-        "model", "frozen_two_tower", "most_popular", "item_knn", "implicit_als"
+        "model", "two_tower", "frozen_two_tower", "most_popular", "item_knn", "implicit_als"
     }  # fmt: skip
+    # The delivered method is the best on validation (the fine-tuned ranker on ties), and
+    # `model` holds its figures.
+    validation = metrics["ranking_comparison"]["validation_ndcg"]
+    delivered = metrics["delivered"]
+    assert validation[delivered] == max(validation.values())
+    assert delivered != "two_tower" or validation["two_tower"] >= max(validation.values())
+    assert metrics["ranking"]["model"] == metrics["ranking"][delivered]
+    assert metrics["ndcg@10"] == metrics["ranking"]["model"]["ndcg@10"]
     for figures in metrics["ranking"].values():
         assert names <= set(figures)
         low, high = figures["intervals"]["ndcg@10"]
@@ -129,6 +139,7 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     best = max(history, key=lambda r: r["val_ndcg@10"])
     assert metrics["best_epoch"] == best["epoch"]  # never worse on validation than epoch 0
     report = (ranking_run / "report.md").read_text()
+    assert report.index("Delivered:") < report.index("## Ranking (test)")
     assert report.index("## Ranking (test)") < report.index("## Like / not like")
     saved = pd.read_parquet(ranking_run / "recommendation" / "interactions.parquet")
     # The saved log (what `recommend` reads) holds the training period only.
@@ -151,3 +162,60 @@ def test_recommend_for_a_known_and_a_new_user(ranking_run):
         app, ["recommendation", "recommend", "--run", str(ranking_run), "--user", "nobody"]
     )
     assert wrong.exit_code != 0 and "--liked" in wrong.output
+
+
+def test_recommend_serves_a_delivered_baseline(ranking_run, tmp_path):
+    """When the run's validation preferred a baseline, `recommend` serves that baseline."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(ranking_run, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["delivered"] = "most_popular"
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    log = pd.read_parquet(copy / "recommendation" / "interactions.parquet")
+    counts = log[log["label"] == 1]["item"].value_counts()
+    result = CliRunner().invoke(
+        app, ["recommendation", "recommend", "--run", str(copy), "--liked", "i0", "--k", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    listed = [line.rsplit("[", 1)[1].rstrip("]") for line in result.output.splitlines()[:3]]
+    # The most liked items in the training period (ties in any order), i0 left out.
+    assert [counts.get(i, 0) for i in listed] == counts.drop("i0").head(3).tolist()
+    assert "most_popular" in result.output
+
+
+def test_layer_cache_gives_the_whole_models_vectors_and_epoch_0_is_not_encoded_again(
+    tiny_model_dir,
+):
+    from finetune.config import ModelConfig
+    from finetune.modeling.ranking import Encoder, RankingTask, Scored, Validation, build_two_tower
+
+    options = ModelConfig(name=str(tiny_model_dir), lora_r=4, lora_layers=1)
+    model, tokenizer, _ = build_two_tower(options, 32, 16, False, "cpu", seed=0)
+    assert model.first_trained_layer == 1
+    encoder = Encoder(tokenizer, 8, "cpu", False)
+    texts = [f"Film number {i} - Drama" for i in range(12)] + ["liked: a; b | not liked: c"]
+    ids = encoder.tokens(texts, 32)
+    whole = encoder.vectors(model, ids)
+    (rows,) = encoder.cache(model, [ids])
+    assert rows == list(range(len(ids)))
+    np.testing.assert_allclose(encoder.vectors(model, rows), whole, atol=1e-4)
+    items, queries = rows[:12], rows[12:]
+    calls = []
+
+    def measure(scores):
+        calls.append(scores)
+        return {"val_loss": 0.0, "val_ndcg@10": float(scores[0, 0])}
+
+    task = RankingTask(encoder, queries, np.array([0]), items, Validation(queries, measure))
+    frozen = Scored(np.zeros((12, whole.shape[1]), dtype=np.float32), np.full((1, 12), 7.0))
+    task.start_from(model, frozen)
+    task.figures(model, [])  # untouched weights: the frozen scores, nothing encoded
+    assert calls[-1] is frozen.scores
+    next(p for p in model.parameters() if p.requires_grad).data += 0.1
+    task.figures(model, [])  # changed weights: the catalogue is encoded again
+    assert calls[-1] is not frozen.scores and calls[-1][0, 0] != 7.0
+    history = [{"epoch": 0, "val_ndcg@10": 7.0}, {"epoch": 1, "val_ndcg@10": 1.0}]
+    assert task.kept(history, 1) is task.scored[1]
+    assert task.kept(history[1:], 1) is None  # calls and history do not line up

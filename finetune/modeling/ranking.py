@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.modeling.inference import embed
-from finetune.modeling.inputs import Inputs, pad_batch, tokenize
+from finetune.modeling import layersplit
+from finetune.modeling.inference import embed, to_device
+from finetune.modeling.inputs import Inputs, TokenBatches, tokenize
 from finetune.modeling.models import (
     add_lora,
     autocast,
@@ -44,6 +45,7 @@ from finetune.modeling.models import (
     pick_device,
     pool,
     read_info,
+    trained_layers,
 )
 
 if TYPE_CHECKING:
@@ -70,20 +72,59 @@ class RankerInfo:
 
 
 class TwoTower(nn.Module):
-    """One encoder for both towers: token ids -> pooled, L2-normalised vector."""
+    """One encoder for both towers: token ids (or cached lower-layer states) -> pooled,
+    L2-normalised vector."""
 
     def __init__(self, backbone: nn.Module, pooling: str, scale: float = SCALE):
         super().__init__()
         self.backbone, self.pooling, self.scale = backbone, pooling, scale
-        self.first_trained_layer = 0  # no layer cache: queries and items share every layer
+        # With LoRA on the top layers only (model.lora_layers), the layers below never change:
+        # queries and items enter training and every evaluation as their cached states.
+        self.first_trained_layer = 0
+        # An optional per-item prior (e.g. log(1 + training likes)) added to every score with
+        # a learned weight: the collaborative signal where the log has one, zero for an item
+        # nobody interacted with (whose score is then its text's alone).
+        self.prior_weight = nn.Parameter(torch.ones(()))
+        self.register_buffer("item_prior", None, persistent=False)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = pool(states.last_hidden_state, attention_mask, self.pooling).float()
+    def set_item_prior(self, prior: np.ndarray | None) -> None:
+        device = self.prior_weight.device
+        self.item_prior = None if prior is None else torch.as_tensor(prior, device=device).float()
+
+    def offsets(self, items: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The prior's share of the scores of `items` (catalogue positions; None: all)."""
+        if self.item_prior is None:
+            return 0.0
+        prior = self.item_prior if items is None else self.item_prior[items]
+        return self.prior_weight * prior
+
+    @torch.no_grad()
+    def catalogue_offsets(self) -> np.ndarray | float:
+        offsets = self.offsets()
+        return offsets.float().cpu().numpy() if isinstance(offsets, torch.Tensor) else 0.0
+
+    def embed(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if states is None:
+            last = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            last = last.last_hidden_state
+        else:
+            first = self.first_trained_layer
+            last = layersplit.upper_states(self.backbone, first, states, attention_mask)
+        pooled = pool(last, attention_mask, self.pooling).float()
         return nn.functional.normalize(pooled, dim=-1)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.embed(input_ids, attention_mask)
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.embed(input_ids, attention_mask, states)
 
 
 def build_two_tower(
@@ -117,11 +158,18 @@ def build_two_tower(
     )
     if gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
+    layers = trained_layers(backbone.config, options.lora_layers)
     set_seed(seed)  # the LoRA initialisation is seeded too
     backbone = add_lora(
-        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
+        backbone,
+        options.lora_r,
+        options.lora_alpha,
+        options.lora_dropout,
+        info.lora_targets,
+        layers,
     )
     model = TwoTower(backbone, pooling)
+    model.first_trained_layer = layers[0] if layers else 0
     if options.quant == "none":  # a quantized backbone is placed by bitsandbytes already
         model.to(device)
     return model, tokenizer, info
@@ -154,7 +202,10 @@ def load_two_tower(folder: Path) -> tuple[TwoTower, Any, RankerInfo]:
 
 
 class Encoder:
-    """Texts to token ids (each tower its own length) and token ids to vectors."""
+    """Texts to token ids (each tower its own length) and token ids to vectors.
+
+    After `cache`, the towers' inputs are row numbers into the lower layers' cached states
+    (computed once), and vectors, scores and training batches run the top layers only."""
 
     def __init__(self, tokenizer: Any, batch_size: int, device: str, bf16: bool):
         self.tokenizer, self.batch_size, self.device, self.bf16 = (
@@ -163,29 +214,69 @@ class Encoder:
             device,
             bf16,
         )
-        self.pad_id = tokenizer.pad_token_id
+        self.inputs: Inputs = TokenBatches(tokenizer.pad_token_id)
 
     def tokens(self, texts: list[str], max_length: int) -> list[list[int]]:
         return tokenize(self.tokenizer, texts, max_length)
 
-    def vectors(self, model: TwoTower, ids: list[list[int]]) -> np.ndarray:
+    def cache(self, model: TwoTower, groups: list[list[list[int]]]) -> list[list[Any]]:
+        """The groups' items as cached lower-layer states when only the top layers train
+        (each group's items become row numbers); unchanged when every layer trains or the
+        split model does not compute what the whole model does."""
+        from finetune.modeling.layercache import build_cache
+
+        if not model.first_trained_layer:
+            return groups
+        items = [item for group in groups for item in group]
+        width = model.backbone.get_base_model().config.hidden_size
+        cached = build_cache(
+            model, items, self.inputs, self.batch_size, self.device, self.bf16, width
+        )
+        rows = list(range(min(4, len(items))))
+        whole = self.vectors(model, [items[i] for i in rows])
+        before, self.inputs = self.inputs, cached
+        if not np.allclose(whole, self.vectors(model, rows), atol=0.05 if self.bf16 else 1e-3):
+            self.inputs = before
+            print("model.lora_layers: the two towers cannot run from a middle layer here.")
+            return groups
+        out, start = [], 0
+        for group in groups:
+            out.append(list(range(start, start + len(group))))
+            start += len(group)
+        return out
+
+    def lengths(self, items: list[Any]) -> list[int]:
+        return list(self.inputs.lengths(items))
+
+    def vectors(self, model: TwoTower, ids: list[Any]) -> np.ndarray:
         """Normalised vectors, in eval mode (no dropout), batched by length."""
-        if not ids:
+        if not len(ids):
             return np.zeros((0, 0), dtype=np.float32)
-        return embed(model, ids, self.pad_id, self.batch_size, self.device, self.bf16)
+        return embed(model, ids, self.inputs, self.batch_size, self.device, self.bf16)
 
     def scores(
-        self, model: TwoTower, queries: list[list[int]], items: np.ndarray | list[list[int]]
+        self, model: TwoTower, queries: list[Any], items: np.ndarray | list[Any]
     ) -> np.ndarray:
-        """Query x item scores (cosine x scale); `items` as token ids or precomputed vectors."""
+        """Query x item scores (cosine x scale; without the items' prior, which
+        `TwoTower.catalogue_offsets` adds); `items` as inputs or precomputed vectors."""
         item_vectors = items if isinstance(items, np.ndarray) else self.vectors(model, items)
         return model.scale * self.vectors(model, queries) @ item_vectors.T
 
-    def batch(self, model: TwoTower, ids: list[list[int]]) -> torch.Tensor:
+    def batch(self, model: TwoTower, ids: list[Any]) -> torch.Tensor:
         """Vectors with gradients (training)."""
-        input_ids, mask = pad_batch(ids, self.pad_id)
+        batch = to_device(self.inputs.collate(ids), self.device)
         with autocast(self.device, self.bf16):
-            return model(input_ids.to(self.device), mask.to(self.device)).float()
+            return model(**batch).float()
+
+
+@dataclass
+class Scored:
+    """One evaluation of the towers: the catalogue's item vectors and the validation queries'
+    scores against them (and the figures measured from those scores)."""
+
+    item_vectors: np.ndarray
+    scores: np.ndarray
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,6 +322,7 @@ class RankingTask:
         self.items, self.validation = items, validation
         self.kind, self.negatives, self.k = loss, negatives, k
         self.select_metric = f"ndcg@{k}"  # what picks the kept epoch (higher is better)
+        self.scored: list[Scored] = []
         counts = np.bincount(positives, minlength=len(items)).astype(np.float64)
         share = np.maximum(counts, 0.5) / counts.sum()  # never log(0) for an unseen item
         self.log_share = torch.as_tensor(popularity_correction * np.log(share), dtype=torch.float32)
@@ -250,12 +342,15 @@ class RankingTask:
         candidates = torch.cat([positive, sampled])
         unique, where = torch.unique(candidates, return_inverse=True)
         vectors = self.encoder.batch(model, [self.items[i] for i in unique.tolist()])
-        scale = _scale(model)
+        towers = getattr(model, "module", model)  # unwrapped from data parallel
+        scale, offsets = towers.scale, towers.offsets(candidates)
+        offsets = offsets if isinstance(offsets, torch.Tensor) else torch.zeros(len(candidates))
+        offsets = offsets.to(queries.device)
         if self.kind == "bpr":
-            pos = (queries * vectors[where[: len(rows)]]).sum(-1)
-            neg = (queries * vectors[where[len(rows) :]]).sum(-1)
-            return -nn.functional.logsigmoid(scale * (pos - neg)).mean()
-        logits = scale * queries @ vectors[where].T
+            pos = scale * (queries * vectors[where[: len(rows)]]).sum(-1) + offsets[: len(rows)]
+            neg = scale * (queries * vectors[where[len(rows) :]]).sum(-1) + offsets[len(rows) :]
+            return -nn.functional.logsigmoid(pos - neg).mean()
+        logits = scale * queries @ vectors[where].T + offsets[None, :]
         n_batch = len(rows)
         # logQ: in-batch candidates are drawn in proportion to their share of the positives.
         in_batch = self.log_share.to(logits.device)[positive] + float(np.log(n_batch))
@@ -269,15 +364,54 @@ class RankingTask:
         target = torch.arange(n_batch, device=logits.device)
         return nn.functional.cross_entropy(logits, target)
 
+    def start_from(self, model: nn.Module, frozen: Scored) -> None:
+        """The towers as they are now (before training), already scored: `figures` reuses
+        `frozen` instead of encoding the catalogue again while the trainable weights are
+        still these (epoch 0: LoRA's B matrices start at zero)."""
+        self._initial = {n: p.detach().clone() for n, p in _trainable(model).items()}
+        self._frozen = frozen
+
+    def _unchanged(self, model: nn.Module) -> bool:
+        initial = getattr(self, "_initial", None)
+        trainable = _trainable(model)
+        return (
+            initial is not None
+            and initial.keys() == trainable.keys()
+            and all(torch.equal(p, initial[n]) for n, p in trainable.items())
+        )
+
     @torch.no_grad()
     def figures(self, model: nn.Module, items: list[Any]) -> dict[str, float]:
-        """The validation queries scored against the whole catalogue, then measured."""
-        was_training = model.training
-        model.eval()
-        scores = self.encoder.scores(model, self.validation.queries, self.items)
-        model.train(was_training)
-        return self.validation.measure(scores)
+        """The validation queries scored against the whole catalogue (the item vectors
+        computed once per call), then measured. Each call's vectors and scores are kept in
+        `scored`, in call order, so the caller reuses the kept epoch's instead of encoding the
+        catalogue again."""
+        if self._unchanged(model):
+            scored = Scored(self._frozen.item_vectors, self._frozen.scores)
+        else:
+            was_training = model.training
+            model.eval()
+            vectors = self.encoder.vectors(model, self.items)
+            scores = self.encoder.scores(model, self.validation.queries, vectors)
+            towers = getattr(model, "module", model)
+            scored = Scored(vectors, scores + towers.catalogue_offsets())
+            model.train(was_training)
+        scored.figures = self.validation.measure(scored.scores)
+        self.scored.append(scored)
+        return scored.figures
+
+    def kept(self, history: list[dict[str, Any]], best_epoch: float | None) -> Scored | None:
+        """The evaluation of the kept epoch (None when the calls and the loop's history do not
+        line up, e.g. after a resume: then the caller encodes again)."""
+        validated = [r["epoch"] for r in history if self.select_metric_key in r]
+        if len(validated) != len(self.scored) or best_epoch not in validated:
+            return None
+        return self.scored[validated.index(best_epoch)]
+
+    @property
+    def select_metric_key(self) -> str:
+        return f"val_{self.select_metric}"
 
 
-def _scale(model: nn.Module) -> float:
-    return getattr(model, "module", model).scale  # unwrapped from data parallel
+def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in getattr(model, "module", model).named_parameters() if p.requires_grad}
