@@ -180,8 +180,10 @@ def item_prior(rows: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
 
 
 def build_towers(data: RankingData, config: Config, device: str, bf16: bool) -> Towers:
+    import torch
+
     from finetune.modeling import models
-    from finetune.modeling.ranking import Encoder, Scored, build_two_tower
+    from finetune.modeling.ranking import Encoder, Scored, build_two_tower, fit_prior_weight
 
     options, train_config = config.options, config.train
     checkpointing = models.use_gradient_checkpointing(
@@ -204,10 +206,15 @@ def build_towers(data: RankingData, config: Config, device: str, bf16: bool) -> 
     ]
     # With LoRA on the top layers only, the lower layers run once over every text here.
     items, train, validation, test = encoder.cache(model, ids)
-    if options.popularity_prior:  # training and validation see the fit rows' likes only
-        model.set_item_prior(item_prior(data.split.rows(FIT), data.items))
     # Epoch 0 (LoRA's B matrices start at zero): the frozen towers, scored once up front.
     vectors = encoder.vectors(model, items)
+    if options.popularity_prior:  # training and validation see the fit rows' likes only
+        prior = item_prior(data.split.rows(FIT), data.items)
+        model.set_item_prior(prior)
+        text_scores = encoder.scores(model, train, vectors)
+        weight = fit_prior_weight(text_scores, prior, data.train.positive)
+        with torch.no_grad():
+            model.prior_weight.fill_(weight)
     val_scores = encoder.scores(model, validation, vectors) + model.catalogue_offsets()
     frozen = Scored(vectors, val_scores)
     frozen_test = encoder.scores(model, test, vectors)

@@ -82,3 +82,19 @@ def test_method_figures_cold_slice_counts_only_cold_items():
     out = method_figures(scores, protocol)
     assert out["recall@2"] == 0.5 and out["cold_recall@2"] == 0.0
     assert out["hr@2_sampled"] == 1.0 and out["mrr"] == 1.0
+
+
+def test_floors_read_a_ranking_figure_by_its_dotted_path(tmp_path):
+    from finetune.reporting.summary import RunRecord, check_floors, metric_value
+
+    metrics = {"auc": 0.7, "ranking": {"model": {"ndcg@10": 0.31, "mrr": None}}}
+    assert metric_value(metrics, "ranking.model.ndcg@10") == 0.31
+    assert metric_value(metrics, "auc") == 0.7
+    assert metric_value(metrics, "ranking.model.mrr") is None
+    assert metric_value(metrics, "ranking.nothing.ndcg@10") is None
+    record = RunRecord(tmp_path, "run", {"recipe": "recommendation"}, metrics, {})
+    floors = {"recommendation": {"ranking.model.ndcg@10": 0.25}}
+    assert check_floors([record], floors) == []
+    floors = {"recommendation": {"ranking.model.ndcg@10": 0.35, "ranking.model.mrr": 0.1}}
+    failures = check_floors([record], floors)
+    assert len(failures) == 2 and "ranking.model.ndcg@10 0.310 < floor 0.35" in failures[0]

@@ -219,3 +219,15 @@ def test_layer_cache_gives_the_whole_models_vectors_and_epoch_0_is_not_encoded_a
     history = [{"epoch": 0, "val_ndcg@10": 7.0}, {"epoch": 1, "val_ndcg@10": 1.0}]
     assert task.kept(history, 1) is task.scored[1]
     assert task.kept(history[1:], 1) is None  # calls and history do not line up
+
+
+def test_prior_weight_is_fitted_on_training_positives():
+    from finetune.modeling.ranking import fit_prior_weight
+
+    prior = np.log1p(np.array([100.0, 50.0, 1.0, 0.0, 0.0]))
+    text = np.zeros((6, 5))
+    # Positives that are the popular items: the prior helps, a large weight is chosen.
+    assert fit_prior_weight(text, prior, np.zeros(6, dtype=int)) == 16.0
+    assert 0.0 < fit_prior_weight(text, prior, np.array([0, 0, 0, 1, 0, 1])) < 16.0
+    # Positives that nobody liked before: any weight on the prior hurts.
+    assert fit_prior_weight(text, prior, np.array([3, 4, 3, 4, 3, 4])) == 0.0

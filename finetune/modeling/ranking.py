@@ -269,6 +269,24 @@ class Encoder:
             return model(**batch).float()
 
 
+# Candidate weights of the item prior, tried on the training queries before training starts.
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def fit_prior_weight(scores: np.ndarray, prior: np.ndarray, positive: np.ndarray) -> float:
+    """The prior weight (of PRIOR_WEIGHTS) with the lowest full-catalogue softmax loss of the
+    training queries' positives, given their text scores (queries x catalogue): where
+    training starts, so that epoch 0 already uses what the log knows about items."""
+    rows = np.arange(len(positive))
+    losses = []
+    for weight in PRIOR_WEIGHTS:
+        logits = scores + weight * prior[None, :]
+        top = logits.max(1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(1))
+        losses.append(float(np.mean(log_norm - logits[rows, positive])))
+    return PRIOR_WEIGHTS[int(np.argmin(losses))]
+
+
 @dataclass
 class Scored:
     """One evaluation of the towers: the catalogue's item vectors and the validation queries'
