@@ -384,9 +384,10 @@ def compare(ranking: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
 
 
 def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config) -> dict:
-    """metrics.json: `ranking` first (every method, the delivered one also under `model`);
-    the engine's headline keys (accuracy, recall, f1, auc) hold the delivered method's
-    like/not-like view."""
+    """metrics.json: `ranking` first (every method, the delivered one also under `model`,
+    named by `delivered`); the engine's headline keys (accuracy, recall, f1, auc, and the
+    primary ndcg@k) are the fine-tuned ranker's, as the engine labels them, and `baselines`
+    every other method's."""
     from finetune.run import summary
 
     k = config.options.k
@@ -395,20 +396,19 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
         for name, figures in judged["ranking"].items()
     }
     likes = judged["likes"]
-    delivered = judged["comparison"]["delivered"]
     baselines = {}
     for name, figures in likes.items():
-        if name in (MODEL, delivered):
+        if name in (MODEL, TWO_TOWER):
             continue
         entry = summary(figures)
         entry.update(gauc=figures["gauc"], **{f"ndcg@{k}": ranking[name][f"ndcg@{k}"]})
         baselines[name] = entry
     result = fitted.result
     return {
-        **likes[MODEL],
-        f"ndcg@{k}": ranking[MODEL][f"ndcg@{k}"],
+        **likes[TWO_TOWER],
+        f"ndcg@{k}": ranking[TWO_TOWER][f"ndcg@{k}"],
         "primary_metric": f"ndcg@{k}",
-        "delivered": delivered,
+        "delivered": judged["comparison"]["delivered"],
         "ranking": ranking,
         "ranking_comparison": judged["comparison"],
         "baselines": baselines,

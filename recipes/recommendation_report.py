@@ -87,8 +87,12 @@ def comparison_lines(metrics: dict[str, Any], k: int) -> list[str]:
 
 def like_table(metrics: dict[str, Any]) -> str:
     delivered = metrics["delivered"]
-    rows = [[NAMES.get(delivered, delivered) + " (delivered)"] + _likes(metrics)]
-    rows += [[NAMES.get(n, n)] + _likes(b) for n, b in metrics["baselines"].items()]
+
+    def name(key: str) -> str:
+        return NAMES.get(key, key) + (" (delivered)" if key == delivered else "")
+
+    rows = [[name("two_tower")] + _likes(metrics)]
+    rows += [[name(n)] + _likes(b) for n, b in metrics["baselines"].items()]
     return table(["method", "accuracy", "recall", "F1", "AUC", "GAUC"], rows)
 
 
