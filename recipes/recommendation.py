@@ -236,13 +236,10 @@ class Recommendation(Recipe):
         from finetune.modeling.ranking import Encoder
         from recipes.recommendation_models import RANKING_BASELINES
         from recipes.recommendation_ranking import served_baseline_scores
-        from recipes.recommendation_split import Histories, history_text
+        from recipes.recommendation_split import history_text
 
-        folder = Path(run.folder) / TABLES
-        items = pd.read_parquet(folder / "items.parquet")
-        log = pd.read_parquet(folder / "interactions.parquet")
-        titles = dict(zip(items["item"], items["title"], strict=True))
-        options = run.config.options
+        tables = run.serving()
+        items, log, titles = tables.items, tables.log, tables.titles
         if liked:
             unknown = [i for i in liked if i not in titles]
             if unknown:
@@ -252,15 +249,14 @@ class Recommendation(Recipe):
             text, seen = history_text([titles[i] for i in liked][::-1], []), list(liked)
         else:
             user = str(user)
-            if user not in set(log["user"]):
-                shown = ", ".join(sorted(set(log["user"]), key=str)[:5])
+            if user not in tables.users:
+                shown = ", ".join(sorted(tables.users, key=str)[:5])
                 raise UserError(
-                    f"User {user!r} is not in this run's training log ({log['user'].nunique()} "
+                    f"User {user!r} is not in this run's training log ({len(tables.users)} "
                     f"users, e.g. {shown}). For a new user pass --liked ID,ID."
                 )
-            past = Histories(log, titles, options.history_items, options.history_not_liked)
-            text, _, _ = past.before(user, np.iinfo(np.int64).max)
-            seen = list(past.seen(user, np.iinfo(np.int64).max))
+            text, _, _ = tables.histories.before(user, np.iinfo(np.int64).max)
+            seen = list(tables.histories.seen(user, np.iinfo(np.int64).max))
         delivered = run.metrics.get("delivered", "two_tower")
         if delivered in RANKING_BASELINES:  # the run's validation preferred a baseline
             if not liked:
@@ -269,7 +265,9 @@ class Recommendation(Recipe):
             seed = run.config.train.seed
             scores = served_baseline_scores(delivered, log, items, liked, seed)
         else:
-            encoder = Encoder(run.tokenizer, 1, models.pick_device(), run.info.bf16)
+            # One query at a time: fp32 on CPU (bf16 autocast recasts every weight per call).
+            device = models.pick_device()
+            encoder = Encoder(run.tokenizer, 1, device, run.info.bf16 and device != "cpu")
             query = encoder.tokens([text], run.info.max_length)
             scores = encoder.scores(run.model, query, run.item_vectors)[0] + run.item_offsets
         scores[items["item"].isin(set(seen)).to_numpy()] = -np.inf

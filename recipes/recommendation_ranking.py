@@ -492,6 +492,30 @@ class RankingRun:
     info: Any = None
     item_vectors: np.ndarray | None = None
     item_offsets: np.ndarray | float = 0.0  # the learned item prior, added to every score
+    _serving: Any = None
+
+    def serving(self) -> Serving:
+        """The run's items, training-period log and histories, read once per loaded run."""
+        if self._serving is None:
+            from recipes.recommendation_split import Histories
+
+            folder = Path(self.folder) / TABLES
+            items = pd.read_parquet(folder / "items.parquet")
+            log = pd.read_parquet(folder / "interactions.parquet")
+            titles = dict(zip(items["item"], items["title"], strict=True))
+            options = self.config.options
+            past = Histories(log, titles, options.history_items, options.history_not_liked)
+            self._serving = Serving(items, log, titles, past, set(log["user"]))
+        return self._serving
+
+
+@dataclass
+class Serving:
+    items: pd.DataFrame
+    log: pd.DataFrame  # the training period only
+    titles: dict[str, str]
+    histories: Any  # recommendation_split.Histories over `log`
+    users: set[str]
 
 
 def train_ranking(config: Config, log: Any, show_progress: bool = True) -> RankingRun:
