@@ -1,17 +1,24 @@
-"""Recommendation: will this user like this item? (two-class: like / not_like)
+"""Recommendation: the top items of a whole catalogue for a user, judged on ranking.
 
-Each interaction (user, item, rating or like, timestamp) becomes one text: the candidate
-item's text first, then the titles of the items the user liked (and did not like) before it,
-most recent first. The encoder reads it and LoRA fine-tunes it to output P(like), which is
-what lets it score items too new to have any history. Split by time: each user's latest
-interactions are the test set. Baselines on the same split: item popularity and logistic
-matrix factorisation (collaborative filtering). Beyond the engine's accuracy/recall/F1/AUC,
-the report adds per-user AUC (GAUC), a cold-start slice and Recall/NDCG@10 on sampled
-candidates. Default data: MovieLens latest-small (finetune/cards/movielens_small.md), subsampled.
+A two-tower ranker on the engine's ranking task (finetune/modeling/ranking.py): the user's
+history as text (their recent liked and not-liked items, most recent first) and each item's
+text, encoded by the same LoRA-tuned encoder and scored by dot product, so the item vectors are
+computed once and a user's scores for every item are one matrix product. It learns from each
+liked interaction against in-batch and sampled catalogue negatives; text is what lets it rank
+items no one has interacted with yet.
+
+The log is split by time (recipes/recommendation_split.py: one global cutoff by default, the
+validation slice just before it); the run (recipes/recommendation_ranking.py) judges the model
+and the collaborative-filtering baselines (most popular, item-kNN, implicit ALS) and the frozen
+encoder on full-catalogue Recall/NDCG@10 and MRR with bootstrap intervals, a cold-item slice
+and the classic sampled protocol; like/not-like accuracy, F1, AUC and GAUC come second.
+Default data: MovieLens latest-small (finetune/cards/movielens_small.md), all users.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,22 +27,17 @@ import typer
 
 from finetune.config import Config
 from finetune.errors import UserError
-from finetune.recipe import EvalContext, Flag, Recipe, Splits
+from finetune.recipe import Flag, Recipe, Splits
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
-
-    from finetune.data.tables import Examples
-    from finetune.evaluation.baselines import BaselineInputs
-    from finetune.run import Run
 
 # `recommend` command options (module level: typer resolves the annotations here).
 RunOpt = Annotated[Path, typer.Option("--run", help="A run folder written by train.")]
-UserOpt = Annotated[str, typer.Option("--user", help="User id as in the interactions.")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="User id as in the interactions.")]
 KOpt = Annotated[int, typer.Option("--k", help="How many items to list.")]
-CandidatesOpt = Annotated[
-    int, typer.Option("--candidates", help="Score only the N most-rated unseen items (faster).")
+LikedOpt = Annotated[
+    str | None, typer.Option("--liked", help="A new user: item ids they liked, ID,ID,...")
 ]
 TABLES = "recommendation"  # sub-folder of a run: the items and the interaction log it used
 
@@ -57,35 +59,43 @@ class RecommendationOptions:
     item_text_columns: list[str] = field(default_factory=lambda: ["title", "genres"])
     # like = rating >= this.
     rating_threshold: float = 4.0
-    # Each user's latest share of interactions held out for testing.
+    # global: one cutoff time, everything at or after it is test (the latest test_fraction of
+    # the log); user: each user's latest test_fraction. Validation is cut the same way from the
+    # training period (its latest val_fraction).
+    split: str = "global"
     test_fraction: float = 0.2
-    # History in the model text: the last N liked and the last M not-liked item titles. 3 and 2
-    # (not 5 and 3) for run time: texts are a quarter shorter (median 66 tokens, not 86).
-    history_items: int = 3
-    history_not_liked: int = 2
+    val_fraction: float = 0.1
+    # History in the query text: the last N liked and the last M not-liked item titles.
+    history_items: int = 10
+    history_not_liked: int = 3
+    # Item text tokens (title and genres fit in 48 for MovieLens).
+    item_max_length: int = 48
     # Interactions whose item is missing from the items table: error or drop.
     unknown_items: str = "error"
-    # Users with one interaction: train (training only), drop, or error.
+    # Training queries (liked interactions of the fit rows): a seeded sample of this many per
+    # run, 0 for all; it bounds the run time on CPU.
+    max_train_queries: int = 3000
+    # Ranking loss: softmax (in-batch + sampled negatives, logQ-corrected) or bpr (pairwise).
+    loss: str = "softmax"
+    negatives: int = 64
+    popularity_correction: float = 1.0
+    # Add a learned multiple of log(1 + an item's training likes) to its score: what the log
+    # knows about an item where it knows something; items nobody liked rank by text alone.
+    popularity_prior: bool = True
+    k: int = 10
+    sampled_negatives: int = 99
+    # Unused by the ranking run; kept so older configs still load.
     single_interaction: str = "train"
-    # Seeded user subsample and per-user cap (latest N) to keep CPU runs short; 0: no limit.
-    max_users: int = 150
-    max_user_interactions: int = 40
+    max_users: int = 0
+    max_user_interactions: int = 0
     sample_seed: int = 0
-    # Cold-start slice: test items with fewer than this many training interactions.
-    cold_start_max: int = 5
-    # Ranking view: this many test users, each with one held-out like vs N sampled unseen items.
-    ranking_users: int = 50
-    ranking_negatives: int = 99
-    ranking_k: int = 10
-    # test, or validation: set the test period aside and split the training period again
-    # (for choosing defaults without looking at the test set).
     evaluate_on: str = "test"
 
 
 CHOICES = {
     "unknown_items": ("error", "drop"),
-    "single_interaction": ("train", "drop", "error"),
-    "evaluate_on": ("test", "validation"),
+    "split": ("global", "user"),
+    "loss": ("softmax", "bpr"),
 }
 
 
@@ -94,69 +104,39 @@ def check_options(options: RecommendationOptions) -> None:
         value = getattr(options, name)
         if value not in choices:
             raise UserError(f"options.{name} must be one of {', '.join(choices)}; got {value!r}.")
-    if not 0 < options.test_fraction < 1:
-        raise UserError(f"options.test_fraction must be in (0, 1), got {options.test_fraction}.")
-    for name in ("history_items", "history_not_liked", "max_users", "max_user_interactions"):
+    for name in ("test_fraction", "val_fraction"):
+        if not 0 < getattr(options, name) < 1:
+            raise UserError(f"options.{name} must be in (0, 1), got {getattr(options, name)}.")
+    for name in ("history_items", "history_not_liked", "max_train_queries", "negatives"):
         if getattr(options, name) < 0:
             raise UserError(f"options.{name} must be 0 or more, got {getattr(options, name)}.")
 
 
-# Baselines: the engine calls them with the rows the model trains on (their user and item ids
-# are in the features) and scores the same test rows. The fitted models are kept for ranking.
-
-
-def item_popularity(inputs: BaselineInputs) -> np.ndarray:
-    """Each item's like-rate in training (smoothed); unseen items get the global rate."""
-    from recipes.recommendation_models import Popularity, as_proba
-
-    train, test = inputs.train_features, inputs.eval_features
-    model = Popularity.fit(train["item"].to_numpy(), inputs.train_labels)
-    inputs.fitted["item_popularity"] = model
-    return as_proba(model.score(test["user"].to_numpy(), test["item"].to_numpy()))
-
-
-def collaborative_filtering(inputs: BaselineInputs) -> np.ndarray:
-    """Logistic matrix factorisation with user and item biases on the training interactions."""
-    from recipes.recommendation_models import LogisticMF, as_proba
-
-    train, test = inputs.train_features, inputs.eval_features
-    model = LogisticMF.fit(
-        train["user"].to_numpy(), train["item"].to_numpy(), inputs.train_labels, seed=inputs.seed
-    )
-    inputs.fitted["collaborative_filtering"] = model
-    return as_proba(model.score(test["user"].to_numpy(), test["item"].to_numpy()))
-
-
 class Recommendation(Recipe):
     name = "recommendation"
-    title = "Recommendation (will this user like this item)"
-    description = "Predict whether a user likes an item from their history and the item's text."
+    title = "Recommendation (top items for a user)"
+    description = "Rank the catalogue for a user from their history and the items' text."
     defaults = {
-        # Checked on the validation split (options.evaluate_on=validation;
-        # docs/recipes/recommendation.md). With 3 + 2 history titles, 95% of the texts fit in
-        # 89 tokens; the candidate comes first, so truncation only ever cuts the oldest history.
-        "data": {"positive_label": "like", "max_length": 96},
-        "model": {"name": "minilm", "lora_r": 16, "head_init": "probe"},
-        "train": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3},
+        # Queries: 10 liked + 3 not-liked titles fit in 128 tokens for 95% of MovieLens users.
+        "data": {"max_length": 128},
+        # LoRA on the top 2 of MiniLM's 6 layers: the lower 4 run once over the catalogue and
+        # the queries (cached), so each epoch's catalogue encoding costs a third of a full one.
+        "model": {"name": "minilm", "lora_r": 16, "lora_layers": 2},
+        "train": {"epochs": 2, "batch_size": 32, "learning_rate": 5e-4, "eval_batch_size": 256},
     }
-    baselines = ("embedding_logreg", item_popularity, collaborative_filtering)
+    baselines = ()
     datasets = ("movielens_small",)
-    # CI's quick run (`train --quick`, checked against reports/floors.yaml): fewer users, a
-    # short step budget and a smaller ranking sample, so it takes about a minute or two on CPU.
+    # CI's quick run (`train --quick`, checked against reports/floors.yaml): fewer training
+    # queries, shorter histories and one short epoch; the whole catalogue is still ranked.
     quick = {
-        "options": {
-            "max_users": 60,
-            "max_user_interactions": 30,
-            "ranking_users": 20,
-            "ranking_negatives": 49,
-        },
-        "train": {"max_steps": 30},
+        "options": {"max_train_queries": 600, "history_items": 5, "history_not_liked": 2},
+        "data": {"max_length": 64},
+        "train": {"epochs": 1},
     }
     Options = RecommendationOptions
     extra_key = "recommendation"
-    # The ranking view's NDCG@k (options.ranking_k): what a recommender is used for.
-    primary_metric = "ndcg_at_k"
-    built_texts = "interaction histories (the candidate item and the user's earlier items)"
+    primary_metric = "ndcg@10"
+    built_texts = "interaction histories (the user's earlier liked and not-liked items)"
     flags = (
         Flag(
             "--interactions",
@@ -171,9 +151,10 @@ class Recommendation(Recipe):
         Flag("--timestamp-column", "options.timestamp_column", "Default: timestamp."),
         Flag("--item-text-columns", "options.item_text_columns", "Default: title,genres."),
         Flag("--rating-threshold", "options.rating_threshold", "like = rating >= this (4).", float),
-        Flag("--test-fraction", "options.test_fraction", "Latest share per user (0.2).", float),
-        Flag("--history", "options.history_items", "Liked titles in the model text (3).", int),
-        Flag("--max-users", "options.max_users", "Seeded user subsample (0: all).", int),
+        Flag("--split", "options.split", "global (one cutoff time, default) or user."),
+        Flag("--test-fraction", "options.test_fraction", "Latest share of the log (0.2).", float),
+        Flag("--history", "options.history_items", "Liked titles in the query text (10).", int),
+        Flag("--loss", "options.loss", "softmax (default) or bpr."),
         Flag("--unknown-items", "options.unknown_items", "error or drop."),
     )
 
@@ -188,141 +169,113 @@ class Recommendation(Recipe):
             )
         return config
 
-    def train(self, config: Config | None = None, show_progress: bool = True) -> Run:
+    def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
+        """The ranking run (recipes/recommendation_ranking.py); prints its ranking table."""
+        from recipes.recommendation_data import load_log
+        from recipes.recommendation_ranking import train_ranking
+        from recipes.recommendation_report import delivered_line, ranking_table
+
         config = config or self.config()
         if config.eval.folds:
-            # Checked here, not in config(): --set eval.folds=K is applied after config().
             raise UserError(
-                "eval.folds: the recommendation recipe tests on each user's latest "
-                "interactions (a split by time); cross-validation would pool and reshuffle "
-                "them, training on later interactions to predict earlier ones. Drop the folds; "
-                "options.evaluate_on=validation gives a second split without the test period."
+                "eval.folds: the recommendation recipe splits by time; cross-validation would "
+                "train on later interactions to predict earlier ones. Drop the folds."
             )
-        return super().train(config, show_progress=show_progress)
+        check_options(config.options)
+        run = train_ranking(config, load_log(config.options), show_progress)
+        k = config.options.k
+        typer.echo(delivered_line(run.metrics, k))
+        typer.echo(ranking_table(run.metrics["ranking"], k, run.metrics["delivered"]))
+        return run
 
     def split(self, config: Config) -> Splits:
-        """Train/test examples from the options' log (default: bundled MovieLens), by time."""
-        from recipes.recommendation_data import load_log, split_examples, subsample
-
-        options = config.options
-        check_options(options)
-        log = load_log(options)
-        log = subsample(log, options.max_users, options.max_user_interactions, options.sample_seed)
-        train, test = split_examples(log, options)
-        train.features.attrs["notes"] = log.notes
-        return Splits(train, test)
-
-    def read(self, path: str | Path, config: Config, labelled: bool = True) -> Examples:
-        """Interactions to evaluate or score with a trained run. Histories come from the run's
-        saved log plus (when labelled) the file's own earlier rows, strictly before each row."""
-        import pandas as pd
-
-        from finetune.data.tables import read_table
-        from recipes.recommendation_data import (
-            Log,
-            check_items,
-            movielens_folder,
-            standard_interactions,
-            to_examples,
+        """Not used by the ranking run (`train`); see recipes/recommendation_split.py."""
+        raise UserError(
+            "The recommendation recipe trains a ranker with its own split by time: use "
+            "`finetune recommendation train`, then `recommend`."
         )
 
-        options = config.options
-        check_options(options)
-        items, pool = self.tables(config)
-        path = Path(path)
-        if path.is_dir():
-            folder = movielens_folder(path, options)
-            new = folder.interactions
-            items = pd.concat([items, folder.items]).drop_duplicates("item", keep="first")
-        else:
-            new = standard_interactions(read_table(path), options, str(path), labelled)
-        # Prediction keeps every row (its output lines up with the file), so it cannot drop.
-        policy = options.unknown_items if labelled else "error"
-        new = check_items(Log(new, items, str(path)), policy).interactions
-        if labelled:
-            pool = pd.concat([pool, new]).drop_duplicates(["user", "item", "timestamp"])
-        return to_examples(
-            new, pool[["user", "item", "label", "timestamp"]], items, options, str(path)
+    def read(self, path: str | Path, config: Config, labelled: bool = True) -> Any:
+        raise UserError(
+            "A recommendation run ranks items for users; `evaluate` and `predict` of single "
+            "texts do not apply. Use `finetune recommendation recommend --run RUN --user U`."
         )
 
-    def tables(self, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(items, interaction log) of a trained run: from its folder, else from the options."""
-        import pandas as pd
+    def load(self, folder: str | Path) -> Any:
+        import numpy as np
 
-        from recipes.recommendation_data import load_log, subsample
+        from finetune.config import load_yaml, merge
+        from finetune.modeling.ranking import load_two_tower
+        from recipes.recommendation_ranking import RankingRun
 
-        folder = Path(config.output or "") / TABLES
-        if config.output and (folder / "items.parquet").is_file():
-            return (
-                pd.read_parquet(folder / "items.parquet"),
-                pd.read_parquet(folder / "interactions.parquet"),
-            )
-        options = config.options
-        log = load_log(options)
-        log = subsample(log, options.max_users, options.max_user_interactions, options.sample_seed)
-        return log.items, log.interactions
-
-    def save_files(self, folder: Path, context: EvalContext) -> None:
-        """The items table and the interaction log the run used: `recommend`, `evaluate` and
-        `predict` build histories from them, so a run needs no access to the original files."""
-        import pandas as pd
-
-        from recipes.recommendation_data import load_log
-
-        columns = ["user", "item", "label", "timestamp"]
-        log = pd.concat(
-            [
-                context.train.features[columns].assign(split="train"),
-                context.evaluation.features[columns].assign(
-                    split=context.config.options.evaluate_on
-                ),
-            ],
-            ignore_index=True,
-        )
-        (folder / TABLES).mkdir()
-        load_log(context.config.options).items.to_parquet(folder / TABLES / "items.parquet")
-        log.to_parquet(folder / TABLES / "interactions.parquet")
-
-    def extra_report(self, context: EvalContext) -> tuple[dict[str, Any], list[str]]:
-        from recipes.recommendation_report import recommender_report
-
-        extra, sections = recommender_report(context)
-        # The ranking figures join each method's entry in metrics.json (primary_metric).
-        k = context.config.options.ranking_k
-        for name, figures in extra["ranking"].get("methods", {}).items():
-            context.method_metrics[name] = {
-                "ndcg_at_k": figures[f"ndcg_at_{k}"],
-                "recall_at_k": figures[f"recall_at_{k}"],
-            }
-        return extra, sections
-
-    def recommend(self, run: Run, user: str, k: int = 10, candidates: int = 0) -> pd.DataFrame:
-        """The k unseen items `run` scores highest for `user` (item, title, p_like).
-
-        `candidates` > 0 scores only that many of the most-interacted unseen items (faster).
-        """
-        from recipes.recommendation_data import to_examples
-
-        items, log = self.tables(run.config)
-        user = str(user)
-        if user not in set(log["user"]):
-            shown = ", ".join(sorted(set(log["user"]), key=str)[:5])
+        folder = Path(folder)
+        if not (folder / "adapter" / "ranker.json").is_file():
             raise UserError(
-                f"User {user!r} is not in this run's interaction log ({log['user'].nunique()} "
-                f"users, e.g. {shown})."
+                f"{folder} is not a finished recommendation run (no adapter/ranker.json)."
             )
-        seen = set(log.loc[log["user"] == user, "item"])
-        unseen = items[~items["item"].isin(seen)]
-        if candidates:
-            counts = log["item"].value_counts()
-            unseen = unseen.assign(n=unseen["item"].map(counts).fillna(0))
-            unseen = unseen.sort_values("n", ascending=False, kind="stable").head(candidates)
-        now = {"user": user, "timestamp": log["timestamp"].max() + 1}
-        frame = unseen[["item"]].assign(**now)
-        examples = to_examples(frame, log, items, run.config.options, "recommend")
-        p_like = run.predict_proba(examples.texts)[:, run.labels.index("like")]
-        ranked = unseen.assign(p_like=p_like).sort_values("p_like", ascending=False, kind="stable")
-        return ranked[["item", "title", "p_like"]].head(k).reset_index(drop=True)
+        saved = load_yaml(folder / "config.yaml")
+        options = saved.pop("options", {})
+        config = merge(Config(options=RecommendationOptions()), saved, source=str(folder))
+        config = merge(config, {"options": options, "output": str(folder)}, source=str(folder))
+        model, tokenizer, info = load_two_tower(folder / "adapter")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        vectors = np.load(folder / "adapter" / "item_vectors.npy")
+        offsets = np.load(folder / "adapter" / "item_offsets.npy")
+        return RankingRun(folder, config, metrics, model, tokenizer, info, vectors, offsets)
+
+    def recommend(
+        self, run: Any, user: str | None = None, k: int = 10, liked: list[str] | None = None
+    ) -> pd.DataFrame:
+        """The k items `run` scores highest for `user` (their training-period history) or for
+        a new user who liked `liked` (item ids), from the whole catalogue: item, title, score.
+        Items the user already rated are left out."""
+        import numpy as np
+        import pandas as pd
+
+        from finetune.modeling import models
+        from finetune.modeling.ranking import Encoder
+        from recipes.recommendation_models import RANKING_BASELINES
+        from recipes.recommendation_ranking import served_baseline_scores
+        from recipes.recommendation_split import history_text
+
+        tables = run.serving()
+        items, log, titles = tables.items, tables.log, tables.titles
+        if liked:
+            unknown = [i for i in liked if i not in titles]
+            if unknown:
+                raise UserError(
+                    f"--liked: item ids not in the catalogue: {', '.join(unknown[:5])}."
+                )
+            text, seen = history_text([titles[i] for i in liked][::-1], []), list(liked)
+        else:
+            user = str(user)
+            if user not in tables.users:
+                shown = ", ".join(sorted(tables.users, key=str)[:5])
+                raise UserError(
+                    f"User {user!r} is not in this run's training log ({len(tables.users)} "
+                    f"users, e.g. {shown}). For a new user pass --liked ID,ID."
+                )
+            text, _, _ = tables.histories.before(user, np.iinfo(np.int64).max)
+            seen = list(tables.histories.seen(user, np.iinfo(np.int64).max))
+        delivered = run.metrics.get("delivered", "two_tower")
+        if delivered in RANKING_BASELINES:  # the run's validation preferred a baseline
+            if not liked:
+                rows = log[(log["user"] == user) & (log["label"] == 1)]
+                liked = list(rows["item"])
+            seed = run.config.train.seed
+            scores = served_baseline_scores(delivered, log, items, liked, seed)
+        else:
+            # One query at a time: fp32 on CPU (bf16 autocast recasts every weight per call).
+            device = models.pick_device()
+            encoder = Encoder(run.tokenizer, 1, device, run.info.bf16 and device != "cpu")
+            query = encoder.tokens([text], run.info.max_length)
+            scores = encoder.scores(run.model, query, run.item_vectors)[0] + run.item_offsets
+        scores[items["item"].isin(set(seen)).to_numpy()] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return pd.DataFrame(
+            {"item": items["item"].iloc[top].values, "title": items["title"].iloc[top].values,
+             "score": scores[top]}
+        )  # fmt: skip
 
     def add_commands(self, group: typer.Typer) -> None:
         from finetune.cli import friendly_errors
@@ -330,13 +283,23 @@ class Recommendation(Recipe):
         @group.command("recommend")
         @friendly_errors
         def recommend(
-            run: RunOpt, user: UserOpt, k: KOpt = 10, candidates: CandidatesOpt = 0
+            run: RunOpt, user: UserOpt = None, k: KOpt = 10, liked: LikedOpt = None
         ) -> None:
-            """Score the user's unseen items with a trained run and print the top k."""
+            """The top k items of the whole catalogue for a user (or a new user's --liked)."""
+            if (user is None) == (liked is None):
+                raise UserError("Give either --user ID or --liked ID,ID (a new user).")
             loaded = self.load(run)
-            top = self.recommend(loaded, user, k, candidates)
+            start = time.perf_counter()
+            ids = [i.strip() for i in liked.split(",") if i.strip()] if liked else None
+            top = self.recommend(loaded, user, k, ids)
+            milliseconds = 1000 * (time.perf_counter() - start)
             for rank, row in enumerate(top.itertuples(), start=1):
-                typer.echo(f"{rank:3d}. {row.p_like:.3f}  {row.title}  [{row.item}]")
+                typer.echo(f"{rank:3d}. {row.score:6.2f}  {row.title}  [{row.item}]")
+            method = loaded.metrics.get("delivered", "two_tower")
+            typer.echo(
+                f"({len(loaded.item_vectors):,} items scored in {milliseconds:.0f} ms by the "
+                f"run's delivered method, {method})"
+            )
 
 
 recipe = Recommendation()

@@ -9,6 +9,7 @@ interactions fall back to the global like-rate (for the factorisation: plus the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -161,3 +162,72 @@ def recall_ndcg_at_k(ranks: list[int], k: int) -> tuple[float, float]:
     hits = ranks_array < k
     ndcg = np.where(hits, 1 / np.log2(ranks_array + 2), 0.0)
     return float(hits.mean()), float(ndcg.mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking baselines: each scores every catalogue item for each query user (higher first),
+# fitted on one set of training rows (user, item, label). Collaborative ones add a popularity
+# term a thousand times smaller than any real score gap, so users they know nothing about get
+# the popular items rather than a random order (a stronger, not a weaker, baseline).
+
+POPULARITY_TIEBREAK = 1e-6
+
+
+def like_matrix(rows: Any, users: list[str], position: dict[str, int], n_items: int) -> Any:
+    """users x items, 1 where the user liked the item in `rows` (scipy CSR, float32)."""
+    from scipy.sparse import csr_matrix
+
+    index = {user: k for k, user in enumerate(users)}
+    likes = rows[(rows["label"] == 1) & rows["user"].isin(index)]
+    r = likes["user"].map(index).to_numpy()
+    c = likes["item"].map(position).to_numpy()
+    data = np.ones(len(r), dtype=np.float32)
+    matrix = csr_matrix((data, (r, c)), shape=(len(users), n_items), dtype=np.float32)
+    matrix.data[:] = 1  # repeated likes of one item count once
+    return matrix
+
+
+def most_popular(likes: Any, queries: Any) -> np.ndarray:
+    """Every user gets the items with the most training likes."""
+    counts = np.asarray(likes.sum(0)).ravel()
+    return np.tile(counts, (queries.shape[0], 1)).astype(np.float32)
+
+
+def item_knn(likes: Any, queries: Any) -> np.ndarray:
+    """Item-item cosine similarity on the training like matrix; a user's score for an item is
+    the summed similarity to the items they liked (`queries`: their like rows)."""
+    norms = np.sqrt(np.asarray(likes.multiply(likes).sum(0)).ravel())
+    normalised = likes.multiply(1 / np.maximum(norms, 1e-12)).tocsr()
+    user_profiles = queries.multiply(1 / np.maximum(norms, 1e-12)).tocsr()
+    scores = ((user_profiles @ normalised.T) @ normalised).toarray()
+    return scores.astype(np.float32) + POPULARITY_TIEBREAK * most_popular(likes, queries)
+
+
+def implicit_als(
+    likes: Any, queries: Any, seed: int = 0, factors: int = 64, iterations: int = 15
+) -> np.ndarray:
+    """Implicit-feedback matrix factorisation (ALS, the `implicit` library, on CPU, one BLAS
+    thread): the query users' factors recomputed from their like rows, dot the item factors."""
+    import torch
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=0.05,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=torch.get_num_threads(),
+        )
+        model.fit(likes.tocsr(), show_progress=False)
+        users = model.recalculate_user(np.arange(queries.shape[0]), queries.tocsr())
+    scores = np.asarray(users) @ np.asarray(model.item_factors).T
+    return scores.astype(np.float32) + POPULARITY_TIEBREAK * most_popular(likes, queries)
+
+
+RANKING_BASELINES = {
+    "most_popular": most_popular,
+    "item_knn": item_knn,
+    "implicit_als": implicit_als,
+}

@@ -1,197 +1,156 @@
-"""The recommendation section of the run report: GAUC, the cold-start slice and the ranking view,
-for the fine-tuned model and the baselines, computed from the engine's evaluation context."""
+"""The recommendation run's report.md: the ranking table first (every method, 95% intervals),
+the comparison with the best baseline, the like/not-like view second, then how it was run."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from finetune.markdown import figure, table
 
-from finetune.evaluation.metrics import MODEL_NAME, classification_metrics, headline
-from finetune.recipe import EvalContext
-from recipes.recommendation_data import example_text, load_log
-from recipes.recommendation_models import gauc, rank_of_first, recall_ndcg_at_k
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+NAMES = {
+    "two_tower": "two-tower, fine-tuned (LoRA)",
+    "frozen_two_tower": "two-tower, frozen encoder (no fine-tuning; same item prior)",
+    "most_popular": "most popular (training likes)",
+    "item_knn": "item-kNN (cosine)",
+    "implicit_als": "matrix factorisation (implicit ALS)",
+}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *["| " + " | ".join(row) + " |" for row in rows],
-    ]
+def _with_interval(figures: dict, name: str) -> str:
+    low, high = figures["intervals"].get(name, [None, None])
+    if figures.get(name) is None:
+        return "n/a"
+    return f"{figures[name]:.3f} [{figure(low)}, {figure(high)}]"
 
 
-def recommender_report(context: EvalContext) -> tuple[dict[str, Any], list[str]]:
-    options = context.config.options
-    train, test = context.train.features, context.evaluation.features
-    y = context.y_eval
-    p_like = {name: proba[:, 1] for name, proba in context.scores.items()}
-
-    users = test["user"].to_numpy()
-    per_user = {name: gauc(users, y, p) for name, p in p_like.items()}
-
-    counts = train["item"].value_counts()
-    train_count = test["item"].map(counts).fillna(0).to_numpy()
-    cold = train_count < options.cold_start_max
-    cold_metrics = {}
-    if cold.any() and 0 < y[cold].sum() < cold.sum():
-        for name, proba in context.scores.items():
-            cold_metrics[name] = headline(
-                classification_metrics(y[cold], proba[cold], context.labels)
-            )
-
-    ranking = ranking_view(context)
-
-    data = {
-        "users": int(pd.concat([train["user"], test["user"]]).nunique()),
-        "items_with_interactions": int(pd.concat([train["item"], test["item"]]).nunique()),
-        "train_interactions": len(train),
-        "test_interactions": len(test),
-        "test_like_rate": float(y.mean()),
-        "evaluated_on": options.evaluate_on,
-    }
-    extra = {
-        "data": data,
-        "gauc": {name: value for name, (value, _) in per_user.items()},
-        "gauc_users": per_user[MODEL_NAME][1],
-        "cold_start": {
-            "max_train_interactions": options.cold_start_max,
-            "n": int(cold.sum()),
-            "likes": int(y[cold].sum()),
-            "methods": cold_metrics,
-        },
-        "ranking": ranking,
-    }
-
-    k = options.ranking_k
-    names = list(context.scores)
+def ranking_table(ranking: dict[str, Any], k: int, delivered: str | None = None) -> str:
+    """Every method once (`model` is the delivered one's second name), the delivered marked."""
+    columns = [f"recall@{k}", f"ndcg@{k}", "mrr", f"cold_recall@{k}"]
+    sampled = [f"hr@{k}_sampled", f"ndcg@{k}_sampled"]
     rows = [
-        [
-            name,
-            _fmt(headline_auc(context, name)),
-            _fmt(per_user[name][0]),
-            _fmt(cold_metrics.get(name, {}).get("auc")),
-            _fmt(ranking["methods"].get(name, {}).get(f"recall_at_{k}")),
-            _fmt(ranking["methods"].get(name, {}).get(f"ndcg_at_{k}")),
-        ]
-        for name in names
+        [NAMES.get(name, name) + (" **(delivered)**" if name == delivered else "")]
+        + [_with_interval(figures, c) for c in columns]
+        + [figure(figures[c]) for c in sampled]
+        for name, figures in ranking.items()
+        if name != "model"
     ]
-    notes = list(train.attrs.get("notes", []))
-    lines = [
-        "## Recommendation view",
-        "",
-        f"Data: {data['users']} users, {data['items_with_interactions']} items with interactions, "
-        f"{data['train_interactions']} training and {data['test_interactions']} "
-        f"{options.evaluate_on} interactions (like-rate {data['test_like_rate']:.3f}). Split by "
-        f"time: each user's latest {options.test_fraction:.0%} of interactions are "
-        f"{options.evaluate_on} rows. A history holds only the user's training-period "
-        "interactions strictly earlier than the row.",
-        *[f"- {note}" for note in notes],
-        "",
-        *_table(
-            [
-                "method",
-                "AUC (all pairs)",
-                f"GAUC ({extra['gauc_users']} users)",
-                f"cold-start AUC ({int(cold.sum())} rows)",
-                f"Recall@{k}",
-                f"NDCG@{k}",
-            ],
-            rows,
-        ),
-        "",
-        "- GAUC: AUC within each user (users with both a like and a non-like among their test "
-        "rows), averaged over users without weights: it ignores differences in users' overall "
-        "like-rates.",
-        f"- Cold-start slice: test rows whose item has fewer than {options.cold_start_max} "
-        f"training interactions ({int(cold.sum())} rows, {int(y[cold].sum())} likes). The "
-        "baselines fall back to the global like-rate there (matrix factorisation: plus the "
-        "user's bias).",
-        f"- Ranking: {ranking['protocol']}",
-        "",
-    ]
-    if cold_metrics:
-        lines += [
-            "Cold-start slice, all four headline figures:",
-            "",
-            *_table(
-                ["method", "accuracy", "recall", "F1", "AUC"],
-                [
-                    [name, *[_fmt(m[key]) for key in ("accuracy", "recall", "f1", "auc")]]
-                    for name, m in cold_metrics.items()
-                ],
-            ),
-            "",
-        ]
-    return extra, lines
+    header = ["method", f"Recall@{k}", f"NDCG@{k}", "MRR", f"cold Recall@{k}"]
+    return table(header + [f"HR@{k} (99 sampled)", f"NDCG@{k} (99 sampled)"], rows)
 
 
-def headline_auc(context: EvalContext, name: str) -> float | None:
-    figures = classification_metrics(context.y_eval, context.scores[name], context.labels)
-    return figures["auc"]
-
-
-def ranking_view(context: EvalContext) -> dict[str, Any]:
-    """Recall@k and NDCG@k: each sampled test user's first held-out like against sampled items
-    the user never interacted with, scored by the model and the baselines that can rank."""
-    options = context.config.options
-    train, test = context.train.features, context.evaluation.features
-    rng = np.random.default_rng(options.sample_seed)
-    log = pd.concat([train, test])
-    pool = np.array(sorted(log["item"].unique()))
-    seen = log.groupby("user")["item"].agg(set)
-    firsts = test[test["label"] == 1].sort_values(["user", "timestamp"], kind="stable")
-    firsts = firsts.groupby("user", sort=True).head(1).reset_index(drop=True)
-    n_neg = options.ranking_negatives
-    protocol = (
-        f"for each of up to {options.ranking_users} test users (seeded draw among users with a "
-        f"held-out like), their earliest held-out like is ranked against {n_neg} items drawn "
-        "uniformly from the items with any interaction in this run that the user never "
-        "interacted with; scores use the history at the like's time. Sampled metrics favour "
-        "popular items (the candidates are mostly long-tail), so compare methods, not absolute "
-        "values, and only with the same protocol."
+def delivered_line(metrics: dict[str, Any], k: int) -> str:
+    """Which method the run serves and why (validation NDCG@k), said first."""
+    val = metrics["ranking_comparison"]["validation_ndcg"]
+    delivered = metrics["delivered"]
+    name = NAMES.get(delivered, delivered)
+    if delivered == "two_tower":
+        return (
+            f"Delivered: the fine-tuned two-tower (validation NDCG@{k} {val[delivered]:.3f}, "
+            "the best of every method on the validation period)."
+        )
+    return (
+        f"Delivered: **{name}**, not the fine-tuned two-tower: its validation NDCG@{k} "
+        f"{val[delivered]:.3f} beats the two-tower's {val['two_tower']:.3f}, so `recommend` "
+        "serves it."
     )
-    if len(firsts) > options.ranking_users:
-        chosen = rng.choice(len(firsts), options.ranking_users, replace=False)
-        firsts = firsts.iloc[np.sort(chosen)].reset_index(drop=True)
-    items = load_log(options).items
-    text = dict(zip(items["item"], items["text"], strict=True))
-    title = dict(zip(items["item"], items["title"], strict=True))
-    lists: list[np.ndarray] = []
-    for row in firsts.itertuples():
-        unseen = pool[~np.isin(pool, list(seen[row.user]))]
-        negatives = rng.choice(unseen, min(n_neg, len(unseen)), replace=False)
-        lists.append(np.concatenate([[row.item], negatives]))
-    if not lists:
-        return {"protocol": protocol, "users": 0, "methods": {}}
 
-    texts, users, candidates = [], [], []
-    for row, candidate_items in zip(firsts.itertuples(), lists, strict=True):
-        liked = [title[i] for i in row.liked]
-        not_liked = [title[i] for i in row.not_liked]
-        texts += [
-            example_text(text[item], row.summary, liked, not_liked) for item in candidate_items
-        ]
-        users += [row.user] * len(candidate_items)
-        candidates += list(candidate_items)
-    scores = {MODEL_NAME: context.predict_proba(texts)[:, 1]}
-    for name, model in context.fitted.items():
-        if hasattr(model, "score"):
-            scores[name] = model.score(np.array(users), np.array(candidates))
 
-    methods = {}
-    k = options.ranking_k
-    for name, flat in scores.items():
-        tie_rng = np.random.default_rng(options.sample_seed)
-        ranks, start = [], 0
-        for candidate_items in lists:
-            ranks.append(rank_of_first(flat[start : start + len(candidate_items)], tie_rng))
-            start += len(candidate_items)
-        recall, ndcg = recall_ndcg_at_k(ranks, k)
-        methods[name] = {f"recall_at_{k}": recall, f"ndcg_at_{k}": ndcg}
-    return {"protocol": protocol, "users": len(lists), "negatives": n_neg, "methods": methods}
+def comparison_lines(metrics: dict[str, Any], k: int) -> list[str]:
+    comparison = metrics["ranking_comparison"]
+    ratio = comparison["ndcg_ratio"]
+    best = NAMES.get(comparison["best_baseline"], comparison["best_baseline"])
+    lines = []
+    if ratio["ratio"] is not None:
+        inside = ratio["low"] <= 1.0 <= ratio["high"]
+        lines.append(
+            f"- NDCG@{k}: the fine-tuned two-tower over the best baseline on test ({best}): "
+            f"**{ratio['ratio']:.2f}x** (paired 95% interval {ratio['low']:.2f}-"
+            f"{ratio['high']:.2f}"
+            + ("; 1.0 is inside it: the lead is within noise)" if inside else ")")
+        )
+    cold_model, cold_base = comparison["cold_recall_model"], comparison["cold_recall_baseline"]
+    lines.append(
+        f"- Cold items (no training interaction): Recall@{k} {figure(cold_model)} for the "
+        f"two-tower against {figure(cold_base)} for the best collaborative baseline "
+        f"({NAMES.get(comparison['best_collaborative_cold'])}); collaborative methods cannot "
+        "score an item nobody interacted with."
+    )
+    val = comparison["validation_ndcg"]
+    lines.append(
+        f"- Validation NDCG@{k} (what chose the kept epoch and the delivered method): "
+        + ", ".join(f"{NAMES.get(n, n)} {v:.3f}" for n, v in val.items())
+        + "."
+    )
+    return lines
+
+
+def like_table(metrics: dict[str, Any]) -> str:
+    delivered = metrics["delivered"]
+
+    def name(key: str) -> str:
+        return NAMES.get(key, key) + (" (delivered)" if key == delivered else "")
+
+    rows = [[name("two_tower")] + _likes(metrics)]
+    rows += [[name(n)] + _likes(b) for n, b in metrics["baselines"].items()]
+    return table(["method", "accuracy", "recall", "F1", "AUC", "GAUC"], rows)
+
+
+def _likes(entry: dict[str, Any]) -> list[str]:
+    return [figure(entry.get(k)) for k in ("accuracy", "recall", "f1", "auc", "gauc")]
+
+
+def ranking_report(folder: Path, metrics: dict, result: Any, data: Any, env: dict) -> None:
+    """Write report.md and plots/ndcg.png into the run folder being assembled."""
+    k = int(metrics["primary_metric"].split("@")[1])
+    _plot(folder / "plots" / "ndcg.png", metrics["ranking"], k)
+    epochs = [
+        [figure(r["epoch"]), figure(r.get("train_loss")), figure(r.get("val_loss")),
+         figure(r.get(f"val_ndcg@{k}")), figure(r.get(f"val_recall@{k}"))]
+        for r in result.history
+    ]  # fmt: skip
+    parts = [
+        "# Recommendation: ranking report",
+        f"Split: {metrics['split']}. {metrics['n_eval']} test users (every user with a liked "
+        f"test item), {metrics['n_items']:,} items ranked for each (full catalogue, the user's "
+        "training-period items excluded). Intervals: 95% bootstrap over users.",
+        delivered_line(metrics, k),
+        "## Ranking (test)",
+        ranking_table(metrics["ranking"], k, metrics["delivered"]),
+        "\n".join(comparison_lines(metrics, k)),
+        "![NDCG](plots/ndcg.png)",
+        "## Like / not like on rated test items (secondary view)",
+        "Each method's score, calibrated on the validation period's rated items (logistic "
+        "fit), on every test-period rating of the test users. GAUC: AUC within each user.",
+        like_table(metrics),
+        "## Training",
+        f"{metrics['n_train']:,} training queries (liked interactions with their earlier "
+        f"history), {metrics['n_val']} validation users; kept epoch {result.best_epoch} by "
+        f"validation NDCG@{k} (epoch 0 is the frozen encoder). Train time "
+        f"{metrics['train_seconds']:.0f} s, wall time {env['wall_seconds']:.0f} s, peak memory "
+        f"{env['peak_rss_mb']:.0f} MB RSS, device {env.get('processor', '?')}.",
+        table(["epoch", "train loss", "val loss", f"val NDCG@{k}", f"val Recall@{k}"], epochs),
+    ]
+    if data.notes:
+        parts += ["## Notes", "\n".join(f"- {note}" for note in data.notes)]
+    (folder / "report.md").write_text("\n\n".join(parts) + "\n")
+
+
+def _plot(path: Path, ranking: dict[str, Any], k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [n for n in ranking if n != "model"]
+    means = [ranking[n][f"ndcg@{k}"] for n in names]
+    low = [m - ranking[n]["intervals"][f"ndcg@{k}"][0] for n, m in zip(names, means, strict=True)]
+    high = [ranking[n]["intervals"][f"ndcg@{k}"][1] - m for n, m in zip(names, means, strict=True)]
+    fig, axis = plt.subplots(figsize=(7, 3))
+    axis.barh([NAMES.get(n, n) for n in names], means, xerr=[low, high], color="#4c72b0")
+    axis.set_xlabel(f"NDCG@{k} (test, full catalogue, 95% interval)")
+    axis.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

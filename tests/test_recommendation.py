@@ -1,22 +1,17 @@
-"""The recommendation recipe: MovieLens layouts, user files and their errors, the time split
-(and that no future interaction leaks into an example), the baselines and recommender metrics,
-and the CLI end to end on a tiny model."""
+"""The recommendation recipe's data: MovieLens layouts, user files and their errors, the
+per-user time split (and that no future interaction leaks into an example), and the older
+pointwise helpers. The ranking run itself: tests/test_recommendation_ranking.py."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from run_checks import check_reported_figures
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
 
-from finetune.cli import app
 from finetune.errors import UserError
 from recipes.recommendation import RecommendationOptions, recipe
 from recipes.recommendation_data import (
@@ -353,189 +348,12 @@ def test_ranking_metrics():
     assert set(tied) == {0, 1, 2}  # ties are broken at random, not in the positive's favour
 
 
-# --- End to end through the CLI on a tiny model ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cli_run(tiny_model_dir, log_files, tmp_path_factory):
-    interactions, items = log_files
-    output = tmp_path_factory.mktemp("recsys-run") / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "recommendation",
-            "train",
-            "--interactions",
-            str(interactions),
-            "--items",
-            str(items),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "3",
-            "--max-users",
-            "0",
-            "--output",
-            str(output),
-            "--set",
-            "options.ranking_users=10",
-            "--set",
-            "options.ranking_negatives=20",
-            "--set",
-            "model.lora_r=4",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return output
-
-
-def test_train_writes_the_engine_contract_and_recommender_metrics(cli_run):
-    metrics = json.loads((cli_run / "metrics.json").read_text())
-    check_reported_figures(cli_run)
-    assert metrics["positive_label"] == "like"
-    assert set(metrics["baselines"]) == {
-        "embedding_logreg",
-        "item_popularity",
-        "collaborative_filtering",
-    }
-    extra = metrics["recommendation"]
-    assert extra["data"]["users"] == 40 and extra["data"]["test_interactions"] == 120
-    assert set(extra["gauc"]) == {"fine-tuned (LoRA)", *metrics["baselines"]}
-    assert extra["ranking"]["users"] == 10
-    assert set(extra["ranking"]["methods"]) == {
-        "fine-tuned (LoRA)",
-        "item_popularity",
-        "collaborative_filtering",
-    }
-    # On this log, tastes (user x genre) decide likes: matrix factorisation finds them,
-    # item popularity cannot.
-    baselines = metrics["baselines"]
-    assert baselines["collaborative_filtering"]["auc"] > baselines["item_popularity"]["auc"] + 0.1
-    report = (cli_run / "report.md").read_text()
-    assert "## Recommendation view" in report and "cold-start AUC" in report
-    saved = pd.read_parquet(cli_run / "recommendation" / "interactions.parquet")
-    assert len(saved) == 600 and set(saved["split"]) == {"train", "test"}
-
-
-def test_ranking_metric_ranks_the_baselines_and_export_is_refused(cli_run, tmp_path):
-    from finetune.reporting.summary import load_record
-
-    metrics = json.loads((cli_run / "metrics.json").read_text())
-    assert metrics["primary_metric"] == "ndcg_at_k"
-    ranking = metrics["recommendation"]["ranking"]["methods"]
-    assert metrics["ndcg_at_k"] == ranking["fine-tuned (LoRA)"]["ndcg_at_10"]
-    rankers = ("item_popularity", "collaborative_filtering")
-    for name in rankers:
-        assert metrics["baselines"][name]["ndcg_at_k"] == ranking[name]["ndcg_at_10"]
-    assert "ndcg_at_k" not in metrics["baselines"]["embedding_logreg"]  # it ranks no lists
-    best = max(rankers, key=lambda name: ranking[name]["ndcg_at_10"])
-    assert load_record(cli_run).best_baseline()[0] == best
-    # The exported predict.py takes raw texts; this model reads texts built from histories.
-    result = CliRunner().invoke(
-        app, ["export", "--run", str(cli_run), "--output", str(tmp_path / "merged")]
-    )
-    assert result.exit_code == 2 and "interaction histories" in result.output
-
-
-def test_recommend_lists_unseen_items_with_titles(cli_run):
-    result = CliRunner().invoke(
-        app, ["recommendation", "recommend", "--run", str(cli_run), "--user", "u3", "--k", "5"]
-    )
-    assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 5 and all("Film number" in line for line in lines)
-    seen = pd.read_parquet(cli_run / "recommendation" / "interactions.parquet")
-    seen = set(seen.loc[seen["user"] == "u3", "item"])
-    listed = {line.rsplit("[", 1)[1].rstrip("]") for line in lines}
-    assert not listed & seen
-    scores = [float(line.split()[1]) for line in lines]
-    assert scores == sorted(scores, reverse=True)
-    missing = CliRunner().invoke(
-        app, ["recommendation", "recommend", "--run", str(cli_run), "--user", "nobody"]
-    )
-    assert missing.exit_code == 2 and "not in this run's interaction log" in missing.output
-
-
-def test_a_moved_run_still_finds_its_tables(cli_run, tmp_path):
-    moved = tmp_path / "moved"
-    shutil.copytree(cli_run, moved)
-    loaded = recipe.load(moved)
-    assert loaded.config.output == str(moved)
-    items, log = recipe.tables(loaded.config)
-    assert len(log) == 600 and "Film number 7" in set(items["title"])
-
-
-def test_evaluate_and_predict_on_new_interactions(cli_run, tmp_path):
-    fresh, _ = synthetic_log(n_users=5, per_user=6, seed=9)
-    fresh["timestamp"] += 10_000_000  # after everything the run saw
-    path = tmp_path / "fresh.csv"
-    fresh.to_csv(path, index=False)
-    result = CliRunner().invoke(
-        app, ["recommendation", "evaluate", "--run", str(cli_run), "--data", str(path)]
-    )
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((cli_run / "evaluations" / "fresh.json").read_text())
-    assert metrics["n"] == 30
-    pairs = fresh[["user", "item"]].head(4)
-    pairs.to_csv(tmp_path / "pairs.csv", index=False)
-    result = CliRunner().invoke(
-        app,
-        [
-            "recommendation",
-            "predict",
-            "--run",
-            str(cli_run),
-            "--data",
-            str(tmp_path / "pairs.csv"),
-            "--output",
-            str(tmp_path / "scored.csv"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    scored = pd.read_csv(tmp_path / "scored.csv")
-    assert len(scored) == 4 and set(scored["predicted_label"]) <= {"like", "not_like"}
+# --- The recipe's config ------------------------------------------------------------------
 
 
 def test_data_flag_is_refused_with_a_pointer():
     with pytest.raises(UserError, match="--interactions PATH"):
         recipe.config(data={"path": "x.csv"})
-
-
-# --- A short real run: bundled MiniLM on a small MovieLens subsample ------------------------
-
-
-def test_real_run_on_bundled_movielens(tmp_path):
-    config = recipe.config(
-        options={
-            "max_users": 30,
-            "max_user_interactions": 20,
-            "ranking_users": 10,
-            "ranking_negatives": 20,
-        },
-        train={"max_steps": 4, "batch_size": 16},
-        output=str(tmp_path / "run"),
-    )
-    assert config.model.name == "minilm" and config.options.interactions is None
-    run = recipe.train(config, show_progress=False)
-    extra = run.metrics["recommendation"]
-    assert extra["data"]["users"] == 30 and run.metrics["n_eval"] == 30 * 4
-    assert extra["ranking"]["users"] == 10
-    # What the pretrained encoder (and the probe the head starts from) picked up: the same
-    # candidate is likelier liked by a user who liked most of what they rated before.
-    candidates = ["Heat (1995) - Action, Crime", "Toy Story (1995) - Animation, Children"]
-    generous = [example_text(c, user_summary(18, 20), [], []) for c in candidates]
-    picky = [example_text(c, user_summary(2, 20), [], []) for c in candidates]
-    like = run.labels.index("like")
-    p_generous = run.predict_proba(generous)[:, like]
-    p_picky = run.predict_proba(picky)[:, like]
-    assert (p_generous > p_picky).all(), (p_generous, p_picky)
-    reloaded = recipe.load(run.folder)
-    np.testing.assert_allclose(
-        reloaded.predict_proba(generous), run.predict_proba(generous), atol=1e-6
-    )
-    user = recipe.tables(reloaded.config)[1]["user"].iloc[0]
-    top = recipe.recommend(reloaded, user, k=3, candidates=50)
-    assert len(top) == 3 and top["p_like"].is_monotonic_decreasing
 
 
 def test_rating_threshold_applies_to_the_bundled_movielens(monkeypatch):

@@ -115,7 +115,7 @@ def test_runs_save_their_recipes_primary_metric(two_runs):
     metrics = json.loads((two_runs[0] / "metrics.json").read_text())
     assert metrics["primary_metric"] == "f1"
     assert medical.primary_metric_for(2) == "auc"
-    assert recommendation.primary_metric_for(2) == "ndcg_at_k"
+    assert recommendation.primary_metric_for(2) == "ndcg@10"
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -64,15 +64,22 @@ class CachedStates(Inputs):
         return self.row_lengths[np.asarray(items, dtype=np.int64)].tolist()
 
 
-def _build(
-    model: nn.Module, items: Sequence[Any], inputs: Inputs, batch_size: int, device: str, bf16: bool
+def build_cache(
+    model: nn.Module,
+    items: Sequence[Any],
+    inputs: Inputs,
+    batch_size: int,
+    device: str,
+    bf16: bool,
+    width: int | None = None,
 ) -> CachedStates:
-
+    """The states entering `model.first_trained_layer` for every item (`width`: the states'
+    size, by default the classifier head's input size)."""
     first = model.first_trained_layer
     lengths = np.asarray(inputs.lengths(items), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     flat = torch.empty(
-        (int(lengths.sum()), model.head.in_features),
+        (int(lengths.sum()), width or model.head.in_features),
         dtype=torch.bfloat16 if bf16 else torch.float32,
     )
     was_training = model.training
@@ -149,7 +156,7 @@ def cache_inputs(
     if not items:
         return None
     text_items = [item[0] for item in items] if side is not None else items
-    cache: Inputs = _build(model, text_items, texts, batch_size, device, bf16)
+    cache: Inputs = build_cache(model, text_items, texts, batch_size, device, bf16)
     release_free_heap()  # the forward passes' garbage, before training starts on top of it
     cached: list[Any] = list(range(len(items)))
     if side is not None:

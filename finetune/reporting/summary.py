@@ -180,15 +180,29 @@ def plot_roc_curves(record: RunRecord, path: Path) -> bool:
     return True
 
 
+def metric_value(metrics: dict[str, Any], name: str) -> Any:
+    """A figure of metrics.json by name: a top-level key, or a dotted path into nested ones
+    (`ranking.model.ndcg@10`); None when absent."""
+    if name in metrics:
+        return metrics[name]
+    value: Any = metrics
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, int | float) else None
+
+
 def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) -> list[str]:
     """Every metric below its recipe's floor, as messages (empty: all runs pass)."""
     failures = []
     for record in records:
         for metric, floor in (floors.get(record.recipe) or {}).items():
             if metric.startswith("delivered."):
-                value = record.metrics.get(metric.removeprefix("delivered."))
+                value = metric_value(record.metrics, metric.removeprefix("delivered."))
             else:
-                value = finetuned_figures(record.metrics).get(metric)
+                own = finetuned_figures(record.metrics)
+                value = own[metric] if metric in own else metric_value(record.metrics, metric)
             if value is None or value < floor:
                 failures.append(
                     f"{record.name} ({record.recipe}): {metric} {figure(value)} < floor {floor}"

@@ -61,6 +61,12 @@ class Task(Protocol):
     def figures(self, model: torch.nn.Module, items: list[Any]) -> dict[str, float]: ...
 
 
+def task_metric(task: Task) -> str:
+    """The figure that picks a task's kept epoch: its `select_metric` (a `val_` figure, higher
+    is better, e.g. a ranking task's NDCG@10) when it names one, else its validation loss."""
+    return getattr(task, "select_metric", None) or "loss"
+
+
 def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[int]] | None:
     """A batch's positions in pieces of at most `budget` padded tokens (rows x longest row), or
     None when the whole batch fits (or has no lengths: images are never split).
@@ -282,9 +288,11 @@ class TrainingLoop:
         self._cache_layers(model, batches_of(inputs), train.ids, validation.ids)
         self._make_loader()
         # Resolved before `prepare`: a model wrapped for data parallel hides its head.
-        # A task's figures hold its validation loss alone, which then picks the kept epoch.
+        # A task names its own figure (task_metric), else its validation loss picks the epoch.
         self.select_metric = (
-            "loss" if task else selection_metric(config.select_metric, model.head.out_features)
+            task_metric(task)
+            if task
+            else selection_metric(config.select_metric, model.head.out_features)
         )
         self.optimizer = make_optimizer(
             config.optim, _param_groups(model, config), config.weight_decay
@@ -547,9 +555,17 @@ class TrainingLoop:
 
 def epoch_line(record: dict[str, Any]) -> str:
     """An epoch's figures as the progress bar prints them."""
-    if "val_accuracy" not in record:  # a task's figures: its validation loss
-        return f"epoch {record['epoch']:g}: train loss {record['train_loss']:.3f}, " + (
-            f"val loss {record['val_loss']:.3f}"
+    if "val_accuracy" not in record:  # a task's figures: its validation loss (and its own)
+        own = [
+            f"{k[4:]} {v:.3f}"
+            for k, v in record.items()
+            if k.startswith("val_") and k != "val_loss"
+        ]
+        train_loss = record["train_loss"]
+        return (
+            f"epoch {record['epoch']:g}: "
+            + (f"train loss {train_loss:.3f}, " if train_loss is not None else "")
+            + ", ".join([f"val loss {record['val_loss']:.3f}", *own])
         )
     auc = record["val_auc"]
     return (
