@@ -28,6 +28,7 @@ import typer
 from finetune.config import Config
 from finetune.errors import UserError
 from finetune.recipe import Flag, Recipe, Splits
+from recipes.recommendation_report import delivered_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,7 +186,7 @@ class Recommendation(Recipe):
         run = train_ranking(config, load_log(config.options), show_progress)
         k = config.options.k
         typer.echo(delivered_line(run.metrics, k))
-        typer.echo(ranking_table(run.metrics["ranking"], k, run.metrics["delivered"]))
+        typer.echo(ranking_table(run.metrics["ranking"], k, delivered_key(run.metrics)))
         return run
 
     def split(self, config: Config) -> Splits:
@@ -257,7 +258,7 @@ class Recommendation(Recipe):
                 )
             text, _, _ = tables.histories.before(user, np.iinfo(np.int64).max)
             seen = list(tables.histories.seen(user, np.iinfo(np.int64).max))
-        delivered = run.metrics.get("delivered", "two_tower")
+        delivered = delivered_key(run.metrics)
         if delivered in RANKING_BASELINES:  # the run's validation preferred a baseline
             if not liked:
                 rows = log[(log["user"] == user) & (log["label"] == 1)]
@@ -295,7 +296,7 @@ class Recommendation(Recipe):
             milliseconds = 1000 * (time.perf_counter() - start)
             for rank, row in enumerate(top.itertuples(), start=1):
                 typer.echo(f"{rank:3d}. {row.score:6.2f}  {row.title}  [{row.item}]")
-            method = loaded.metrics.get("delivered", "two_tower")
+            method = delivered_key(loaded.metrics)
             typer.echo(
                 f"({len(loaded.item_vectors):,} items scored in {milliseconds:.0f} ms by the "
                 f"run's delivered method, {method})"

@@ -326,14 +326,33 @@ def like_view(
     return metrics
 
 
-def delivered_method(validation_ndcg: dict[str, float]) -> str:
-    """What the run serves: the method with the best validation NDCG (the fine-tuned ranker
-    unless a method is strictly better; the test period plays no part)."""
-    best = TWO_TOWER
-    for name, value in validation_ndcg.items():
-        if value > validation_ndcg[best]:
-            best = name
+def delivered_method(validation_ndcg: dict[str, float], deliver: str = "best") -> str:
+    """What the run serves, by the engine's rule (finetune.evaluation.selection): the method
+    with the best validation NDCG when it leads the fine-tuned ranker by more than the
+    engine's margin, else the fine-tuned ranker; always the ranker with eval.deliver
+    `finetuned`. The test period plays no part."""
+    from finetune.evaluation.selection import MARGIN
+
+    best = max(validation_ndcg, key=lambda name: validation_ndcg[name])
+    if deliver == "finetuned" or validation_ndcg[best] - validation_ndcg[TWO_TOWER] <= MARGIN:
+        return TWO_TOWER
     return best
+
+
+def delivered_entry(comparison: dict[str, Any], k: int) -> dict[str, Any]:
+    """metrics.json `delivered`, in the engine's shape (`name`: "model" for the fine-tuned
+    ranker, else the baseline's name), with `method`: the delivered key of `ranking`."""
+    from finetune.evaluation.selection import MARGIN
+
+    method = comparison["delivered"]
+    return {
+        "name": "model" if method == TWO_TOWER else method,
+        "method": method,
+        "metric": f"ndcg@{k}",
+        "margin": MARGIN,
+        "chosen_on": "the validation period (by time)",
+        "validation": comparison["validation_ndcg"],
+    }
 
 
 def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
@@ -356,7 +375,7 @@ def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
         name: float(full_catalogue(scores, relevant, exclude, options.k).ndcg.mean())
         for name, scores in val.items()
     }
-    delivered = delivered_method(val_ndcg)
+    delivered = delivered_method(val_ndcg, config.eval.deliver)
     ranking[MODEL], likes[MODEL] = ranking[delivered], likes[delivered]
     comparison = compare(ranking, options.k, seed)
     comparison.update(validation_ndcg=val_ndcg, delivered=delivered)
@@ -408,7 +427,7 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
         **likes[TWO_TOWER],
         f"ndcg@{k}": ranking[TWO_TOWER][f"ndcg@{k}"],
         "primary_metric": f"ndcg@{k}",
-        "delivered": judged["comparison"]["delivered"],
+        "delivered": delivered_entry(judged["comparison"], k),
         "ranking": ranking,
         "ranking_comparison": judged["comparison"],
         "baselines": baselines,

@@ -39,10 +39,16 @@ def ranking_table(ranking: dict[str, Any], k: int, delivered: str | None = None)
     return table(header + [f"HR@{k} (99 sampled)", f"NDCG@{k} (99 sampled)"], rows)
 
 
+def delivered_key(metrics: dict[str, Any]) -> str:
+    """The key in `ranking` of the method a run serves (`two_tower`: the fine-tuned ranker)."""
+    delivered = metrics.get("delivered") or {}
+    return delivered.get("method", "two_tower") if isinstance(delivered, dict) else delivered
+
+
 def delivered_line(metrics: dict[str, Any], k: int) -> str:
     """Which method the run serves and why (validation NDCG@k), said first."""
     val = metrics["ranking_comparison"]["validation_ndcg"]
-    delivered = metrics["delivered"]
+    delivered = delivered_key(metrics)
     name = NAMES.get(delivered, delivered)
     if delivered == "two_tower":
         return (
@@ -86,7 +92,7 @@ def comparison_lines(metrics: dict[str, Any], k: int) -> list[str]:
 
 
 def like_table(metrics: dict[str, Any]) -> str:
-    delivered = metrics["delivered"]
+    delivered = delivered_key(metrics)
 
     def name(key: str) -> str:
         return NAMES.get(key, key) + (" (delivered)" if key == delivered else "")
@@ -116,7 +122,7 @@ def ranking_report(folder: Path, metrics: dict, result: Any, data: Any, env: dic
         "training-period items excluded). Intervals: 95% bootstrap over users.",
         delivered_line(metrics, k),
         "## Ranking (test)",
-        ranking_table(metrics["ranking"], k, metrics["delivered"]),
+        ranking_table(metrics["ranking"], k, delivered_key(metrics)),
         "\n".join(comparison_lines(metrics, k)),
         "![NDCG](plots/ndcg.png)",
         "## Like / not like on rated test items (secondary view)",

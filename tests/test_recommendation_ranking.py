@@ -122,9 +122,12 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     # The delivered method is the best on validation (the fine-tuned ranker on ties), and
     # `model` holds its figures.
     validation = metrics["ranking_comparison"]["validation_ndcg"]
-    delivered = metrics["delivered"]
-    assert validation[delivered] == max(validation.values())
-    assert delivered != "two_tower" or validation["two_tower"] >= max(validation.values())
+    delivered = metrics["delivered"]["method"]
+    lead = max(validation.values()) - validation["two_tower"]
+    if delivered == "two_tower":  # no method leads it by more than the engine's margin
+        assert lead <= 0.005
+    else:
+        assert validation[delivered] == max(validation.values()) and lead > 0.005
     assert metrics["ranking"]["model"] == metrics["ranking"][delivered]
     # The engine's headline keys are the fine-tuned ranker's (the engine labels them so).
     assert metrics["ndcg@10"] == metrics["ranking"]["two_tower"]["ndcg@10"]
@@ -173,7 +176,7 @@ def test_recommend_serves_a_delivered_baseline(ranking_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(ranking_run, copy)
     metrics = json.loads((copy / "metrics.json").read_text())
-    metrics["delivered"] = "most_popular"
+    metrics["delivered"] = {"name": "most_popular", "method": "most_popular"}
     (copy / "metrics.json").write_text(json.dumps(metrics))
     log = pd.read_parquet(copy / "recommendation" / "interactions.parquet")
     counts = log[log["label"] == 1]["item"].value_counts()
@@ -233,3 +236,34 @@ def test_prior_weight_is_fitted_on_training_positives():
     assert 0.0 < fit_prior_weight(text, prior, np.array([0, 0, 0, 1, 0, 1])) < 16.0
     # Positives that nobody liked before: any weight on the prior hurts.
     assert fit_prior_weight(text, prior, np.array([3, 4, 3, 4, 3, 4])) == 0.0
+
+
+def test_qlora_ranker_trains_and_reloads_as_trained(tiny_model_dir, log_files):  # noqa: F811
+    """`--quant 4bit` reaches the ranking task's backbone, the saved run reloads it (its
+    catalogue vectors again) and recommends with it (eval.deliver finetuned)."""
+    from finetune.registry import load_recipe
+
+    interactions, items = log_files
+    recipe = load_recipe("recommendation")
+    config = recipe.config(
+        model={"name": str(tiny_model_dir), "quant": "4bit", "lora_r": 4, "lora_layers": 1},
+        train={"epochs": 1},
+        eval={"deliver": "finetuned"},
+        options={"interactions": str(interactions), "items": str(items), "negatives": 8},
+        output=str(tiny_model_dir.parent / "qlora-ranking-run"),
+        overwrite=True,
+    )
+    run = recipe.train(config, show_progress=False)
+    ranker = json.loads((run.folder / "adapter" / "ranker.json").read_text())
+    assert ranker["quant"] == "4bit" and run.metrics["delivered"]["name"] == "model"
+    again = recipe.load(run.folder)
+    # The reloaded 4-bit ranker encodes the catalogue as the trained one did at its kept epoch.
+    from finetune.modeling.ranking import Encoder
+
+    encoder = Encoder(again.tokenizer, 16, "cpu", again.info.bf16)
+    items = again.serving().items
+    ids = encoder.tokens(list(items["text"]), again.config.options.item_max_length)
+    error = np.abs(encoder.vectors(again.model, ids) - again.item_vectors).max()
+    assert error < 5e-3  # 4-bit kernels round a little differently with another batch shape
+    top = recipe.recommend(again, liked=["i0", "i3"], k=5)
+    assert len(top) == 5 and not {"i0", "i3"} & set(top["item"])
