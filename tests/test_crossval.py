@@ -175,7 +175,7 @@ def test_folds_are_refused_where_the_split_is_by_time(tmp_path):
     from recipes.recommendation import recipe as recommendation
 
     config = recommendation.config(eval={"folds": 3}, output=str(tmp_path / "cv"))
-    with pytest.raises(UserError, match="split by time") as error:
+    with pytest.raises(UserError, match="splits? by time") as error:
         recommendation.train(config, show_progress=False)
     assert "\n" not in str(error.value)
     result = CliRunner().invoke(

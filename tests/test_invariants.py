@@ -158,75 +158,26 @@ def test_epoch_0_kept_means_the_model_is_the_probe(tiny_model_dir, small_csvs, t
 # --- (d) the recommendation recipe's ranking protocol --------------------------------------
 
 
-class _Spy:
-    """A fitted 'baseline' that records the (user, item) candidates it is asked to score."""
+def test_sampled_candidates_follow_the_protocol():
+    """Per ranked test user: the held-out item is the user's latest test-period like; then
+    exactly the configured number of negatives, distinct, none of which the user ever
+    interacted with (in any period), none equal to the held-out item."""
+    from test_recommendation_ranking import synthetic
 
-    def __init__(self) -> None:
-        self.users: list[str] = []
-        self.items: list[str] = []
+    from recipes.recommendation_ranking import ranking_data
+    from recipes.recommendation_split import TEST
 
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        self.users += list(users)
-        self.items += list(items)
-        return np.zeros(len(items))
-
-
-def test_ranking_candidate_lists_follow_the_protocol(tmp_path):
-    """Per ranked user: the earliest held-out like once, first; then exactly the configured
-    number of negatives, distinct, none of which the user ever interacted with."""
-    from test_recommendation import synthetic_log
-
-    from finetune.recipe import EvalContext
-    from recipes.recommendation import recipe
-    from recipes.recommendation_report import ranking_view
-
-    interactions, items = synthetic_log()
-    interactions.to_csv(tmp_path / "interactions.csv", index=False)
-    items.to_csv(tmp_path / "items.csv", index=False)
-    n_users, n_negatives = 12, 20
-    config = recipe.config(
-        options={
-            "interactions": str(tmp_path / "interactions.csv"),
-            "items": str(tmp_path / "items.csv"),
-            "max_users": 0,
-            "ranking_users": n_users,
-            "ranking_negatives": n_negatives,
-        }
-    )
-    split = recipe.split(config)
-    train, test = split.train, split.evaluation
-    texts_seen: list[str] = []
-
-    def model_proba(texts: list[str]) -> np.ndarray:
-        texts_seen.extend(texts)
-        return np.full((len(texts), 2), 0.5)
-
-    spy = _Spy()
-    context = EvalContext(
-        config=config,
-        train=train,
-        evaluation=test,
-        labels=["not_like", "like"],
-        y_eval=np.asarray(test.features["label"]),
-        scores={"fine-tuned (LoRA)": np.full((len(test), 2), 0.5)},
-        predict_proba=model_proba,
-        fitted={"spy": spy},
-    )
-    view = ranking_view(context)
-
-    assert view["users"] == n_users
-    assert len(texts_seen) == len(spy.items) == n_users * (1 + n_negatives)
-    candidates = pd.DataFrame({"user": spy.users, "item": spy.items})
-    assert candidates["user"].nunique() == n_users
-    train_part, test_part = train.features, test.features
-    for user, rows in candidates.groupby("user", sort=False):
-        listed = rows["item"].tolist()
-        assert len(listed) == 1 + n_negatives, user
-        assert len(set(listed)) == len(listed), f"{user}: a candidate listed twice"
-        likes = test_part[(test_part["user"] == user) & (test_part["label"] == 1)]
-        earliest = likes.sort_values("timestamp", kind="stable")["item"].iloc[0]
-        assert listed[0] == earliest, f"{user}: the first candidate is not the held-out like"
-        ever = set(train_part.loc[train_part["user"] == user, "item"])
-        ever |= set(test_part.loc[test_part["user"] == user, "item"])
-        assert not set(listed[1:]) & ever, f"{user}: a negative the user interacted with"
-        assert set(listed[1:]) <= set(interactions["item"])
+    log, options = synthetic(sampled_negatives=20)
+    data = ranking_data(log, options, seed=0)
+    protocol, items = data.protocol, data.items["item"].tolist()
+    interactions = data.split.interactions
+    test = data.split.rows(TEST)
+    assert len(data.test.users) > 0 and protocol.negatives.shape == (len(data.test.users), 20)
+    for row, user in enumerate(data.test.users):
+        likes = test[(test["user"] == user) & (test["label"] == 1)]
+        latest = likes.sort_values("timestamp", kind="stable")["item"].iloc[-1]
+        assert items[protocol.positive[row]] == latest, user
+        negatives = [items[i] for i in protocol.negatives[row]]
+        assert len(set(negatives)) == len(negatives), f"{user}: a candidate listed twice"
+        ever = set(interactions.loc[interactions["user"] == user, "item"])
+        assert not set(negatives) & ever, f"{user}: a negative the user interacted with"
