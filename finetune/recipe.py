@@ -8,6 +8,7 @@ Importing this module stays cheap: torch is only imported when a method runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,17 @@ CALIBRATE = Flag(
 )
 # Engine options every recipe's `train` offers beside the common ones and its own flags.
 ENGINE_FLAGS = (DELIVER, CALIBRATE)
+
+
+def bundled_dataset(name: str, bundled: Iterable[str]) -> str:
+    """`name` (options.dataset) when the recipe ships it; else one line listing what it ships."""
+    bundled = list(bundled)
+    if name not in bundled:
+        raise UserError(
+            f"options.dataset {name!r} is not bundled; choose one of {', '.join(bundled)}, "
+            "or pass --data FILE."
+        )
+    return name
 
 
 class Recipe:

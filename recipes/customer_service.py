@@ -17,7 +17,7 @@ from typing import Any
 from finetune.config import Config, deep_update, resolve
 from finetune.data.tables import load_examples
 from finetune.errors import UserError
-from finetune.recipe import POSITIVE_LABEL, Flag, Recipe, Splits
+from finetune.recipe import POSITIVE_LABEL, Flag, Recipe, Splits, bundled_dataset
 from recipes import customer_service_replies as replies
 
 # Bundled datasets by card name: their folder under recipes/data (train.csv, test.csv).
@@ -107,13 +107,7 @@ class CustomerService(Recipe):
         return self.complete_split(config, train, test)
 
     def _dataset(self, config: Config) -> str:
-        name = config.options.dataset
-        if name not in DATASETS:
-            raise UserError(
-                f"options.dataset {name!r} is not bundled; choose one of {', '.join(DATASETS)}, "
-                "or pass --data FILE."
-            )
-        return name
+        return bundled_dataset(config.options.dataset, DATASETS)
 
 
 recipe = CustomerService()

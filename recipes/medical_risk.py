@@ -38,6 +38,7 @@ from finetune.recipe import (
     Flag,
     Recipe,
     Splits,
+    bundled_dataset,
 )
 from finetune.splits import concat
 from recipes.medical_data import (
@@ -214,13 +215,7 @@ class MedicalRisk(Recipe):
         return predict_columns(run, examples, proba)
 
     def _dataset(self, config: Config) -> str:
-        name = config.options.dataset
-        if name not in DATASETS:
-            raise UserError(
-                f"options.dataset {name!r} is not bundled; choose one of {', '.join(DATASETS)}, "
-                "or pass --data FILE."
-            )
-        return name
+        return bundled_dataset(config.options.dataset, DATASETS)
 
 
 recipe = MedicalRisk()

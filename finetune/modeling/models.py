@@ -545,6 +545,18 @@ class ClassifierInfo:
     n_features: int = 0  # width of the side features the wide part reads (0: none)
 
 
+def load_for_lora(options: Any, bf16: bool) -> tuple[Any, nn.Module, str]:
+    """(tokenizer, backbone quantized if asked, pooling) of `options` (the config's model
+    section): what every encoder task (classifier, two-tower) starts from."""
+    tokenizer = load_tokenizer(options.name, options.trust_remote_code)
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
+    backbone = load_backbone(options.name, options.quant, compute_dtype, options.trust_remote_code)
+    pooling = options.pooling
+    if pooling == "auto":
+        pooling = default_pooling(options.name, backbone.config)
+    return tokenizer, backbone, pooling
+
+
 def build_for_training(
     options: ModelConfig,
     num_labels: int,
@@ -558,12 +570,7 @@ def build_for_training(
     """Tokenizer, backbone (quantized if asked), LoRA and a fresh head, seeded, on `device`."""
     from transformers import set_seed
 
-    tokenizer = load_tokenizer(options.name, options.trust_remote_code)
-    compute_dtype = torch.bfloat16 if bf16 else torch.float32
-    backbone = load_backbone(options.name, options.quant, compute_dtype, options.trust_remote_code)
-    pooling = options.pooling
-    if pooling == "auto":
-        pooling = default_pooling(options.name, backbone.config)
+    tokenizer, backbone, pooling = load_for_lora(options, bf16)
     info = ClassifierInfo(
         backbone=model_reference(options.name),
         pooling=pooling,

@@ -36,10 +36,9 @@ from finetune.modeling.inputs import Inputs, TokenBatches, tokenize
 from finetune.modeling.models import (
     add_lora,
     autocast,
-    default_pooling,
     enable_gradient_checkpointing,
     load_backbone,
-    load_tokenizer,
+    load_for_lora,
     lora_targets,
     model_reference,
     pick_device,
@@ -140,12 +139,7 @@ def build_two_tower(
     building steps as a classifier's, without a head."""
     from transformers import set_seed
 
-    tokenizer = load_tokenizer(options.name, options.trust_remote_code)
-    compute_dtype = torch.bfloat16 if bf16 else torch.float32
-    backbone = load_backbone(options.name, options.quant, compute_dtype, options.trust_remote_code)
-    pooling = options.pooling
-    if pooling == "auto":
-        pooling = default_pooling(options.name, backbone.config)
+    tokenizer, backbone, pooling = load_for_lora(options, bf16)
     info = RankerInfo(
         backbone=model_reference(options.name),
         pooling=pooling,
