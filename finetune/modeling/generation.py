@@ -9,9 +9,8 @@ row's new tokens start at the same column. `GenerationTask` is what the shared t
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from finetune.modeling.models import (
     quantization_config,
     read_info,
     resolve_model_path,
+    save_adapter,
 )
 
 IGNORE = -100  # the label value cross-entropy skips
@@ -193,10 +193,7 @@ def build_generator(
 
 def save_generator(model: CausalLM, tokenizer: Any, info: GeneratorInfo, folder: Path) -> None:
     """Adapter, tokenizer and generator.json: a reload generates the same text."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    (folder / "generator.json").write_text(json.dumps(asdict(info), indent=2))
+    save_adapter(model.backbone, tokenizer, info, folder, "generator")
 
 
 def load_generator(folder: Path) -> tuple[CausalLM, Any, GeneratorInfo]:

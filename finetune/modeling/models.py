@@ -613,15 +613,21 @@ def save_classifier(model: TextClassifier, tokenizer: Any, info: ClassifierInfo,
     """Adapter, head, tokenizer and classifier.json in one folder: a reload predicts the same."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(str(folder))
+    save_adapter(model.backbone, tokenizer, info, folder, "classifier")
     head = dict(model.head.state_dict())
     if model.wide is not None:  # the wide part's weights beside the head's, under wide.
         head.update({f"{WIDE}{k}": v for k, v in model.wide.state_dict().items()})
     head = {k: v.detach().cpu().contiguous() for k, v in head.items()}
     save_file(head, str(folder / "head.safetensors"))
+
+
+def save_adapter(backbone: nn.Module, tokenizer: Any, info: Any, folder: Path, kind: str) -> None:
+    """The LoRA adapter, the tokenizer and `<kind>.json` (the dataclass `info`, which
+    `read_info` reads back) in `folder`: what every saved model folder holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
+    (folder / f"{kind}.json").write_text(json.dumps(asdict(info), indent=2))
 
 
 T = TypeVar("T")

@@ -20,9 +20,8 @@ vectors are computed once and scoring every item for a query is one matrix produ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,7 @@ from finetune.modeling.models import (
     pick_device,
     pool,
     read_info,
+    save_adapter,
     trained_layers,
 )
 
@@ -170,10 +170,7 @@ def build_two_tower(
 
 
 def save_two_tower(model: TwoTower, tokenizer: Any, info: RankerInfo, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    (folder / "ranker.json").write_text(json.dumps(asdict(info), indent=2))
+    save_adapter(model.backbone, tokenizer, info, folder, "ranker")
 
 
 def load_two_tower(folder: Path) -> tuple[TwoTower, Any, RankerInfo]:
