@@ -64,9 +64,9 @@ def test_counts_by_kind():
     assert counts.as_dict() == {"email": 0, "phone": 1, "card": 1, "national_id": 1}
 
 
-def heldout_scores() -> tuple[float, float]:
+def heldout_scores(name: str = "pii_zh_heldout.jsonl") -> tuple[float, float]:
     """Recall of the PII items and the share of PII-free messages changed."""
-    path = Path(__file__).parent / "data" / "pii_zh_heldout.jsonl"
+    path = Path(__file__).parent / "data" / name
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     found = expected = false_positives = negatives = 0
     for row in rows:
@@ -84,4 +84,44 @@ def test_heldout_recall_and_false_positive_rate():
     recall, false_positive_rate = heldout_scores()
     # The figures reported in docs/models.md; a change that lowers them shows here.
     assert recall >= 0.95  # 65 of 68 when written
-    assert false_positive_rate <= 0.05  # 3 of 60 when written
+    assert false_positive_rate <= 0.05  # 3 of 60 when written, 2 of 60 now
+
+
+def test_second_heldout_set():
+    """pii_zh_heldout2.jsonl was written against the documented gaps (full-width digits,
+    grouped and 15-digit ID numbers, order numbers shaped like mobiles) before they were
+    closed: 10 of 22 found and 5 of 20 changed before, 22 and 0 after."""
+    recall, false_positive_rate = heldout_scores("pii_zh_heldout2.jsonl")
+    assert recall >= 0.95
+    assert false_positive_rate <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("手机１３９１２３４５６７８，谢谢（急）", "手机[PHONE]，谢谢（急）"),
+        ("身份证 11010519491231002X 登记", "身份证 [ID] 登记"),
+        ("身份证 110105 19491231 002X 登记", "身份证 [ID] 登记"),
+        ("身份证110105 1949 1231 002x", "身份证[ID]"),
+        ("老身份证号：110105491231002", "老身份证号：[ID]"),
+        ("订单号123，手机13812345678", "订单号123，手机[PHONE]"),
+        ("快递员打不通15000001111", "快递员打不通[PHONE]"),
+    ],
+)
+def test_full_width_grouped_and_labelled(text, expected):
+    assert redact(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "订单号13812345678，没发货",
+        "运单号：15012345678",
+        "订单号１３８１２３４５６７８",
+        "编号 110105491231002",  # 15 digits without an ID label
+        "工单 110105 19491231 0021",  # grouped, wrong check character
+        "全角括号（一）和全角空格　都不动",
+    ],
+)
+def test_labelled_and_malformed_numbers_kept(text):
+    assert redact(text) == (text, redact(text)[1]) and redact(text)[1].total == 0

@@ -38,10 +38,16 @@ therefore kept too), dates, times, prices, postcodes, quantities, short ids and 
 strings. A number glued to letters or to ``#``, ``/``, ``.``, ``,`` or ``-`` on its left is
 part of some other token (a tracking code, a date, an amount) and is not a phone.
 
-Chinese limits: a bare 11-digit number shaped like a mobile (1[3-9] + 9 digits) in Chinese
-text is redacted even when it is an order or member number; numbers written with full-width
-digits (１３８…), old 15-digit ID numbers, ID numbers split by spaces, and e-mail addresses
-with Chinese characters in them are not matched.
+Chinese text also gets: numbers typed in full-width characters (``１３８…``, matched on their
+half-width twin, the rest of the message untouched), ID numbers written in groups (6-8-4 or
+6-4-4-4 with spaces or hyphens; the check character still has to agree) and first-generation
+15-digit ID numbers right after an ID label (``身份证``, ``证件``); a mobile- or card-shaped
+number right after a label that names it as something else (``订单号``, ``运单号``, ``编号``,
+``条码`` ...) is kept.
+
+Chinese limits: a bare 11-digit number shaped like a mobile with no label is redacted even
+when it is an order or member number; e-mail addresses with Chinese characters in them, and
+15-digit ID numbers without a label, are not matched.
 
 Known limits: rules, not a model. A Luhn-valid 13-19 digit reference number is redacted as a
 card (one in ten random numbers passes); a reference number written like a phone (``0``
@@ -255,13 +261,21 @@ def _longest_valid_prefix(candidate: str, valid: Callable[[str], bool]) -> str |
 
 
 def _substitute(
-    text: str, pattern: re.Pattern[str], valid: Callable[[str], bool], placeholder: str
+    text: str,
+    pattern: re.Pattern[str],
+    valid: Callable[[str], bool],
+    placeholder: str,
+    labelled_other: Callable[[str, int], bool] | None = None,
 ) -> tuple[str, int]:
+    """Replace each valid match; `labelled_other(text, start)` skips numbers labelled as
+    something else (an order or tracking number)."""
     count = 0
 
     def repl(m: re.Match[str]) -> str:
         nonlocal count
         found = m.group(0)
+        if labelled_other is not None and labelled_other(m.string, m.start()):
+            return found
         keep = _longest_valid_prefix(found, valid)
         if keep is None:
             return found
@@ -281,12 +295,47 @@ _NATIONAL_ID_RE = re.compile(
     + _NUM_AFTER
 )
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+# In Chinese text only: the same 18 characters written in groups (6-8-4 or 6-4-4-4, single
+# spaces or hyphens), and the first-generation 15-digit number (region, YYMMDD, sequence; no
+# check character) when an ID label (身份证, 证件) comes right before it.
+_NATIONAL_ID_GROUPED_RE = re.compile(
+    _NUM_BEFORE
+    + r"[1-8][0-9]{5}[ -](?:18|19|20)[0-9]{2}[ -]?(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+    + r"[ -][0-9]{3}[0-9Xx]"
+    + _NUM_AFTER
+)
+_OLD_NATIONAL_ID_RE = re.compile(
+    r"(?:身份证|证件)[^0-9\n]{0,6}?"
+    + _NUM_BEFORE
+    + r"([1-8][0-9]{5}[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3})"
+    + _NUM_AFTER
+)
 
 
 def _is_national_id(candidate: str) -> bool:
     """GB 11643: the weighted sum of the first 17 digits, mod 11, picks the check character."""
+    candidate = re.sub(r"[ -]", "", candidate)
+    if len(candidate) != 18:
+        return False
     total = sum(int(d) * w for d, w in zip(candidate[:17], _ID_WEIGHTS, strict=True))
     return "10X98765432"[total % 11] == candidate[17].upper()
+
+
+def _redact_chinese_ids(text: str) -> tuple[str, int]:
+    """Grouped 18-character and labelled 15-digit resident ID numbers, in CJK text only."""
+    if not _CJK_RE.search(text):
+        return text, 0
+    text, grouped = _substitute(
+        text, _NATIONAL_ID_GROUPED_RE, _is_national_id, PLACEHOLDERS["national_id"]
+    )
+    old = 0
+
+    def repl(m: re.Match[str]) -> str:
+        nonlocal old
+        old += 1
+        return m.group(0)[: m.start(1) - m.start(0)] + PLACEHOLDERS["national_id"]
+
+    return _OLD_NATIONAL_ID_RE.sub(repl, text), grouped + old
 
 
 # Mainland mobile: 1, then 3-9, 11 digits, bare or grouped 3-4-4 with spaces or hyphens.
@@ -307,24 +356,70 @@ def _is_cn_landline(candidate: str) -> bool:
     return len(digits) - area in ((8,) if area == 3 else (7, 8))
 
 
+# A label right before a number says it is not a phone or card: "订单号13812345678" is an
+# order number shaped like a mobile ("快递员说打不通138..." and "订单号123，手机138..." are not).
+_CN_OTHER_LABEL_RE = re.compile(
+    r"(?:订单|单号|运单|快递|编号|条码|条形码|流水|工单|序列号|合同|取件码|券码|批次|会员卡)"
+    r"(?:号码|号)?[是为：:\s]{0,2}$"
+)
+
+
+def _labelled_other(text: str, start: int) -> bool:
+    """The characters right before `start` are a label of a non-personal number."""
+    return _CN_OTHER_LABEL_RE.search(text[max(0, start - 10) : start]) is not None
+
+
 def _redact_chinese_phones(text: str) -> tuple[str, int]:
     """Mainland landlines and bare mobiles: only in text with CJK characters, where a bare
-    11-digit number starting 13-19 is far more often a phone than it is in English text."""
+    11-digit number starting 13-19 is far more often a phone than it is in English text,
+    unless a label right before it names it as something else."""
     if not _CJK_RE.search(text):
         return text, 0
     text, landlines = _substitute(text, _CN_LANDLINE_RE, _is_cn_landline, PLACEHOLDERS["phone"])
-    text, mobiles = _substitute(text, _CN_MOBILE_RE, lambda _: True, PLACEHOLDERS["phone"])
+    text, mobiles = _substitute(
+        text, _CN_MOBILE_RE, lambda _: True, PLACEHOLDERS["phone"], _labelled_other
+    )
     return text, landlines + mobiles
+
+
+# Full-width digits, X, hyphen, plus, brackets and the ideographic space, one character each
+# way: a number typed in full-width mode is matched on its half-width twin, and the message
+# keeps its own characters everywhere nothing was redacted.
+_HALF_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘ－＋（）\u3000", "0123456789Xx-+() ")
+
+
+def _redact_half_width(text: str) -> tuple[str, RedactionCounts]:
+    """Redact `text` as if written in half-width characters; untouched parts stay as given."""
+    from difflib import SequenceMatcher
+
+    half = text.translate(_HALF_WIDTH)
+    redacted, counts = _redact(half)
+    if counts.total == 0:
+        return text, counts
+    pieces = []
+    matcher = SequenceMatcher(None, half, redacted, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        pieces.append(text[i1:i2] if tag == "equal" else redacted[j1:j2])
+    return "".join(pieces), counts
 
 
 def redact(text: str) -> tuple[str, RedactionCounts]:
     """Replace emails, resident ID, payment card and phone numbers in one message."""
+    if text.translate(_HALF_WIDTH) != text:
+        return _redact_half_width(text)
+    return _redact(text)
+
+
+def _redact(text: str) -> tuple[str, RedactionCounts]:
     counts = RedactionCounts()
     text, counts.email = _redact_emails(text)
     text, counts.national_id = _substitute(
         text, _NATIONAL_ID_RE, _is_national_id, PLACEHOLDERS["national_id"]
     )
-    text, counts.card = _substitute(text, _CARD_RE, _is_card, PLACEHOLDERS["card"])
+    text, grouped_ids = _redact_chinese_ids(text)
+    counts.national_id += grouped_ids
+    labelled = _labelled_other if _CJK_RE.search(text) else None
+    text, counts.card = _substitute(text, _CARD_RE, _is_card, PLACEHOLDERS["card"], labelled)
     text, counts.phone = _substitute(text, _PHONE_RE, _is_phone, PLACEHOLDERS["phone"])
     text, chinese = _redact_chinese_phones(text)
     counts.phone += chinese
