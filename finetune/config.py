@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -339,39 +340,37 @@ def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check (and, for strings from the command line, convert) a value to its field's type."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
+    """Check (and, for strings from the command line, convert) a value to its field's type:
+    pydantic's lax mode ("3" -> 3, "yes" -> True), plus a comma-separated string for a list."""
+    import pydantic
+
+    if value is None and not _optional(hint):
         raise UserError(f"{where} cannot be empty.")
-    for kind in allowed:
-        origin = typing.get_origin(kind) or kind
-        if origin is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-        elif origin in (int, float):
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, int | float) and (origin is float or float(value).is_integer()):
-                return origin(value)
-            if isinstance(value, str):
-                try:
-                    return origin(value)
-                except ValueError:
-                    continue
-        elif origin is str:
-            if isinstance(value, str | int | float) and not isinstance(value, bool):
-                return str(value)
-        elif origin is list:
-            if isinstance(value, str):
-                value = [part.strip() for part in value.split(",") if part.strip()]
-            if isinstance(value, list | tuple):
-                return [str(item) for item in value]
-    expected = " or ".join(getattr(k, "__name__", str(k)) for k in allowed if k is not type(None))
-    raise UserError(f"{where} must be {expected}; got {value!r}.")
+    if isinstance(value, str) and any(typing.get_origin(kind) is list for kind in _kinds(hint)):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        return _adapter(hint).validate_python(value)
+    except pydantic.ValidationError:
+        expected = " or ".join(
+            getattr(k, "__name__", str(k)) for k in _kinds(hint) if k is not type(None)
+        )
+        raise UserError(f"{where} must be {expected}; got {value!r}.") from None
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in _kinds(hint)
+
+
+@functools.cache
+def _adapter(hint: Any) -> Any:
+    import pydantic
+
+    # A YAML number given for a text field (a label such as 1) is read as its text.
+    return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(coerce_numbers_to_str=True))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
