@@ -148,3 +148,18 @@ def test_qlora_cross_encoder_trains_and_reloads(tiny_model_dir, tmp_path):
     assert model.info.quant == "4bit"
     for a, b in zip(before, rerank(model, tokenizer, queries, candidates), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_pairs_truncate_the_query_first_and_fit_max_length(tiny_model_dir):
+    from finetune.modeling.cross_encoder import pair_tokens
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    query = " ".join(WORDS)  # 12 words
+    short, long = "about apple", " ".join(WORDS * 4)
+    (cut_query, types), (both_cut, _) = pair_tokens(tokenizer, [query, query], [short, long], 16)
+    assert len(cut_query) == 16 and len(both_cut) == 16
+    # The short candidate is whole (its 2 tokens and [SEP] end the pair); the query lost words.
+    assert tokenizer.decode(cut_query[-3:-1]) == short and sum(types) == 3
+    # A candidate longer than the pair still leaves the query some of its tokens.
+    assert tokenizer.decode(both_cut[1:3]) == "apple river"
