@@ -50,10 +50,9 @@ FEATURES = (
 )
 COLLABORATIVE = ("item_knn", "implicit_als")
 FOLDS = 5
-TREES = 200  # boosting iterations (learning rate 0.05)
+TREES = 100  # boosting iterations (learning rate 0.1)
 UNKNOWN = -100.0  # an age (years) that is not known
-HARD_NEGATIVES = 50  # per user and per score column: the top items each signal would list
-RANDOM_NEGATIVES = 200  # per user, sampled from the catalogue
+NEGATIVES = 1000  # per validation user, drawn uniformly from the catalogue
 
 
 def release_years(titles: pd.Series) -> np.ndarray:
@@ -160,26 +159,19 @@ def training_pairs(
     features: np.ndarray, relevant: list[np.ndarray], exclude: list[np.ndarray], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(flat row indices into users x items, label) for fitting: each user's relevant items
-    against random catalogue items and the top items of each signal (hard negatives)."""
+    against items drawn uniformly from the catalogue. Uniform, not hard, negatives: the fitted
+    log-odds then differ from the whole catalogue's by a constant, so the ranking it gives the
+    whole catalogue is unbiased (hard negatives drawn from the popular items taught it that
+    popularity predicts a miss: validation NDCG@10 0.07 against 0.19 on MovieLens)."""
     rng = np.random.default_rng(seed)
     n_users, n_items, _ = features.shape
-    hard_columns = [FEATURES.index(n) for n in ("two_tower", "implicit_als", "log_likes")]
-    hard_columns.append(FEATURES.index("log_recent_likes"))
     rows, labels = [], []
     for u in range(n_users):
         positives = np.setdiff1d(relevant[u], exclude[u])
         if not len(positives):
             continue
-        pool = [rng.choice(n_items, min(RANDOM_NEGATIVES, n_items), replace=False)]
-        for c in hard_columns:
-            count = min(HARD_NEGATIVES, n_items - 1)
-            pool.append(np.argpartition(-features[u, :, c], count)[:count])
-        # Cold items the text ranks highest: the hard negatives of the cold slice.
-        cold = np.flatnonzero(features[u, :, FEATURES.index("cold")] > 0)
-        if len(cold):
-            order = np.argsort(-features[u, cold, 0], kind="stable")[:HARD_NEGATIVES]
-            pool.append(cold[order])
-        negatives = np.setdiff1d(np.concatenate(pool), np.concatenate([positives, exclude[u]]))
+        drawn = rng.choice(n_items, min(NEGATIVES, n_items), replace=False)
+        negatives = np.setdiff1d(drawn, np.concatenate([positives, exclude[u]]))
         rows.append(u * n_items + np.concatenate([positives, negatives]))
         labels.append(np.r_[np.ones(len(positives)), np.zeros(len(negatives))])
     return np.concatenate(rows), np.concatenate(labels)
@@ -208,7 +200,7 @@ def fit_reranker(
     if len(set(labels.tolist())) < 2:
         return Reranker(None)
     model = HistGradientBoostingClassifier(
-        learning_rate=0.05,
+        learning_rate=0.1,
         max_iter=TREES,
         max_leaf_nodes=15,
         min_samples_leaf=20,
