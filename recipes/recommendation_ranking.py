@@ -646,6 +646,7 @@ class ServedReranker:
         """One user's catalogue scores: the two-tower's scores re-ranked with the log's
         signals for the items they `liked`, as of `at` (default: the training period's end)."""
         from scipy.sparse import csr_matrix
+        from threadpoolctl import threadpool_limits
 
         from recipes.recommendation_models import als_user_scores, item_knn
         from recipes.recommendation_rerank import pair_features
@@ -662,7 +663,9 @@ class ServedReranker:
         }
         when = np.array([self.stats.as_of if at is None else at], dtype=np.int64)
         features = pair_features(self.stats, scores, when, np.array([len(columns)]))
-        return self.reranker.scores(features)[0]
+        # One user's few thousand rows: one thread beats waking an OpenMP pool next to torch's.
+        with threadpool_limits(1, "openmp"):
+            return self.reranker.scores(features)[0]
 
 
 def top_lists(scores: np.ndarray, data: RankingData, k: int) -> pd.DataFrame:
