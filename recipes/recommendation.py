@@ -225,18 +225,24 @@ class Recommendation(Recipe):
         return RankingRun(folder, config, metrics, model, tokenizer, info, vectors, offsets)
 
     def recommend(
-        self, run: Any, user: str | None = None, k: int = 10, liked: list[str] | None = None
+        self,
+        run: Any,
+        user: str | None = None,
+        k: int = 10,
+        liked: list[str] | None = None,
+        at: int | None = None,
     ) -> pd.DataFrame:
         """The k items `run` scores highest for `user` (their training-period history) or for
         a new user who liked `liked` (item ids), from the whole catalogue: item, title, score.
-        Items the user already rated are left out."""
+        Items the user already rated are left out. `at`: the query time (Unix seconds) the
+        re-ranker measures item ages from; default the end of the run's training period."""
         import numpy as np
         import pandas as pd
 
         from finetune.modeling import models
         from finetune.modeling.ranking import Encoder
         from recipes.recommendation_models import RANKING_BASELINES
-        from recipes.recommendation_ranking import served_baseline_scores
+        from recipes.recommendation_ranking import RERANKED, TWO_TOWER, served_baseline_scores
         from recipes.recommendation_split import history_text
 
         tables = run.serving()
@@ -259,10 +265,10 @@ class Recommendation(Recipe):
             text, _, _ = tables.histories.before(user, np.iinfo(np.int64).max)
             seen = list(tables.histories.seen(user, np.iinfo(np.int64).max))
         delivered = delivered_key(run.metrics)
+        if not liked and delivered != TWO_TOWER:  # the log's signals read the user's likes
+            rows = log[(log["user"] == user) & (log["label"] == 1)]
+            liked = list(rows["item"])
         if delivered in RANKING_BASELINES:  # the run's validation preferred a baseline
-            if not liked:
-                rows = log[(log["user"] == user) & (log["label"] == 1)]
-                liked = list(rows["item"])
             seed = run.config.train.seed
             scores = served_baseline_scores(delivered, log, items, liked, seed)
         else:
@@ -271,6 +277,8 @@ class Recommendation(Recipe):
             encoder = Encoder(run.tokenizer, 1, device, run.info.bf16 and device != "cpu")
             query = encoder.tokens([text], run.info.max_length)
             scores = encoder.scores(run.model, query, run.item_vectors)[0] + run.item_offsets
+            if delivered == RERANKED:
+                scores = run.reranker().scores(scores, liked or [], at)
         scores[items["item"].isin(set(seen)).to_numpy()] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return pd.DataFrame(

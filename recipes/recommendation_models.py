@@ -203,11 +203,12 @@ def item_knn(likes: Any, queries: Any) -> np.ndarray:
     return scores.astype(np.float32) + POPULARITY_TIEBREAK * most_popular(likes, queries)
 
 
-def implicit_als(
-    likes: Any, queries: Any, seed: int = 0, factors: int = 64, iterations: int = 15
-) -> np.ndarray:
+ALS_REGULARIZATION = 0.05
+
+
+def als_item_factors(likes: Any, seed: int = 0, factors: int = 64, iterations: int = 15) -> Any:
     """Implicit-feedback matrix factorisation (ALS, the `implicit` library, on CPU, one BLAS
-    thread): the query users' factors recomputed from their like rows, dot the item factors."""
+    thread) fitted on the like matrix: the item factors (an item nobody liked gets zeros)."""
     import torch
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
@@ -215,15 +216,31 @@ def implicit_als(
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
             factors=factors,
-            regularization=0.05,
+            regularization=ALS_REGULARIZATION,
             iterations=iterations,
             random_state=seed,
             num_threads=torch.get_num_threads(),
         )
         model.fit(likes.tocsr(), show_progress=False)
-        users = model.recalculate_user(np.arange(queries.shape[0]), queries.tocsr())
-    scores = np.asarray(users) @ np.asarray(model.item_factors).T
-    return scores.astype(np.float32) + POPULARITY_TIEBREAK * most_popular(likes, queries)
+    return np.asarray(model.item_factors, dtype=np.float64)
+
+
+def als_user_scores(item_factors: np.ndarray, queries: Any) -> np.ndarray:
+    """Each query user's factors solved from their like rows against fixed item factors (what
+    implicit's `recalculate_user` computes for 0/1 likes: (Y'Y + lambda I) x = Y' p), dot the
+    item factors."""
+    gram = item_factors.T @ item_factors + ALS_REGULARIZATION * np.eye(item_factors.shape[1])
+    users = np.linalg.solve(gram, np.asarray(queries.tocsr() @ item_factors).T).T
+    return (users @ item_factors.T).astype(np.float32)
+
+
+def implicit_als(
+    likes: Any, queries: Any, seed: int = 0, factors: int = 64, iterations: int = 15
+) -> np.ndarray:
+    """ALS (`als_item_factors`) fitted on the training likes, each query user's factors
+    recomputed from their like rows (`als_user_scores`)."""
+    scores = als_user_scores(als_item_factors(likes, seed, factors, iterations), queries)
+    return scores + POPULARITY_TIEBREAK * most_popular(likes, queries)
 
 
 RANKING_BASELINES = {

@@ -35,7 +35,10 @@ from recipes.recommendation_split import (
 MODEL = "model"  # the delivered method's key in metrics.json's `ranking`
 TWO_TOWER = "two_tower"  # the fine-tuned ranker (the kept epoch)
 FROZEN = "frozen_two_tower"  # epoch 0: the same towers without fine-tuning
+RERANKED = "two_tower_reranked"  # the two-tower's score and the log's signals, re-ranked
+FINETUNED = (TWO_TOWER, RERANKED)  # the fine-tuned methods (not baselines)
 TABLES = "recommendation"
+RERANKER = "reranker"  # run sub-folder: the re-ranker, the item stats and ALS factors it reads
 
 
 @dataclass
@@ -136,6 +139,75 @@ def served_baseline_scores(
     baseline = RANKING_BASELINES[name]
     scores = baseline(likes, asked, seed=seed) if name == "implicit_als" else baseline(likes, asked)
     return np.asarray(scores[0], dtype=np.float64)
+
+
+@dataclass
+class Reranked:
+    """The second stage: the re-ranker fitted on the validation period (features from the fit
+    period's models), its cross-fitted validation scores and its test scores (features from the
+    whole training period's models, the rows the baselines' test figures use)."""
+
+    reranker: Any  # recommendation_rerank.Reranker
+    stats: Any  # recommendation_rerank.ItemStats of the training period (serving)
+    als_factors: np.ndarray  # ALS item factors of the training period (serving)
+    val_scores: np.ndarray
+    test_scores: np.ndarray
+
+
+def collaborative_scores(
+    rows: pd.DataFrame, queries: Queries, items: pd.DataFrame, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """item-kNN and ALS scores for `queries` from models fitted on `rows` (the like matrix of
+    `rows`' users only, as `recommend` rebuilds it from the saved log), and the ALS factors."""
+    from recipes.recommendation_models import (
+        als_item_factors,
+        als_user_scores,
+        item_knn,
+        like_matrix,
+    )
+
+    position = {item: k for k, item in enumerate(items["item"])}
+    likes = like_matrix(rows, sorted(set(rows["user"]), key=str), position, len(items))
+    asked = query_likes(queries, rows, items)
+    factors = als_item_factors(likes, seed)
+    scores = {"item_knn": item_knn(likes, asked), "implicit_als": als_user_scores(factors, asked)}
+    return scores, factors
+
+
+def stage_features(
+    rows: pd.DataFrame, queries: Queries, items: pd.DataFrame, two_tower: np.ndarray, **at: Any
+) -> tuple[np.ndarray, Any, np.ndarray]:
+    """The re-ranker's features for `queries` from `rows` (the history period) and models fitted
+    on them: (users x items x features, the item stats, the ALS factors). `at`: cutoff, seed."""
+    from recipes.recommendation_rerank import history_end, item_stats, pair_features
+
+    stats = item_stats(rows, items, history_end(rows, at.get("cutoff")))
+    scores, factors = collaborative_scores(rows, queries, items, at.get("seed", 0))
+    user_likes = np.asarray(query_likes(queries, rows, items).sum(1)).ravel()
+    features = pair_features(stats, {"two_tower": two_tower, **scores}, queries.times, user_likes)
+    return features, stats, factors
+
+
+def rerank_stage(data: RankingData, fitted: Fitted, seed: int) -> Reranked:
+    """Fit the re-ranker on validation queries (fit-period models), cross-fit its validation
+    figure by user, and score the test queries (training-period models)."""
+    from recipes.recommendation_rerank import cross_fitted_scores, fit_reranker
+
+    split, cutoffs = data.split, data.split.cutoffs
+    val_features, _, _ = stage_features(
+        split.rows(FIT), data.validation, data.items, fitted.val_scores,
+        cutoff=cutoffs.get("validation"), seed=seed,
+    )  # fmt: skip
+    relevant, exclude = data.validation.relevant, data.validation.exclude
+    val_scores = cross_fitted_scores(val_features, relevant, exclude, seed)
+    reranker = fit_reranker(val_features, relevant, exclude, seed)
+    del val_features
+    test_features, stats, factors = stage_features(
+        split.rows(FIT, VALIDATION), data.test, data.items, fitted.test_scores,
+        cutoff=cutoffs.get("test"), seed=seed,
+    )  # fmt: skip
+    test_scores = reranker.scores(test_features)
+    return Reranked(reranker, stats, factors, val_scores, test_scores)
 
 
 @dataclass
@@ -328,25 +400,26 @@ def like_view(
 
 def delivered_method(validation_ndcg: dict[str, float], deliver: str = "best") -> str:
     """What the run serves, by the engine's rule (finetune.evaluation.selection): the method
-    with the best validation NDCG when it leads the fine-tuned ranker by more than the
-    engine's margin, else the fine-tuned ranker; always the ranker with eval.deliver
-    `finetuned`. The test period plays no part."""
+    with the best validation NDCG when it leads the fine-tuned model (two-tower + re-ranker;
+    its validation figure cross-fitted by user) by more than the engine's margin, else that
+    model; always the model with eval.deliver `finetuned`. The test period plays no part."""
     from finetune.evaluation.selection import MARGIN
 
     best = max(validation_ndcg, key=lambda name: validation_ndcg[name])
-    if deliver == "finetuned" or validation_ndcg[best] - validation_ndcg[TWO_TOWER] <= MARGIN:
-        return TWO_TOWER
+    if deliver == "finetuned" or validation_ndcg[best] - validation_ndcg[RERANKED] <= MARGIN:
+        return RERANKED
     return best
 
 
 def delivered_entry(comparison: dict[str, Any], k: int) -> dict[str, Any]:
     """metrics.json `delivered`, in the engine's shape (`name`: "model" for the fine-tuned
-    ranker, else the baseline's name), with `method`: the delivered key of `ranking`."""
+    model, two-tower + re-ranker, else the method's name), with `method`: the delivered key
+    of `ranking`."""
     from finetune.evaluation.selection import MARGIN
 
     method = comparison["delivered"]
     return {
-        "name": "model" if method == TWO_TOWER else method,
+        "name": "model" if method == RERANKED else method,
         "method": method,
         "metric": f"ndcg@{k}",
         "margin": MARGIN,
@@ -362,10 +435,13 @@ def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
 
     options, seed = config.options, config.train.seed
     split = data.split
-    test = {TWO_TOWER: fitted.test_scores, FROZEN: fitted.frozen_test}
+    reranked = rerank_stage(data, fitted, seed)
+    test = {RERANKED: reranked.test_scores, TWO_TOWER: fitted.test_scores}
+    test[FROZEN] = fitted.frozen_test
     test.update(baseline_scores(split.rows(FIT, VALIDATION), data.test, data.items, seed))
     val_baselines = baseline_scores(split.rows(FIT), data.validation, data.items, seed)
-    val = {TWO_TOWER: fitted.val_scores, FROZEN: fitted.frozen_val, **val_baselines}
+    val = {RERANKED: reranked.val_scores, TWO_TOWER: fitted.val_scores}
+    val.update({FROZEN: fitted.frozen_val, **val_baselines})
     ranking = {name: method_figures(scores, data.protocol, seed) for name, scores in test.items()}
     val_pairs = rated_rows(data.validation, split.rows(VALIDATION), data.items)
     test_pairs = rated_rows(data.test, split.rows(TEST), data.items)
@@ -379,25 +455,65 @@ def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
     ranking[MODEL], likes[MODEL] = ranking[delivered], likes[delivered]
     comparison = compare(ranking, options.k, seed)
     comparison.update(validation_ndcg=val_ndcg, delivered=delivered)
-    return {"ranking": ranking, "likes": likes, "comparison": comparison}
+    where = diagnosis(data, {n: test[n] for n in (TWO_TOWER, RERANKED)})
+    judged = {"ranking": ranking, "likes": likes, "comparison": comparison, "diagnosis": where}
+    return judged | {"reranked": reranked, "delivered_scores": test[delivered]}
+
+
+def diagnosis(data: RankingData, scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Where the test likes fall: warm or cold items, the cold ones' release year against the
+    cutoff year, and the rank each method gives to cold and to warm liked items."""
+    from recipes.recommendation_rerank import YEAR_SECONDS, release_years
+
+    protocol, queries = data.protocol, data.test
+    cold = np.concatenate(protocol.cold) if protocol.cold else np.empty(0, np.int64)
+    total = sum(len(r) for r in queries.relevant)
+    cutoff = data.split.cutoffs.get("test", int(data.split.rows(FIT, VALIDATION).timestamp.max()))
+    years = release_years(data.items["title"])[cold]
+    relative = years[~np.isnan(years)] - (1970 + cutoff / YEAR_SECONDS)
+    ranks: dict[str, dict[str, float | None]] = {}
+    for name, matrix in scores.items():
+        found: dict[str, list[float]] = {"cold": [], "warm": []}
+        for q, (rel, cold_q) in enumerate(zip(queries.relevant, protocol.cold, strict=True)):
+            row = matrix[q].copy()
+            row[queries.exclude[q]] = -np.inf
+            for i in rel:
+                found["cold" if i in set(cold_q.tolist()) else "warm"].append(
+                    float((row > row[i]).sum() + 1)
+                )
+        ranks[name] = {k: float(np.median(v)) if v else None for k, v in found.items()}
+    quantiles = np.percentile(relative, [10, 50, 90]).round(2).tolist() if len(relative) else []
+    return {
+        "test_likes": int(total),
+        "cold_likes": int(len(cold)),
+        "users_with_cold_like": int(sum(len(c) > 0 for c in protocol.cold)),
+        "cold_with_year": int(len(relative)),
+        "cold_year_minus_cutoff_p10_p50_p90": quantiles,
+        "median_rank_of_liked": ranks,
+    }
 
 
 def compare(ranking: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
-    """The fine-tuned ranker against the best baseline on test NDCG@k (paired ratio) and
-    against the best collaborative one on cold items."""
+    """The fine-tuned model (two-tower + re-ranker; the two-tower alone too) against the best
+    baseline on test NDCG@k (paired ratio) and against the best collaborative one on cold
+    items."""
     from finetune.evaluation.ranking import paired_ratio
 
     ndcg, cold = f"ndcg@{k}", f"cold_recall@{k}"
-    baselines = [n for n in ranking if n not in (MODEL, TWO_TOWER, FROZEN)]
+    baselines = [n for n in ranking if n not in (MODEL, FROZEN, *FINETUNED)]
     best = max(baselines, key=lambda n: ranking[n][ndcg])
     best_cold = max(baselines, key=lambda n: ranking[n][cold] or 0.0)
     return {
         "best_baseline": best,
         "ndcg_ratio": paired_ratio(
+            ranking[RERANKED]["per_query"][ndcg], ranking[best]["per_query"][ndcg], seed
+        ),
+        "two_tower_ndcg_ratio": paired_ratio(
             ranking[TWO_TOWER]["per_query"][ndcg], ranking[best]["per_query"][ndcg], seed
         ),
         "best_collaborative_cold": best_cold,
-        "cold_recall_model": ranking[TWO_TOWER][cold],
+        "cold_recall_model": ranking[RERANKED][cold],
+        "cold_recall_two_tower": ranking[TWO_TOWER][cold],
         "cold_recall_baseline": ranking[best_cold][cold],
     }
 
@@ -405,8 +521,8 @@ def compare(ranking: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
 def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config) -> dict:
     """metrics.json: `ranking` first (every method, the delivered one also under `model`,
     named by `delivered`); the engine's headline keys (accuracy, recall, f1, auc, and the
-    primary ndcg@k) are the fine-tuned ranker's, as the engine labels them, and `baselines`
-    every other method's."""
+    primary ndcg@k) are the fine-tuned model's (two-tower + re-ranker), as the engine labels
+    them, and `baselines` every other method's (the two-tower alone included)."""
     from finetune.run import summary
 
     k = config.options.k
@@ -417,19 +533,20 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
     likes = judged["likes"]
     baselines = {}
     for name, figures in likes.items():
-        if name in (MODEL, TWO_TOWER):
+        if name in (MODEL, RERANKED):
             continue
         entry = summary(figures)
         entry.update(gauc=figures["gauc"], **{f"ndcg@{k}": ranking[name][f"ndcg@{k}"]})
         baselines[name] = entry
     result = fitted.result
     return {
-        **likes[TWO_TOWER],
-        f"ndcg@{k}": ranking[TWO_TOWER][f"ndcg@{k}"],
+        **likes[RERANKED],
+        f"ndcg@{k}": ranking[RERANKED][f"ndcg@{k}"],
         "primary_metric": f"ndcg@{k}",
         "delivered": delivered_entry(judged["comparison"], k),
         "ranking": ranking,
         "ranking_comparison": judged["comparison"],
+        "ranking_diagnosis": judged["diagnosis"],
         "baselines": baselines,
         "split": data.split.describe(),
         "split_cutoffs": data.split.cutoffs,
@@ -447,19 +564,21 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
 
 
 def write_run(
-    folder: Path, config: Config, data: RankingData, fitted: Fitted, metrics: dict, env: dict
+    folder: Path, config: Config, data: RankingData, fitted: Fitted, judged: dict, env: dict
 ) -> None:
     """The run folder, atomically: config, adapter (LoRA, tokenizer, ranker.json), the item
     vectors, the items and training-period log, metrics, history, top-10 lists, report."""
     from finetune.modeling.ranking import save_two_tower
     from recipes.recommendation_report import ranking_report
 
+    metrics = judged["metrics"]
     item_vectors = fitted.item_vectors
     with staged(folder) as tmp:
         save_yaml(
             replace(config, output=str(folder), overwrite=False, resume=False), tmp / "config.yaml"
         )
         save_two_tower(fitted.model, fitted.tokenizer, fitted.info, tmp / "adapter")
+        save_reranker(judged["reranked"], tmp / RERANKER)
         np.save(tmp / "adapter" / "item_vectors.npy", item_vectors.astype(np.float32))
         np.save(tmp / "adapter" / "item_offsets.npy", fitted.item_offsets)
         (tmp / TABLES).mkdir()
@@ -470,17 +589,90 @@ def write_run(
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         history = {"epochs": fitted.result.history, "losses": fitted.result.losses}
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
-        top_lists(fitted.test_scores, data, config.options.k).to_csv(
+        top_lists(judged["delivered_scores"], data, config.options.k).to_csv(
             tmp / "predictions.csv", index=False
         )
         ranking_report(tmp, metrics, fitted.result, data, env)
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
 
 
+def save_reranker(reranked: Reranked, folder: Path) -> None:
+    """The re-ranker (joblib), the training period's item stats and ALS item factors: with the
+    saved log (item-kNN) and the two-tower, all `recommend` needs to score a user."""
+    import joblib
+
+    from recipes.recommendation_rerank import FEATURES
+
+    folder.mkdir()
+    joblib.dump(reranked.reranker, folder / "reranker.joblib")
+    np.savez(folder / "item_stats.npz", **reranked.stats.arrays())
+    np.save(folder / "als_item_factors.npy", reranked.als_factors)
+    info = {"features": list(FEATURES), "as_of": reranked.stats.as_of}
+    (folder / "reranker.json").write_text(json.dumps(info, indent=2))
+
+
+@dataclass
+class ServedReranker:
+    """A run folder's re-ranker with what its features read, loaded once per run."""
+
+    reranker: Any
+    stats: Any  # ItemStats of the training period
+    als_factors: np.ndarray
+    likes: Any  # the saved log's users x items like matrix (item-kNN)
+    position: dict[str, int]
+
+    @classmethod
+    def load(cls, folder: Path, log: pd.DataFrame, items: pd.DataFrame) -> ServedReranker:
+        import joblib
+
+        from finetune.errors import UserError
+        from recipes.recommendation_models import like_matrix
+        from recipes.recommendation_rerank import FEATURES, ItemStats
+
+        info = json.loads((folder / "reranker.json").read_text())
+        if info["features"] != list(FEATURES):
+            raise UserError(
+                f"{folder}: the re-ranker was saved with other features ({info['features']}); "
+                "train the run again with this version."
+            )
+        arrays = dict(np.load(folder / "item_stats.npz"))
+        stats = ItemStats(**{**arrays, "as_of": int(arrays["as_of"])})
+        position = {item: k for k, item in enumerate(items["item"])}
+        likes = like_matrix(log, sorted(set(log["user"]), key=str), position, len(items))
+        factors = np.load(folder / "als_item_factors.npy")
+        return cls(joblib.load(folder / "reranker.joblib"), stats, factors, likes, position)
+
+    def scores(self, two_tower: np.ndarray, liked: list[str], at: int | None) -> np.ndarray:
+        """One user's catalogue scores: the two-tower's scores re-ranked with the log's
+        signals for the items they `liked`, as of `at` (default: the training period's end)."""
+        from scipy.sparse import csr_matrix
+        from threadpoolctl import threadpool_limits
+
+        from recipes.recommendation_models import als_user_scores, item_knn
+        from recipes.recommendation_rerank import pair_features
+
+        columns = sorted({self.position[i] for i in liked if i in self.position})
+        n = len(self.position)
+        asked = csr_matrix(
+            (np.ones(len(columns), dtype=np.float32), ([0] * len(columns), columns)), shape=(1, n)
+        )
+        scores = {
+            "two_tower": two_tower[None, :],
+            "item_knn": item_knn(self.likes, asked),
+            "implicit_als": als_user_scores(self.als_factors, asked),
+        }
+        when = np.array([self.stats.as_of if at is None else at], dtype=np.int64)
+        features = pair_features(self.stats, scores, when, np.array([len(columns)]))
+        # One user's few thousand rows: one thread beats waking an OpenMP pool next to torch's.
+        with threadpool_limits(1, "openmp"):
+            return self.reranker.scores(features)[0]
+
+
 def top_lists(scores: np.ndarray, data: RankingData, k: int) -> pd.DataFrame:
-    """Each test user's top k (training-period items excluded), marked hit or not."""
+    """Each test user's top k by the delivered method (training-period items excluded), marked
+    hit or not, with the query time (the user's first test-period row)."""
     rows = []
-    for q, user in enumerate(data.test.users):
+    for q, (user, at) in enumerate(zip(data.test.users, data.test.times, strict=True)):
         row = scores[q].copy()
         row[data.test.exclude[q]] = -np.inf
         top = np.argsort(-row, kind="stable")[:k]
@@ -489,6 +681,7 @@ def top_lists(scores: np.ndarray, data: RankingData, k: int) -> pd.DataFrame:
             rows.append(
                 (
                     user,
+                    int(at),
                     rank,
                     data.items["item"].iat[i],
                     data.items["title"].iat[i],
@@ -496,7 +689,9 @@ def top_lists(scores: np.ndarray, data: RankingData, k: int) -> pd.DataFrame:
                     int(i in relevant),
                 )
             )
-    return pd.DataFrame(rows, columns=["user", "rank", "item", "title", "score", "liked_in_test"])
+    return pd.DataFrame(
+        rows, columns=["user", "query_time", "rank", "item", "title", "score", "liked_in_test"]
+    )
 
 
 @dataclass
@@ -512,6 +707,15 @@ class RankingRun:
     item_vectors: np.ndarray | None = None
     item_offsets: np.ndarray | float = 0.0  # the learned item prior, added to every score
     _serving: Any = None
+    _reranker: Any = None
+
+    def reranker(self) -> ServedReranker:
+        """The run's re-ranker and its item features, read once per loaded run."""
+        if self._reranker is None:
+            tables = self.serving()
+            folder = Path(self.folder) / RERANKER
+            self._reranker = ServedReranker.load(folder, tables.log, tables.items)
+        return self._reranker
 
     def serving(self) -> Serving:
         """The run's items, training-period log and histories, read once per loaded run."""
@@ -555,11 +759,11 @@ def train_ranking(config: Config, log: Any, show_progress: bool = True) -> Ranki
     data = ranking_data(log, config.options, config.train.seed)
     fitted = fit_ranker(data, config, device, show_progress)
     judged = judge(data, fitted, config)
-    metrics = metrics_json(data, fitted, judged, config)
+    metrics = judged["metrics"] = metrics_json(data, fitted, judged, config)
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2),
         peak_rss_mb=round(peak_memory_mb(), 1),
     )
-    write_run(folder, config, data, fitted, metrics, env)
+    write_run(folder, config, data, fitted, judged, env)
     return RankingRun(folder, config, metrics, fitted.model, fitted.tokenizer, fitted.info)
