@@ -53,7 +53,6 @@ class CustomerService(Recipe):
             {
                 "model": {"name": "mpnet", "lora_layers": 2},
                 "train": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-3},
-                "data": {"max_length": 64},
             },
         ),
     }

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,7 +109,7 @@ def test_a_preset_run_records_its_name_and_values(
     assert saved["preset"] == "accurate" and saved["model"]["name"] == "mpnet"
     assert saved["model"]["lora_layers"] == 1
     assert saved["train"]["epochs"] == values["train"]["epochs"]
-    assert saved["data"]["max_length"] == values["data"]["max_length"]
+    assert saved["train"]["batch_size"] == values["train"]["batch_size"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1 and "embedding_logreg" in metrics["baselines"]
 
@@ -121,3 +122,21 @@ def test_the_preset_without_its_pack_says_how_to_fetch_it(small_csvs, tmp_path, 
     assert result.exit_code != 0
     assert "finetune models fetch mpnet" in result.output.strip().splitlines()[-1], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_banking77_benchmark_runs_a_preset(tiny_model_dir, tmp_path):
+    import pandas as pd
+    from conftest import make_rows
+
+    for name, n, seed in (("train", 20, 1), ("test", 6, 2)):
+        frame = pd.DataFrame(make_rows(n, seed)).rename(columns={"label": "category"})
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    output = tmp_path / "result.json"
+    script = Path(__file__).parent.parent / "benchmarks" / "customer_service_banking77.py"
+    # The preset's model swapped for the tiny one (--set beats a preset); no pack needed.
+    args = ["--data-dir", str(tmp_path), "--skip-reference", "--preset", "accurate"]
+    args += ["--max-steps", "2", "--set", f"model.name={tiny_model_dir}", "--output", str(output)]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True)
+    rows = json.loads(output.read_text())["rows"]
+    assert rows[0]["method"] == f"recipe --preset accurate model.name={tiny_model_dir}"
+    assert {"baseline: tfidf_logreg", "baseline: embedding_logreg"} <= {r["method"] for r in rows}
