@@ -4,6 +4,7 @@
     python benchmarks/customer_service_banking77.py --seeds 1 2 3 --reference-epochs 1
     python benchmarks/customer_service_banking77.py --limit 300 --max-steps 5   # smoke test
     python benchmarks/customer_service_banking77.py --set model.lora_layers=3  # one lever
+    python benchmarks/customer_service_banking77.py --skip-reference --preset accurate  # mpnet
 
 Each contender runs in its own process so its peak RSS is its own. The reference is what a
 user gets from the transformers docs: AutoModelForSequenceClassification on the same bundled
@@ -133,6 +134,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
             "label_column": args.label_column,
         },
         output=str(tmp / "run"),
+        preset=args.preset,
         **overrides,
     )
     start = time.perf_counter()
@@ -149,7 +151,12 @@ def run_recipe(args: argparse.Namespace) -> dict:
     loaded.predict(texts)
     predict_seconds = time.perf_counter() - predict_start
     return {
-        "method": " ".join(["recipe default (LoRA)", *args.set]),
+        "method": " ".join(
+            [
+                f"recipe --preset {args.preset}" if args.preset else "recipe default (LoRA)",
+                *args.set,
+            ]
+        ),
         "accuracy": m["accuracy"],
         "f1": m["f1"],
         "auc": m["auc"],
@@ -183,6 +190,7 @@ def child(part: str, args: argparse.Namespace) -> dict:
         "--max-steps",
         str(args.max_steps),
         *[item for option in args.set for item in ("--set", option)],
+        *(["--preset", args.preset] if args.preset else []),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
@@ -210,6 +218,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="recipe option on top of its defaults, e.g. model.lora_layers=3 (repeatable)",
     )
+    parser.add_argument("--preset", help="the recipe's preset, e.g. accurate (the mpnet pack)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "banking77.json"))
     parser.add_argument("--part", choices=["reference", "recipe"], help=argparse.SUPPRESS)

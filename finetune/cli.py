@@ -179,10 +179,11 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
 
 
 def _train_flags(recipe: Recipe) -> tuple[Flag, ...]:
-    """The engine's flags every recipe offers (--deliver, --calibrate), then the recipe's own."""
-    from finetune.recipe import ENGINE_FLAGS
+    """The engine's flags every recipe offers (--deliver, --calibrate), --preset where the
+    recipe has presets, then the recipe's own."""
+    from finetune.recipe import ENGINE_FLAGS, preset_flags
 
-    return (*ENGINE_FLAGS, *recipe.flags)
+    return (*ENGINE_FLAGS, *preset_flags(recipe), *recipe.flags)
 
 
 def _echo_run(recipe: Recipe, run: Any) -> None:

@@ -1,6 +1,7 @@
 """One typed configuration tree for every recipe: YAML in, CLI overrides on top, YAML out.
 
-The resolution order is: engine defaults < recipe defaults < YAML file < CLI flags.
+The resolution order is: engine defaults < recipe defaults < the recipe's preset (`--preset`)
+< YAML file < CLI flags (`--set` last).
 Every option lives here once, with a comment that documents it; the saved `config.yaml`
 of a run is the complete, resolved tree, so a run can be repeated from it alone.
 """
@@ -209,6 +210,9 @@ class Config:
     overwrite: bool = False
     # Continue a killed run from its last checkpoint (needs the same output folder).
     resume: bool = False
+    # The recipe's named set of defaults this config was built on (`--preset`); its values
+    # are already resolved into the sections above. None: no preset.
+    preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -430,6 +434,34 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
     return dotted_to_nested(pairs, skip_none=False)
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named set of defaults a recipe offers (`train --preset NAME`): config overrides above
+    the recipe's defaults and below a `--config` file and flags."""
+
+    description: str  # one line for `train --help`
+    values: dict[str, Any]  # nested config overrides (sections data, model, train)
+
+
+def preset_layer(recipe_name: str, presets: dict[str, Preset], name: str | None) -> dict[str, Any]:
+    """The overrides of preset `name` (with the name itself, recorded in config.yaml); {} for
+    None. An unknown name stops with one line listing the recipe's presets."""
+    if name is None:
+        return {}
+    if name not in presets:
+        offered = ", ".join(presets) if presets else "none"
+        raise UserError(f"The {recipe_name} recipe has no preset {name!r}; its presets: {offered}.")
+    return deep_update(presets[name].values, {"preset": name})
+
+
+def yaml_preset(yaml_path: str | Path | None) -> str | None:
+    """The `preset:` a YAML config file names, if any."""
+    if yaml_path is None:
+        return None
+    preset = load_yaml(yaml_path).get("preset")
+    return None if preset is None else str(preset)
+
+
 def resolve(
     recipe_name: str,
     recipe_defaults: dict[str, Any],
@@ -437,7 +469,8 @@ def resolve(
     overrides: dict[str, Any] | None = None,
     options: Any = None,
 ) -> Config:
-    """Engine defaults < recipe defaults < YAML file < explicit overrides.
+    """Engine defaults < recipe defaults (with a preset's values on top) < YAML file <
+    explicit overrides.
 
     `options` is the recipe's own options dataclass instance (None: the recipe has none).
     """

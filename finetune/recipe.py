@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.config import Config, resolve
+from finetune.config import Config, Preset, resolve
 from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
 from finetune.evaluation.context import EvalContext
@@ -66,6 +66,14 @@ CALIBRATE = Flag(
 ENGINE_FLAGS = (DELIVER, CALIBRATE)
 
 
+def preset_flags(recipe: Recipe) -> tuple[Flag, ...]:
+    """`--preset NAME` for a recipe that offers presets (its help lists them); else none."""
+    if not recipe.presets:
+        return ()
+    listed = "; ".join(f"{name}: {p.description}" for name, p in recipe.presets.items())
+    return (Flag("--preset", "preset", f"Named defaults ({listed})."),)
+
+
 def bundled_dataset(name: str, bundled: Iterable[str]) -> str:
     """`name` (options.dataset) when the recipe ships it; else one line listing what it ships."""
     bundled = list(bundled)
@@ -115,6 +123,8 @@ class Recipe:
     # Overrides for a quick smoke run on the bundled data (`train --quick`; CI evaluations):
     # small enough for minutes on 2 CPU cores, large enough to beat the floors in the repo.
     quick: dict[str, Any] = {"train": {"max_steps": 20}}
+    # Named sets of defaults (`train --preset NAME`), e.g. a larger model for accuracy.
+    presets: dict[str, Preset] = {}
 
     def primary_metric_for(self, n_classes: int) -> str:
         """The metric that ranks methods on a task with `n_classes` classes."""
@@ -125,18 +135,26 @@ class Recipe:
         return default_primary_metric(n_classes)
 
     def config(
-        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
+        self,
+        yaml_path: str | Path | None = None,
+        quick: bool = False,
+        preset: str | None = None,
+        **overrides: Any,
     ) -> Config:
         """The resolved config: engine < recipe defaults (< bundled-data defaults, without
-        --data) (< quick) < YAML file < overrides."""
-        from finetune.config import deep_update
+        --data) < preset (< quick) < YAML file < overrides. A YAML file's `preset:` names the
+        preset when `preset` is not given (a run's saved config.yaml then repeats it)."""
+        from finetune.config import deep_update, preset_layer, yaml_preset
 
         options = self.Options() if self.Options is not None else None
+        preset = preset or yaml_preset(yaml_path)
+        chosen = preset_layer(self.name, self.presets, preset)
 
         def defaults(bundled: bool) -> dict[str, Any]:
             layered = (
                 deep_update(self.defaults, self.bundled_defaults) if bundled else self.defaults
             )
+            layered = deep_update(layered, chosen)
             return deep_update(layered, self.quick) if quick else layered
 
         config = resolve(self.name, defaults(False), yaml_path, overrides, options=options)
