@@ -15,19 +15,27 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Interval
 
 from finetune.errors import UserError
 
-QUANT_CHOICES = ("none", "8bit", "4bit")
-POOLING_CHOICES = ("auto", "mean", "cls", "last")
-HEAD_INIT_CHOICES = ("probe", "random", "wide")
-PRECISION_CHOICES = ("auto", "bf16", "fp32")
-OPTIM_CHOICES = ("adamw", "adamw_8bit", "paged_adamw_8bit")
-CLASS_WEIGHT_CHOICES = ("none", "auto")
-SELECT_METRIC_CHOICES = ("auto", "f1", "auc", "loss")
-DELIVER_CHOICES = ("best", "finetuned")
-CALIBRATE_CHOICES = ("auto", "none", "platt", "isotonic")
+# Field types carry their own limits: pydantic checks every value against them (`_coerce`),
+# so a bad option gets one line naming it, and `validate` only holds rules across fields.
+Positive = Annotated[int, Gt(0)]
+NonNegative = Annotated[int, Ge(0)]
+Fraction = Annotated[float, Interval(ge=0, lt=1)]  # [0, 1)
+Share = Annotated[float, Interval(gt=0, le=1)]  # (0, 1]
+Quant = Literal["none", "8bit", "4bit"]
+Pooling = Literal["auto", "mean", "cls", "last"]
+HeadInit = Literal["probe", "random", "wide"]
+Precision = Literal["auto", "bf16", "fp32"]
+Optim = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
+ClassWeight = Literal["none", "auto"]
+SelectMetric = Literal["auto", "f1", "auc", "loss"]
+Deliver = Literal["best", "finetuned"]
+Calibrate = Literal["auto", "none", "platt", "isotonic"]
 
 
 @dataclass
@@ -39,15 +47,15 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     # Share of the training file held out for evaluation when there is no eval file.
-    eval_fraction: float = 0.2
+    eval_fraction: Fraction = 0.2
     # Seed of that evaluation hold-out and of cross-validation folds. Fixed, not train.seed:
     # runs with different --seed are then scored on the same rows, so their spread measures
     # training variance, not a moving test set.
     split_seed: int = 42
     # Share of the training rows held out to pick the best epoch (never the evaluation split).
-    val_fraction: float = 0.1
+    val_fraction: Fraction = 0.1
     # Tokens per text; longer texts are truncated (and counted in the report).
-    max_length: int = 128
+    max_length: Positive = 128
     # Replace emails, phone numbers and card numbers before training and prediction.
     redact_pii: bool = False
     # Binary tasks: the label counted as positive (recall, F1, AUC are its). None: the data
@@ -63,24 +71,24 @@ class ModelConfig:
     # A bundled short name (see `finetune models`), a local folder, or a Hugging Face model id.
     name: str = "minilm"
     # How token states become one vector: mean, cls, last (decoders), or auto (per model).
-    pooling: str = "auto"
+    pooling: Pooling = "auto"
     # Quantize the frozen backbone with bitsandbytes: none, 8bit or 4bit.
-    quant: str = "none"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
+    quant: Quant = "none"
+    lora_r: Positive = 16
+    lora_alpha: Positive = 32
+    lora_dropout: Fraction = 0.1
     # Dropout on the pooled vector before the head (training only).
-    head_dropout: float = 0.1
+    head_dropout: Fraction = 0.1
     # LoRA on the top N transformer layers only (None: on every layer). The layers below are
     # frozen, so for text their output is computed once and cached instead of every step:
     # training then runs through the top N layers alone (faster, less memory).
-    lora_layers: int | None = None
+    lora_layers: Positive | None = None
     # Module names to adapt. None: chosen per architecture.
     target_modules: list[str] | None = None
     # Start the classifier head from a logistic regression on frozen embeddings, or at random;
     # or (wide, with side_features) the text head silent (zero weights) and the wide part as
     # the logistic regression on the encoded side features: training starts at that baseline.
-    head_init: str = "probe"
+    head_init: HeadInit = "probe"
     # Feed a table's numeric and categorical columns to the classifier beside the text: a wide
     # linear part over them (encoded on the training rows) adds to the text head's logits.
     side_features: bool = False
@@ -93,14 +101,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 5.0
+    epochs: Annotated[float, Gt(0)] = 5.0
     # Stop after this many optimizer steps (overrides epochs when set).
-    max_steps: int | None = None
+    max_steps: Positive | None = None
     # At most this many optimizer steps whatever `epochs` asks (a large table then trains for
     # fewer epochs instead of for hours); max_steps overrides it. None: no cap.
-    step_budget: int | None = None
-    batch_size: int = 32
-    eval_batch_size: int = 128
+    step_budget: Positive | None = None
+    batch_size: Positive = 32
+    eval_batch_size: Positive = 128
     # Learning rate of the LoRA weights.
     learning_rate: float = 1e-3
     # Learning rate of the classifier head (a fresh layer learns faster than the encoder).
@@ -112,29 +120,29 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_grad_norm: float = 1.0
     # auto: bf16 autocast where the hardware does bf16 fast (CUDA, CPUs with AVX512-BF16/AMX).
-    precision: str = "auto"
+    precision: Precision = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
     # Split a batch of texts whose rows x longest text exceed this many tokens into pieces
     # whose gradients add up to the batch's (same step, same loss): memory for activations is
     # bounded by the budget, not by the longest batch. None: never split.
-    max_batch_tokens: int | None = None
+    max_batch_tokens: Positive | None = None
     # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
-    checkpoint_steps: int = 50
+    checkpoint_steps: NonNegative = 50
     # adamw (torch), adamw_8bit (bitsandbytes, 8-bit optimizer state) or paged_adamw_8bit
     # (8-bit state paged to CPU memory under GPU memory pressure; CUDA only).
-    optim: str = "adamw"
+    optim: Optim = "adamw"
     # Recompute activations in the backward pass: less memory, about a third slower.
     # None (auto): on for quantized runs on CUDA, where memory is the point; off elsewhere.
     gradient_checkpointing: bool | None = None
     # auto: weight the loss by inverse class frequency (rare positives count as much as the
     # common class); none: every example counts the same.
-    class_weight: str = "none"
+    class_weight: ClassWeight = "none"
     # The validation figure that picks the best epoch (ties: the lower validation log-loss).
     # auto: AUC for two-class tasks (F1 at the 0.5 threshold moves with a threshold a risk
     # model is not used at), macro-F1 for multiclass; f1 (macro-F1 of the argmax), auc (the
     # positive class's, or macro one-vs-rest) or loss (validation log-loss) for any task.
-    select_metric: str = "auto"
+    select_metric: SelectMetric = "auto"
     # Choose the number of epochs (0: the starting point, e.g. the linear probe) by K inner
     # folds of the training rows, then train on all of them for that many epochs: for small
     # data, where a 10% validation hold-out is a few dozen rows. 0: off (the validation rows
@@ -147,10 +155,10 @@ class TrainConfig:
 class ImageConfig:
     # Side of the square model input in pixels. None: the backbone's own (224 for
     # EfficientNet-Lite0; the image processor's size for a Hugging Face model).
-    size: int | None = None
+    size: Annotated[int, Ge(32)] | None = None
     # Training-time augmentation (never at evaluation or prediction): random crops keeping at
     # least this share of the image area, resized back to `size` (1.0: no cropping).
-    crop_scale: float = 0.8
+    crop_scale: Share = 0.8
     # Random horizontal flips in training; turn off where a mirror image is another class
     # (digits, text, left/right).
     hflip: bool = True
@@ -158,16 +166,16 @@ class ImageConfig:
     strict: bool = False
     # Training-time colour jitter: brightness, contrast and saturation each scaled by a random
     # factor in [1 - x, 1 + x] (0: off).
-    color_jitter: float = 0.0
+    color_jitter: Fraction = 0.0
     # Evaluation and prediction average the logits of each image and its mirror image.
     tta_flip: bool = False
     # EfficientNet-Lite: LoRA on the top N of its blocks (and the head convolution). None: 8.
-    lora_blocks: int | None = None
+    lora_blocks: Positive | None = None
     # EfficientNet-Lite: compute the frozen blocks below LoRA once per image instead of every
     # step, for this many views of each image: the image as evaluated, plus views - 1 random
     # crops/flips; each training step draws one of them. 0: no cache (fresh augmentation at
     # every step, every block runs every step).
-    cache_views: int = 0
+    cache_views: NonNegative = 0
 
 
 @dataclass
@@ -175,22 +183,22 @@ class EvalConfig:
     # Binary tasks: also report the decision threshold that reaches this recall (sensitivity)
     # on the validation rows (data.val_fraction), and the recall, specificity and precision it
     # then gives on the evaluation split. None: the 0.5 threshold only.
-    target_recall: float | None = None
+    target_recall: Share | None = None
     # Stratified K-fold cross-validation over the training data (0: one train/eval split).
-    folds: int = 0
+    folds: NonNegative = 0
     # Fit the baselines (and the probe that starts the head) on a seeded sample of at most this
     # many training rows: they hold their data in memory. None: every row, or 20,000 with
     # data.memory_map.
-    baseline_max_rows: int | None = None
+    baseline_max_rows: Annotated[int, Ge(2)] | None = None
     # What the run serves (predict, evaluate --run, Run.predict_proba): best = the fine-tuned
     # model, unless a baseline beats it on the validation rows by more than a small margin
     # (docs/evaluation.md); finetuned = always the fine-tuned model (the report still says
     # when a baseline led).
-    deliver: str = "best"
+    deliver: Deliver = "best"
     # Two-class tasks: map the delivered model's probabilities through a calibration fitted on
     # the validation rows: platt (logistic on the logit), isotonic, none, or auto (the one of
     # the three with the lowest cross-fitted log-loss on the validation rows).
-    calibrate: str = "auto"
+    calibrate: Calibrate = "auto"
 
 
 @dataclass
@@ -218,73 +226,33 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        _check_choice("model.quant", self.model.quant, QUANT_CHOICES)
-        _check_choice("model.pooling", self.model.pooling, POOLING_CHOICES)
-        _check_choice("model.head_init", self.model.head_init, HEAD_INIT_CHOICES)
+        """Every field against its type (values set in code too), then the rules that
+        involve more than one field."""
+        _check_fields(self, "")
         if self.model.head_init == "wide" and not self.model.side_features:
             raise UserError(
                 "model.head_init=wide starts the wide part of side features: set "
                 "model.side_features=true, or choose head_init probe or random."
             )
-        _check_choice("train.precision", self.train.precision, PRECISION_CHOICES)
-        _check_choice("train.optim", self.train.optim, OPTIM_CHOICES)
-        _check_choice("train.class_weight", self.train.class_weight, CLASS_WEIGHT_CHOICES)
-        _check_choice("train.select_metric", self.train.select_metric, SELECT_METRIC_CHOICES)
-        _check_choice("eval.deliver", self.eval.deliver, DELIVER_CHOICES)
-        _check_choice("eval.calibrate", self.eval.calibrate, CALIBRATE_CHOICES)
-        if self.eval.target_recall is not None and not 0 < self.eval.target_recall <= 1:
-            raise UserError(f"eval.target_recall must be in (0, 1], got {self.eval.target_recall}.")
-        if self.eval.folds == 1 or self.eval.folds < 0:
-            raise UserError(
-                f"eval.folds must be 0 (no cross-validation) or >= 2, got {self.eval.folds}."
-            )
-        if self.eval.baseline_max_rows is not None and self.eval.baseline_max_rows < 2:
-            raise UserError(
-                f"eval.baseline_max_rows must be at least 2, got {self.eval.baseline_max_rows}."
-            )
+        if self.eval.folds == 1:
+            raise UserError("eval.folds must be 0 (no cross-validation) or >= 2, got 1.")
         if self.data.memory_map and self.eval.folds:
             raise UserError(
                 "data.memory_map does not combine with eval.folds: cross-validation pools the "
                 "data in memory. Drop one of them."
             )
-        if self.train.epochs <= 0:
-            raise UserError(f"train.epochs must be positive, got {self.train.epochs}.")
-        if self.train.max_steps is not None and self.train.max_steps <= 0:
-            raise UserError(f"train.max_steps must be positive, got {self.train.max_steps}.")
-        if self.train.step_budget is not None and self.train.step_budget <= 0:
-            raise UserError(f"train.step_budget must be positive, got {self.train.step_budget}.")
-        if self.train.max_batch_tokens is not None and self.train.max_batch_tokens < 1:
-            raise UserError(
-                f"train.max_batch_tokens must be positive, got {self.train.max_batch_tokens}."
-            )
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self.train, name) <= 0:
-                raise UserError(f"train.{name} must be positive.")
-        for name in ("eval_fraction", "val_fraction"):
-            value = getattr(self.data, name)
-            if not 0 <= value < 1:
-                raise UserError(f"data.{name} must be in [0, 1), got {value}.")
-        if not 0 <= self.model.head_dropout < 1:
-            raise UserError(f"model.head_dropout must be in [0, 1), got {self.model.head_dropout}.")
-        if self.image.size is not None and self.image.size < 32:
-            raise UserError(f"image.size must be at least 32 pixels, got {self.image.size}.")
-        if not 0 < self.image.crop_scale <= 1:
-            raise UserError(f"image.crop_scale must be in (0, 1], got {self.image.crop_scale}.")
-        if not 0 <= self.image.color_jitter < 1:
-            raise UserError(f"image.color_jitter must be in [0, 1), got {self.image.color_jitter}.")
-        if self.image.cache_views < 0:
-            raise UserError(f"image.cache_views must be 0 or more, got {self.image.cache_views}.")
-        if self.image.lora_blocks is not None and self.image.lora_blocks < 1:
-            raise UserError(f"image.lora_blocks must be positive, got {self.image.lora_blocks}.")
         select_folds(self.train.select_folds, 0)  # checks the value
-        if self.model.lora_r <= 0:
-            raise UserError(f"model.lora_r must be positive, got {self.model.lora_r}.")
-        if self.model.lora_layers is not None and self.model.lora_layers <= 0:
-            raise UserError(
-                f"model.lora_layers must be positive (or null for every layer), "
-                f"got {self.model.lora_layers}."
-            )
         return self
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for item in dataclasses.fields(obj):
+        value = getattr(obj, item.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{prefix}{item.name}.")
+        elif item.name != "options":
+            _coerce(value, hints[item.name], f"{prefix}{item.name}")
 
 
 # train.select_folds=auto: inner folds below this many training rows, and how many.
@@ -307,11 +275,6 @@ def select_folds(value: str, n_rows: int) -> int:
     return folds
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
-
-
 def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
     """Return a copy of `config` with nested `updates` applied; unknown keys are errors."""
     return _merge_dataclass(config, updates, source, prefix="")
@@ -325,7 +288,7 @@ def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str
     if not isinstance(updates, dict):
         raise UserError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping.")
     fields = {f.name: f for f in dataclasses.fields(obj)}
-    hints = typing.get_type_hints(type(obj))
+    hints = typing.get_type_hints(type(obj), include_extras=True)
     changes: dict[str, Any] = {}
     for key, value in updates.items():
         if key not in fields:
@@ -344,8 +307,8 @@ def _merge_dataclass(obj: Any, updates: dict[str, Any], source: str, prefix: str
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check (and, for strings from the command line, convert) a value to its field's type:
-    pydantic's lax mode ("3" -> 3, "yes" -> True), plus a comma-separated string for a list."""
+    """Check (and, for strings from the command line, convert) a value to its field's type and
+    limits: pydantic's lax mode ("3" -> 3, "yes" -> True), a comma-separated string for a list."""
     import pydantic
 
     if value is None and not _optional(hint):
@@ -354,15 +317,40 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         value = [part.strip() for part in value.split(",") if part.strip()]
     try:
         return _adapter(hint).validate_python(value)
-    except pydantic.ValidationError:
-        expected = " or ".join(
-            getattr(k, "__name__", str(k)) for k in _kinds(hint) if k is not type(None)
-        )
-        raise UserError(f"{where} must be {expected}; got {value!r}.") from None
+    except pydantic.ValidationError as error:
+        problems = [e for e in error.errors() if e["type"] != "none_required"]
+        wanted = _wanted(problems[0] if problems else error.errors()[0], hint)
+        raise UserError(f"{where} must be {wanted}; got {value!r}.") from None
+
+
+# pydantic's error types, in the words of the rest of the command line's messages.
+_LIMITS = {
+    "greater_than": lambda c: "positive" if c["gt"] == 0 else f"greater than {c['gt']}",
+    "greater_than_equal": lambda c: "0 or more" if c["ge"] == 0 else f"at least {c['ge']}",
+    "less_than": lambda c: f"less than {c['lt']}",
+    "less_than_equal": lambda c: f"at most {c['le']}",
+}
+
+
+def _wanted(problem: dict[str, Any], hint: Any) -> str:
+    kind = problem["type"]
+    if kind in _LIMITS:
+        return _LIMITS[kind](problem["ctx"])
+    if kind == "literal_error":
+        choices = [c for k in _kinds(hint) for c in typing.get_args(k) if isinstance(c, str)]
+        return "one of " + ", ".join(choices)
+    return " or ".join(_name(k) for k in _kinds(hint) if k is not type(None))
+
+
+def _name(kind: Any) -> str:
+    while typing.get_origin(kind) is Annotated:
+        kind = typing.get_args(kind)[0]
+    return getattr(kind, "__name__", str(kind))
 
 
 def _kinds(hint: Any) -> tuple[Any, ...]:
-    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return typing.get_args(hint) if union else (hint,)
 
 
 def _optional(hint: Any) -> bool:
