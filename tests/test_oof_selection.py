@@ -135,3 +135,9 @@ def test_the_report_line_names_the_rows_that_chose():
     assert delivery_lines(metrics)[-1] == (
         "Delivered model, calibration and threshold chosen on 40 validation rows."
     )
+
+
+def test_auto_with_a_number_of_folds_is_for_small_tables_only():
+    from finetune.config import select_folds
+
+    assert select_folds("auto:3", 200) == 3 and select_folds("auto:3", 5_000) == 0

@@ -120,7 +120,8 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         return []
     if "counts" in delivered:
         counts = ", ".join(f"{n} in {c}" for n, c in delivered["counts"].items())
-        lines = [f"Delivered model, chosen on each fold's validation rows: {counts} fold(s)."]
+        chosen_on = delivered.get("chosen_on", "each fold's validation rows")
+        lines = [f"Delivered model, chosen on {chosen_on}: {counts} fold(s)."]
         calibration = metrics.get("calibration")
         if calibration and delivered.get("calibrated"):
             methods = ", ".join(f"{n} in {c}" for n, c in calibration["methods"].items())
