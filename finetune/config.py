@@ -146,7 +146,9 @@ class TrainConfig:
     # Choose the number of epochs (0: the starting point, e.g. the linear probe) by K inner
     # folds of the training rows, then train on all of them for that many epochs: for small
     # data, where a 10% validation hold-out is a few dozen rows. 0: off (the validation rows
-    # pick the epoch); K >= 2: K folds; auto: 5 folds under 2,000 training rows, else off.
+    # pick the epoch); K >= 2: K folds; auto: 5 folds under 2,000 training rows, else off;
+    # auto:K: K folds under 2,000 training rows. Their out-of-fold predictions then choose the
+    # delivered model, its calibration and threshold too (finetune.evaluation.selection).
     select_folds: str = "0"
     seed: int = 42
 
@@ -264,6 +266,9 @@ def select_folds(value: str, n_rows: int) -> int:
     for none."""
     if value == "auto":
         return AUTO_FOLDS if n_rows < AUTO_FOLDS_BELOW else 0
+    if value.startswith("auto:"):  # auto:K: K inner folds below AUTO_FOLDS_BELOW rows
+        folds = select_folds(value[len("auto:") :], n_rows)
+        return folds if n_rows < AUTO_FOLDS_BELOW else 0
     try:
         folds = int(value)
     except ValueError:

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +47,7 @@ from finetune.evaluation.metrics import (
 )
 from finetune.evaluation.selection import (
     Delivery,
+    OutOfFold,
     Served,
     calibration_figures,
     deliver,
@@ -328,7 +329,7 @@ def split(recipe: RecipeHooks, config: Config) -> RunData:
         sorted(set(train_ex.labels)), config.data.positive_label, recipe.card(config)
     )
     thresholds = config.eval.target_recall is not None and len(labels) == 2
-    if thresholds and not val_rows:
+    if thresholds and not val_rows and not _inner_folds(config, len(fit_rows)):
         raise UserError(
             "eval.target_recall: the decision threshold is chosen on validation rows, and this "
             "run holds none out (data.val_fraction is 0). Set --set data.val_fraction=0.2."
@@ -360,8 +361,9 @@ def training_rows(
     train, evaluation = splits.train, splits.evaluation
     check_train_eval(train, evaluation)
     if splits.validation is None and _inner_folds(config, len(train)):
-        # train.select_folds: inner folds of every training row choose the epoch; none is
-        # held out (a decision threshold still needs validation rows: _inner_folds says no).
+        # train.select_folds: inner folds of every training row choose the epoch, and their
+        # out-of-fold predictions the delivered model, calibration and threshold; none is
+        # held out.
         return train, list(range(len(train))), [], evaluation
     if splits.validation is None:
         fit_rows, val_rows = split_rows(train, config.data.val_fraction, config.train.seed)
@@ -437,6 +439,8 @@ class BaselineScores:
     scores: dict[str, np.ndarray]  # by baseline: on the evaluation rows
     val_scores: dict[str, np.ndarray]  # by baseline: on the validation rows (for selection)
     notes: list[str]  # for the report (e.g. fitted on a sample)
+    # The baselines themselves, by name: inner folds refit them for out-of-fold predictions.
+    fitters: dict[str, Any] = field(default_factory=dict)
 
 
 def fit_baselines(
@@ -484,6 +488,7 @@ def fit_baselines(
         {name: p[n_val:] for name, p in scores.items()},
         {name: p[:n_val] for name, p in scores.items()},
         notes,
+        baselines,
     )
 
 
@@ -549,12 +554,9 @@ def fit_model(
 
 
 def _inner_folds(config: Config, n_rows: int) -> int:
-    """train.select_folds resolved for `n_rows` training rows (0: the validation rows choose);
-    never for a run that chooses a decision threshold, which needs validation rows."""
+    """train.select_folds resolved for `n_rows` training rows (0: the validation rows choose)."""
     from finetune.config import select_folds
 
-    if config.eval.target_recall is not None:
-        return 0
     return select_folds(config.train.select_folds, n_rows)
 
 
@@ -580,7 +582,11 @@ def fit_by_folds(
     sample = baseline_sample(len(y), config)
 
     def start(positions: Sequence[int]) -> None:
-        """The head for a fold: the linear probe fitted on that fold's training rows alone."""
+        """The head for a fold: the linear probe (or, head_init=wide, the wide part's
+        regression) fitted on that fold's training rows alone."""
+        if config.model.head_init == "wide":
+            _start_from_wide(prepared, data, encoded, positions)
+            return
         if config.model.head_init != "probe" or vectors is None:
             return
         keep = np.flatnonzero(np.isin(sample, positions))
@@ -614,7 +620,49 @@ def fit_by_folds(
     )
     result.selection = selection.as_dict()
     result.train_seconds += selection.seconds
+    result.out_of_fold = out_of_fold(prepared, data, baselines, selection)
     return result
+
+
+def out_of_fold(
+    prepared: Prepared, data: RunData, baselines: BaselineScores, selection: Any
+) -> OutOfFold | None:
+    """Every training row's out-of-fold probabilities: the model's at the chosen epoch (from
+    the inner folds), and each baseline's, refitted on the same folds' training parts (the
+    frozen vectors are the ones computed once). None where the folds kept no probabilities."""
+    model_oof = selection.oof_proba()
+    if model_oof is None:
+        return None
+    y = data.y_fit
+    folds = np.zeros(len(y), dtype=int)
+    for k, (_, held) in enumerate(selection.splits):
+        folds[held] = k
+    scores = {MODEL_NAME: model_oof}
+    shared = baselines.inputs
+    if len(baseline_sample(len(y), prepared.config)) < len(y):
+        return OutOfFold(scores, y, folds)  # baselines fitted on a sample: not comparable
+    vectors = shared.train_vectors
+    for name in baselines.fitters:
+        scores[name] = np.zeros_like(model_oof)
+    for train_part, held in selection.splits:
+        rows = [data.fit_rows[i] for i in train_part]
+        held_rows = [data.fit_rows[i] for i in held]
+        fold = BaselineInputs(
+            train_texts=to_list(take(data.train.texts, rows)),
+            train_labels=y[train_part],
+            eval_texts=to_list(take(data.train.texts, held_rows)),
+            n_classes=len(data.labels),
+            seed=prepared.config.train.seed,
+            train_vectors=None if vectors is None else vectors[train_part],
+            eval_vectors=None if vectors is None else vectors[held],
+            train_features=None if data.train.features is None else data.train.features.iloc[rows],
+            eval_features=None
+            if data.train.features is None
+            else data.train.features.iloc[held_rows],
+        )
+        for name, baseline in baselines.fitters.items():
+            scores[name][held] = baseline(fold)
+    return OutOfFold(scores, y, folds)
 
 
 def _inner_fold_count(config: Config, y: np.ndarray, labels: list[str]) -> int:
@@ -631,16 +679,19 @@ def _inner_fold_count(config: Config, y: np.ndarray, labels: list[str]) -> int:
     return min(folds, int(counts[rarest]))
 
 
-def _start_from_wide(prepared: Prepared, data: RunData, encoded: Encoded) -> None:
+def _start_from_wide(
+    prepared: Prepared, data: RunData, encoded: Encoded, positions: Sequence[int] | None = None
+) -> None:
     """model.head_init=wide: the wide part as the logistic regression on the side features of
-    the training rows, the text head silent; epoch 0 is that regression."""
+    the training rows (`positions` of them: an inner fold's), the text head silent; epoch 0 is
+    that regression."""
     from finetune.modeling.features import wide_start
 
     config = prepared.config
-    rows = data.train.features.iloc[data.fit_rows]
-    weight, bias = wide_start(
-        encoded.inputs.encoder, rows, data.y_fit, len(data.labels), config.train.seed
-    )
+    chosen = data.fit_rows if positions is None else [data.fit_rows[i] for i in positions]
+    y = data.y_fit if positions is None else data.y_fit[list(positions)]
+    rows = data.train.features.iloc[chosen]
+    weight, bias = wide_start(encoded.inputs.encoder, rows, y, len(data.labels), config.train.seed)
     encoded.model.start_from_wide(weight, bias, frozen=config.model.wide_frozen)
 
 
@@ -666,26 +717,23 @@ def evaluate(
     baselines: BaselineScores,
     result: TrainResult,
 ) -> Evaluated:
-    """Score every method on the validation rows, which choose the delivered model, its
-    calibration and decision thresholds (`finetune.evaluation.selection`), then on the
-    evaluation rows, which only report; the recipe's extra report."""
+    """Score every method on the validation rows (or, with inner folds, take every training
+    row's out-of-fold predictions), which choose the delivered model, its calibration and
+    decision thresholds (`finetune.evaluation.selection`), then on the evaluation rows, which
+    only report; the recipe's extra report."""
     config, labels = prepared.config, data.labels
     scores = {MODEL_NAME: _predict(prepared, encoded, encoded.eval_ids), **baselines.scores}
-    val_model = (
-        _predict(prepared, encoded, encoded.val_ids)
-        if data.val_rows
-        else np.zeros((0, len(labels)))
-    )
-    val_scores = {MODEL_NAME: val_model, **baselines.val_scores}
+    val_scores, y_val, folds = _deciding_scores(prepared, data, encoded, baselines, result)
     primary = recipe.primary_metric_for(len(labels))
     delivery = deliver(
         val_scores,
-        data.y_val,
+        y_val,
         labels,
         primary,
         config.eval,
         baselines.inputs.predictors,
         config.train.seed,
+        folds,
     )
     figures = {name: classification_metrics(data.y_eval, p, labels) for name, p in scores.items()}
     delivered_val = delivery.served.calibrate(val_scores[delivery.method])
@@ -696,7 +744,9 @@ def evaluate(
         pairs = {n: (val_scores[n], p) for n, p in scores.items()}
         pairs[""] = (delivered_val, delivered_proba)  # "": the delivered model, calibrated
         for name, (val, test) in pairs.items():
-            point = operating_point(data.y_val, val[:, 1], data.y_eval, test[:, 1], target)
+            point = operating_point(y_val, val[:, 1], data.y_eval, test[:, 1], target)
+            if point is not None and folds is not None:
+                point["chosen_on"] = delivery.decided["chosen_on"]
             (figures[name] if name else delivered)["operating_point"] = point
     context = _eval_context(prepared, data, encoded, baselines, scores)
     extra_metrics, sections = recipe.extra_report(context)
@@ -723,6 +773,27 @@ def evaluate(
     metrics.update(_run_figures(data, result, figures))
     notes = encoded.notes + baselines.notes
     return Evaluated(metrics, scores, context, sections, notes, delivery, delivered_proba)
+
+
+def _deciding_scores(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    result: TrainResult,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """(every method's probabilities on the rows that decide, their labels, each row's inner
+    fold or None): the out-of-fold predictions of the training rows when inner folds made them
+    for every method, else the validation rows."""
+    oof = result.out_of_fold
+    if oof is not None and set(baselines.scores) <= set(oof.scores):
+        return oof.scores, oof.y, oof.folds
+    val_model = (
+        _predict(prepared, encoded, encoded.val_ids)
+        if data.val_rows
+        else np.zeros((0, len(data.labels)))
+    )
+    return {MODEL_NAME: val_model, **baselines.val_scores}, data.y_val, None
 
 
 def _eval_context(

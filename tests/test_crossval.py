@@ -131,7 +131,9 @@ def test_crossval_report_and_fold_runs(crossval, mixed_csv):
     delivered = crossval.metrics["delivered"]
     assert sum(delivered["counts"].values()) == 3 and len(delivered["per_fold"]) == 3
     assert delivered["per_fold"][0] == run.metrics["delivered"]["name"]
-    assert "| delivered |" in report and "Delivered model, chosen on each fold" in report
+    # (the medical recipe's default: on out-of-fold predictions of each fold's inner folds)
+    assert "| delivered |" in report
+    assert "Delivered model, chosen on out-of-fold predictions of inner folds" in report
     assert medical.load(folder / "fold-2").labels == ["well", "sick"]
     with pytest.raises(UserError, match="cross-validation summary with one model per fold"):
         medical.load(folder)

@@ -58,7 +58,7 @@ def explained_run(tiny_model_dir, tmp_path_factory):
             "val_fraction": 0.0,  # the last step is kept: the text part is not silent
         },
         model={"name": str(tiny_model_dir), "lora_r": 4},
-        train={"max_steps": 8, "batch_size": 16, "seed": 5},
+        train={"max_steps": 8, "batch_size": 16, "seed": 5, "select_folds": "0"},
         eval={"target_recall": None},
         output=str(folder / "run"),
     )

@@ -34,7 +34,8 @@ def _config(tiny_model_dir, table, output, **model):
             "positive_label": "sick",
         },
         model={"name": str(tiny_model_dir), "lora_r": 4, **model},
-        train={"max_steps": 6, "batch_size": 16, "seed": 3},
+        # The validation-row path (inner folds: tests/test_oof_selection.py).
+        train={"max_steps": 6, "batch_size": 16, "seed": 3, "select_folds": "0"},
         output=str(output),
     )
 
@@ -43,6 +44,9 @@ def test_the_recipe_defaults_to_the_hybrid_model():
     config = recipe.config()
     assert config.model.side_features and config.model.head_init == "wide"
     assert not config.model.wide_frozen
+    # Inner folds of small tables choose the epoch and the delivered model; the top 2 layers
+    # take LoRA (the frozen ones run once), which pays for the folds.
+    assert config.train.select_folds == "auto:3" and config.model.lora_layers == 2
 
 
 def test_epoch_0_is_the_logistic_regression_baseline(tiny_model_dir, numbers_table, tmp_path):

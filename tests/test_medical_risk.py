@@ -97,7 +97,10 @@ def test_short_real_run_reports_the_medical_figures(pima_run):
     assert metrics["positive_label"] == "Yes" and metrics["n_eval"] == 332
     check_reported_figures(output)  # recall, specificity, Brier, AUC of "Yes" in scores.npz
     point = metrics["operating_point"]
-    assert point["validation_recall"] >= 0.8 and point["chosen_on"].startswith("validation")
+    # The recipe's default: chosen on out-of-fold predictions of 3 inner folds of Pima.tr.
+    assert point["validation_recall"] >= 0.8
+    assert point["chosen_on"] == "out-of-fold predictions of 3 inner folds over 200 training rows"
+    assert metrics["delivered"]["chosen_on"] == point["chosen_on"] and metrics["n_val"] == 0
     with np.load(output / "scores.npz") as scores:  # judged at that threshold on Pima.te
         # The top level is the delivered model's (calibrated) threshold and figures.
         expected = at_threshold(scores["y_true"], scores["delivered"][:, 1], point["threshold"])

@@ -1,4 +1,5 @@
-"""Calibration of a two-class model's P(positive), fitted on validation rows only.
+"""Calibration of a two-class model's P(positive), fitted on validation rows only (or on the
+out-of-fold probabilities of inner folds of the training rows: finetune.evaluation.selection).
 
 `choose_calibrator` picks none, Platt scaling (a logistic regression on the logit of
 P(positive)) or isotonic regression. With `auto` the choice is the lowest log-loss of each
@@ -86,29 +87,46 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator(method, model, len(y), p)
 
 
-def cross_fitted_losses(p: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:
-    """Each method's log-loss on the validation rows, every row scored by a map fitted on the
-    other folds of them (stratified, seeded)."""
+def cross_fitted_losses(
+    p: np.ndarray, y: np.ndarray, seed: int, folds: np.ndarray | None = None
+) -> dict[str, float]:
+    """Each method's log-loss on the rows, every row scored by a map fitted on the other folds
+    of them: `folds` (each row's fold number, e.g. the inner folds that gave out-of-fold `p`),
+    else stratified, seeded folds."""
     from sklearn.model_selection import StratifiedKFold
 
     p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=int)
-    folds = int(min(5, np.bincount(y, minlength=2).min()))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    if folds is not None:
+        parts = [(np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in np.unique(folds)]
+    else:
+        n_folds = int(min(5, np.bincount(y, minlength=2).min()))
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        parts = list(splitter.split(p[:, None], y))
     out = {method: np.zeros(len(y)) for method in METHODS}
-    for fit_rows, held in splitter.split(p[:, None], y):
+    for fit_rows, held in parts:
         for method in METHODS:
             out[method][held] = fit_calibrator(method, p[fit_rows], y[fit_rows]).positive(p[held])
     return {method: log_loss(y, out[method]) for method in METHODS}
 
 
 def choose_calibrator(
-    setting: str, p_val: np.ndarray, y_val: np.ndarray, seed: int
+    setting: str,
+    p_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+    folds: np.ndarray | None = None,
+    fitted_on: str | None = None,
 ) -> tuple[Calibrator, dict[str, Any]]:
     """The calibration map for `setting` (auto, none, platt, isotonic) fitted on validation
-    P(positive) `p_val` and labels `y_val`, and how it was chosen (for metrics.json)."""
+    P(positive) `p_val` and labels `y_val`, and how it was chosen (for metrics.json). With
+    out-of-fold probabilities of inner folds, `folds` (each row's fold) cross-fits auto's
+    candidates over those same folds, and `fitted_on` says what the rows are."""
     y_val = np.asarray(y_val, dtype=int)
     n_rare = int(np.bincount(y_val, minlength=2).min()) if len(y_val) else 0
-    how: dict[str, Any] = {"setting": setting, "fitted_on": f"{len(y_val)} validation rows"}
+    how: dict[str, Any] = {
+        "setting": setting,
+        "fitted_on": fitted_on or f"{len(y_val)} validation rows",
+    }
     if setting != "auto":
         if setting != "none" and n_rare < 1:
             how["note"] = "the validation rows hold one class only: left uncalibrated"
@@ -119,7 +137,7 @@ def choose_calibrator(
             "too few to judge a calibration, left uncalibrated"
         )
         return fit_calibrator("none", p_val, y_val), how
-    losses = cross_fitted_losses(p_val, y_val, seed)
+    losses = cross_fitted_losses(p_val, y_val, seed, folds)
     chosen = "none"
     for method in METHODS[1:]:  # ordered from simple to flexible
         if losses[method] < losses[chosen] - MIN_GAIN:

@@ -61,7 +61,7 @@ def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
         defined = [p for p in points if p]
         point: dict[str, Any] = {
             "target_recall": defined[0]["target_recall"],
-            "chosen_on": "each fold's validation rows (inside its training part)",
+            "chosen_on": _chosen_on([p.get("chosen_on") for p in defined]),
             "thresholds": [p["threshold"] for p in defined],
         }
         for key in OPERATING:
@@ -70,8 +70,17 @@ def _average(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _chosen_on(each: list[str | None]) -> str:
+    """Which rows the folds decided on (each fold's `chosen_on`): its validation rows, or
+    out-of-fold predictions of inner folds of its training part (train.select_folds)."""
+    if any(str(chosen or "").startswith("out-of-fold") for chosen in each):
+        return "out-of-fold predictions of inner folds of each fold's training part"
+    return "each fold's validation rows (inside its training part)"
+
+
 def _delivered(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """How often each method was delivered (each fold decides on its own validation rows)."""
+    """How often each method was delivered (each fold decides on its own validation rows or
+    inner folds)."""
     from collections import Counter
 
     names = [(fold.get("delivered") or {}).get("name", "model") for fold in folds]
@@ -81,7 +90,7 @@ def _delivered(folds: list[dict[str, Any]]) -> dict[str, Any]:
         "per_fold": names,
         "calibrations": dict(Counter(calibrations).most_common()),
         "calibrated": any(method != "none" for method in calibrations),
-        "chosen_on": "each fold's validation rows (inside its training part)",
+        "chosen_on": _chosen_on([(fold.get("delivered") or {}).get("chosen_on") for fold in folds]),
     }
 
 

@@ -1,4 +1,5 @@
-"""Which model a run delivers, and the calibration it serves with, chosen on validation rows.
+"""Which model a run delivers, and the calibration it serves with, chosen on validation rows
+or, with inner folds (train.select_folds), on out-of-fold predictions of the training rows.
 
 Every method (the fine-tuned model at its kept epoch, each baseline) is scored on the run's
 validation rows. With `eval.deliver: best` a baseline is delivered when it beats the
@@ -6,6 +7,12 @@ fine-tuned model there, on the recipe's primary metric, by more than `MARGIN`; o
 always with `eval.deliver: finetuned`, the fine-tuned model is. Two-class tasks then get a
 calibration map of the delivered method's probabilities (`finetune.evaluation.calibration`),
 fitted on the same validation rows. The evaluation rows are never passed here.
+
+With inner folds (`OutOfFold`), every method has a prediction for every training row from a
+model fitted without it: the same rule then reads the pooled out-of-fold figure, and a
+baseline must also lead the fine-tuned model in the mean over the folds by more than `MARGIN`
+(one fold's luck does not carry it); the calibration's candidates are cross-fitted over the
+same folds, and the threshold is chosen on the calibrated out-of-fold probabilities.
 
 What the run serves is saved in the run folder's `delivered/` (`save_served`, `load_served`):
 `delivered.json`, the baseline's fitted predictor (`predictor.joblib`) and the calibration map
@@ -57,6 +64,20 @@ class Served:
 
 
 @dataclass
+class OutOfFold:
+    """Every training row's out-of-fold probabilities by method (the fine-tuned model under
+    MODEL_NAME, each baseline under its name), their labels and each row's inner fold."""
+
+    scores: dict[str, np.ndarray]
+    y: np.ndarray
+    folds: np.ndarray  # each row's fold number
+
+    def describe(self) -> str:
+        n_folds = len(np.unique(self.folds))
+        return f"out-of-fold predictions of {n_folds} inner folds over {len(self.y)} training rows"
+
+
+@dataclass
 class Delivery:
     """The choice and what decided it (metrics.json's `delivered` and `calibration`)."""
 
@@ -80,11 +101,14 @@ def choose_delivered(
     primary: str,
     deliver: str,
     deliverable: set[str],
+    folds: np.ndarray | None = None,
 ) -> tuple[str, dict[str, Any], list[str]]:
     """(the delivered method's key, metrics.json's `delivered`, report lines).
 
     `val_scores` holds every method's validation probabilities (the model under MODEL_NAME);
-    `deliverable` names the baselines that left a predictor a run can save."""
+    `deliverable` names the baselines that left a predictor a run can save. With `folds` (each
+    row's inner fold) the scores are out-of-fold predictions of the training rows, and a
+    baseline must lead both on them pooled and in the mean over the folds."""
     metric = validation_metric(primary, len(labels))
     decided: dict[str, Any] = {"name": MODEL, "deliver": deliver, "metric": metric}
     if not len(y_val):
@@ -98,25 +122,25 @@ def choose_delivered(
         margin=MARGIN,
         validation={(MODEL if n == MODEL_NAME else n): v for n, v in figures.items()},
     )
+    where = "on the validation rows"
+    fold_means: dict[str, float | None] = {}
+    if folds is not None:
+        where = "on out-of-fold predictions of the training rows"
+        decided["chosen_on"] = OutOfFold(val_scores, y_val, folds).describe()
+        decided["out_of_fold"] = _fold_figures(val_scores, y_val, folds, labels, metric)
+        fold_means = {
+            name: decided["out_of_fold"][MODEL if name == MODEL_NAME else name]["fold_mean"]
+            for name in val_scores
+        }
     model = figures[MODEL_NAME]
-    # Baselines that lead by more than the margin, best first (ties: the recipe's order).
-    leading = sorted(
-        (
-            name
-            for name, value in figures.items()
-            if name != MODEL_NAME
-            and value is not None
-            and (model is None or value - model > MARGIN)
-        ),
-        key=lambda name: -figures[name],
-    )
+    leading = _leading(figures, fold_means)
     if not leading:
         return MODEL_NAME, decided, []
     leader = leading[0]
     best_value = figures[leader]
     decided["leader"] = leader
     led = (
-        f"The baseline {leader} beat the fine-tuned model on the validation rows: {metric} "
+        f"The baseline {leader} beat the fine-tuned model {where}: {metric} "
         f"{best_value:.3f} against {_shown(model)} (margin {MARGIN})."
     )
     if deliver == "finetuned":
@@ -144,6 +168,49 @@ def choose_delivered(
     )
 
 
+def _leading(figures: dict[str, float | None], fold_means: dict[str, float | None]) -> list[str]:
+    """Baselines that lead the fine-tuned model by more than the margin (and, with inner
+    folds, in the mean over the folds too), best first (ties: the recipe's order)."""
+    model = figures[MODEL_NAME]
+
+    def leads(name: str) -> bool:
+        value = figures[name]
+        if value is None or (model is not None and value - model <= MARGIN):
+            return False
+        mine, theirs = fold_means.get(MODEL_NAME), fold_means.get(name)
+        return mine is None or theirs is None or theirs - mine > MARGIN
+
+    return sorted(
+        (name for name in figures if name != MODEL_NAME and leads(name)),
+        key=lambda name: -figures[name],
+    )
+
+
+def _fold_figures(
+    scores: dict[str, np.ndarray],
+    y: np.ndarray,
+    folds: np.ndarray,
+    labels: list[str],
+    metric: str,
+) -> dict[str, dict[str, Any]]:
+    """metrics.json `delivered.out_of_fold`: each method's figure on the out-of-fold
+    predictions, pooled and per inner fold (mean, std, each fold's)."""
+    out = {}
+    for name, p in scores.items():
+        per_fold = [
+            classification_metrics(y[folds == k], p[folds == k], labels)[metric]
+            for k in np.unique(folds)
+        ]
+        defined = [v for v in per_fold if v is not None]
+        out[MODEL if name == MODEL_NAME else name] = {
+            "pooled": classification_metrics(y, p, labels)[metric],
+            "fold_mean": float(np.mean(defined)) if defined else None,
+            "fold_std": float(np.std(defined)) if defined else None,
+            "per_fold": per_fold,
+        }
+    return out
+
+
 def _shown(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -156,19 +223,28 @@ def deliver(
     settings: Any,
     predictors: dict[str, Any],
     seed: int,
+    folds: np.ndarray | None = None,
 ) -> Delivery:
     """The delivered method (choose_delivered) and, for two classes, its calibration map fitted
-    on its validation probabilities. `settings` is the run's EvalConfig (deliver, calibrate)."""
+    on its validation probabilities. `settings` is the run's EvalConfig (deliver, calibrate).
+    With `folds` (each row's inner fold), `val_scores` are out-of-fold predictions of the
+    training rows `y_val` (`OutOfFold`), and the calibration is cross-fitted over those folds."""
     method, decided, lines = choose_delivered(
-        val_scores, y_val, labels, primary, settings.deliver, set(predictors)
+        val_scores, y_val, labels, primary, settings.deliver, set(predictors), folds
     )
     served = Served(decided["name"], predictors.get(method) if method != MODEL_NAME else None)
     if lines:
         decided["note"] = " ".join(lines)
     delivery = Delivery(served, method, decided, lines=lines)
     if len(labels) == 2:
+        fitted_on = None if folds is None else decided["chosen_on"]
         calibrator, how = choose_calibrator(
-            settings.calibrate if len(y_val) else "none", val_scores[method][:, 1], y_val, seed
+            settings.calibrate if len(y_val) else "none",
+            val_scores[method][:, 1],
+            y_val,
+            seed,
+            folds,
+            fitted_on,
         )
         served.calibrator = calibrator if calibrator.method != "none" else None
         delivery.calibration = {"method": calibrator.method, **how}

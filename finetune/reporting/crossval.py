@@ -153,8 +153,9 @@ def _folds_section(metrics: dict[str, Any], methods: list[str]) -> list[str]:
     kept_start = [f["fold"] for f in metrics["folds"] if f["best_epoch"] == 0]
     if kept_start:
         parts += [
-            f"In fold(s) {', '.join(map(str, kept_start))} the validation rows preferred the "
-            "starting point (the head fitted on frozen embeddings) to every fine-tuned epoch.",
+            f"In fold(s) {', '.join(map(str, kept_start))} the validation rows (or inner folds) "
+            "preferred the starting point (epoch 0: the probe on frozen embeddings, or the "
+            "hybrid's logistic regression) to every fine-tuned epoch.",
             "",
         ]
     return parts

@@ -120,7 +120,8 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         return []
     if "counts" in delivered:
         counts = ", ".join(f"{n} in {c}" for n, c in delivered["counts"].items())
-        lines = [f"Delivered model, chosen on each fold's validation rows: {counts} fold(s)."]
+        chosen_on = delivered.get("chosen_on", "each fold's validation rows")
+        lines = [f"Delivered model, chosen on {chosen_on}: {counts} fold(s)."]
         calibration = metrics.get("calibration")
         if calibration and delivered.get("calibrated"):
             methods = ", ".join(f"{n} in {c}" for n, c in calibration["methods"].items())
@@ -135,8 +136,13 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
     elif "validation" in delivered:
         figures = delivered["validation"]
         others = [v for n, v in figures.items() if n != "model" and v is not None]
+        where = (
+            "out-of-fold predictions of the training rows"
+            if "out_of_fold" in delivered
+            else "the validation rows"
+        )
         lines = [
-            f"Delivered: the fine-tuned model; no baseline beat it on the validation rows by more "
+            f"Delivered: the fine-tuned model; no baseline beat it on {where} by more "
             f"than {delivered['margin']} {delivered['metric']} (fine-tuned "
             f"{figure(figures.get('model'))}, best baseline {figure(max(others, default=None))})."
         ]
@@ -150,7 +156,25 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
             f"{figure(calibration['brier_before'])} before, "
             f"{figure(calibration['brier_after'])} after."
         )
+    if "chosen_on" in delivered:
+        parts = ["Delivered model"]
+        parts += ["calibration"] if "calibration" in metrics else []
+        parts += ["threshold"] if metrics.get("operating_point") else []
+        lines.append(f"{how_chosen(parts)} chosen on {rows_that_chose(delivered['chosen_on'])}.")
     return lines
+
+
+def how_chosen(parts: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def rows_that_chose(chosen_on: str) -> str:
+    """metrics.json `delivered.chosen_on` in words ('validation (40 rows)': '40 validation
+    rows'; out-of-fold choices already say it)."""
+    if chosen_on.startswith("validation (") and chosen_on.endswith(" rows)"):
+        return f"{chosen_on[len('validation (') : -len(' rows)')]} validation rows"
+    return chosen_on
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:

@@ -11,6 +11,11 @@ learning-rate schedule, stopped after that many epochs; the last weights are kep
 epoch 0 wins, nothing is trained and the starting point (the probe head, fitted on every
 training row) is the delivered model.
 
+Each fold's held-out probabilities are kept at every candidate epoch, so once the epoch is
+chosen every training row has an out-of-fold (OOF) prediction of the model at that epoch
+(`FoldSelection.oof_proba`): the run decides its delivered model, calibration and threshold on
+them (`OutOfFold`, finetune.evaluation.selection) instead of on a small validation hold-out.
+
 The evaluation rows never enter: the caller hands in training rows only.
 """
 
@@ -54,6 +59,15 @@ class FoldSelection:
     losses: np.ndarray  # folds x epochs: the validation log-loss
     chosen: float
     seconds: float = 0.0
+    # epochs x rows x classes: each training row's probabilities from the fold holding it out.
+    oof: np.ndarray | None = None
+    splits: list[tuple[list[int], list[int]]] | None = None  # (train, held-out) positions
+
+    def oof_proba(self) -> np.ndarray | None:
+        """Every training row's out-of-fold probabilities at the chosen epoch."""
+        if self.oof is None:
+            return None
+        return self.oof[self.epochs.index(self.chosen)]
 
     def means(self) -> list[dict[str, Any]]:
         rows = []
@@ -122,7 +136,15 @@ def choose_epochs(
     began = time.perf_counter()
     initial = trainable_state(model)
     figures, losses, epochs, metric = [], [], [], ""
+    per_fold: list[list[np.ndarray]] = []  # per fold: the held-out probabilities per epoch
     for train_part, held_part in folds:
+        seen: list[np.ndarray] = []
+        per_fold.append(seen)
+
+        def recorded(proba: np.ndarray, labels: np.ndarray, seen=seen) -> dict:
+            seen.append(proba)  # one call per epoch, epoch 0 first, rows in held-out order
+            return validation_figures(proba, labels)
+
         _copy_into(model, initial, "The starting point")
         start(train_part)
         loop = TrainingLoop(
@@ -137,7 +159,7 @@ def choose_epochs(
             # No checkpoints: a resumed run repeats the folds (seeded) and resumes the final
             # training.
             show_progress=False,
-            validation_figures=validation_figures,
+            validation_figures=recorded,
         )
         history = loop.run().history
         metric = loop.select_metric
@@ -160,7 +182,26 @@ def choose_epochs(
         losses_array,
         chosen,
         time.perf_counter() - began,
+        _out_of_fold(per_fold, folds, len(rows.labels), len(epochs)),
+        folds,
     )
+
+
+def _out_of_fold(
+    per_fold: list[list[np.ndarray]],
+    folds: list[tuple[list[int], list[int]]],
+    n_rows: int,
+    n_epochs: int,
+) -> np.ndarray | None:
+    """epochs x rows x classes from each fold's held-out probabilities (None when a fold
+    recorded another number of epochs than the others, e.g. a task scoring itself)."""
+    if not per_fold or any(len(seen) != n_epochs for seen in per_fold):
+        return None
+    n_classes = per_fold[0][0].shape[1]
+    oof = np.zeros((n_epochs, n_rows, n_classes))
+    for seen, (_, held_part) in zip(per_fold, folds, strict=True):
+        oof[:, held_part] = np.stack(seen)
+    return oof
 
 
 def _number(value: float | None) -> float:

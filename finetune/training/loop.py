@@ -182,6 +182,9 @@ class TrainResult:
     # How the number of epochs was chosen when inner folds chose it (train.select_folds;
     # training/kfold.py): the folds' mean figure per epoch, the choice and how sure it is.
     selection: dict[str, Any] | None = None
+    # Every training row's out-of-fold probabilities by method, from those inner folds
+    # (finetune.evaluation.selection.OutOfFold): they decide the delivered model.
+    out_of_fold: Any = None
 
 
 def check_optimizer(name: str, device: str) -> None:
