@@ -141,3 +141,17 @@ def test_auto_with_a_number_of_folds_is_for_small_tables_only():
     from finetune.config import select_folds
 
     assert select_folds("auto:3", 200) == 3 and select_folds("auto:3", 5_000) == 0
+
+
+def test_the_delivery_line_reads_the_figure_of_the_method_a_recipe_names():
+    """A recipe may record its fine-tuned variant by name (recommendation: the re-ranker)."""
+    metrics = {
+        "delivered": {
+            "name": "model",
+            "method": "two_tower_reranked",
+            "metric": "ndcg@10",
+            "margin": 0.005,
+            "validation": {"two_tower_reranked": 0.206, "item_knn": 0.196, "two_tower": 0.171},
+        }
+    }
+    assert "(fine-tuned 0.206, best baseline 0.196)" in delivery_lines(metrics)[0]

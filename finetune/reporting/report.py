@@ -135,7 +135,9 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         lines = [delivered["note"]]
     elif "validation" in delivered:
         figures = delivered["validation"]
-        others = [v for n, v in figures.items() if n != "model" and v is not None]
+        # A recipe may name the fine-tuned model's variant (recommendation: the re-ranker).
+        mine = delivered.get("method") if delivered.get("method") in figures else "model"
+        others = [v for n, v in figures.items() if n not in ("model", mine) and v is not None]
         where = (
             "out-of-fold predictions of the training rows"
             if "out_of_fold" in delivered
@@ -144,7 +146,7 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         lines = [
             f"Delivered: the fine-tuned model; no baseline beat it on {where} by more "
             f"than {delivered['margin']} {delivered['metric']} (fine-tuned "
-            f"{figure(figures.get('model'))}, best baseline {figure(max(others, default=None))})."
+            f"{figure(figures.get(mine))}, best baseline {figure(max(others, default=None))})."
         ]
     else:
         lines = [f"Delivered: the fine-tuned model ({delivered.get('rule', '')})."]
