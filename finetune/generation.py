@@ -43,6 +43,7 @@ from finetune.modeling.generation import (
 )
 from finetune.modeling.models import pick_device, use_bf16
 from finetune.runtime import environment, peak_memory_mb
+from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
@@ -98,6 +99,7 @@ def train_generation(
             counts.add(val_counts)
         redacted = counts.as_dict()
     device = pick_device()
+    checkpoints = open_checkpoints(folder, config, device, main=True)
     bf16 = use_bf16(config.train.precision, device)
     model, tokenizer, info = build_generator(
         config.model, config.data.max_length, bf16, device, config.train.seed
@@ -113,10 +115,11 @@ def train_generation(
         inputs,
         device,
         bf16,
+        checkpoints=checkpoints,
         show_progress=show_progress,
         task=task,
     )
-    result = loop.run()
+    result = loop.run(resume=config.resume)
     decode = Decoder(model, tokenizer, max_new_tokens, config.train.eval_batch_size, bf16, system)
     judge = Judge.fit(train, config.train.seed)
     scored = score_methods(decode, train, evaluation, baselines, device)
@@ -135,6 +138,7 @@ def train_generation(
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
         save_generator(model, tokenizer, info, tmp / "adapter")
         judge.save(tmp)
+    checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
 
 

@@ -131,3 +131,70 @@ def test_mismatched_pairs_and_missing_template_are_one_line(tiny_llama_dir):
         Pairs(["a", "b"], ["c"])
     with pytest.raises(UserError, match="no chat template"):
         ChatInputs(load_tokenizer(str(tiny_llama_dir)), 32).encode_pairs(["a"], ["b"])
+
+
+def test_a_killed_generation_run_resumes_where_it_stopped(chat_dir, tmp_path, monkeypatch):
+    """A checkpoint written mid-run, placed beside a fresh output folder, continues to the same
+    losses and replies as the run that was not interrupted; the checkpoint is then cleared."""
+    import shutil
+    from dataclasses import replace
+
+    from finetune.generation import train_generation
+    from finetune.training.checkpoint import Checkpoints
+    from finetune.training.loop import TrainingLoop
+
+    kept = []
+    save = Checkpoints.save
+
+    def save_and_keep(self, state):
+        save(self, state)
+        kept.append(tmp_path / f"state-{len(kept)}.pt")
+        shutil.copy(self.path, kept[-1])
+
+    data = recipe.pairs()
+
+    def run(name, resume=False):
+        config = recipe.config(chat_dir, tmp_path / name, steps=6)
+        config.train.checkpoint_steps = 2
+        return train_generation(replace(config, resume=resume), data, data, data, max_new_tokens=8)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "save", save_and_keep)
+        straight = run("straight")
+    assert len(kept) >= 3 and not (tmp_path / "straight.checkpoint" / "state.pt").exists()
+    placed = tmp_path / "resumed.checkpoint" / "state.pt"
+    placed.parent.mkdir()
+    shutil.copy(kept[1], placed)
+    steps = []
+    step = TrainingLoop.step
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingLoop, "step", lambda self, *a: steps.append(1) or step(self, *a))
+        resumed = run("resumed", resume=True)
+    done_before = torch.load(kept[1], weights_only=True)["step"]
+    assert 0 < done_before and len(steps) == straight.metrics["train"]["steps"] - done_before
+    assert resumed.metrics["train"]["history"] == straight.metrics["train"]["history"]
+    assert resumed.generated == straight.generated
+    assert not placed.exists()
+
+
+def test_the_summary_report_reads_a_generation_run(chat_dir, tmp_path):
+    """`finetune report` over a reply run: intent-consistency figures, the best baseline by
+    its F1, the training time."""
+    from finetune.generation import train_generation
+    from finetune.markdown import figure
+    from finetune.reporting.summary import SUMMARY_COLUMNS, write_summary
+
+    data = recipe.pairs()
+    data.labels = ["delivery", "account", "refund", "delivery", "account", "refund"]
+    config = recipe.config(chat_dir, tmp_path / "run", steps=2)
+    run = train_generation(config, data, data, max_new_tokens=4, baselines=("retrieval_tfidf",))
+    folder, failures, rows = write_summary([run.folder], tmp_path / "report")
+    row = dict(zip(SUMMARY_COLUMNS, rows[0], strict=True))
+    reply = run.metrics["reply"]
+    assert row["f1"] == figure(reply["model"]["intent_f1"]) != "n/a" and not failures
+    assert (
+        row["best baseline"]
+        == f"retrieval_tfidf (F1 {figure(reply['retrieval_tfidf']['intent_f1'])})"
+    )
+    assert row["train time"].endswith(" s")
+    assert (folder / "report.md").is_file()

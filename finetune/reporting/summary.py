@@ -83,11 +83,22 @@ class RunRecord:
         """The baseline that scores highest on the run's primary metric (None: no baseline
         has it)."""
         metric = self.primary_metric
-        baselines = self.metrics.get("baselines") or {}
+        baselines = self.metrics.get("baselines") or _reply_baselines(self.metrics)
         scored = [(n, b) for n, b in baselines.items() if b.get(metric) is not None]
         if not scored:
             return None
         return max(scored, key=lambda item: item[1][metric])
+
+
+def _reply_baselines(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A reply run's baselines in the headline's terms: its accuracy, recall and F1 are the
+    intent consistency of the replies."""
+    reply = metrics.get("reply") or {}
+    return {
+        name: {key: figures.get(f"intent_{key}") for key in ("accuracy", "recall", "f1")}
+        for name, figures in reply.items()
+        if name != "model"
+    }
 
 
 def load_record(folder: str | Path) -> RunRecord:
@@ -115,7 +126,9 @@ def summary_row(record: RunRecord) -> list[str]:
     best = record.best_baseline()
     metric = record.primary_metric
     best_text = f"{best[0]} ({_metric_name(metric)} {figure(best[1][metric])})" if best else "n/a"
-    seconds = record.metrics.get("train_seconds")
+    seconds = record.metrics.get("train_seconds") or (record.metrics.get("train") or {}).get(
+        "train_seconds"
+    )
     memory = record.environment.get("peak_gpu_memory_mb") or record.environment.get("peak_rss_mb")
     return [
         record.name,
