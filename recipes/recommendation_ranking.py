@@ -296,7 +296,13 @@ def build_towers(data: RankingData, config: Config, device: str, bf16: bool) -> 
     )
 
 
-def fit_ranker(data: RankingData, config: Config, device: str, show_progress: bool) -> Fitted:
+def fit_ranker(
+    data: RankingData,
+    config: Config,
+    device: str,
+    show_progress: bool,
+    checkpoints: Any = None,
+) -> Fitted:
     """LoRA on the shared encoder with the ranking task; the kept epoch is the best on the
     validation queries' NDCG@k (epoch 0, the frozen encoder, included)."""
     from finetune.evaluation.ranking import validation_measure
@@ -330,14 +336,16 @@ def fit_ranker(data: RankingData, config: Config, device: str, show_progress: bo
         QueryInputs(encoder.lengths(towers.train)),
         device,
         bf16,
+        checkpoints=checkpoints,
         show_progress=show_progress,
         task=task,
     )
-    result = loop.run()
+    result = loop.run(resume=config.resume)
     kept = task.kept(result.history, result.best_epoch)
     if kept is None:  # the loop's history and the task's calls differ: encode the kept epoch
         vectors = encoder.vectors(model, towers.items)
-        kept = Scored(vectors, encoder.scores(model, towers.validation, vectors))
+        scores = encoder.scores(model, towers.validation, vectors) + model.catalogue_offsets()
+        kept = Scored(vectors, scores)  # as RankingTask.figures scores an epoch
     test_scores = (
         towers.frozen_test
         if kept.item_vectors is towers.frozen.item_vectors
@@ -747,6 +755,7 @@ def train_ranking(config: Config, log: Any, show_progress: bool = True) -> Ranki
 
     from finetune.modeling import models
     from finetune.runtime import environment, peak_memory_mb
+    from finetune.training.checkpoint import open_checkpoints
     from finetune.training.loop import check_optimizer
 
     started = time.perf_counter()
@@ -755,9 +764,10 @@ def train_ranking(config: Config, log: Any, show_progress: bool = True) -> Ranki
     models.check_quantization(config.model.quant, device)
     check_optimizer(config.train.optim, device)
     folder = output_folder(config.output, config.recipe, config.overwrite)
+    checkpoints = open_checkpoints(folder, config, device, main=True)
     set_seed(config.train.seed)
     data = ranking_data(log, config.options, config.train.seed)
-    fitted = fit_ranker(data, config, device, show_progress)
+    fitted = fit_ranker(data, config, device, show_progress, checkpoints)
     judged = judge(data, fitted, config)
     metrics = judged["metrics"] = metrics_json(data, fitted, judged, config)
     env = environment(device, config.train.seed)
@@ -766,4 +776,5 @@ def train_ranking(config: Config, log: Any, show_progress: bool = True) -> Ranki
         peak_rss_mb=round(peak_memory_mb(), 1),
     )
     write_run(folder, config, data, fitted, judged, env)
+    checkpoints.clear()  # the run folder is complete: nothing left to resume
     return RankingRun(folder, config, metrics, fitted.model, fitted.tokenizer, fitted.info)

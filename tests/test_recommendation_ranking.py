@@ -269,3 +269,57 @@ def test_qlora_ranker_trains_and_reloads_as_trained(tiny_model_dir, log_files): 
     assert error < 5e-3  # 4-bit kernels round a little differently with another batch shape
     top = recipe.recommend(again, liked=["i0", "i3"], k=5)
     assert len(top) == 5 and not {"i0", "i3"} & set(top["item"])
+
+
+def test_a_killed_ranking_run_resumes_where_it_stopped(
+    tiny_model_dir,
+    log_files,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """A checkpoint from the middle of a ranking run continues with the remaining steps only,
+    to the same validation history and test figures as the run that was not interrupted."""
+    import shutil
+
+    import torch
+
+    from finetune.registry import load_recipe
+    from finetune.training.checkpoint import Checkpoints
+    from finetune.training.loop import TrainingLoop
+
+    interactions, items = log_files
+    recipe = load_recipe("recommendation")
+
+    def config(name, resume=False):
+        return recipe.config(
+            model={"name": str(tiny_model_dir), "lora_r": 4, "lora_layers": 1},
+            train={"epochs": 2, "checkpoint_steps": 1},
+            options={"interactions": str(interactions), "items": str(items), "negatives": 8},
+            output=str(tmp_path / name),
+            resume=resume,
+        )
+
+    kept, save = [], Checkpoints.save
+
+    def save_and_keep(self, state):
+        save(self, state)
+        kept.append(tmp_path / f"state-{len(kept)}.pt")
+        shutil.copy(self.path, kept[-1])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "save", save_and_keep)
+        straight = recipe.train(config("straight"), show_progress=False)
+    assert len(kept) >= 2 and not (tmp_path / "straight.checkpoint").exists()
+    placed = tmp_path / "resumed.checkpoint" / "state.pt"
+    placed.parent.mkdir()
+    shutil.copy(kept[0], placed)
+    steps, step = [], TrainingLoop.step
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingLoop, "step", lambda self, *a: steps.append(1) or step(self, *a))
+        resumed = recipe.train(config("resumed", resume=True), show_progress=False)
+    done_before = torch.load(kept[0], weights_only=True)["step"]
+    histories = [json.loads((r.folder / "history.json").read_text()) for r in (straight, resumed)]
+    assert 0 < done_before and len(steps) == histories[0]["epochs"][-1]["step"] - done_before
+    assert histories[0]["epochs"] == histories[1]["epochs"]
+    assert resumed.metrics["ranking"] == straight.metrics["ranking"]
+    assert not placed.exists()
