@@ -57,7 +57,7 @@ from finetune.evaluation.selection import (
 from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
 from finetune.runtime import environment, peak_memory_mb
-from finetune.splits import Splits, concat, split_rows
+from finetune.splits import Splits, concat, group_folds, split_rows
 
 if TYPE_CHECKING:
     from finetune.evaluation.baselines import Baseline
@@ -577,7 +577,12 @@ def fit_by_folds(
     config, model = prepared.config, encoded.model
     y = data.y_fit
     folds = _inner_fold_count(config, y, data.labels)
-    splits = fold_indices([data.labels[i] for i in y], folds, config.train.seed)
+    labels = [data.labels[i] for i in y]
+    if data.train.groups is None:
+        splits = fold_indices(labels, folds, config.train.seed)
+    else:  # patients or sites: whole groups on one side of every inner fold
+        groups = [data.train.groups[i] for i in data.fit_rows]
+        splits = group_folds(labels, groups, folds, config.train.seed)
     vectors = baselines.inputs.train_vectors
     sample = baseline_sample(len(y), config)
 

@@ -138,3 +138,35 @@ def test_a_run_on_the_heart_data_holds_out_one_hospital(tiny_model_dir, tmp_path
     assert "dataset" not in read and "id" not in read and "cp" in read
     assert run.metrics["baselines"]["logistic_regression"]["auc"] > 0.7
     assert "plots/importance.png" in (run.folder / "report.md").read_text()
+
+
+def test_inner_folds_keep_patients_apart(tiny_model_dir, mixed_table, tmp_path, monkeypatch):
+    """The inner folds that choose the epoch and the delivered model hold out whole patients:
+    every inner fold of a grouped run is checked."""
+    from finetune.training import kfold
+
+    frame = mixed_table(90, 5)
+    frame["patient"] = [f"p{i // 3}" for i in range(90)]  # 3 records per patient
+    path = tmp_path / "records.csv"
+    frame.to_csv(path, index=False)
+    seen, choose = [], kfold.choose_epochs
+
+    def recording(model, rows, splits, *args, **kwargs):
+        seen.append((rows, splits))
+        return choose(model, rows, splits, *args, **kwargs)
+
+    monkeypatch.setattr(kfold, "choose_epochs", recording)
+    config = recipe.config(
+        data={"path": str(path), "label_column": "outcome", "positive_label": "sick"},
+        model={"name": str(tiny_model_dir), "lora_r": 4},
+        train={"max_steps": 2, "batch_size": 16},
+        options={"group_column": "patient"},
+        output=str(tmp_path / "grouped"),
+    )
+    data = training_rows(recipe.split(config), config)
+    recipe.train(config, show_progress=False)
+    ((rows, splits),) = seen
+    patients = [data[0].groups[i] for i in data[1]]  # the fit rows' patients, in order
+    assert len(splits) == 3 and len(patients) == len(rows.ids)
+    for train, held in splits:
+        _apart([patients[i] for i in train], [patients[i] for i in held])

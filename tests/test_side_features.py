@@ -43,7 +43,15 @@ def _config(tiny_model_dir, table, output, **model):
             "positive_label": "sick",
         },
         model={"name": str(tiny_model_dir), "lora_r": 4, "side_features": True, **model},
-        train={"max_steps": 4, "batch_size": 16, "precision": "fp32", "seed": 1},
+        # The validation rows choose here (the recipe's default is inner folds, tested in
+        # test_oof_selection.py): these tests check what those rows may and may not see.
+        train={
+            "max_steps": 4,
+            "batch_size": 16,
+            "precision": "fp32",
+            "seed": 1,
+            "select_folds": "0",
+        },
         output=str(output),
     )
 
