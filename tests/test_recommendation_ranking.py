@@ -323,3 +323,19 @@ def test_a_killed_ranking_run_resumes_where_it_stopped(
     assert histories[0]["epochs"] == histories[1]["epochs"]
     assert resumed.metrics["ranking"] == straight.metrics["ranking"]
     assert not placed.exists()
+
+
+def test_the_latency_benchmark_times_a_run_folder(ranking_run):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "recommend_latency.py"
+    printed = subprocess.run(
+        [sys.executable, str(script), str(ranking_run), "--users", "3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(printed)
+    assert result["known user"]["n"] == 3 and result["new user (5 liked)"]["median_ms"] > 0
