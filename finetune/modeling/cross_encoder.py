@@ -36,10 +36,9 @@ from torch import nn
 from finetune.modeling.inference import length_sorted_batches, to_device
 from finetune.modeling.inputs import Inputs, padded_width
 from finetune.modeling.models import (
-    add_lora,
+    adapt_for_training,
     autocast,
     check_quantization,
-    enable_gradient_checkpointing,
     hidden_size_of,
     load_backbone,
     load_for_lora,
@@ -49,7 +48,6 @@ from finetune.modeling.models import (
     pool,
     read_info,
     save_adapter,
-    trained_layers,
 )
 
 if TYPE_CHECKING:
@@ -124,7 +122,6 @@ def build_cross_encoder(
     gradient_checkpointing: bool = False,
 ) -> tuple[CrossEncoder, Any]:
     """Tokenizer, backbone (quantized if asked), LoRA and a zero scorer, seeded, on `device`."""
-    from transformers import set_seed
 
     tokenizer, backbone, pooling = load_for_lora(options, bf16)
     info = CrossEncoderInfo(
@@ -137,16 +134,8 @@ def build_cross_encoder(
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
     )
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(backbone)
-    set_seed(seed)  # the LoRA initialisation is seeded too
-    backbone = add_lora(
-        backbone,
-        options.lora_r,
-        options.lora_alpha,
-        options.lora_dropout,
-        info.lora_targets,
-        trained_layers(backbone.config, options.lora_layers),
+    backbone, _ = adapt_for_training(
+        backbone, options, info.lora_targets, seed, gradient_checkpointing
     )
     model = CrossEncoder(backbone, info.hidden_size, pooling, info)
     _place(model, options.quant, device)

@@ -557,6 +557,28 @@ def load_for_lora(options: Any, bf16: bool) -> tuple[Any, nn.Module, str]:
     return tokenizer, backbone, pooling
 
 
+def adapt_for_training(
+    backbone: Any,
+    options: ModelConfig,
+    targets: list[str],
+    seed: int,
+    gradient_checkpointing: bool = False,
+) -> tuple[Any, list[int]]:
+    """The training steps every task's backbone takes after `load_for_lora`: gradient
+    checkpointing if asked, then LoRA on `targets` of the trained layers, seeded (the LoRA
+    initialisation, and the head a caller builds next, must not move with anything before)."""
+    from transformers import set_seed
+
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
+    layers = trained_layers(backbone.config, options.lora_layers)
+    set_seed(seed)
+    backbone = add_lora(
+        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, targets, layers
+    )
+    return backbone, layers
+
+
 def build_for_training(
     options: ModelConfig,
     num_labels: int,
@@ -568,7 +590,6 @@ def build_for_training(
     n_features: int = 0,
 ) -> tuple[TextClassifier, Any, ClassifierInfo]:
     """Tokenizer, backbone (quantized if asked), LoRA and a fresh head, seeded, on `device`."""
-    from transformers import set_seed
 
     tokenizer, backbone, pooling = load_for_lora(options, bf16)
     info = ClassifierInfo(
@@ -583,17 +604,8 @@ def build_for_training(
         trust_remote_code=options.trust_remote_code,
         n_features=n_features,
     )
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(backbone)
-    layers = trained_layers(backbone.config, options.lora_layers)
-    set_seed(seed)  # the LoRA and head initialisation must be seeded too
-    backbone = add_lora(
-        backbone,
-        options.lora_r,
-        options.lora_alpha,
-        options.lora_dropout,
-        info.lora_targets,
-        layers,
+    backbone, layers = adapt_for_training(
+        backbone, options, info.lora_targets, seed, gradient_checkpointing
     )
     model = TextClassifier(
         backbone, info.hidden_size, num_labels, pooling, options.head_dropout, n_features

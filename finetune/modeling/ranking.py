@@ -33,9 +33,8 @@ from finetune.modeling import layersplit
 from finetune.modeling.inference import embed, to_device
 from finetune.modeling.inputs import Inputs, TokenBatches, tokenize
 from finetune.modeling.models import (
-    add_lora,
+    adapt_for_training,
     autocast,
-    enable_gradient_checkpointing,
     load_backbone,
     load_for_lora,
     lora_targets,
@@ -44,7 +43,6 @@ from finetune.modeling.models import (
     pool,
     read_info,
     save_adapter,
-    trained_layers,
 )
 
 if TYPE_CHECKING:
@@ -137,7 +135,6 @@ def build_two_tower(
 ) -> tuple[TwoTower, Any, RankerInfo]:
     """Tokenizer, backbone (quantized if asked) and LoRA, seeded, on `device`: the same
     building steps as a classifier's, without a head."""
-    from transformers import set_seed
 
     tokenizer, backbone, pooling = load_for_lora(options, bf16)
     info = RankerInfo(
@@ -150,17 +147,8 @@ def build_two_tower(
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
     )
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(backbone)
-    layers = trained_layers(backbone.config, options.lora_layers)
-    set_seed(seed)  # the LoRA initialisation is seeded too
-    backbone = add_lora(
-        backbone,
-        options.lora_r,
-        options.lora_alpha,
-        options.lora_dropout,
-        info.lora_targets,
-        layers,
+    backbone, layers = adapt_for_training(
+        backbone, options, info.lora_targets, seed, gradient_checkpointing
     )
     model = TwoTower(backbone, pooling)
     model.first_trained_layer = layers[0] if layers else 0
