@@ -188,6 +188,10 @@ class EvalConfig:
     target_recall: Share | None = None
     # Stratified K-fold cross-validation over the training data (0: one train/eval split).
     folds: NonNegative = 0
+    # Folds trained at once (cross-validation, --holdout-group each), each in its own process
+    # with its share of the CPU threads. 0: auto (one per core, at most 4, on a CPU-only
+    # machine; 1 with a GPU or a data-parallel launch).
+    fold_workers: NonNegative = 0
     # Fit the baselines (and the probe that starts the head) on a seeded sample of at most this
     # many training rows: they hold their data in memory. None: every row, or 20,000 with
     # data.memory_map.

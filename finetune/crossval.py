@@ -137,7 +137,11 @@ def cross_validate(
         metrics["eval_source"] = f"{examples.source} ({k}-fold cross-validation)"
         wall = time.perf_counter() - started
         env = environment(pick_device(), seed)
-        env.update(wall_seconds=round(wall, 2), peak_rss_mb=round(peak_memory_mb(), 1))
+        env.update(
+            wall_seconds=round(wall, 2),
+            peak_rss_mb=round(peak_memory_mb(children=True), 1),
+            fold_workers=fold_workers(per_fold, k),
+        )
         save_yaml(replace(config, output=str(folder), overwrite=False), tmp / "config.yaml")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
@@ -191,40 +195,135 @@ def _run_folds(
     """Train fold k into `where`/fold-k; returns each fold's metrics, its out-of-fold
     (labels, scores) and the label order. `final`: the folder `where` becomes (the fold
     configs are pointed at it); None for a process that writes nothing. `names`: what each
-    fold holds out, for its sources."""
-    k = len(splits)
-    fold_metrics: list[dict[str, Any]] = []
-    out_of_fold: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    labels: list[str] = []
-    for i, (train_rows, held_rows) in enumerate(splits, start=1):
-        name = f"fold-{i}"
-        fold = _FoldRecipe(
-            recipe,
-            config,
-            examples.subset(train_rows, f"{examples.source} (fold {i}/{k}: training part)"),
-            examples.subset(
-                held_rows,
-                f"{examples.source} (fold {i}/{k}: held out"
-                + (f": {names[i - 1]})" if names else ")"),
-            ),
+    fold holds out, for its sources. With `eval.fold_workers` > 1 the folds train in that
+    many processes at once (`fold_workers`)."""
+    jobs = [
+        _FoldJob(i, len(splits), train_rows, held_rows, names[i - 1] if names else None)
+        for i, (train_rows, held_rows) in enumerate(splits, start=1)
+    ]
+    workers = fold_workers(config, len(jobs)) if final is not None else 1
+    if workers > 1:
+        results = _train_in_processes(recipe, config, examples, jobs, where, workers)
+    else:
+        results = [_train_fold(recipe, config, examples, job, where, show_progress) for job in jobs]
+    if final is not None:
+        for job in jobs:
+            _point_config_at(where / job.name / "config.yaml", config, final / job.name)
+    fold_metrics = [
+        {"fold": job.index, "folder": job.name, **r.metrics}
+        for job, r in zip(jobs, results, strict=True)
+    ]
+    out_of_fold = [(r.y_eval, r.scores) for r in results]
+    return fold_metrics, out_of_fold, results[-1].labels
+
+
+@dataclass(frozen=True)
+class _FoldJob:
+    index: int
+    k: int
+    train_rows: list[int]
+    held_rows: list[int]
+    held_name: str | None  # what the fold holds out (a site), for its source
+
+    @property
+    def name(self) -> str:
+        return f"fold-{self.index}"
+
+
+@dataclass
+class _FoldResult:
+    metrics: dict[str, Any]
+    labels: list[str]
+    y_eval: np.ndarray | None
+    scores: dict[str, np.ndarray]
+
+
+def _train_fold(
+    recipe: RecipeHooks,
+    config: Config,
+    examples: Examples,
+    job: _FoldJob,
+    where: Path,
+    show_progress: bool,
+) -> _FoldResult:
+    """One fold: an ordinary run on the other folds' rows, scored on this fold's."""
+    i, k = job.index, job.k
+    fold = _FoldRecipe(
+        recipe,
+        config,
+        examples.subset(job.train_rows, f"{examples.source} (fold {i}/{k}: training part)"),
+        examples.subset(
+            job.held_rows,
+            f"{examples.source} (fold {i}/{k}: held out"
+            + (f": {job.held_name})" if job.held_name else ")"),
+        ),
+    )
+    fold_config = replace(
+        config,
+        data=replace(config.data, path=None, eval_path=None),
+        eval=replace(config.eval, folds=0),
+        output=str(where / job.name),
+        overwrite=False,
+    )
+    if show_progress:
+        print(
+            f"fold {i}/{k}: {len(job.train_rows)} rows to train on, {len(job.held_rows)} held out"
         )
-        fold_config = replace(
-            config,
-            data=replace(config.data, path=None, eval_path=None),
-            eval=replace(config.eval, folds=0),
-            output=str(where / name),
-            overwrite=False,
-        )
-        if show_progress:
-            print(f"fold {i}/{k}: {len(train_rows)} rows to train on, {len(held_rows)} held out")
-        run = train(fold, fold_config, show_progress=show_progress)
-        labels = run.labels
-        fold_metrics.append({"fold": i, "folder": name, **run.metrics})
-        out_of_fold.append((fold.y_eval, fold.scores))
-        if final is not None:
-            _point_config_at(where / name / "config.yaml", config, final / name)
-        del run  # one model in memory at a time
-    return fold_metrics, out_of_fold, labels
+    run = train(fold, fold_config, show_progress=show_progress)
+    return _FoldResult(dict(run.metrics), list(run.labels), fold.y_eval, fold.scores)
+
+
+def fold_workers(config: Config, k: int) -> int:
+    """How many folds train at once: `eval.fold_workers`, or with 0 (auto) one process per
+    CPU core (at most 4) on a CPU-only, single-process run, else 1. A small model's training
+    step uses a second core poorly, so two folds on one core each finish sooner than one
+    after the other on two (docs/benchmarks.md)."""
+    if config.eval.fold_workers:
+        return min(config.eval.fold_workers, k)
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    return max(1, min(k, os.cpu_count() or 1, 4))
+
+
+def _train_in_processes(
+    recipe: RecipeHooks,
+    config: Config,
+    examples: Examples,
+    jobs: list[_FoldJob],
+    where: Path,
+    workers: int,
+) -> list[_FoldResult]:
+    """The folds in `workers` fresh processes, each with its share of the CPU threads;
+    results come back in fold order, whichever finishes first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(f"training {len(jobs)} folds, {workers} at a time ({threads} CPU thread(s) each)")
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        futures = {
+            pool.submit(_train_fold, recipe, config, examples, job, where, False): job
+            for job in jobs
+        }
+        results: dict[int, _FoldResult] = {}
+        for future in as_completed(futures):
+            job = futures[future]
+            results[job.index] = future.result()
+            seconds = time.perf_counter() - started
+            print(f"fold {job.index}/{job.k} done ({len(results)}/{len(jobs)}, {seconds:.0f} s)")
+    return [results[job.index] for job in jobs]
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _point_config_at(path: Path, config: Config, final: Path) -> None:

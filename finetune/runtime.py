@@ -52,9 +52,14 @@ PACKAGES = (
 )
 
 
-def peak_memory_mb() -> float:
+def peak_memory_mb(children: bool = False) -> float:
+    """Peak resident memory of this process; with `children`, of it or of the largest
+    process it started and waited for (folds trained in worker processes)."""
     # ru_maxrss is KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if children:
+        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return peak / 1024
 
 
 def environment(device: str, seed: int) -> dict[str, Any]:

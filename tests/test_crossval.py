@@ -185,3 +185,30 @@ def test_folds_are_refused_where_the_split_is_by_time(tmp_path):
     )
     assert result.exit_code == 2 and "error: eval.folds: the recommendation recipe" in result.output
     assert not (tmp_path / "cv").exists()
+
+
+def test_folds_in_worker_processes_match_folds_one_after_the_other(
+    tiny_model_dir, mixed_csv, tmp_path
+):
+    """`eval.fold_workers`: folds trained in parallel processes give the figures the same
+    folds give one after the other (up to the float rounding of a different thread count)."""
+    summaries = {}
+    for workers in (1, 2):
+        config = medical.config(
+            data={"path": str(mixed_csv), "label_column": "outcome", "positive_label": "sick"},
+            model={"name": str(tiny_model_dir), "lora_r": 4},
+            train={"max_steps": 2, "batch_size": 8, "eval_batch_size": 32, "select_folds": "0"},
+            eval={"folds": 2, "fold_workers": workers},
+            output=str(tmp_path / f"workers-{workers}"),
+        )
+        with pytest.warns(UserWarning, match="dropped column 'patient_id'"):
+            summaries[workers] = medical.train(config, show_progress=False)
+    serial, parallel = summaries[1].metrics, summaries[2].metrics
+    for one, other in zip(serial["folds"], parallel["folds"], strict=True):
+        assert one["best_epoch"] == other["best_epoch"]
+        for key in ("accuracy", "f1", "auc", "brier"):
+            assert one[key] == pytest.approx(other[key], abs=1e-4), key
+    env = json.loads((summaries[2].folder / "environment.json").read_text())
+    assert env["fold_workers"] == 2
+    # Each fold folder is complete whichever process wrote it.
+    assert Run.load(summaries[2].folder / "fold-2").model_proba is not None

@@ -201,6 +201,37 @@ def test_raw_column_baselines_handle_gaps_categories_and_notes(tmp_path, baselin
         baseline(inputs)
 
 
+@pytest.mark.parametrize("baseline", [logistic_regression, gradient_boosting])
+def test_raw_column_baselines_take_a_category_with_thousands_of_values(tmp_path, baseline):
+    """A crash or visit code repeated a few times (so not dropped as an identifier) has more
+    values than histogram gradient boosting can split on: the rarest are grouped, no error."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    frame = pd.DataFrame(
+        {
+            "case": [f"{i // 2}:1" for i in range(n)],  # 600 values, each twice
+            "speed": rng.normal(size=n),
+            "label": ["dead" if x > 1.0 else "alive" for x in rng.normal(size=n)],
+        }
+    )
+    frame.loc[frame["speed"] > 0.8, "label"] = "dead"
+    examples = read(write(tmp_path, "crash.csv", frame), label_column="label")
+    y = np.array([label == "dead" for label in examples.labels], dtype=int)
+    inputs = BaselineInputs(
+        train_texts=examples.texts[:1000],
+        train_labels=y[:1000],
+        eval_texts=examples.texts[1000:],
+        n_classes=2,
+        seed=0,
+        train_features=examples.features.iloc[:1000],
+        eval_features=examples.features.iloc[1000:],
+    )
+    proba = baseline(inputs)
+    from sklearn.metrics import roc_auc_score
+
+    assert proba.shape == (200, 2) and roc_auc_score(y[1000:], proba[:, 1]) > 0.7
+
+
 def test_records_section_shows_placeholders_never_values(tmp_path, mixed_table):
     examples = read(write(tmp_path, "s.csv", mixed_table(40, 2)), label_column="outcome", card=CARD)
     facts, lines = records_section(examples.features, examples.features, CARD)

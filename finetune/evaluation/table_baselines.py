@@ -143,7 +143,8 @@ class ColumnsPredictor:
 
 def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
     """scikit-learn's histogram gradient boosting on the raw columns: missing numbers handled
-    natively, categories as native categorical splits; free-text columns are left out."""
+    natively, categories as native categorical splits (past the 255 it can split on, the
+    rarest share one category); free-text columns are left out."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import make_pipeline
@@ -156,6 +157,9 @@ def gradient_boosting(inputs: BaselineInputs) -> np.ndarray:
             handle_unknown="use_encoded_value",
             unknown_value=np.nan,
             encoded_missing_value=np.nan,
+            # A code or crash id with thousands of values would stop the fit: the histogram
+            # splits at most 255 categories, so the infrequent ones are grouped into one.
+            max_categories=255,
         )
         parts.append(
             (
