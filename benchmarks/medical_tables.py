@@ -54,26 +54,41 @@ def write(folder: Path) -> None:
 
 
 def summarise(folders: list[Path]) -> None:
-    """Per run (a single run or a --folds summary): the fine-tuned model's AUC, each
-    baseline's, the gap to the best baseline and what the run delivers."""
+    """Per run folder, a Markdown table: every method's AUC (mean ± sample std and per fold
+    for a --folds run), and its paired per-fold difference to the best baseline."""
+    import numpy as np
+
     for folder in folders:
         metrics = json.loads((folder / "metrics.json").read_text())
-        tuned = metrics.get("finetuned", metrics)
-        baselines = {name: b.get("auc") for name, b in metrics["baselines"].items()}
-        best = max(baselines, key=lambda name: baselines[name] or 0)
-        delivered = metrics.get("delivered", {})
-        row = {
-            "run": str(folder),
-            "n_eval": metrics.get("n_eval"),
-            "finetuned_auc": tuned.get("auc"),
-            "baselines_auc": baselines,
-            "best_baseline": best,
-            "gap_to_best": round(tuned["auc"] - baselines[best], 4),
-            "delivered": delivered.get("name") or delivered.get("counts"),
-            "delivered_auc": metrics.get("auc"),
-            "train_seconds": metrics.get("train_seconds"),
+        folds = metrics.get("folds") or [metrics]
+        methods = {
+            "fine-tuned (hybrid)": [f.get("finetuned", f)["auc"] for f in folds],
+            **{name: [f["baselines"][name]["auc"] for f in folds] for name in metrics["baselines"]},
+            "delivered": [f["auc"] for f in folds],
         }
-        print(json.dumps(row))
+        best = max(metrics["baselines"], key=lambda name: np.mean(methods[name]))
+        print(f"\n{folder}: {metrics.get('eval_source', '')}, best baseline {best}")
+        print("| method | AUC mean ± std | per fold | paired difference to the best baseline |")
+        print("|---|---|---|---|")
+        for name, aucs in methods.items():
+            gaps = np.array(aucs) - np.array(methods[best])
+            spread = f" ± {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else ""
+            print(
+                f"| {name} | {np.mean(aucs):.3f}{spread} | {', '.join(f'{a:.3f}' for a in aucs)} "
+                f"| {gaps.mean():+.3f} ({', '.join(f'{g:+.3f}' for g in gaps)}) |"
+            )
+        delivered = [f.get("delivered") for f in folds]
+        names = [d if isinstance(d, str) else (d or {}).get("name") for d in delivered]
+        epochs = [f.get("best_epoch") for f in folds]
+        point = metrics.get("operating_point") or {}
+        recall = f"{point.get('recall', float('nan')):.3f}" + (
+            f" ± {point['recall_std']:.3f}" if "recall_std" in point else ""
+        )
+        print(
+            f"delivered: {names}; epochs kept: {epochs}; recall at the threshold for "
+            f"{point.get('target_recall')}: {recall} (specificity {point.get('specificity')})"
+        )
+        print(f"train_seconds: {metrics.get('train_seconds')}")
 
 
 def main() -> None:
