@@ -125,13 +125,14 @@ def cross_validate(
         # their fold runs write nothing, so they get a folder name that is never created.
         unused = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         fold_metrics, _, _ = _run_folds(
-            recipe, per_fold, examples, splits, unused, None, False, names
+            recipe, per_fold, examples, splits, unused, None, False, names, workers=1
         )
         return CrossValidation(folder, config, summarise(fold_metrics))
 
+    workers = fold_workers(per_fold, k)
     with staged(folder) as tmp:
         fold_metrics, out_of_fold, labels = _run_folds(
-            recipe, per_fold, examples, splits, tmp, folder, show_progress, names
+            recipe, per_fold, examples, splits, tmp, folder, show_progress, names, workers
         )
         metrics = summarise(fold_metrics)
         metrics["eval_source"] = f"{examples.source} ({k}-fold cross-validation)"
@@ -140,7 +141,7 @@ def cross_validate(
         env.update(
             wall_seconds=round(wall, 2),
             peak_rss_mb=round(peak_memory_mb(children=True), 1),
-            fold_workers=fold_workers(per_fold, k),
+            fold_workers=workers,
         )
         save_yaml(replace(config, output=str(folder), overwrite=False), tmp / "config.yaml")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -191,19 +192,19 @@ def _run_folds(
     final: Path | None,
     show_progress: bool,
     names: list[str] | None = None,
+    workers: int = 1,
 ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, dict[str, np.ndarray]]], list[str]]:
     """Train fold k into `where`/fold-k; returns each fold's metrics, its out-of-fold
     (labels, scores) and the label order. `final`: the folder `where` becomes (the fold
     configs are pointed at it); None for a process that writes nothing. `names`: what each
-    fold holds out, for its sources. With `eval.fold_workers` > 1 the folds train in that
-    many processes at once (`fold_workers`)."""
+    fold holds out, for its sources. `workers` > 1: that many folds train at once, each in
+    its own process (`fold_workers`)."""
     jobs = [
         _FoldJob(i, len(splits), train_rows, held_rows, names[i - 1] if names else None)
         for i, (train_rows, held_rows) in enumerate(splits, start=1)
     ]
-    workers = fold_workers(config, len(jobs)) if final is not None else 1
     if workers > 1:
-        results = _train_in_processes(recipe, config, examples, jobs, where, workers)
+        results = _train_in_processes(recipe, config, examples, jobs, where, workers, show_progress)
     else:
         results = [_train_fold(recipe, config, examples, job, where, show_progress) for job in jobs]
     if final is not None:
@@ -294,6 +295,7 @@ def _train_in_processes(
     jobs: list[_FoldJob],
     where: Path,
     workers: int,
+    show_progress: bool,
 ) -> list[_FoldResult]:
     """The folds in `workers` fresh processes, each with its share of the CPU threads;
     results come back in fold order, whichever finishes first."""
@@ -301,7 +303,8 @@ def _train_in_processes(
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    print(f"training {len(jobs)} folds, {workers} at a time ({threads} CPU thread(s) each)")
+    if show_progress:
+        print(f"training {len(jobs)} folds, {workers} at a time ({threads} CPU thread(s) each)")
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
     with ProcessPoolExecutor(
@@ -315,8 +318,11 @@ def _train_in_processes(
         for future in as_completed(futures):
             job = futures[future]
             results[job.index] = future.result()
-            seconds = time.perf_counter() - started
-            print(f"fold {job.index}/{job.k} done ({len(results)}/{len(jobs)}, {seconds:.0f} s)")
+            if show_progress:
+                seconds = time.perf_counter() - started
+                print(
+                    f"fold {job.index}/{job.k} done ({len(results)}/{len(jobs)}, {seconds:.0f} s)"
+                )
     return [results[job.index] for job in jobs]
 
 

@@ -210,5 +210,10 @@ def test_folds_in_worker_processes_match_folds_one_after_the_other(
             assert one[key] == pytest.approx(other[key], abs=1e-4), key
     env = json.loads((summaries[2].folder / "environment.json").read_text())
     assert env["fold_workers"] == 2
-    # Each fold folder is complete whichever process wrote it.
-    assert Run.load(summaries[2].folder / "fold-2").model_proba is not None
+    # Each fold folder is complete whichever process wrote it: it reloads and predicts as the
+    # same fold trained in this process does.
+    folders = [summaries[w].folder / "fold-2" for w in (1, 2)]
+    rows = medical.read(mixed_csv, medical.load(folders[0]).config, labelled=False)
+    serial_proba, parallel_proba = (Run.load(f).model_proba(rows) for f in folders)
+    assert parallel_proba.shape == (60, 2)
+    np.testing.assert_allclose(parallel_proba, serial_proba, atol=1e-4)
