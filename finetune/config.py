@@ -92,6 +92,10 @@ class ModelConfig:
     # Feed a table's numeric and categorical columns to the classifier beside the text: a wide
     # linear part over them (encoded on the training rows) adds to the text head's logits.
     side_features: bool = False
+    # With side_features: each numeric column (5 or more distinct training values) also enters
+    # the wide part as a cubic B-spline over this many quantile knots, so the wide part can
+    # bend (a risk that rises only past a threshold). 0: linear only.
+    spline_knots: NonNegative = 0
     # With head_init=wide: keep the wide part's fitted weights fixed (the text part learns the
     # residual) instead of training them at the head's learning rate.
     wide_frozen: bool = False
@@ -239,6 +243,10 @@ class Config:
             raise UserError(
                 "model.head_init=wide starts the wide part of side features: set "
                 "model.side_features=true, or choose head_init probe or random."
+            )
+        if self.model.spline_knots == 1:
+            raise UserError(
+                "model.spline_knots: a spline needs at least 2 knots; set 0 (linear) or 2 or more."
             )
         if self.eval.folds == 1:
             raise UserError("eval.folds must be 0 (no cross-validation) or >= 2, got 1.")

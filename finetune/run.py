@@ -428,7 +428,8 @@ def _side_features(config: Config, data: RunData) -> FeatureEncoder | None:
             "model.side_features: this recipe's examples carry no table columns to read beside "
             "the text; set model.side_features=false."
         )
-    return FeatureEncoder.fit(data.train.features.iloc[data.fit_rows])
+    rows = data.train.features.iloc[data.fit_rows]
+    return FeatureEncoder.fit(rows, spline_knots=config.model.spline_knots)
 
 
 @dataclass
@@ -954,6 +955,11 @@ def _facts(
         f"r={config.model.lora_r} on {info.lora_targets}, quantization {config.model.quant}"
         + (
             f", plus a wide linear part over {info.n_features} side-feature values"
+            + (
+                f" (numeric columns also as cubic splines, {config.model.spline_knots} knots)"
+                if config.model.spline_knots
+                else ""
+            )
             if getattr(info, "n_features", 0)
             else ""
         ),

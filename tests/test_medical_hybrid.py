@@ -51,23 +51,50 @@ def test_the_recipe_defaults_to_the_hybrid_model():
 
 def test_epoch_0_is_the_logistic_regression_baseline(tiny_model_dir, numbers_table, tmp_path):
     """Before any training step, the model's probabilities are the baseline's on the same
-    rows (validation and evaluation), even under bf16 autocast where the CPU has it."""
+    rows (validation and evaluation), even under bf16 autocast where the CPU has it. With
+    linear numbers only (spline_knots=0) that is the logistic_regression baseline itself."""
     from finetune import run as engine
 
-    config = _config(tiny_model_dir, numbers_table, tmp_path / "unused")
-    prepared = engine.prepare(recipe, config)
-    data = engine.split(recipe, prepared.config)
-    encoded = engine.encode(recipe, prepared, data)
+    config = _config(tiny_model_dir, numbers_table, tmp_path / "unused", spline_knots=0)
+    prepared, data, encoded = _epoch_0(engine, config)
     baselines = engine.fit_baselines(recipe, prepared, data, encoded)
     # One preprocessing: the baseline's fitted encoder is the one the wide part reads.
     encoder, _ = baselines.inputs.fitted["logistic_regression"]
     assert asdict(encoder) == asdict(encoded.inputs.encoder)
-    engine._start_from_wide(prepared, data, encoded)
-    assert torch.count_nonzero(encoded.model.head.weight) == 0  # the text part is silent
     model_eval = engine._predict(prepared, encoded, encoded.eval_ids)
     model_val = engine._predict(prepared, encoded, encoded.val_ids)
     np.testing.assert_allclose(model_eval, baselines.scores["logistic_regression"], atol=1e-5)
     np.testing.assert_allclose(model_val, baselines.val_scores["logistic_regression"], atol=1e-5)
+
+
+def test_with_splines_epoch_0_is_the_regression_on_the_spline_encoding(
+    tiny_model_dir, numbers_table, tmp_path
+):
+    """The recipe's default wide part: the same regression, fitted on the numbers' splines
+    too, so epoch 0 can bend where the linear baseline cannot."""
+    from finetune import run as engine
+    from finetune.modeling.features import fit_logistic
+
+    config = _config(tiny_model_dir, numbers_table, tmp_path / "unused")
+    assert config.model.spline_knots == 3
+    prepared, data, encoded = _epoch_0(engine, config)
+    encoder = encoded.inputs.encoder
+    assert any(c.n_splines for c in encoder.numeric)
+    train = data.train.features.iloc[data.fit_rows]
+    regression = fit_logistic(encoder.transform(train), data.y_fit, config.train.seed)
+    expected = regression.predict_proba(encoder.transform(data.evaluation.features))
+    model_eval = engine._predict(prepared, encoded, encoded.eval_ids)
+    np.testing.assert_allclose(model_eval, expected, atol=1e-5)
+
+
+def _epoch_0(engine, config):
+    """The run's prepared model at epoch 0: the wide part fitted, the text part silent."""
+    prepared = engine.prepare(recipe, config)
+    data = engine.split(recipe, prepared.config)
+    encoded = engine.encode(recipe, prepared, data)
+    engine._start_from_wide(prepared, data, encoded)
+    assert torch.count_nonzero(encoded.model.head.weight) == 0  # the text part is silent
+    return prepared, data, encoded
 
 
 def test_a_hybrid_run_keeps_or_improves_epoch_0_on_validation(

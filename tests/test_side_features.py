@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from finetune.cli import app
 from finetune.errors import UserError
+from finetune.modeling.features import FeatureEncoder, spline_basis, spline_knots_of
 from recipes.medical_risk import recipe
 
 MODEL = "fine-tuned (LoRA)"
@@ -78,18 +79,57 @@ def test_the_encoder_is_fitted_on_the_training_rows_only(tiny_model_dir, table, 
     assert numeric.mean != pytest.approx(pooled.fillna(pooled.median()).mean())
     everything = glucose.fillna(glucose.median())
     assert numeric.mean != pytest.approx(everything.mean())  # validation rows left out too
+    # The recipe's splines: knots at the training rows' quantiles (3 knots, 5 basis columns).
+    assert config.model.spline_knots == 3
+    assert numeric.knots == spline_knots_of(fit.fillna(fit.median()).to_numpy(), 3)
+    assert numeric.n_splines == 5
     # Categories one-hot (smoker), free text (notes) left to the text part.
     assert [(c.name, c.categories) for c in encoder.categorical] == [("smoker", ["no", "yes"])]
-    assert encoder.width == 2 + 2
+    assert encoder.width == 2 + 5 + 2
+    assert encoder.fields == ["glucose"] * 7 + ["smoker"] * 2
+
+
+def test_the_spline_basis_is_scikit_learns_and_constant_past_the_training_range():
+    from sklearn.preprocessing import SplineTransformer
+
+    values = np.random.default_rng(0).gamma(2.0, 10.0, 300)
+    unseen = np.r_[values, -50.0, 0.0, 500.0]
+    for n_knots in (3, 5):
+        knots = spline_knots_of(values, n_knots)
+        reference = SplineTransformer(
+            n_knots=n_knots, degree=3, knots="quantile", extrapolation="constant"
+        ).fit(values[:, None])
+        np.testing.assert_allclose(knots, reference.bsplines_[0].t)
+        basis = spline_basis(unseen, knots)
+        np.testing.assert_allclose(basis, reference.transform(unseen[:, None]), atol=1e-12)
+    # Past the outer knots a value gets the boundary's basis: no runaway extrapolation.
+    np.testing.assert_allclose(basis[-1], spline_basis(np.array([values.max()]), knots)[0])
+
+
+def test_a_column_with_few_values_stays_linear():
+    frame = pd.DataFrame({"grade": [1, 2, 3, 4] * 10, "dose": np.linspace(0, 1, 40)})
+    encoder = FeatureEncoder.fit(frame, spline_knots=3)
+    grade, dose = encoder.numeric
+    assert grade.knots == [] and dose.n_splines == 5
+    assert encoder.transform(frame).shape == (40, 1 + 1 + 5)
+    linear = FeatureEncoder.fit(frame)  # spline_knots=0: the logistic-regression baseline's
+    assert linear.width == 2 and all(c.knots == [] for c in linear.numeric)
+
+
+def test_one_spline_knot_is_refused():
+    with pytest.raises(UserError, match="spline_knots"):
+        recipe.config(model={"spline_knots": 1})
 
 
 def test_a_side_feature_run_reloads_and_predicts_what_it_wrote(side_run, table, tmp_path):
     folder = side_run.folder
     saved = json.loads((folder / "adapter" / "features.json").read_text())
     assert [c["name"] for c in saved["numeric"]] == ["glucose"]
-    assert json.loads((folder / "adapter" / "classifier.json").read_text())["n_features"] == 4
+    assert saved["numeric"][0]["knots"]  # the splines' knots travel with the run
+    assert json.loads((folder / "adapter" / "classifier.json").read_text())["n_features"] == 9
     assert "wide.weight" in _head_tensors(folder)
-    assert "wide linear part over 4 side-feature values" in (folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
+    assert "wide linear part over 9 side-feature values (numeric columns also as cubic" in report
     again = recipe.load(folder)
     evaluation = recipe.read(table[1], again.config, labelled=True)
     with np.load(folder / "scores.npz") as scores:

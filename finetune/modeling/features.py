@@ -2,9 +2,11 @@
 
 With `model.side_features`, each example's raw columns (`Examples.features`) become one
 vector of numbers that a linear "wide" layer reads beside the text (models.TextClassifier):
-numeric columns imputed with the training median, with a was-missing flag, and standardised;
-categorical ones one-hot over the training categories (an unseen category is all zeros);
-free-text columns are left to the text part. `FeatureEncoder.fit` sees the training rows
+numeric columns imputed with the training median, with a was-missing flag, and standardised
+(with `spline_knots`, also a cubic B-spline basis over that many quantile knots, so a linear
+layer can bend: a risk that rises only past a threshold); categorical ones one-hot over the
+training categories (an unseen category is all zeros); free-text columns are left to the text
+part. `FeatureEncoder.fit` sees the training rows
 only, and `save` writes its fitted numbers as JSON (not a pickle), so a reloaded run
 transforms new rows exactly as training did. It is also the raw-column logistic regression
 baseline's preprocessing (finetune.evaluation.table_baselines): one encoding, so the wide part
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
 FEATURES_FILE = "features.json"
 MISSING = "missing"  # the category of an empty categorical cell (as the baselines encode it)
+SPLINE_DEGREE = 3
+# A numeric column with fewer distinct training values (a 0/1 flag, a 1-4 grade) stays linear.
+SPLINE_MIN_VALUES = 5
 
 
 @dataclass
@@ -47,6 +52,13 @@ class NumericColumn:
     mean: float  # of the imputed training values
     scale: float  # their standard deviation (1 for a constant column)
     flag: bool  # a was-missing indicator follows (the training rows had gaps)
+    # The B-spline's full knot vector (quantile knots, extended by SPLINE_DEGREE on each side
+    # as scikit-learn's SplineTransformer does); empty: the column enters linearly only.
+    knots: list[float] = field(default_factory=list)
+
+    @property
+    def n_splines(self) -> int:
+        return max(len(self.knots) - SPLINE_DEGREE - 1, 0)
 
 
 @dataclass
@@ -73,13 +85,17 @@ class FeatureEncoder:
     center: list[float] | None = None
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, required: bool = True) -> FeatureEncoder:
+    def fit(
+        cls, frame: pd.DataFrame, required: bool = True, spline_knots: int = 0
+    ) -> FeatureEncoder:
         """Fit on the training rows only (what the model learns from). `required`: a table
-        without numeric or categorical columns is an error (else an encoder of width 0)."""
+        without numeric or categorical columns is an error (else an encoder of width 0).
+        `spline_knots` (0: none): each numeric column with SPLINE_MIN_VALUES distinct values
+        or more also gets a cubic B-spline basis over that many quantile knots."""
         encoder = cls()
         for name, kind in column_kinds(frame).items():
             if kind == "numeric":
-                encoder.numeric.append(_fit_numeric(name, frame[name]))
+                encoder.numeric.append(_fit_numeric(name, frame[name], spline_knots))
             elif kind == "categorical":
                 categories = sorted(set(_as_strings(frame[name])))
                 encoder.categorical.append(CategoricalColumn(name, categories))
@@ -96,12 +112,12 @@ class FeatureEncoder:
     @property
     def fields(self) -> list[str]:
         """The raw column each encoded position comes from, in the matrix's order."""
-        names = [n for c in self.numeric for n in [c.name] * (1 + c.flag)]
+        names = [n for c in self.numeric for n in [c.name] * (1 + c.flag + c.n_splines)]
         return names + [c.name for c in self.categorical for _ in c.categories]
 
     @property
     def width(self) -> int:
-        numbers = sum(1 + c.flag for c in self.numeric)
+        numbers = sum(1 + c.flag + c.n_splines for c in self.numeric)
         return numbers + sum(len(c.categories) for c in self.categorical)
 
     def transform(self, frame: pd.DataFrame, source: str = "the data") -> np.ndarray:
@@ -119,6 +135,8 @@ class FeatureEncoder:
             parts.append(((filled - column.mean) / column.scale)[:, None])
             if column.flag:
                 parts.append(missing.astype(np.float64)[:, None])
+            if column.knots:
+                parts.append(spline_basis(filled, column.knots))
         for column in self.categorical:
             index = {category: i for i, category in enumerate(column.categories)}
             onehot = np.zeros((len(frame), len(column.categories)))
@@ -137,7 +155,7 @@ class FeatureEncoder:
     def load(cls, path: Path) -> FeatureEncoder:
         saved = json.loads(path.read_text())
         return cls(
-            [NumericColumn(**c) for c in saved["numeric"]],
+            [NumericColumn(**c) for c in saved["numeric"]],  # older runs: no knots
             [CategoricalColumn(**c) for c in saved["categorical"]],
             saved.get("center"),
         )
@@ -184,13 +202,40 @@ def _numbers(series: pd.Series, source: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
-def _fit_numeric(name: str, series: pd.Series) -> NumericColumn:
+def _fit_numeric(name: str, series: pd.Series, spline_knots: int = 0) -> NumericColumn:
     values = _numbers(series, "the training data")
     missing = np.isnan(values)
     median = float(np.median(values[~missing])) if (~missing).any() else 0.0
     filled = np.where(missing, median, values)
     scale = float(filled.std())
-    return NumericColumn(name, median, float(filled.mean()), scale or 1.0, bool(missing.any()))
+    knots = spline_knots_of(filled, spline_knots)
+    return NumericColumn(
+        name, median, float(filled.mean()), scale or 1.0, bool(missing.any()), knots
+    )
+
+
+def spline_knots_of(values: np.ndarray, n_knots: int) -> list[float]:
+    """The full knot vector of a cubic B-spline over `values` (SplineTransformer's: knots at
+    evenly spaced quantiles, repeated quantiles merged, SPLINE_DEGREE more on each side at
+    the end intervals' spacing); [] when `n_knots` is 0 or the column has too few values."""
+    if n_knots < 2 or len(np.unique(values)) < SPLINE_MIN_VALUES:
+        return []
+    base = np.unique(np.percentile(values, np.linspace(0, 100, n_knots)))
+    low, high = base[1] - base[0], base[-1] - base[-2]
+    before = base[0] - low * np.arange(SPLINE_DEGREE, 0, -1)
+    after = base[-1] + high * np.arange(1, SPLINE_DEGREE + 1)
+    return np.concatenate([before, base, after]).tolist()
+
+
+def spline_basis(values: np.ndarray, knots: list[float]) -> np.ndarray:
+    """The B-spline basis at `values`, held constant past the outer quantile knots (a value
+    beyond the training range gets the boundary's basis, as SplineTransformer's `constant`
+    extrapolation does)."""
+    from scipy.interpolate import BSpline
+
+    t = np.asarray(knots)
+    inside = np.clip(values, t[SPLINE_DEGREE], t[-SPLINE_DEGREE - 1])
+    return BSpline.design_matrix(inside, t, SPLINE_DEGREE).toarray()
 
 
 def _as_strings(series: pd.Series) -> list[str]:
