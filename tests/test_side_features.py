@@ -106,6 +106,29 @@ def test_the_spline_basis_is_scikit_learns_and_constant_past_the_training_range(
     np.testing.assert_allclose(basis[-1], spline_basis(np.array([values.max()]), knots)[0])
 
 
+def test_the_splines_separate_a_value_many_rows_share():
+    """A 0 that stands for "not measured" in 60% of the rows, at middling risk, while measured
+    values raise the risk steadily: no line fits both, the spline's knots meet at 0 and the
+    regression on the encoding separates those rows (and so ranks better on new rows)."""
+    from sklearn.metrics import roc_auc_score
+
+    from finetune.modeling.features import fit_logistic
+
+    rng = np.random.default_rng(0)
+    measured = rng.random(4000) < 0.4
+    value = np.where(measured, rng.uniform(1, 100, 4000), 0.0)
+    risk = np.where(measured, value / 100, 0.5)
+    y = (rng.random(4000) < risk).astype(int)
+    frame = pd.DataFrame({"insulin": value})
+    aucs = {}
+    for knots in (0, 3):
+        encoder = FeatureEncoder.fit(frame[:2000], spline_knots=knots)
+        model = fit_logistic(encoder.transform(frame[:2000]), y[:2000], 0)
+        proba = model.predict_proba(encoder.transform(frame[2000:]))[:, 1]
+        aucs[knots] = roc_auc_score(y[2000:], proba)
+    assert aucs[3] > aucs[0] + 0.05
+
+
 def test_a_column_with_few_values_stays_linear():
     frame = pd.DataFrame({"grade": [1, 2, 3, 4] * 10, "dose": np.linspace(0, 1, 40)})
     encoder = FeatureEncoder.fit(frame, spline_knots=3)

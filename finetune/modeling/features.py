@@ -215,12 +215,17 @@ def _fit_numeric(name: str, series: pd.Series, spline_knots: int = 0) -> Numeric
 
 
 def spline_knots_of(values: np.ndarray, n_knots: int) -> list[float]:
-    """The full knot vector of a cubic B-spline over `values` (SplineTransformer's: knots at
-    evenly spaced quantiles, repeated quantiles merged, SPLINE_DEGREE more on each side at
-    the end intervals' spacing); [] when `n_knots` is 0 or the column has too few values."""
+    """The full knot vector of a cubic B-spline over `values`, as scikit-learn's
+    SplineTransformer(knots="quantile") builds it: knots at evenly spaced quantiles, then
+    SPLINE_DEGREE more on each side at the end intervals' spacing. [] when `n_knots` is 0 or
+    the column has too few distinct values.
+
+    Quantile knots coincide where many rows share one value (a follow-up censored at 12
+    months, a 0 standing for "not measured"); the basis may then jump at that value, which is
+    what such a column needs: the rows at it can differ in risk from their neighbours."""
     if n_knots < 2 or len(np.unique(values)) < SPLINE_MIN_VALUES:
         return []
-    base = np.unique(np.percentile(values, np.linspace(0, 100, n_knots)))
+    base = np.percentile(values, np.linspace(0, 100, n_knots))
     low, high = base[1] - base[0], base[-1] - base[-2]
     before = base[0] - low * np.arange(SPLINE_DEGREE, 0, -1)
     after = base[-1] + high * np.arange(1, SPLINE_DEGREE + 1)
