@@ -153,6 +153,7 @@ def wide(path: Path, label: str, positive: str, repeats: int = 3) -> None:
     from finetune.evaluation.baselines import BaselineInputs
     from finetune.evaluation.table_baselines import gradient_boosting
     from finetune.modeling.features import FeatureEncoder, fit_logistic
+    from recipes.medical_explain import log_odds
 
     warnings.filterwarnings("ignore")
     frame = pd.read_csv(path, na_values=["?"])
@@ -162,8 +163,7 @@ def wide(path: Path, label: str, positive: str, repeats: int = 3) -> None:
     def boosting(fit: Any, held: Any, labels: np.ndarray) -> np.ndarray:
         inputs = BaselineInputs([""] * len(fit), labels, [""] * len(held), 2, 0)
         inputs.train_features, inputs.eval_features = fit, held
-        proba = np.clip(gradient_boosting(inputs)[:, 1], 1e-6, 1 - 1e-6)
-        return np.log(proba / (1 - proba))[:, None]
+        return log_odds(gradient_boosting(inputs))[:, None]
 
     aucs: dict[str, list[float]] = {}
     for repeat in range(repeats):

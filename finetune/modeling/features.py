@@ -6,12 +6,12 @@ numeric columns imputed with the training median, with a was-missing flag, and s
 (with `spline_knots`, also a cubic B-spline basis over that many quantile knots, so a linear
 layer can bend: a risk that rises only past a threshold); categorical ones one-hot over the
 training categories (an unseen category is all zeros); free-text columns are left to the text
-part. `FeatureEncoder.fit` sees the training rows
-only, and `save` writes its fitted numbers as JSON (not a pickle), so a reloaded run
-transforms new rows exactly as training did. It is also the raw-column logistic regression
-baseline's preprocessing (finetune.evaluation.table_baselines): one encoding, so the wide part
-can start as that regression (`fit_logistic`, `wide_start`) and the model's first candidate
-epoch is the baseline itself.
+part. `FeatureEncoder.fit` sees the training rows only, and `save` writes its fitted numbers
+as JSON (not a pickle), so a reloaded run transforms new rows exactly as training did.
+Without splines it is also the raw-column logistic regression baseline's preprocessing
+(finetune.evaluation.table_baselines): one encoding, so the wide part can start as that
+regression (`fit_logistic`, `wide_start`) and the model's first candidate epoch is the
+baseline itself; with splines, the same regression on the wider encoding.
 
 `SideFeatures` wraps a run's `Inputs`: items are (the inner item, the feature vector), and
 `collate` adds a `features` tensor to the inner batch, so the training loop, inference, the
