@@ -142,7 +142,9 @@ def wide(path: Path, label: str, positive: str, repeats: int = 3) -> None:
     """The wide part's possible starts on one table, by repeated stratified 5-fold
     cross-validation of all its rows (an analysis, not a choice): the logistic regression
     (linear numbers), with 3-knot splines (the recipe's), stacked with gradient boosting's
-    out-of-fold log-odds as one more column, and gradient boosting itself."""
+    out-of-fold log-odds as one more column, and gradient boosting itself. The CSV is read
+    as written by `write` (`?` missing); its row number and crash code (`rownames`,
+    `caseid`) are left out, where the recipe keeps the crash code."""
     import warnings
 
     import numpy as np
