@@ -37,6 +37,7 @@ from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     ChatInputs,
     GenerationTask,
+    RetrievedReplies,
     build_generator,
     generate,
     save_generator,
@@ -47,7 +48,6 @@ from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
-RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of `retrieval_embedding`
 
 
 @dataclass
@@ -71,6 +71,33 @@ def _rows(inputs: ChatInputs, pairs: Pairs | None) -> Rows:
     return Rows(items, np.zeros(len(items), dtype=np.int64))
 
 
+def _redact(
+    train: Pairs, evaluation: Pairs, validation: Pairs | None
+) -> tuple[Pairs, Pairs, Pairs | None, dict[str, int]]:
+    """The pairs with PII replaced in prompts and responses, and the counts replaced."""
+    train, counts = redact_pairs(train)
+    evaluation, eval_counts = redact_pairs(evaluation)
+    counts.add(eval_counts)
+    if validation is not None:
+        validation, val_counts = redact_pairs(validation)
+        counts.add(val_counts)
+    return train, evaluation, validation, counts.as_dict()
+
+
+def _prompted(
+    train: Pairs, validation: Pairs | None, retrieved: RetrievedReplies | None, system: str | None
+) -> tuple[Pairs, Pairs | None]:
+    """The training and validation pairs as the model sees them (with retrieved replies when
+    the run uses them)."""
+    if retrieved is None:
+        return train, validation
+    checked = validation
+    if validation is not None:
+        prompts = retrieved.prompts(validation.prompts, system)
+        checked = Pairs(prompts, validation.responses, validation.name)
+    return retrieved.training_pairs(train, system), checked
+
+
 def train_generation(
     config: Config,
     train: Pairs,
@@ -80,10 +107,12 @@ def train_generation(
     show_progress: bool = False,
     system: str | None = None,
     baselines: tuple[str, ...] = (),
+    retrieved_reply: bool = False,
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
     generate for `evaluation`'s prompts with the model and `baselines` (names in BASELINES),
-    and write the run folder (`config.output`)."""
+    and write the run folder (`config.output`). With `retrieved_reply`, every prompt (the
+    model's and the untuned model's) carries the nearest training reply (RetrievedReplies)."""
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown generation baselines {sorted(unknown)}; known: {BASELINES}")
@@ -91,13 +120,7 @@ def train_generation(
     started = time.perf_counter()
     redacted = None
     if config.data.redact_pii:
-        train, counts = redact_pairs(train)
-        evaluation, eval_counts = redact_pairs(evaluation)
-        counts.add(eval_counts)
-        if validation is not None:
-            validation, val_counts = redact_pairs(validation)
-            counts.add(val_counts)
-        redacted = counts.as_dict()
+        train, evaluation, validation, redacted = _redact(train, evaluation, validation)
     device = pick_device()
     checkpoints = open_checkpoints(folder, config, device, main=True)
     bf16 = use_bf16(config.train.precision, device)
@@ -107,10 +130,14 @@ def train_generation(
     info.system = system
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
+    retrieved = None
+    if retrieved_reply:
+        retrieved = RetrievedReplies.fit(train, config.train.eval_batch_size, device)
+    fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
         model,
-        _rows(inputs, train),
-        _rows(inputs, validation),
+        _rows(inputs, fitted),
+        _rows(inputs, checked_pairs),
         config.train,
         inputs,
         device,
@@ -120,7 +147,9 @@ def train_generation(
         task=task,
     )
     result = loop.run(resume=config.resume)
-    decode = Decoder(model, tokenizer, max_new_tokens, config.train.eval_batch_size, bf16, system)
+    decode = Decoder(
+        model, tokenizer, max_new_tokens, config.train.eval_batch_size, bf16, system, retrieved
+    )
     judge = Judge.fit(train, config.train.seed)
     scored = score_methods(decode, train, evaluation, baselines, device)
     checked = None
@@ -129,6 +158,7 @@ def train_generation(
         checked = score_methods(decode, train, validation, retrieval, device)
     metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
     metrics["pii_redacted"] = redacted
+    metrics["retrieved_reply"] = retrieved is not None
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
@@ -138,6 +168,8 @@ def train_generation(
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
         save_generator(model, tokenizer, info, tmp / "adapter")
         judge.save(tmp)
+        if retrieved is not None:
+            retrieved.save(tmp)
     checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
 
@@ -153,11 +185,14 @@ class Decoder:
     batch_size: int
     bf16: bool
     system: str | None
+    retrieved: RetrievedReplies | None = None
 
     def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
         if untuned:
             with self.model.backbone.disable_adapter():
                 return self(prompts)
+        if self.retrieved is not None:
+            prompts = self.retrieved.prompts(prompts, self.system)
         return generate(
             self.model,
             self.tokenizer,
@@ -173,7 +208,7 @@ def score_methods(
     decode: Decoder, train: Pairs, pairs: Pairs, baselines: tuple[str, ...], device: str
 ) -> Scored:
     """Replies to `pairs` from the tuned model and each baseline."""
-    from finetune.evaluation.reply_metrics import retrieve_tfidf, retrieve_vectors
+    from finetune.evaluation.reply_metrics import retrieve_tfidf
 
     out = decode(pairs.prompts)
     scored = Scored({"model": out.texts}, out.new_tokens, out.seconds)
@@ -184,14 +219,8 @@ def score_methods(
             train.messages, train.responses, pairs.messages
         )
     if "retrieval_embedding" in baselines:
-        from finetune.modeling.generation import sentence_vectors
-
-        vectors = sentence_vectors(
-            RETRIEVAL_ENCODER, train.messages + pairs.messages, decode.batch_size, device
-        )
-        scored.texts["retrieval_embedding"] = retrieve_vectors(
-            vectors[: len(train)], train.responses, vectors[len(train) :]
-        )
+        retrieved = decode.retrieved or RetrievedReplies.fit(train, decode.batch_size, device)
+        scored.texts["retrieval_embedding"] = retrieved.nearest(pairs.messages)
     return scored
 
 
@@ -355,6 +384,7 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
     options = config.get("options") or {}
     tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
-    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system)
+    retrieved = RetrievedReplies.load(folder, batch, pick_device())
+    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system, retrieved)
     redact = bool((config.get("data") or {}).get("redact_pii"))
     return LoadedGenerator(folder, config, decode, Judge.load(folder), redact)

@@ -33,10 +33,11 @@ SYSTEM = (
 )
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
 
-# Reply-task defaults (they replace the intent classifier's). Sized for a CPU run of about
-# 15 minutes on 2 free cores (docs/recipes/customer-service.md, "Default run").
+# Reply-task defaults (they replace the intent classifier's): retrieval-augmented prompts, so
+# max_length leaves room for the retrieved reply (a longer pair loses its reply's tail).
+# Sizes, timings and how many pairs are cut: docs/recipes/customer-service.md.
 DEFAULTS: dict[str, Any] = {
-    "data": {"redact_pii": True, "max_length": 320},
+    "data": {"redact_pii": True, "max_length": 512},
     "model": {"name": "smollm2-135m", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
     "train": {
         "epochs": 1,
@@ -46,7 +47,13 @@ DEFAULTS: dict[str, Any] = {
         "warmup_ratio": 0.05,
         "checkpoint_steps": 0,
     },
-    "options": {"train_rows": 320, "val_rows": 27, "eval_rows": 108, "max_new_tokens": 256},
+    "options": {
+        "train_rows": 320,
+        "val_rows": 27,
+        "eval_rows": 108,
+        "max_new_tokens": 256,
+        "retrieved_reply": True,
+    },
 }
 # `--quick`: a smoke run in a minute or two (CI, tests).
 QUICK: dict[str, Any] = {
@@ -75,6 +82,9 @@ class CustomerServiceOptions:
     max_new_tokens: int = 256
     # Reply task: the system turn before each message (the prompt format).
     system: str = SYSTEM
+    # Reply task: add the reply to the most similar training message to the system turn
+    # (retrieval-augmented replies; the model learns to adapt it).
+    retrieved_reply: bool = False
 
 
 def spread(labels: list[str] | None, n: int | None, seed: int, count: int) -> list[int]:
@@ -155,4 +165,5 @@ def train(config: Config, show_progress: bool = True) -> Any:
         show_progress=show_progress,
         system=config.options.system or None,
         baselines=BASELINES,
+        retrieved_reply=config.options.retrieved_reply,
     )

@@ -178,7 +178,7 @@ def reply_run(chat_dir, tmp_path_factory):
         "--set", "data.max_length=32", "--set", "model.lora_dropout=0",
         "--set", "train.precision=fp32", "--set", "options.system=",
         "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
-        "--set", "options.max_new_tokens=8",
+        "--set", "options.max_new_tokens=8", "--set", "options.retrieved_reply=false",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return folder, result.output
@@ -296,3 +296,69 @@ def test_system_turn_and_conversations_carry_no_loss(chat_dir):
         answer = tokenizer.convert_ids_to_tokens(labels[labels != IGNORE].tolist())
         assert answer == ["money", "back", "please", tokenizer.eos_token]
     assert "tracking" in tokenizer.convert_ids_to_tokens(items[1][0][: items[1][1]])
+
+
+def test_retrieved_replies_leave_each_training_pair_out():
+    """With `options.retrieved_reply`, a training prompt carries the reply of its nearest
+    *other* training message (never its own), in the system turn."""
+    import numpy as np
+
+    from finetune.data.pairs import Pairs
+    from finetune.modeling.generation import (
+        RETRIEVED_LEAD,
+        RetrievedReplies,
+        with_retrieved_reply,
+    )
+
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    retrieved = RetrievedReplies(vectors, ["a", "b", "c", "d"])
+    train = Pairs(["m1", "m2", "m3", "m4"], ["a", "b", "c", "d"], labels=list("xxyy"))
+    fitted = retrieved.training_pairs(train, "sys")
+    assert [turns[0]["content"].rsplit("\n", 1)[1] for turns in fitted.prompts] == list("badc")
+    assert fitted.prompts[0] == [
+        {"role": "system", "content": f"sys\n\n{RETRIEVED_LEAD}\nb"},
+        {"role": "user", "content": "m1"},
+    ]
+    assert (fitted.responses, fitted.labels) == (train.responses, train.labels)
+    own = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert with_retrieved_reply(own, "r", "sys")[0]["content"] == f"be brief\n\n{RETRIEVED_LEAD}\nr"
+    assert with_retrieved_reply("hi", "r")[0] == {
+        "role": "system",
+        "content": f"{RETRIEVED_LEAD}\nr",
+    }
+
+
+def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_path):
+    """A run trained with retrieved replies saves its retrieval; predict, chat and export
+    put the same reply in the prompt as the run did (the baseline `retrieval_embedding`'s)."""
+    from finetune.modeling.generation import RetrievedReplies
+
+    rows = [
+        {"message": p, "reply": r, "intent": "delivery" if i % 2 == 0 else "account"}
+        for i, (p, r) in enumerate(generation_recipe.PAIRS)
+    ]
+    data, run = tmp_path / "pairs.csv", tmp_path / "run"
+    pd.DataFrame(rows * 2).to_csv(data, index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "eval.csv", index=False)
+    result = invoke(
+        "customer-service", "train", "--task", "reply", "--quick",
+        "--data", str(data), "--eval-data", str(tmp_path / "eval.csv"),
+        "--model", str(chat_dir), "--output", str(run), "--max-steps", "4",
+        "--set", "options.retrieved_reply=true", "--set", "data.max_length=96",
+        "--set", "train.precision=fp32", "--set", "options.val_rows=2",
+        "--set", "options.eval_rows=null", "--set", "options.max_new_tokens=6",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["retrieved_reply"] is True
+    assert "Retrieval-augmented prompts" in (run / "report.md").read_text()
+    retrieved = RetrievedReplies.load(run, 8, "cpu")
+    assert retrieved is not None and len(retrieved.replies) == 10  # 12 pairs, 2 validation
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    assert retrieved.nearest(table.prompt.tolist()) == table.retrieval_embedding.tolist()
+    result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[2])
+    assert result.exit_code == 0 and result.output.strip() == table.generated[2]
+    result = invoke("export", "--run", str(run), "--output", str(tmp_path / "exported"))
+    assert result.exit_code == 0, result.output
+    checks = json.loads((tmp_path / "exported" / "export.json").read_text())
+    assert checks["same_text"] == checks["prompts"] > 0

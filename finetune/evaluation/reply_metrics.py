@@ -126,8 +126,9 @@ def retrieve_tfidf(train_messages: list[str], replies: list[str], queries: list[
 
 def retrieve_vectors(train: np.ndarray, replies: list[str], queries: np.ndarray) -> list[str]:
     """Nearest training message by cosine of the given vectors (e.g. frozen embeddings)."""
+    return Retrieval(replies).nearest(unit_rows(train), unit_rows(queries))
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
 
-    return Retrieval(replies).nearest(unit(train), unit(queries))
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (dot products become cosines)."""
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)

@@ -309,6 +309,7 @@ def export_merged_generator(
     from finetune.modeling.generation import (
         CausalLM,
         GeneratorInfo,
+        RetrievedReplies,
         generate,
         load_causal_lm,
         load_generator,
@@ -340,6 +341,9 @@ def export_merged_generator(
         tokenizer = load_tokenizer(str(adapter))
         base = load_causal_lm(info.backbone, "none", False, info.trust_remote_code)
         adapted = CausalLM(PeftModel.from_pretrained(base, str(adapter))).eval()
+    retrieved = RetrievedReplies.load(run_folder, 8, "cpu")
+    if retrieved is not None:  # the prompts as the run wrote them
+        prompts = retrieved.prompts(prompts, info.system)
     before = generate(adapted, tokenizer, prompts, tokens, 8, system=info.system).texts
     merged = adapted.backbone.merge_and_unload()
     after = generate(CausalLM(merged), tokenizer, prompts, tokens, 8, system=info.system).texts

@@ -9,14 +9,17 @@ row's new tokens start at the same column. `GenerationTask` is what the shared t
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from finetune.data.pairs import Pairs, prompt_text
 from finetune.errors import UserError
 from finetune.modeling.inputs import Inputs, padded_width
 from finetune.modeling.models import (
@@ -35,6 +38,7 @@ from finetune.modeling.models import (
 )
 
 IGNORE = -100  # the label value cross-entropy skips
+RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of retrieval (baseline and prompts)
 
 
 @dataclass
@@ -69,6 +73,24 @@ def conversation(prompt: Any, system: str | None = None) -> list[dict[str, str]]
     if system and not any(t["role"] == "system" for t in turns):
         turns = [{"role": "system", "content": system}, *turns]
     return turns
+
+
+# How a retrieved reply is introduced in the system turn (retrieval-augmented replies), and
+# the characters of it kept (a long one is cut, so the prompt leaves room for the reply).
+RETRIEVED_LEAD = "The shop's reply to a similar earlier message, to adapt to this customer:"
+RETRIEVED_MAX_CHARS = 1200
+
+
+def with_retrieved_reply(prompt: Any, reply: str, system: str | None = None) -> list[dict]:
+    """The prompt's turns (`conversation`) with `reply`, the answer to a similar past
+    message, added to the system turn (one is started when there is none)."""
+    turns = conversation(prompt, system)
+    if len(reply) > RETRIEVED_MAX_CHARS:
+        reply = reply[:RETRIEVED_MAX_CHARS].rsplit(" ", 1)[0] + " ..."
+    note = f"{RETRIEVED_LEAD}\n{reply}"
+    if turns[0]["role"] == "system":
+        return [{"role": "system", "content": f"{turns[0]['content']}\n\n{note}"}, *turns[1:]]
+    return [{"role": "system", "content": note}, *turns]
 
 
 def chat_texts(
@@ -309,3 +331,62 @@ def sentence_vectors(name: str, texts: list[str], batch_size: int, device: str) 
     model = TextClassifier(backbone, hidden_size_of(backbone.config), 1, "mean").to(device)
     ids = tokenize(tokenizer, texts, 128)
     return embed(model, ids, tokenizer.pad_token_id, batch_size, device, False)
+
+
+@dataclass
+class RetrievedReplies:
+    """Retrieval-augmented replies: every prompt carries the reply to its most similar
+    training message (cosine of frozen RETRIEVAL_ENCODER vectors: the `retrieval_embedding`
+    baseline's choice), so the model learns to adapt a known-good reply rather than recall
+    one. A training pair gets its nearest *other* training message, as a new message would."""
+
+    vectors: np.ndarray  # one unit row per training message
+    replies: list[str]
+    batch_size: int = 16
+    device: str = "cpu"
+
+    @classmethod
+    def fit(cls, train: Pairs, batch_size: int, device: str) -> RetrievedReplies:
+        from finetune.evaluation.reply_metrics import unit_rows
+
+        vectors = unit_rows(_vectors(train.messages, batch_size, device))
+        return cls(vectors, list(train.responses), batch_size, device)
+
+    def nearest(self, messages: list[str]) -> list[str]:
+        from finetune.evaluation.reply_metrics import retrieve_vectors
+
+        queries = _vectors(messages, self.batch_size, self.device)
+        return retrieve_vectors(self.vectors, self.replies, queries)
+
+    def prompts(self, prompts: list[Any], system: str | None) -> list[Any]:
+        """`prompts` with the nearest training reply in their system turn."""
+        replies = self.nearest([prompt_text(p) for p in prompts]) if prompts else []
+        return [with_retrieved_reply(p, r, system) for p, r in zip(prompts, replies, strict=True)]
+
+    def training_pairs(self, train: Pairs, system: str | None) -> Pairs:
+        """The training pairs, each prompt with the reply of its nearest other training
+        message (leave one out: a pair never sees its own reply)."""
+        scores = self.vectors @ self.vectors.T
+        np.fill_diagonal(scores, -np.inf)
+        replies = [self.replies[i] for i in scores.argmax(axis=1)]
+        prompts = [
+            with_retrieved_reply(p, r, system) for p, r in zip(train.prompts, replies, strict=True)
+        ]
+        return Pairs(prompts, train.responses, train.name, train.labels)
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "retrieval_vectors.npy", self.vectors.astype(np.float32))
+        info = {"encoder": RETRIEVAL_ENCODER, "replies": self.replies}
+        (folder / "retrieval.json").write_text(json.dumps(info, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path, batch_size: int, device: str) -> RetrievedReplies | None:
+        """The run's retrieved replies, or None for a run trained without them."""
+        if not (folder / "retrieval.json").is_file():
+            return None
+        replies = json.loads((folder / "retrieval.json").read_text())["replies"]
+        return cls(np.load(folder / "retrieval_vectors.npy"), replies, batch_size, device)
+
+
+def _vectors(texts: list[str], batch_size: int, device: str) -> np.ndarray:
+    return np.asarray(sentence_vectors(RETRIEVAL_ENCODER, texts, batch_size, device))

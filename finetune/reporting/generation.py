@@ -55,6 +55,16 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _prompt_lines(metrics: dict[str, Any]) -> list[str]:
+    if not metrics.get("retrieved_reply"):
+        return []
+    return [
+        "Retrieval-augmented prompts: each prompt (the fine-tuned and the untuned model's) "
+        "carried the reply to its most similar training message, the one `retrieval (frozen "
+        "MiniLM)` serves as it is; the fine-tuned model learned to adapt it."
+    ]
+
+
 def methods_table(metrics: dict[str, Any]) -> list[list[str]]:
     """One row per method: its name, then COLUMNS' figures."""
     return [
@@ -80,7 +90,10 @@ def generation_report(
             figure(gen["tokens_per_second"]),
         ],
     ]
-    retrieval = next((k for k in ("retrieval_tfidf", "retrieval_embedding") if k in texts), None)
+    order = ("retrieval_tfidf", "retrieval_embedding")
+    if metrics.get("retrieved_reply"):  # show the reply the model was given
+        order = order[::-1]
+    retrieval = next((k for k in order if k in texts), None)
     shown = ["model", *([retrieval] if retrieval else [])]
     examples = [
         [_cell(prompts[i]), _cell(references[i]), *(_cell(texts[m][i]) for m in shown)]
@@ -92,6 +105,7 @@ def generation_report(
         f"Model `{metrics['model']}`, {train['steps']} steps, kept epoch "
         f"{figure(train['best_epoch'])}; {gen['n']} evaluation messages."
         + _redaction(metrics.get("pii_redacted")),
+        *_prompt_lines(metrics),
         "## Methods (evaluation messages)",
         table(["method", *COLUMNS.values()], methods_table(metrics)),
         "Intent figures: a reply classifier (TF-IDF + logistic regression) fitted on the "
