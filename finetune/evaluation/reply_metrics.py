@@ -122,13 +122,3 @@ def retrieve_tfidf(train_messages: list[str], replies: list[str], queries: list[
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
     train = vectorizer.fit_transform(train_messages)
     return Retrieval(replies).nearest(train, vectorizer.transform(queries))
-
-
-def retrieve_vectors(train: np.ndarray, replies: list[str], queries: np.ndarray) -> list[str]:
-    """Nearest training message by cosine of the given vectors (e.g. frozen embeddings)."""
-    return Retrieval(replies).nearest(unit_rows(train), unit_rows(queries))
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Each row scaled to length 1 (dot products become cosines)."""
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)

@@ -347,16 +347,12 @@ class RetrievedReplies:
 
     @classmethod
     def fit(cls, train: Pairs, batch_size: int, device: str) -> RetrievedReplies:
-        from finetune.evaluation.reply_metrics import unit_rows
-
-        vectors = unit_rows(_vectors(train.messages, batch_size, device))
+        vectors = _vectors(train.messages, batch_size, device)
         return cls(vectors, list(train.responses), batch_size, device)
 
     def nearest(self, messages: list[str]) -> list[str]:
-        from finetune.evaluation.reply_metrics import retrieve_vectors
-
-        queries = _vectors(messages, self.batch_size, self.device)
-        return retrieve_vectors(self.vectors, self.replies, queries)
+        scores = _vectors(messages, self.batch_size, self.device) @ self.vectors.T
+        return [self.replies[i] for i in scores.argmax(axis=1)]
 
     def prompts(self, prompts: list[Any], system: str | None) -> list[Any]:
         """`prompts` with the nearest training reply in their system turn."""
@@ -389,4 +385,6 @@ class RetrievedReplies:
 
 
 def _vectors(texts: list[str], batch_size: int, device: str) -> np.ndarray:
-    return np.asarray(sentence_vectors(RETRIEVAL_ENCODER, texts, batch_size, device))
+    """Unit-length sentence vectors (dot products are cosines)."""
+    vectors = np.asarray(sentence_vectors(RETRIEVAL_ENCODER, texts, batch_size, device))
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
