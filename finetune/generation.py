@@ -356,8 +356,15 @@ class LoadedGenerator:
         return redact_pairs(Pairs(list(prompts), [""] * len(prompts)))[0].prompts
 
     def reply(self, prompts: list[Any]) -> list[str]:
-        """Replies to messages (strings) or conversations (lists of role/content turns)."""
-        return self.decode(self.prepare(prompts)).texts
+        """Replies to messages (strings) or conversations (lists of role/content turns). When
+        the run redacts PII, so does what it serves: an e-mail, phone or card number a reply
+        makes up is replaced too (the run's `pii_leaks` counts them before this)."""
+        texts = self.decode(self.prepare(prompts)).texts
+        if not self.redact:
+            return texts
+        from finetune.data.pii import redact_all
+
+        return redact_all(texts)[0]
 
     def evaluate(self, pairs: Pairs) -> dict[str, Any]:
         """The model's figures on new pairs (intent figures with labels and a saved judge)."""

@@ -362,3 +362,17 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert result.exit_code == 0, result.output
     checks = json.loads((tmp_path / "exported" / "export.json").read_text())
     assert checks["same_text"] == checks["prompts"] > 0
+
+
+def test_served_replies_never_carry_a_made_up_phone_number(reply_run):
+    """predict and chat serve replies through the redactor when the run redacts PII; the run's
+    own `pii_leaks` counts what the model wrote before that."""
+    from finetune.generation import load_generation_run
+    from finetune.modeling.generation import Generated
+
+    loaded = load_generation_run(reply_run[0] / "run")
+    made_up = "call us at 1-800-338-8383 or write to help@shop.example"
+    loaded.decode = lambda prompts: Generated([made_up] * len(prompts), 0, 0.0)
+    assert loaded.reply(["where is my parcel"]) == ["call us at [PHONE] or write to [EMAIL]"]
+    loaded.redact = False
+    assert loaded.reply(["where is my parcel"]) == [made_up]

@@ -111,7 +111,9 @@ def generation_report(
         "Intent figures: a reply classifier (TF-IDF + logistic regression) fitted on the "
         "training replies labels each reply; compared with the message's true intent. "
         "Placeholder fidelity: share of replies with exactly their reference's `{{...}}` "
-        "placeholders. PII leaks: e-mails, phone and card numbers found in the replies.",
+        "placeholders. PII leaks: e-mails, phone and card numbers found in the replies "
+        "as generated; `predict` and `chat` replace them before serving when the run redacts "
+        "PII (data.redact_pii).",
         "## Throughput",
         table(["figure", "value"], rows),
         "## Examples",
