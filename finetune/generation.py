@@ -367,15 +367,19 @@ class LoadedGenerator:
         return redact_all(texts)[0]
 
     def evaluate(self, pairs: Pairs) -> dict[str, Any]:
-        """The model's figures on new pairs (intent figures with labels and a saved judge)."""
+        """The model's figures on new pairs (intent figures with labels and a saved judge),
+        and `retrieval_embedding`'s when the run kept its retrieved replies."""
         if self.redact:
             pairs = redact_pairs(pairs)[0]
         out = self.decode(pairs.prompts)
-        figures = self.judge.figures(out.texts, pairs)
+        reply = {"model": self.judge.figures(out.texts, pairs)}
+        if self.decode.retrieved is not None:
+            retrieved = self.decode.retrieved.nearest(pairs.messages)
+            reply["retrieval_embedding"] = self.judge.figures(retrieved, pairs)
         seconds = out.seconds or 1.0
         return {
             "n": len(pairs),
-            "reply": {"model": figures},
+            "reply": reply,
             "tokens_per_second": out.new_tokens / seconds,
         }
 

@@ -358,6 +358,14 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert retrieved.nearest(table.prompt.tolist()) == table.retrieval_embedding.tolist()
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[2])
     assert result.exit_code == 0 and result.output.strip() == table.generated[2]
+    result = invoke(
+        "customer-service", "evaluate", "--run", str(run), "--data", str(tmp_path / "eval.csv")
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "evaluations" / "eval.json").read_text())["reply"]
+    metrics = json.loads((run / "metrics.json").read_text())["reply"]
+    for method in ("model", "retrieval_embedding"):  # the same messages as the run's own
+        assert saved[method]["rougeL"] == pytest.approx(metrics[method]["rougeL"])
     result = invoke("export", "--run", str(run), "--output", str(tmp_path / "exported"))
     assert result.exit_code == 0, result.output
     checks = json.loads((tmp_path / "exported" / "export.json").read_text())
