@@ -188,11 +188,14 @@ class Decoder:
     retrieved: RetrievedReplies | None = None
 
     def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
-        if untuned:
-            with self.model.backbone.disable_adapter():
-                return self(prompts)
         if self.retrieved is not None:
             prompts = self.retrieved.prompts(prompts, self.system)
+        if untuned:
+            with self.model.backbone.disable_adapter():
+                return self._generate(prompts)
+        return self._generate(prompts)
+
+    def _generate(self, prompts: list[Any]) -> Any:
         return generate(
             self.model,
             self.tokenizer,

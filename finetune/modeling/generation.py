@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -320,15 +320,24 @@ class GenerationTask:
         return {"val_loss": total / max(count, 1)}
 
 
-def sentence_vectors(name: str, texts: list[str], batch_size: int, device: str) -> Any:
-    """Mean-pooled vectors of `texts` from the frozen encoder `name` (retrieval baselines)."""
-    from finetune.modeling.inference import embed
-    from finetune.modeling.inputs import tokenize
+def sentence_encoder(name: str, device: str) -> tuple[Any, nn.Module]:
+    """The frozen encoder `name` with mean pooling, and its tokenizer (retrieval)."""
     from finetune.modeling.models import TextClassifier, hidden_size_of, load_backbone
 
-    tokenizer = load_tokenizer(name)
     backbone = load_backbone(name, "none", torch.float32)
     model = TextClassifier(backbone, hidden_size_of(backbone.config), 1, "mean").to(device)
+    return load_tokenizer(name), model
+
+
+def sentence_vectors(
+    name: str, texts: list[str], batch_size: int, device: str, encoder: Any = None
+) -> Any:
+    """Mean-pooled vectors of `texts` from the frozen encoder `name` (retrieval baselines);
+    `encoder` (from `sentence_encoder`) saves loading it again."""
+    from finetune.modeling.inference import embed
+    from finetune.modeling.inputs import tokenize
+
+    tokenizer, model = encoder or sentence_encoder(name, device)
     ids = tokenize(tokenizer, texts, 128)
     return embed(model, ids, tokenizer.pad_token_id, batch_size, device, False)
 
@@ -344,14 +353,26 @@ class RetrievedReplies:
     replies: list[str]
     batch_size: int = 16
     device: str = "cpu"
+    encoder: Any = field(default=None, repr=False)  # loaded on first use, then kept
 
     @classmethod
     def fit(cls, train: Pairs, batch_size: int, device: str) -> RetrievedReplies:
-        vectors = _vectors(train.messages, batch_size, device)
-        return cls(vectors, list(train.responses), batch_size, device)
+        retrieved = cls(np.zeros((0, 0)), list(train.responses), batch_size, device)
+        retrieved.vectors = retrieved.unit_vectors(train.messages)
+        return retrieved
+
+    def unit_vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length sentence vectors of `texts` (dot products are cosines)."""
+        if self.encoder is None:
+            self.encoder = sentence_encoder(RETRIEVAL_ENCODER, self.device)
+        vectors = sentence_vectors(
+            RETRIEVAL_ENCODER, texts, self.batch_size, self.device, self.encoder
+        )
+        vectors = np.asarray(vectors)
+        return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
     def nearest(self, messages: list[str]) -> list[str]:
-        scores = _vectors(messages, self.batch_size, self.device) @ self.vectors.T
+        scores = self.unit_vectors(messages) @ self.vectors.T
         return [self.replies[i] for i in scores.argmax(axis=1)]
 
     def prompts(self, prompts: list[Any], system: str | None) -> list[Any]:
@@ -382,9 +403,3 @@ class RetrievedReplies:
             return None
         replies = json.loads((folder / "retrieval.json").read_text())["replies"]
         return cls(np.load(folder / "retrieval_vectors.npy"), replies, batch_size, device)
-
-
-def _vectors(texts: list[str], batch_size: int, device: str) -> np.ndarray:
-    """Unit-length sentence vectors (dot products are cosines)."""
-    vectors = np.asarray(sentence_vectors(RETRIEVAL_ENCODER, texts, batch_size, device))
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
