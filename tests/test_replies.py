@@ -332,7 +332,8 @@ def test_retrieved_replies_leave_each_training_pair_out():
 def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_path):
     """A run trained with retrieved replies saves its retrieval; predict, chat and export
     put the same reply in the prompt as the run did (the baseline `retrieval_embedding`'s)."""
-    from finetune.modeling.generation import RetrievedReplies
+    from finetune.generation import load_generation_run
+    from finetune.modeling.generation import RETRIEVED_LEAD, Generated, RetrievedReplies
 
     rows = [
         {"message": p, "reply": r, "intent": "delivery" if i % 2 == 0 else "account"}
@@ -358,6 +359,11 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert retrieved.nearest(table.prompt.tolist()) == table.retrieval_embedding.tolist()
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[2])
     assert result.exit_code == 0 and result.output.strip() == table.generated[2]
+    seen = []  # what a reload hands the model: the retrieved reply in the system turn
+    loaded = load_generation_run(run)
+    loaded.decode._generate = lambda prompts: seen.extend(prompts) or Generated(["x"], 0, 0.0)
+    loaded.reply([table.prompt[2]])
+    assert seen[0][0]["content"].endswith(f"{RETRIEVED_LEAD}\n{table.retrieval_embedding[2]}")
     result = invoke(
         "customer-service", "evaluate", "--run", str(run), "--data", str(tmp_path / "eval.csv")
     )
