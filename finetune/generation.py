@@ -39,6 +39,7 @@ from finetune.modeling.generation import (
     GenerationTask,
     RetrievedReplies,
     build_generator,
+    decoding_model,
     generate,
     save_generator,
 )
@@ -177,7 +178,7 @@ def train_generation(
 @dataclass
 class Decoder:
     """Greedy, batched decoding with the run's settings (the tuned model, or the untuned one
-    with the adapter disabled)."""
+    without its adapter); on a CPU through copies with the adapter folded in or left out."""
 
     model: Any
     tokenizer: Any
@@ -187,17 +188,25 @@ class Decoder:
     system: str | None
     retrieved: RetrievedReplies | None = None
 
+    # The CPU decoding copies (decoding_model), tuned (False) and untuned (True), made at the
+    # first call: the model must not change after it.
+    copies: dict[bool, Any] = field(default_factory=dict, repr=False)
+
     def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
         if self.retrieved is not None:
             prompts = self.retrieved.prompts(prompts, self.system)
+        if untuned not in self.copies:
+            self.copies[untuned] = decoding_model(self.model, untuned, self.bf16)
+        if self.copies[untuned] is not None:
+            return self._generate(self.copies[untuned], prompts)
         if untuned:
             with self.model.backbone.disable_adapter():
-                return self._generate(prompts)
-        return self._generate(prompts)
+                return self._generate(self.model, prompts)
+        return self._generate(self.model, prompts)
 
-    def _generate(self, prompts: list[Any]) -> Any:
+    def _generate(self, model: Any, prompts: list[Any]) -> Any:
         return generate(
-            self.model,
+            model,
             self.tokenizer,
             prompts,
             self.max_new_tokens,

@@ -108,6 +108,47 @@ def test_metrics_equal_the_reference_packages():
     assert got["tokens_per_second"] == 5.0 and got["n"] == 3
 
 
+def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_path):
+    """On a CPU the model decodes through copies: the adapter folded into the weights (the
+    tuned model's logits and text) or left out (the untuned model's), in bf16 when the run
+    computes in bf16; the model itself is left as it was."""
+    from finetune.generation import Decoder
+    from finetune.modeling.generation import build_generator, decoding_model, generate
+
+    cfg = recipe.config(chat_dir, tmp_path / "unused")
+    model, tokenizer, _ = build_generator(cfg.model, 32, False, "cpu", 0)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.05)  # a non-zero update, as after training
+    model.eval()
+    weights = {n: w.detach().clone() for n, w in model.named_parameters()}
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    prompts = [p for p, _ in recipe.PAIRS[:3]]
+    tuned, untuned = decoding_model(model, False, False), decoding_model(model, True, False)
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.backbone.disable_adapter():
+            base = model(input_ids=ids).logits
+        assert torch.allclose(tuned(input_ids=ids).logits, adapted, atol=1e-5)
+        assert torch.allclose(untuned(input_ids=ids).logits, base, atol=1e-6)
+    assert not torch.allclose(adapted, base, atol=1e-3)  # the update is not negligible
+    assert (
+        generate(tuned, tokenizer, prompts, 8, 3).texts
+        == generate(model, tokenizer, prompts, 8, 3).texts
+    )
+    assert decoding_model(model, False, True).backbone.dtype == torch.bfloat16
+    decode = Decoder(model, tokenizer, 8, 3, False, None)
+    with model.backbone.disable_adapter():
+        assert (
+            decode(prompts, untuned=True).texts == generate(model, tokenizer, prompts, 8, 3).texts
+        )
+    assert set(decode.copies) == {True}
+    for name, weight in model.named_parameters():
+        assert torch.equal(weight, weights[name]), name
+    assert not any("lora" in n for n, _ in tuned.named_parameters())
+
+
 def test_4bit_generator_builds_and_takes_a_step(chat_dir, tmp_path):
     from finetune.generation import train_generation
     from finetune.modeling.models import check_quantization

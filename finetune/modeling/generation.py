@@ -9,6 +9,7 @@ row's new tokens start at the same column. `GenerationTask` is what the shared t
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -255,8 +256,10 @@ def generate(
     system: str | None = None,
 ) -> Generated:
     """Responses to `prompts` (messages or conversations), batched and left-padded; greedy,
-    or sampled with `seed`."""
+    or sampled with `seed`. `bf16` autocast applies on a GPU only (on a CPU, decode with a
+    `decoding_model` in the wanted dtype)."""
     device = next(model.parameters()).device
+    bf16 = bf16 and device.type == "cuda"
     was_training = model.training
     model.eval()
     if sample:
@@ -287,6 +290,21 @@ def generate(
             texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
+
+
+def decoding_model(model: CausalLM, untuned: bool, bf16: bool) -> CausalLM | None:
+    """On a CPU, a copy of the model to decode with: the LoRA update folded into the weights
+    (or left out, `untuned`), in bf16 when the run computes in bf16. Decoding with bf16
+    autocast instead casts every frozen weight again at every new token, and the unfolded
+    adapter adds two matrix products per layer ("Decoding on CPU" in docs/benchmarks.md).
+    None where the model decodes as it is: on a GPU (no copy of its weights), or quantized."""
+    device = next(model.parameters()).device
+    base = model.backbone.get_base_model()
+    if device.type != "cpu" or getattr(base, "hf_quantizer", None) is not None:
+        return None
+    backbone = copy.deepcopy(model.backbone)
+    plain = backbone.unload() if untuned else backbone.merge_and_unload()
+    return CausalLM(plain.to(torch.bfloat16 if bf16 else torch.float32)).eval()
 
 
 class GenerationTask:
