@@ -1,14 +1,19 @@
 """Decoding speed of a finished reply run (`finetune customer-service train --task reply`).
 
     python benchmarks/decode_speed.py RUN_FOLDER                 # 16 evaluation messages
+    python benchmarks/decode_speed.py RUN_FOLDER --compare       # and the autocast path
     OMP_WAIT_POLICY=ACTIVE python benchmarks/decode_speed.py RUN_FOLDER
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode_speed.py RUN_FOLDER
 
 Reloads the run, builds the prompts of the first N messages of its `predictions.csv` as the
 run did (with their retrieved replies when it used them), then decodes them greedily in the
-run's batches and prints new tokens, seconds, tokens/s and how many replies equal the run's
-own. Retrieval is outside the timing. Run it with nothing else on the cores, and compare
-settings in the same session (docs/benchmarks.md, "CPU threads and kernel caches").
+run's batches and prints new tokens, seconds, tokens/s, how many replies equal the run's
+own, and their ROUGE-L, chrF and intent accuracy. Retrieval is outside the timing. Run it
+with nothing else on the cores, and compare settings in the same session (docs/benchmarks.md, "CPU threads and kernel caches").
+
+`--compare` also decodes the same prompts the way replies were decoded before CPU decoding
+copies (docs/benchmarks.md, "Decoding on CPU"): the trained model itself, its adapter
+unfolded, under bf16 autocast when the run trained in bf16; it prints both and the ratio.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a reply run folder")
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--compare", action="store_true", help="also the bf16 autocast path")
     args = parser.parse_args()
 
     import pandas as pd
@@ -32,19 +38,40 @@ def main() -> None:
     decode, prompts = loaded.decode, table["prompt"].tolist()
     if decode.retrieved is not None:
         prompts, decode.retrieved = decode.retrieved.prompts(prompts, decode.system), None
+    from finetune.data.pairs import Pairs
+
+    pairs = Pairs(prompts, table["reference"].tolist(), labels=table["label"].tolist())
     out = decode(prompts)
-    same = sum(a == b for a, b in zip(out.texts, table["generated"], strict=True))
-    print(
-        json.dumps(
-            {
-                "prompts": len(prompts),
-                "new_tokens": out.new_tokens,
-                "seconds": round(out.seconds, 1),
-                "tokens_per_second": round(out.new_tokens / out.seconds, 1),
-                "same_as_run": same,
-            }
+    figures = {"copy": timing(out, table["generated"], loaded.judge.figures(out.texts, pairs))}
+    if args.compare:
+        import torch
+
+        from finetune.modeling.generation import generate
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=decode.bf16):
+            autocast = generate(
+                decode.model, decode.tokenizer, prompts, decode.max_new_tokens,
+                decode.batch_size, system=decode.system,
+            )  # fmt: skip
+        figures["autocast"] = timing(
+            autocast, table["generated"], loaded.judge.figures(autocast.texts, pairs)
         )
-    )
+        figures["copy_over_autocast"] = round(
+            figures["copy"]["tokens_per_second"] / figures["autocast"]["tokens_per_second"], 2
+        )
+    print(json.dumps({"prompts": len(prompts), **figures}))
+
+
+def timing(out, run_texts, quality: dict) -> dict:
+    """New tokens, seconds, tokens/s, how many replies equal the run's own, and their
+    ROUGE-L, chrF and intent accuracy against the references."""
+    return {
+        "new_tokens": out.new_tokens,
+        "seconds": round(out.seconds, 1),
+        "tokens_per_second": round(out.new_tokens / out.seconds, 1),
+        "same_as_run": sum(a == b for a, b in zip(out.texts, run_texts, strict=True)),
+        **{k: round(quality[k], 4) for k in ("rougeL", "chrf", "intent_accuracy") if k in quality},
+    }
 
 
 if __name__ == "__main__":

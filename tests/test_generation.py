@@ -149,6 +149,21 @@ def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_p
     assert not any("lora" in n for n, _ in tuned.named_parameters())
 
 
+def test_batched_replies_come_back_in_the_prompts_order(trained):
+    """Prompts decode in batches of similar length, each reply at its own prompt's place:
+    the same replies as decoding each prompt alone."""
+    from finetune.generation import load_generation_run
+    from finetune.modeling.generation import generate
+
+    loaded = load_generation_run(trained.folder)
+    model, tokenizer = loaded.decode.model, loaded.decode.tokenizer
+    prompts = [p for p, _ in recipe.PAIRS][::-1]
+    assert len({len(p) for p in prompts}) > 3  # lengths differ: the batches reorder them
+    together = generate(model, tokenizer, prompts, 8, 4).texts
+    alone = [generate(model, tokenizer, [p], 8, 1).texts[0] for p in prompts]
+    assert together == alone and len(set(alone)) > 1
+
+
 def test_4bit_generator_builds_and_takes_a_step(chat_dir, tmp_path):
     from finetune.generation import train_generation
     from finetune.modeling.models import check_quantization

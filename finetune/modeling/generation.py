@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 
 from finetune.data.pairs import Pairs, prompt_text
 from finetune.errors import UserError
-from finetune.modeling.inputs import Inputs, padded_width
+from finetune.modeling.inputs import Inputs, pad_batch, padded_width
 from finetune.modeling.models import (
     add_lora,
     autocast,
@@ -259,22 +260,21 @@ def generate(
     or sampled with `seed`. `bf16` autocast applies on a GPU only (on a CPU, decode with a
     `decoding_model` in the wanted dtype)."""
     device = next(model.parameters()).device
-    bf16 = bf16 and device.type == "cuda"
+    precision = autocast(device.type, True) if bf16 and device.type == "cuda" else nullcontext()
     was_training = model.training
     model.eval()
     if sample:
         torch.manual_seed(seed)
-    texts, new_tokens, start = [], 0, time.perf_counter()
-    for begin in range(0, len(prompts), batch_size):
-        batch = prompts[begin : begin + batch_size]
-        encoded = [encode_prompt(tokenizer, p, system) for p in batch]
-        width = max(len(ids) for ids in encoded)
-        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(encoded):
-            ids[row, width - len(sequence) :] = torch.tensor(sequence)
-            mask[row, width - len(sequence) :] = 1
-        with autocast(device.type, bf16):
+    new_tokens, start = 0, time.perf_counter()
+    encoded = [encode_prompt(tokenizer, p, system) for p in prompts]
+    # Prompts of similar length decode together: a batch runs until its longest reply ends,
+    # and a prompt with a long retrieved reply tends to get a long reply.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    texts = [""] * len(prompts)
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
+        with precision:
             out = model.backbone.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -283,11 +283,11 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-        for row in out[:, width:].tolist():
+        for i, row in zip(rows, out[:, ids.shape[1] :].tolist(), strict=True):
             if tokenizer.eos_token_id in row:
                 row = row[: row.index(tokenizer.eos_token_id)]
             new_tokens += len(row)
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
 

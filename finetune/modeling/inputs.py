@@ -42,8 +42,11 @@ def padded_width(lengths: Sequence[int]) -> int:
     return -(-max(lengths) // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input_ids and attention_mask, `padded_width` wide.
+def pad_batch(
+    sequences: list[list[int]], pad_id: int, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (or `left`-padded, for decoding) input_ids and attention_mask,
+    `padded_width` wide.
 
     The same tensors as `tokenizer.pad(..., padding_side="right", pad_to_multiple_of=8)`
     (tests/test_layer_cache.py checks it), written out because the text API pads with a pad id
@@ -54,8 +57,9 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
+        span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
     return ids, mask
 
 
