@@ -9,11 +9,13 @@ Reloads the run, builds the prompts of the first N messages of its `predictions.
 run did (with their retrieved replies when it used them), then decodes them greedily in the
 run's batches and prints new tokens, seconds, tokens/s, how many replies equal the run's
 own, and their ROUGE-L, chrF and intent accuracy. Retrieval is outside the timing. Run it
-with nothing else on the cores, and compare settings in the same session (docs/benchmarks.md, "CPU threads and kernel caches").
+with nothing else on the cores, and compare settings in the same session
+(docs/benchmarks.md, "CPU threads and kernel caches").
 
 `--compare` also decodes the same prompts the way replies were decoded before CPU decoding
 copies (docs/benchmarks.md, "Decoding on CPU"): the trained model itself, its adapter
-unfolded, under bf16 autocast when the run trained in bf16; it prints both and the ratio.
+unfolded, its frozen weights cast to bf16 again at every token when the run trained in bf16;
+it prints both and the ratio.
 """
 
 from __future__ import annotations
@@ -44,15 +46,12 @@ def main() -> None:
     out = decode(prompts)
     figures = {"copy": timing(out, table["generated"], loaded.judge.figures(out.texts, pairs))}
     if args.compare:
-        import torch
-
         from finetune.modeling.generation import generate
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=decode.bf16):
-            autocast = generate(
-                decode.model, decode.tokenizer, prompts, decode.max_new_tokens,
-                decode.batch_size, system=decode.system,
-            )  # fmt: skip
+        autocast = generate(
+            decode.model, decode.tokenizer, prompts, decode.max_new_tokens,
+            decode.batch_size, decode.bf16, system=decode.system,
+        )  # fmt: skip
         figures["autocast"] = timing(
             autocast, table["generated"], loaded.judge.figures(autocast.texts, pairs)
         )

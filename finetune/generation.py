@@ -196,7 +196,7 @@ class Decoder:
         if self.retrieved is not None:
             prompts = self.retrieved.prompts(prompts, self.system)
         if untuned not in self.copies:
-            self.copies[untuned] = decoding_model(self.model, untuned, self.bf16)
+            self.copies[untuned] = decoding_model(self.model, untuned)
         if self.copies[untuned] is not None:
             return self._generate(self.copies[untuned], prompts)
         if untuned:

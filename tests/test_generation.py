@@ -110,8 +110,8 @@ def test_metrics_equal_the_reference_packages():
 
 def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_path):
     """On a CPU the model decodes through copies: the adapter folded into the weights (the
-    tuned model's logits and text) or left out (the untuned model's), in bf16 when the run
-    computes in bf16; the model itself is left as it was."""
+    tuned model's logits and text) or left out (the untuned model's), weights marked so that
+    bf16 autocast casts each once per batch; the model itself is left as it was."""
     from finetune.generation import Decoder
     from finetune.modeling.generation import build_generator, decoding_model, generate
 
@@ -125,7 +125,7 @@ def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_p
     weights = {n: w.detach().clone() for n, w in model.named_parameters()}
     ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
     prompts = [p for p, _ in recipe.PAIRS[:3]]
-    tuned, untuned = decoding_model(model, False, False), decoding_model(model, True, False)
+    tuned, untuned = decoding_model(model, False), decoding_model(model, True)
     with torch.no_grad():
         adapted = model(input_ids=ids).logits
         with model.backbone.disable_adapter():
@@ -137,7 +137,9 @@ def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_p
         generate(tuned, tokenizer, prompts, 8, 3).texts
         == generate(model, tokenizer, prompts, 8, 3).texts
     )
-    assert decoding_model(model, False, True).backbone.dtype == torch.bfloat16
+    assert all(w.requires_grad and w.dtype == torch.float32 for w in tuned.parameters())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.allclose(tuned(input_ids=ids).logits.float(), adapted, atol=0.1)
     decode = Decoder(model, tokenizer, 8, 3, False, None)
     with model.backbone.disable_adapter():
         assert (

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,10 +256,9 @@ def generate(
     system: str | None = None,
 ) -> Generated:
     """Responses to `prompts` (messages or conversations), batched and left-padded; greedy,
-    or sampled with `seed`. `bf16` autocast applies on a GPU only (on a CPU, decode with a
-    `decoding_model` in the wanted dtype)."""
+    or sampled with `seed`; under bf16 autocast with `bf16` (on a CPU, fast with a
+    `decoding_model`)."""
     device = next(model.parameters()).device
-    precision = autocast(device.type, True) if bf16 and device.type == "cuda" else nullcontext()
     was_training = model.training
     model.eval()
     if sample:
@@ -274,7 +272,7 @@ def generate(
     for begin in range(0, len(order), batch_size):
         rows = order[begin : begin + batch_size]
         ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
-        with precision:
+        with autocast(device.type, bf16):
             out = model.backbone.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -292,19 +290,22 @@ def generate(
     return Generated(texts, new_tokens, time.perf_counter() - start)
 
 
-def decoding_model(model: CausalLM, untuned: bool, bf16: bool) -> CausalLM | None:
+def decoding_model(model: CausalLM, untuned: bool) -> CausalLM | None:
     """On a CPU, a copy of the model to decode with: the LoRA update folded into the weights
-    (or left out, `untuned`), in bf16 when the run computes in bf16. Decoding with bf16
-    autocast instead casts every frozen weight again at every new token, and the unfolded
-    adapter adds two matrix products per layer ("Decoding on CPU" in docs/benchmarks.md).
-    None where the model decodes as it is: on a GPU (no copy of its weights), or quantized."""
+    (or left out, `untuned`), which saves two matrix products per layer, and every weight
+    marked as requiring grad, which is what makes bf16 autocast cache its bf16 cast for the
+    whole batch instead of casting each frozen weight again at every new token (decoding is
+    under no_grad all the same; "Decoding on CPU" in docs/benchmarks.md). None where the model
+    decodes as it is: on a GPU (no second copy of its weights), or quantized."""
     device = next(model.parameters()).device
     base = model.backbone.get_base_model()
     if device.type != "cpu" or getattr(base, "hf_quantizer", None) is not None:
         return None
     backbone = copy.deepcopy(model.backbone)
     plain = backbone.unload() if untuned else backbone.merge_and_unload()
-    return CausalLM(plain.to(torch.bfloat16 if bf16 else torch.float32)).eval()
+    for weight in plain.parameters():
+        weight.requires_grad_(True)
+    return CausalLM(plain).eval()
 
 
 class GenerationTask:
