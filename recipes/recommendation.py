@@ -171,10 +171,11 @@ class Recommendation(Recipe):
         return config
 
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
-        """The ranking run (recipes/recommendation_ranking.py); prints its ranking table."""
+        """The ranking run (recipes/recommendation_ranking.py); prints its ranking table (the
+        command line then says which method is delivered, and shows the like view)."""
         from recipes.recommendation_data import load_log
         from recipes.recommendation_ranking import train_ranking
-        from recipes.recommendation_report import delivered_line, ranking_table
+        from recipes.recommendation_report import ranking_table
 
         config = config or self.config()
         if config.eval.folds:
@@ -185,7 +186,6 @@ class Recommendation(Recipe):
         check_options(config.options)
         run = train_ranking(config, load_log(config.options), show_progress)
         k = config.options.k
-        typer.echo(delivered_line(run.metrics, k))
         typer.echo(ranking_table(run.metrics["ranking"], k, delivered_key(run.metrics)))
         return run
 

@@ -171,6 +171,7 @@ def recall_ndcg_at_k(ranks: list[int], k: int) -> tuple[float, float]:
 # the popular items rather than a random order (a stronger, not a weaker, baseline).
 
 POPULARITY_TIEBREAK = 1e-6
+RECENT_FRACTION = 0.1  # "recent" popularity: the latest 10% of the history rows
 
 
 def like_matrix(rows: Any, users: list[str], position: dict[str, int], n_items: int) -> Any:
@@ -187,10 +188,45 @@ def like_matrix(rows: Any, users: list[str], position: dict[str, int], n_items: 
     return matrix
 
 
+def recent_rows(rows: Any) -> Any:
+    """The latest RECENT_FRACTION of `rows` (a log with a timestamp column) by time: what is
+    popular now."""
+    if not len(rows):
+        return rows
+    start = np.quantile(rows["timestamp"].to_numpy(), 1 - RECENT_FRACTION)
+    return rows[rows["timestamp"] >= start]
+
+
+@dataclass
+class LikeLog:
+    """What a ranking baseline is fitted on: the users x items like matrix of the history rows,
+    the same over their latest RECENT_FRACTION (`recent_rows`), and the seed (ALS)."""
+
+    likes: Any
+    recent: Any
+    seed: int = 0
+
+
+def like_log(rows: Any, users: list[str], position: dict[str, int], seed: int = 0) -> LikeLog:
+    """`rows`' likes as a LikeLog over the catalogue `position` maps (item -> column)."""
+    n_items = len(position)
+    recent = like_matrix(recent_rows(rows), users, position, n_items)
+    return LikeLog(like_matrix(rows, users, position, n_items), recent, seed)
+
+
 def most_popular(likes: Any, queries: Any) -> np.ndarray:
     """Every user gets the items with the most training likes."""
     counts = np.asarray(likes.sum(0)).ravel()
     return np.tile(counts, (queries.shape[0], 1)).astype(np.float32)
+
+
+def recently_popular(log: LikeLog, queries: Any) -> np.ndarray:
+    """Every user gets the items with the most likes over the latest share of the training
+    rows (ties: all-time likes). Under a split by time most test users are new, and what is
+    liked now is what they pick."""
+    return most_popular(log.recent, queries) + POPULARITY_TIEBREAK * most_popular(
+        log.likes, queries
+    )
 
 
 def item_knn(likes: Any, queries: Any) -> np.ndarray:
@@ -243,8 +279,11 @@ def implicit_als(
     return scores + POPULARITY_TIEBREAK * most_popular(likes, queries)
 
 
+# name -> scores (query users x items) from a LikeLog of the history rows and the query users'
+# like rows (scipy CSR).
 RANKING_BASELINES = {
-    "most_popular": most_popular,
-    "item_knn": item_knn,
-    "implicit_als": implicit_als,
+    "most_popular": lambda log, queries: most_popular(log.likes, queries),
+    "recently_popular": recently_popular,
+    "item_knn": lambda log, queries: item_knn(log.likes, queries),
+    "implicit_als": lambda log, queries: implicit_als(log.likes, queries, seed=log.seed),
 }

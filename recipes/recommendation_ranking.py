@@ -104,18 +104,13 @@ def baseline_scores(
     rows: pd.DataFrame, queries: Queries, items: pd.DataFrame, seed: int
 ) -> dict[str, np.ndarray]:
     """Each baseline fitted on `rows` and scored for `queries` (users) over the catalogue."""
-    from recipes.recommendation_models import RANKING_BASELINES, like_matrix
+    from recipes.recommendation_models import RANKING_BASELINES, like_log
 
     position = {item: k for k, item in enumerate(items["item"])}
     users = sorted(set(rows["user"]) | set(queries.users), key=str)
-    likes = like_matrix(rows, users, position, len(items))
+    log = like_log(rows, users, position, seed)
     asked = query_likes(queries, rows, items)
-    out = {}
-    for name, baseline in RANKING_BASELINES.items():
-        out[name] = (
-            baseline(likes, asked, seed=seed) if name == "implicit_als" else baseline(likes, asked)
-        )
-    return out
+    return {name: baseline(log, asked) for name, baseline in RANKING_BASELINES.items()}
 
 
 def served_baseline_scores(
@@ -126,18 +121,16 @@ def served_baseline_scores(
     delivered a baseline."""
     from scipy.sparse import csr_matrix
 
-    from recipes.recommendation_models import RANKING_BASELINES, like_matrix
+    from recipes.recommendation_models import RANKING_BASELINES, like_log
 
     position = {item: k for k, item in enumerate(items["item"])}
-    users = sorted(set(log["user"]), key=str)
-    likes = like_matrix(log, users, position, len(items))
+    history = like_log(log, sorted(set(log["user"]), key=str), position, seed)
     columns = sorted({position[i] for i in liked if i in position})
     asked = csr_matrix(
         (np.ones(len(columns), dtype=np.float32), ([0] * len(columns), columns)),
         shape=(1, len(items)),
     )
-    baseline = RANKING_BASELINES[name]
-    scores = baseline(likes, asked, seed=seed) if name == "implicit_als" else baseline(likes, asked)
+    scores = RANKING_BASELINES[name](history, asked)
     return np.asarray(scores[0], dtype=np.float64)
 
 
@@ -424,6 +417,7 @@ def delivered_entry(comparison: dict[str, Any], k: int) -> dict[str, Any]:
     model, two-tower + re-ranker, else the method's name), with `method`: the delivered key
     of `ranking`."""
     from finetune.evaluation.selection import MARGIN
+    from recipes.recommendation_report import delivered_line
 
     method = comparison["delivered"]
     return {
@@ -433,6 +427,7 @@ def delivered_entry(comparison: dict[str, Any], k: int) -> dict[str, Any]:
         "margin": MARGIN,
         "chosen_on": "the validation period (by time)",
         "validation": comparison["validation_ndcg"],
+        "note": delivered_line(comparison["validation_ndcg"], method, k),
     }
 
 
@@ -464,6 +459,7 @@ def judge(data: RankingData, fitted: Fitted, config: Config) -> dict[str, Any]:
     comparison = compare(ranking, options.k, seed)
     comparison.update(validation_ndcg=val_ndcg, delivered=delivered)
     where = diagnosis(data, {n: test[n] for n in (TWO_TOWER, RERANKED)})
+    where["user_groups"] = user_groups(data, test, options.k)
     judged = {"ranking": ranking, "likes": likes, "comparison": comparison, "diagnosis": where}
     return judged | {"reranked": reranked, "delivered_scores": test[delivered]}
 
@@ -498,6 +494,31 @@ def diagnosis(data: RankingData, scores: dict[str, np.ndarray]) -> dict[str, Any
         "cold_with_year": int(len(relative)),
         "cold_year_minus_cutoff_p10_p50_p90": quantiles,
         "median_rank_of_liked": ranks,
+    }
+
+
+def user_groups(data: RankingData, scores: dict[str, np.ndarray], k: int) -> dict[str, Any]:
+    """Test NDCG@k of each method for the users with no like before the test period and for
+    those with one or more: a split by time brings many new users, and for them a ranking can
+    only read the items, not the person."""
+    from finetune.evaluation.ranking import full_catalogue
+
+    queries = data.test
+    earlier = np.asarray(query_likes(queries, data.split.rows(FIT, VALIDATION), data.items).sum(1))
+    new = earlier.ravel() == 0
+    figures: dict[str, dict[str, float | None]] = {}
+    for name, matrix in scores.items():
+        full = full_catalogue(matrix, queries.relevant, queries.exclude, k)
+        group = new[full.rows]
+        figures[name] = {
+            label: float(full.ndcg[mask].mean()) if mask.any() else None
+            for label, mask in (("without", group), ("with", ~group))
+        }
+    counted = full_catalogue(next(iter(scores.values())), queries.relevant, queries.exclude, k)
+    return {
+        "users_without_earlier_likes": int(new[counted.rows].sum()),
+        "users_with_earlier_likes": int((~new[counted.rows]).sum()),
+        f"ndcg@{k}": figures,
     }
 
 
@@ -547,9 +568,13 @@ def metrics_json(data: RankingData, fitted: Fitted, judged: dict, config: Config
         entry.update(gauc=figures["gauc"], **{f"ndcg@{k}": ranking[name][f"ndcg@{k}"]})
         baselines[name] = entry
     result = fitted.result
+    finetuned = {**likes[RERANKED], f"ndcg@{k}": ranking[RERANKED][f"ndcg@{k}"]}
     return {
-        **likes[RERANKED],
-        f"ndcg@{k}": ranking[RERANKED][f"ndcg@{k}"],
+        # The engine's shape: the top level holds the delivered method's figures, `finetuned`
+        # the fine-tuned model's own (two-tower + re-ranker).
+        **likes[MODEL],
+        f"ndcg@{k}": ranking[MODEL][f"ndcg@{k}"],
+        "finetuned": finetuned,
         "primary_metric": f"ndcg@{k}",
         "delivered": delivered_entry(judged["comparison"], k),
         "ranking": ranking,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from finetune.evaluation.metrics import finetuned_figures
 from finetune.markdown import figure, table
 
 NAMES = {
@@ -13,6 +14,7 @@ NAMES = {
     "two_tower": "two-tower, fine-tuned (LoRA), alone",
     "frozen_two_tower": "two-tower, frozen encoder (no fine-tuning; same item prior)",
     "most_popular": "most popular (training likes)",
+    "recently_popular": "recently popular (likes in the latest 10% of training rows)",
     "item_knn": "item-kNN (cosine)",
     "implicit_als": "matrix factorisation (implicit ALS)",
 }
@@ -46,10 +48,9 @@ def delivered_key(metrics: dict[str, Any]) -> str:
     return delivered.get("method", "two_tower") if isinstance(delivered, dict) else delivered
 
 
-def delivered_line(metrics: dict[str, Any], k: int) -> str:
-    """Which method the run serves and why (validation NDCG@k), said first."""
-    val = metrics["ranking_comparison"]["validation_ndcg"]
-    delivered = delivered_key(metrics)
+def delivered_line(val: dict[str, float], delivered: str, k: int) -> str:
+    """Which method the run serves and why (`val`: each method's validation NDCG@k), said
+    first."""
     name = NAMES.get(delivered, delivered)
     model = "two_tower_reranked" if "two_tower_reranked" in val else "two_tower"
     if delivered == model:
@@ -111,7 +112,23 @@ def diagnosis_lines(where: dict[str, Any] | None) -> str:
         f"nobody interacted with in training ({where['users_with_cold_like']} users have one); "
         f"their release year minus the cutoff (10th / 50th / 90th percentile, "
         f"{where['cold_with_year']} with a year in the title): {span} years. Median rank of a "
-        f"liked test item over the catalogue: {ranks}."
+        f"liked test item over the catalogue: {ranks}." + user_group_line(where.get("user_groups"))
+    )
+
+
+def user_group_line(groups: dict[str, Any] | None) -> str:
+    """NDCG per method for test users new to the log and for returning ones."""
+    if not groups:
+        return ""
+    key = next(k for k in groups if k.startswith("ndcg@"))
+    per = "; ".join(
+        f"{NAMES.get(n, n)}: {figure(g['without'])} / {figure(g['with'])}"
+        for n, g in groups[key].items()
+    )
+    return (
+        f" Test users with no like before the test period: {groups['users_without_earlier_likes']}"
+        f", with earlier likes: {groups['users_with_earlier_likes']}; {key.upper()} for each "
+        f"group (new / returning): {per}."
     )
 
 
@@ -121,7 +138,7 @@ def like_table(metrics: dict[str, Any]) -> str:
     def name(key: str) -> str:
         return NAMES.get(key, key) + (" (delivered)" if key == delivered else "")
 
-    rows = [[name("two_tower_reranked")] + _likes(metrics)]
+    rows = [[name("two_tower_reranked")] + _likes(finetuned_figures(metrics))]
     rows += [[name(n)] + _likes(b) for n, b in metrics["baselines"].items()]
     return table(["method", "accuracy", "recall", "F1", "AUC", "GAUC"], rows)
 
@@ -144,13 +161,14 @@ def ranking_report(folder: Path, metrics: dict, result: Any, data: Any, env: dic
         f"Split: {metrics['split']}. {metrics['n_eval']} test users (every user with a liked "
         f"test item), {metrics['n_items']:,} items ranked for each (full catalogue, the user's "
         "training-period items excluded). Intervals: 95% bootstrap over users.",
-        delivered_line(metrics, k),
+        metrics["delivered"]["note"],
         "## Ranking (test)",
         "The two-tower + re-ranker: gradient-boosted trees over the two-tower's score, the "
         "item-kNN and ALS scores (0, with a flag, for items nobody interacted with), the "
         "item's popularity (whole period and latest 10%), its age at the query time and the "
         "user's number of likes; fitted on the validation period with features from the fit "
-        "period's models; its validation figure is cross-fitted over 5 folds of users.",
+        "period's models, each user's liked items weighing as one user; its validation figure "
+        "is cross-fitted over 5 folds of users.",
         ranking_table(metrics["ranking"], k, delivered_key(metrics)),
         "\n".join(comparison_lines(metrics, k)),
         diagnosis_lines(metrics.get("ranking_diagnosis")),

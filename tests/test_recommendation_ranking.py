@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from finetune.cli import app
 from recipes.recommendation_data import Log, standard_interactions
-from recipes.recommendation_models import RANKING_BASELINES, like_matrix
+from recipes.recommendation_models import RANKING_BASELINES, like_log
 from recipes.recommendation_ranking import baseline_scores, ranking_data
+from recipes.recommendation_report import NAMES
 from recipes.recommendation_split import FIT, TEST, VALIDATION, split_log
 
 
@@ -65,15 +66,18 @@ def test_baselines_are_fitted_on_training_rows_only(monkeypatch):
     data = ranking_data(log, opts, seed=0)
     seen = []
 
-    def spy(likes, queries, **kwargs):
-        seen.append(likes.sum())
+    def spy(log, queries):
+        seen.append((log.likes.sum(), log.recent.sum()))
         return np.zeros(queries.shape, dtype=np.float32)
 
     monkeypatch.setitem(RANKING_BASELINES, "most_popular", spy)
     training = data.split.rows(FIT, VALIDATION)
     baseline_scores(training, data.test, data.items, seed=0)
-    # The matrix a baseline sees holds exactly the training period's likes, no test like.
-    assert seen == [int((training["label"] == 1).sum())]
+    # The matrices a baseline sees hold exactly the training period's likes (and the latest
+    # tenth of its rows), no test like.
+    liked = training["label"] == 1
+    recent = training["timestamp"] >= training["timestamp"].quantile(0.9)
+    assert seen == [(int(liked.sum()), int((liked & recent).sum()))]
     assert not (data.split.rows(TEST).index.isin(training.index)).any()
 
 
@@ -91,12 +95,28 @@ def test_baselines_rank_by_taste_and_popularity():
         {"user": ["a", "a", "b", "b", "c"], "item": ["x", "y", "x", "z", "x"], "label": 1}
     )
     position = {"x": 0, "y": 1, "z": 2, "w": 3}
-    likes = like_matrix(rows, ["a", "b", "c"], position, 4)
-    assert RANKING_BASELINES["most_popular"](likes, likes)[0].argmax() == 0
-    knn = RANKING_BASELINES["item_knn"](likes, likes)
+    rows["timestamp"] = [1, 2, 3, 4, 10]
+    log = like_log(rows, ["a", "b", "c"], position)
+    likes = log.likes
+    assert RANKING_BASELINES["most_popular"](log, likes)[0].argmax() == 0
+    knn = RANKING_BASELINES["item_knn"](log, likes)
     assert knn[0, 1] > knn[0, 3] and knn[1, 2] > knn[1, 3]  # co-liked beats never liked
-    als = RANKING_BASELINES["implicit_als"](likes, likes, seed=0)
+    als = RANKING_BASELINES["implicit_als"](log, likes)
     assert als.shape == (3, 4) and np.isfinite(als).all()
+
+
+def test_recently_popular_ranks_what_is_liked_now_first():
+    # x: liked by three users early on; y and z: liked in the latest tenth of the rows (y by
+    # more users overall); w: never liked.
+    rows = pd.DataFrame(
+        {"user": list("abcd") * 5, "item": ["x", "x", "x", "y"] * 4 + ["y", "y", "y", "z"],
+         "label": 1, "timestamp": range(20)}
+    )  # fmt: skip
+    position = {"x": 0, "y": 1, "z": 2, "w": 3}
+    log = like_log(rows, list("abcd"), position)
+    scores = RANKING_BASELINES["recently_popular"](log, log.likes)[0]
+    # Latest 2 rows (y at 18, z at 19): y and z tie on recent likes, y wins on all-time likes.
+    assert list(np.argsort(-scores)) == [1, 2, 0, 3]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +138,7 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     names = {"recall@10", "ndcg@10", "mrr", "cold_recall@10", "hr@10_sampled", "ndcg@10_sampled"}
     assert set(metrics["ranking"]) == {
         "model", "two_tower_reranked", "two_tower", "frozen_two_tower", "most_popular",
-        "item_knn", "implicit_als",
+        "recently_popular", "item_knn", "implicit_als",
     }  # fmt: skip
     # The delivered method is the best on validation (the fine-tuned model, two-tower +
     # re-ranker, on ties), and `model` holds its figures.
@@ -130,8 +150,17 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     else:
         assert validation[delivered] == max(validation.values()) and lead > 0.005
     assert metrics["ranking"]["model"] == metrics["ranking"][delivered]
-    # The engine's headline keys are the fine-tuned model's (the engine labels them so).
-    assert metrics["ndcg@10"] == metrics["ranking"]["two_tower_reranked"]["ndcg@10"]
+    # The engine's shape: the headline keys are the delivered method's, `finetuned` holds the
+    # fine-tuned model's own, and the delivery note names what is served.
+    own = (
+        metrics["finetuned"]
+        if delivered == "two_tower_reranked"
+        else metrics["baselines"][delivered]
+    )
+    assert metrics["auc"] == own["auc"] and metrics["accuracy"] == own["accuracy"]
+    assert metrics["ndcg@10"] == metrics["ranking"][delivered]["ndcg@10"]
+    assert metrics["finetuned"]["ndcg@10"] == metrics["ranking"]["two_tower_reranked"]["ndcg@10"]
+    assert NAMES[delivered] in metrics["delivered"]["note"]
     assert "two_tower_reranked" not in metrics["baselines"] and "two_tower" in metrics["baselines"]
     assert metrics["ranking_diagnosis"]["test_likes"] >= metrics["ranking_diagnosis"]["cold_likes"]
     for figures in metrics["ranking"].values():

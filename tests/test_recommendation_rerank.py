@@ -162,3 +162,19 @@ def test_recommend_serves_the_reranked_list_the_evaluation_scored(reranked_run):
         served = recipe.recommend(run, user, k=len(rows), at=at)
         assert served["item"].tolist() == rows.sort_values("rank")["item"].tolist()
         np.testing.assert_allclose(served["score"], rows.sort_values("rank")["score"], atol=1e-4)
+
+
+def test_each_fitting_user_weighs_as_one_user_whatever_their_number_of_likes():
+    from recipes.recommendation_rerank import training_pairs
+
+    features = np.zeros((3, 50, 1), dtype=np.float32)
+    relevant = [np.arange(20), np.array([3]), np.array([], dtype=np.int64)]
+    exclude = [np.array([], dtype=np.int64), np.array([4]), np.array([], dtype=np.int64)]
+    rows, labels, weights = training_pairs(features, relevant, exclude, seed=0)
+    user = rows // 50
+    liked = labels == 1
+    assert sorted(set(user.tolist())) == [0, 1]  # a user with no liked item is not fitted on
+    per_user = np.bincount(user[liked], weights=weights[liked])
+    assert per_user[0] == pytest.approx(per_user[1])  # 20 likes weigh as much as 1
+    assert weights[liked].sum() == pytest.approx(liked.sum())  # as many as unweighted
+    assert (weights[~liked] == 1).all() and not np.isin(rows[user == 1] % 50, [4]).any()
