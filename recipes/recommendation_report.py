@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from finetune.evaluation.metrics import finetuned_figures
 from finetune.markdown import figure, table
 
 NAMES = {
@@ -133,6 +132,8 @@ def user_group_line(groups: dict[str, Any] | None) -> str:
 
 
 def like_table(metrics: dict[str, Any]) -> str:
+    from finetune.evaluation.metrics import finetuned_figures  # sklearn: not at `--help`
+
     delivered = delivered_key(metrics)
 
     def name(key: str) -> str:
