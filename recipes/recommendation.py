@@ -9,7 +9,7 @@ items no one has interacted with yet.
 
 The log is split by time (recipes/recommendation_split.py: one global cutoff by default, the
 validation slice just before it); the run (recipes/recommendation_ranking.py) judges the model
-and the collaborative-filtering baselines (most popular, item-kNN, implicit ALS) and the frozen
+and the baselines (most popular, recently popular, item-kNN, implicit ALS) and the frozen
 encoder on full-catalogue Recall/NDCG@10 and MRR with bootstrap intervals, a cold-item slice
 and the classic sampled protocol; like/not-like accuracy, F1, AUC and GAUC come second.
 Default data: MovieLens latest-small (finetune/cards/movielens_small.md), all users.

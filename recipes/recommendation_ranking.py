@@ -1,10 +1,11 @@
 """The recommendation run: a two-tower ranker on the engine's ranking task, judged on ranking.
 
 Stages, each returning what the next reads: `ranking_data` (log -> time split -> queries and
-the evaluation protocol) -> `baseline_scores` (most-popular, item-kNN, ALS; fitted on the fit
-rows for validation and on the whole training period for test) -> `fit_ranker` (LoRA on the
-shared encoder, kept epoch by validation NDCG@10; epoch 0 is the frozen encoder) -> `judge`
-(every method's ranking figures with intervals; the like/not-like view second) -> `write`.
+the evaluation protocol) -> `baseline_scores` (most and recently popular, item-kNN, ALS;
+fitted on the fit rows for validation and on the whole training period for test) ->
+`fit_ranker` (LoRA on the shared encoder, kept epoch by validation NDCG@10; epoch 0 is the
+frozen encoder) -> `judge` (every method's ranking figures with intervals; the like/not-like
+view second) -> `write`.
 """
 
 from __future__ import annotations
