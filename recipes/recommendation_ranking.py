@@ -508,6 +508,7 @@ def user_groups(data: RankingData, scores: dict[str, np.ndarray], k: int) -> dic
     earlier = np.asarray(query_likes(queries, data.split.rows(FIT, VALIDATION), data.items).sum(1))
     new = earlier.ravel() == 0
     figures: dict[str, dict[str, float | None]] = {}
+    group = new[:0]  # the counted users (the same for every method: a liked test item)
     for name, matrix in scores.items():
         full = full_catalogue(matrix, queries.relevant, queries.exclude, k)
         group = new[full.rows]
@@ -515,10 +516,9 @@ def user_groups(data: RankingData, scores: dict[str, np.ndarray], k: int) -> dic
             label: float(full.ndcg[mask].mean()) if mask.any() else None
             for label, mask in (("without", group), ("with", ~group))
         }
-    counted = full_catalogue(next(iter(scores.values())), queries.relevant, queries.exclude, k)
     return {
-        "users_without_earlier_likes": int(new[counted.rows].sum()),
-        "users_with_earlier_likes": int((~new[counted.rows]).sum()),
+        "users_without_earlier_likes": int(group.sum()),
+        "users_with_earlier_likes": int((~group).sum()),
         f"ndcg@{k}": figures,
     }
 

@@ -163,6 +163,9 @@ def test_run_writes_ranking_metrics_report_and_the_kept_epoch(ranking_run):
     assert NAMES[delivered] in metrics["delivered"]["note"]
     assert "two_tower_reranked" not in metrics["baselines"] and "two_tower" in metrics["baselines"]
     assert metrics["ranking_diagnosis"]["test_likes"] >= metrics["ranking_diagnosis"]["cold_likes"]
+    groups = metrics["ranking_diagnosis"]["user_groups"]
+    counted = groups["users_without_earlier_likes"] + groups["users_with_earlier_likes"]
+    assert counted == metrics["ranking"]["model"]["n"]["ndcg@10"]  # every ranked user, once
     for figures in metrics["ranking"].values():
         assert names <= set(figures)
         low, high = figures["intervals"]["ndcg@10"]
