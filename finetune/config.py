@@ -122,6 +122,14 @@ class TrainConfig:
     # 0 by default: smoothing fights a head that starts from the (confident) linear probe
     # (docs/recipes/customer-service.md, "How the defaults were chosen").
     label_smoothing: float = 0.0
+    # Keep an exponential moving average of the LoRA and head weights and use it for
+    # validation, the kept epoch and the delivered model (0: off). Its decay ramps up as
+    # min(ema_decay, (1 + step) / (10 + step)), so a short run is not stuck near its start.
+    ema_decay: Fraction = 0.0
+    # Mixup for images: each training batch is blended with a shuffled copy of itself, by a
+    # share drawn from Beta(mixup, mixup), and the loss is blended the same way (0: off).
+    # With cached views (image.cache_views) the frozen blocks' output is blended.
+    mixup: Annotated[float, Ge(0)] = 0.0
     max_grad_norm: float = 1.0
     # auto: bf16 autocast where the hardware does bf16 fast (CUDA, CPUs with AVX512-BF16/AMX).
     precision: Precision = "auto"

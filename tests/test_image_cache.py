@@ -10,8 +10,10 @@ import pytest
 import torch
 from test_images import photo_crops
 
+from finetune.evaluation.metrics import validation_figures
 from finetune.modeling.layercache import cache_inputs
 from finetune.modeling.vision import CachedViews, build_for_training
+from finetune.training.loop import Rows, TrainingLoop
 from recipes.image_classification import recipe
 
 
@@ -59,10 +61,12 @@ def test_cached_blocks_give_the_whole_models_logits_and_gradients(photos):
 
 
 def test_cached_run_with_inner_folds_reloads_and_predicts_the_same(photos, tmp_path):
+    # With mixup of the cached features and a moving average of the weights, which the
+    # folds score and the final training delivers.
     config = recipe.config(
         data={"path": str(photos), "positive_label": "flower"},
         image={"size": 64, "cache_views": 2},
-        train={"epochs": 2, "batch_size": 8, "select_folds": "2"},
+        train={"epochs": 2, "batch_size": 8, "select_folds": "2", "mixup": 0.4, "ema_decay": 0.9},
         output=str(tmp_path / "run"),
     )
     run = recipe.train(config, show_progress=False)
@@ -110,3 +114,34 @@ def test_efficientnet_lite2_is_an_option(photos):
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros((1, 3, 96, 96))).shape == (1, 2)
+
+
+def test_mixup_blends_the_batch_with_a_shuffled_copy_of_itself(photos):
+    config = recipe.config(
+        data={"path": str(photos)}, image={"size": 64, "cache_views": 2}, train={"mixup": 0.4}
+    )
+    model, inputs, _ = build_for_training(config, 2, False, "cpu")
+    paths = sorted(str(p) for p in (photos / "train").rglob("*.jpg"))[:8]
+    labels = np.array([0, 1] * 4)
+    loop = TrainingLoop(
+        model,
+        Rows(inputs.encode(paths), labels),
+        Rows([], labels[:0]),
+        config.train,
+        inputs,
+        "cpu",
+        False,
+        show_progress=False,
+        validation_figures=validation_figures,
+    )
+    assert loop.inputs.mixable == "features"  # the cached blocks' output is what is blended
+    batch = loop.inputs.collate(loop.train_ids)
+    original = batch["features"].clone()
+    torch.manual_seed(5)
+    partner, share = loop._mix(batch)
+    assert 0 < share < 1 and sorted(partner.tolist()) == list(range(8))
+    assert partner.tolist() != list(range(8))
+    blended = share * original + (1 - share) * original[partner]
+    torch.testing.assert_close(batch["features"], blended)
+    torch.manual_seed(5)  # seeded: the same draw again
+    assert loop._mix(loop.inputs.collate(loop.train_ids))[1] == share

@@ -67,6 +67,9 @@ class Inputs:
     """Turns the examples' strings into model inputs; see the module docstring."""
 
     kind: str = ""
+    # The batch entry train.mixup may blend between examples (pixels, cached image features);
+    # None where blending means nothing (token ids).
+    mixable: str | None = None
 
     def encode(self, texts: list[str]) -> list[Any]:
         raise NotImplementedError

@@ -222,6 +222,7 @@ class ImageInputs(Inputs):
     """
 
     kind = "image"
+    mixable = "pixel_values"
 
     def __init__(
         self,
@@ -313,6 +314,7 @@ class CachedViews(Inputs):
     restored on resume), so augmentation is limited to the views cached."""
 
     kind = "image"
+    mixable = "features"  # mixup of the frozen blocks' output: manifold mixup
 
     def __init__(self, rows: list[torch.Tensor]):
         self.rows = rows

@@ -181,6 +181,7 @@ class LoopState:
     best_key: tuple[float, ...] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     trainable: dict[str, torch.Tensor] | None = None
+    ema: dict[str, torch.Tensor] | None = None  # the weights' moving average (train.ema_decay)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -286,6 +287,12 @@ class TrainingLoop:
         # keeps that setting process-wide and refuses a second run at another precision.
         self.accelerator = Accelerator(cpu=device == "cpu")
         self.checkpoints = checkpoints
+        if config.mixup and (task is not None or getattr(inputs, "mixable", None) is None):
+            what = "a task's examples" if task is not None else f"{inputs.kind} inputs"
+            raise UserError(
+                f"train.mixup={config.mixup} blends images; {what} cannot be blended. "
+                "Set train.mixup=0."
+            )
         self.labels = torch.as_tensor(train.labels, dtype=torch.long)
         self.val_labels = validation.labels
         self._cache_layers(model, batches_of(inputs), train.ids, validation.ids)
@@ -308,6 +315,8 @@ class TrainingLoop:
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self._make_losses(class_weights)
         self.state = LoopState()
+        # The moving average of the trainable weights (train.ema_decay), or None.
+        self.ema = trainable_state(model) if config.ema_decay else None
         self._clock = time.perf_counter()
         self._skip = 0  # batches of the first epoch a resumed run already trained
 
@@ -437,9 +446,12 @@ class TrainingLoop:
             self.accelerator.backward(loss)
         elif pieces is None:
             batch = self.inputs.collate(items, train=True)
+            partner, share = self._mix(batch)
             with autocast(self.device, self.bf16):
                 logits = self.model(**to_device(batch, self.device))
             loss = self.loss_fn(logits.float(), labels)
+            if partner is not None:
+                loss = share * loss + (1 - share) * self.loss_fn(logits.float(), labels[partner])
             self.accelerator.backward(loss)
         else:
             loss = _backward_in_pieces(
@@ -459,7 +471,44 @@ class TrainingLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self._update_ema()
         return loss.item()
+
+    def _mix(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, float]:
+        """Mixup (train.mixup): blend the batch's mixable entry with a shuffled copy of itself,
+        in place; the shuffled order and the first example's share (None, 1 when off).
+        Drawn from torch's global generator: seeded by the run, restored on resume."""
+        alpha = self.config.mixup
+        if not alpha:
+            return None, 1.0
+        share = float(torch.distributions.Beta(alpha, alpha).sample())
+        key = self.inputs.mixable
+        partner = torch.randperm(len(batch[key]))
+        batch[key] = share * batch[key] + (1 - share) * batch[key][partner]
+        return partner, share
+
+    def _update_ema(self) -> None:
+        """Move the average towards the weights after this step (`state.step` steps before it)."""
+        step = self.state.step
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, parameter in _trainable(self.model).items():
+                self.ema[name].lerp_(parameter.detach(), 1 - decay)
+
+    @contextmanager
+    def _averaged(self):
+        """The model holds the moving average inside the block (when there is one), and its
+        own weights again after it."""
+        if self.ema is None:
+            yield
+            return
+        own = trainable_state(self.model)
+        _copy_into(self.model, self.ema, "The moving average")
+        try:
+            yield
+        finally:
+            _copy_into(self.model, own, "The training weights")
 
     def end_epoch(self) -> None:
         """Record the epoch (or a partial last one), score it, and save the state."""
@@ -472,7 +521,8 @@ class TrainingLoop:
         }
         if len(self.val_ids):
             self.validate(record)
-            self.progress.write(epoch_line(record))
+            if not self.progress.disable:  # quiet folds and data-parallel workers stay quiet
+                self.progress.write(epoch_line(record))
         state.history.append(record)
         state.batch_in_epoch = 0
         self.save()
@@ -480,23 +530,24 @@ class TrainingLoop:
     def validate(self, record: dict[str, Any]) -> None:
         """Score the validation rows into `record`; keep a copy of the weights if best so far."""
         state = self.state
-        if self.task is not None:
-            record.update(self.task.figures(self.model, self.val_ids))
-        else:
-            proba = predict_proba(
-                self.model,
-                self.val_ids,
-                self.inputs,
-                self.config.eval_batch_size,
-                self.device,
-                self.bf16,
-            )
-            record.update(self.validation_figures(proba, self.val_labels))
-        release_free_heap()
-        key = selection_key(record, self.select_metric)
-        if state.best_key is None or key > state.best_key:
-            state.best_key, state.best_state = key, trainable_state(self.model)
-            state.best_epoch = record["epoch"]
+        with self._averaged():  # the weights scored are the ones the epoch would deliver
+            if self.task is not None:
+                record.update(self.task.figures(self.model, self.val_ids))
+            else:
+                proba = predict_proba(
+                    self.model,
+                    self.val_ids,
+                    self.inputs,
+                    self.config.eval_batch_size,
+                    self.device,
+                    self.bf16,
+                )
+                record.update(self.validation_figures(proba, self.val_labels))
+            release_free_heap()
+            key = selection_key(record, self.select_metric)
+            if state.best_key is None or key > state.best_key:
+                state.best_key, state.best_state = key, trainable_state(self.model)
+                state.best_epoch = record["epoch"]
 
     def finish(self) -> TrainResult:
         """The result, with the model holding the kept epoch's weights, in eval mode."""
@@ -517,6 +568,8 @@ class TrainingLoop:
             _copy_into(self.model, state.best_state, "The best epoch's copy")
         else:
             result.best_epoch = state.history[-1]["epoch"] if state.history else None
+            if self.ema is not None:  # no validation: the last moving average is kept
+                _copy_into(self.model, self.ema, "The moving average")
         self.model.eval()
         return result
 
@@ -531,6 +584,7 @@ class TrainingLoop:
             # What the epoch's train loss and the loss curve's 10-step mean still need.
             running=state.running[-max(self.steps_per_epoch, 10) :],
             trainable=trainable_state(self.model),
+            ema=None if self.ema is None else {n: t.clone() for n, t in self.ema.items()},
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             rng=rng_state({"loader": self.loader_rng}),
@@ -548,12 +602,22 @@ class TrainingLoop:
         _copy_into(self.model, saved.trainable)
         if saved.best_state is not None:  # checked now, not when restored at the end
             check_tensors(_trainable_shapes(self.model), saved.best_state, "The checkpoint")
+        if self.ema is not None:
+            if saved.ema is None:
+                raise UserError(
+                    "The checkpoint has no moving average of the weights (train.ema_decay was "
+                    "0 when it was written): resume with the same settings, or start afresh."
+                )
+            check_tensors(_trainable_shapes(self.model), saved.ema, "The checkpoint")
+            self.ema = saved.ema
         self.optimizer.load_state_dict(saved.optimizer)
         self.scheduler.load_state_dict(saved.scheduler)
         restore_rng(saved.rng, {"loader": self.loader_rng})
         self._skip = saved.batch_in_epoch
         # The tensors are back in the model, optimizer and generators: the state keeps counting.
-        self.state = replace(saved, trainable=None, optimizer=None, scheduler=None, rng=None)
+        self.state = replace(
+            saved, trainable=None, ema=None, optimizer=None, scheduler=None, rng=None
+        )
 
 
 def epoch_line(record: dict[str, Any]) -> str:
