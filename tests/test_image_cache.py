@@ -145,3 +145,18 @@ def test_mixup_blends_the_batch_with_a_shuffled_copy_of_itself(photos):
     torch.testing.assert_close(batch["features"], blended)
     torch.manual_seed(5)  # seeded: the same draw again
     assert loop._mix(loop.inputs.collate(loop.train_ids))[1] == share
+    # A training step's loss is the blend of both label sets' losses, by the same share:
+    # replay the step's draws (view, share, order, drop-connect) from the same seed.
+    model.train()
+    torch.manual_seed(7)
+    batch = loop.inputs.collate(loop.train_ids, train=True)
+    partner, share = loop._mix(batch)
+    with torch.no_grad():
+        logits = model(**batch)
+    targets = torch.as_tensor(labels)
+    cross_entropy = torch.nn.functional.cross_entropy
+    expected = share * cross_entropy(logits, targets)
+    expected += (1 - share) * cross_entropy(logits, targets[partner])
+    torch.manual_seed(7)
+    step_loss = loop.step(loop.train_ids, targets)
+    assert step_loss == pytest.approx(float(expected), rel=1e-5)

