@@ -371,3 +371,25 @@ def test_the_latency_benchmark_times_a_run_folder(ranking_run):
     ).stdout
     result = json.loads(printed)
     assert result["known user"]["n"] == 3 and result["new user (5 liked)"]["median_ms"] > 0
+
+
+def test_ceiling_benchmark_bounds_every_baseline_on_new_users():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "recommendation_ceiling.py"
+    spec = importlib.util.spec_from_file_location("recommendation_ceiling", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    log, opts = synthetic()
+    data = ranking_data(log, opts, seed=0)
+    result = module.part_ceiling(data.split.rows(FIT, VALIDATION), data.test, data.items, 0, 10)
+    users, figures = result["users"], result["ndcg@10"]
+    assert users["new"] + users["returning"] == len(data.test.users)
+    assert users["new"] == sum(len(seen) == 0 for seen in data.test.exclude) > 0
+    ceiling = result["new_user_ceiling"]
+    for name in RANKING_BASELINES:  # each gives every new user one and the same list
+        assert figures[name]["new"] <= ceiling + 1e-12
+    # The returning users' need, with the new ones at the ceiling, gives the goal overall.
+    total = users["new"] * ceiling + users["returning"] * result["returning_needed_at_ceiling"]
+    assert total / len(data.test.users) == pytest.approx(result["goal_ndcg@10"])
