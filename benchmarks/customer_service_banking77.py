@@ -167,7 +167,12 @@ def run_recipe(args: argparse.Namespace) -> dict:
         "peak_rss_with_predict_mb": peak_memory_mb(),
         "predict_per_second": len(texts) / predict_seconds,
         "best_epoch": m["best_epoch"],
-        "baselines": m["baselines"],
+        "delivered": m["delivered"]["name"],
+        "baselines": {
+            "fine-tuned alone": {k: m["finetuned"][k] for k in ("accuracy", "f1", "auc")},
+            **m["baselines"],
+            **m.get("blends", {}),
+        },
     }
 
 

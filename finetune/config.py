@@ -217,6 +217,11 @@ class EvalConfig:
     # the validation rows: platt (logistic on the logit), isotonic, none, or auto (the one of
     # the three with the lowest cross-fitted log-loss on the validation rows).
     calibrate: Calibrate = "auto"
+    # Baselines whose class probabilities are averaged, in equal shares, with the fine-tuned
+    # model's: each such blend is one more candidate the validation rows can deliver (a blend
+    # must lead the fine-tuned model alone by the same margin as a baseline). E.g.
+    # [tfidf_logreg]: its word features make mistakes an encoder does not.
+    blend: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -49,8 +49,10 @@ from finetune.evaluation.selection import (
     Delivery,
     OutOfFold,
     Served,
+    add_blends,
     calibration_figures,
     deliver,
+    is_blend,
     load_served,
     save_served,
 )
@@ -162,6 +164,8 @@ class Run:
             proba = served.predictor.predict_proba(self._frozen_vectors(texts, batch_size))
         else:
             proba = served.predictor.predict_proba(self._examples(texts))
+        if served is not None and served.blend:
+            proba = (self.model_proba(texts, batch_size) + proba) / 2
         return proba if served is None else served.calibrate(proba)
 
     def model_proba(
@@ -267,6 +271,7 @@ def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
 
     started = time.perf_counter()
     config = config.validate()
+    check_blends(recipe, config)
     device = models.pick_device()
     models.check_quantization(config.model.quant, device)
     check_optimizer(config.train.optim, device)
@@ -275,6 +280,17 @@ def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)
     return Prepared(config, device, folder, checkpoints, started)
+
+
+def check_blends(recipe: RecipeHooks, config: Config) -> None:
+    """eval.blend may only name the recipe's baselines (checked before anything is trained)."""
+    unknown = set(config.eval.blend) - set(resolve_baselines(recipe.baselines))
+    if unknown:
+        raise UserError(
+            f"eval.blend names {', '.join(sorted(unknown))}, not a baseline of this recipe "
+            f"({', '.join(resolve_baselines(recipe.baselines))}): blend one of those, or "
+            "leave eval.blend empty."
+        )
 
 
 @dataclass
@@ -730,6 +746,8 @@ def evaluate(
     config, labels = prepared.config, data.labels
     scores = {MODEL_NAME: _predict(prepared, encoded, encoded.eval_ids), **baselines.scores}
     val_scores, y_val, folds = _deciding_scores(prepared, data, encoded, baselines, result)
+    scores = add_blends(scores, config.eval.blend)
+    val_scores = add_blends(val_scores, config.eval.blend)
     primary = recipe.primary_metric_for(len(labels))
     delivery = deliver(
         val_scores,
@@ -842,8 +860,13 @@ def _run_figures(
         "best_epoch_metric": result.select_metric,
         "train_source": data.train.source,
         "eval_source": data.evaluation.source,
-        "baselines": {name: f for name, f in figures.items() if name != MODEL_NAME},
+        "baselines": {
+            name: f for name, f in figures.items() if name != MODEL_NAME and not is_blend(name)
+        },
     }
+    blends = {name: f for name, f in figures.items() if is_blend(name)}
+    if blends:
+        metrics["blends"] = blends
     if data.overlap:
         metrics["overlap"] = data.overlap
     if result.selection:

@@ -331,3 +331,98 @@ def test_cross_validation_counts_what_each_fold_delivered():
     assert metrics["auc"] == pytest.approx(0.8)
     assert metrics["calibration"]["brier_after"] == pytest.approx(0.1)
     assert [f["delivered"] for f in metrics["folds"]] == delivered["per_fold"]
+
+
+def complementary_scores(n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three classes; the model is right (0.7 against 0.2) on the first half and wrong (0.4
+    against 0.5) on the second, the baseline the other way round: each alone is right half the
+    time, their mean always."""
+    y = np.arange(n) % 3
+    wrong = (y + 1) % 3
+    model, base = np.full((n, 3), 0.1), np.full((n, 3), 0.1)
+    first = np.arange(n) < n // 2
+    rows = np.arange(n)
+    model[rows, y] = np.where(first, 0.7, 0.4)
+    model[rows, wrong] = np.where(first, 0.2, 0.5)
+    base[rows, y] = np.where(first, 0.4, 0.7)
+    base[rows, wrong] = np.where(first, 0.5, 0.2)
+    return y, model, base
+
+
+def test_a_blend_that_leads_on_validation_is_delivered_and_saved(tmp_path):
+    from finetune.config import EvalConfig
+    from finetune.evaluation.selection import (
+        add_blends,
+        blend_name,
+        deliver,
+        load_served,
+        save_served,
+    )
+
+    y, model, base = complementary_scores()
+    labels = ["a", "b", "c"]
+    val = add_blends({MODEL_NAME: model, "base": base}, ["base"])
+    np.testing.assert_allclose(val[blend_name("base")], (model + base) / 2)
+    predictor = PriorPredictor(np.full(3, 1 / 3))
+    delivery = deliver(val, y, labels, "accuracy", EvalConfig(), {"base": predictor}, 0)
+    assert delivery.method == blend_name("base") and delivery.served.blend
+    assert delivery.served.predictor is predictor
+    assert delivery.decided["validation"][blend_name("base")] == 1.0
+    assert delivery.lines[0].startswith("Delivered: the fine-tuned model blended with base")
+    # A blend is a form of the fine-tuned model: it needs no margin over the model alone, but
+    # a baseline must beat it by the margin, and --deliver finetuned serves the model alone.
+    y, model, base = complementary_scores(300)
+    nudged = model.copy()
+    nudged[150] = (model[150] + base[150]) / 2  # right on one more row of 300: +0.0033
+    val = {MODEL_NAME: model, "base": base, blend_name("base"): nudged}
+    chosen = deliver(val, y, labels, "accuracy", EvalConfig(), {"base": predictor}, 0)
+    assert chosen.method == blend_name("base")
+    settings = EvalConfig(deliver="finetuned")
+    kept = deliver(val, y, labels, "accuracy", settings, {"base": predictor}, 0)
+    assert kept.method == MODEL_NAME and not kept.served.blend
+    save_served(tmp_path, delivery.served, delivery.decided)
+    loaded = load_served(tmp_path)
+    assert loaded.name == blend_name("base") and loaded.blend
+    # Without the blend on offer, the same scores keep the fine-tuned model (a tie).
+    plain = deliver({MODEL_NAME: model, "base": base}, y, labels, "accuracy", EvalConfig(), {}, 0)
+    assert plain.method == MODEL_NAME and not plain.served.blend
+
+
+def test_blends_are_scored_reported_and_served_as_the_mean_of_two_methods(
+    tiny_model_dir, small_csvs, tmp_path
+):
+    from finetune.evaluation.selection import Served, blend_name
+
+    settings = tiny(tiny_model_dir, *small_csvs, tmp_path / "b", eval={"blend": ["tfidf_logreg"]})
+    run = train(with_baselines("tfidf_logreg"), settings)
+    name = blend_name("tfidf_logreg")
+    scores = saved_scores(run.folder)
+    blended = (scores[MODEL_NAME] + scores["tfidf_logreg"]) / 2
+    np.testing.assert_allclose(scores[name], blended)
+    y = scores["y_true"]
+    figures = run.metrics["blends"][name]
+    assert figures["accuracy"] == pytest.approx((blended.argmax(1) == y).mean())
+    assert name not in run.metrics["baselines"] and name in run.metrics["delivered"]["validation"]
+    assert f"| {name} |" in (run.folder / "report.md").read_text()
+    # The blend leads the model alone on validation, and TF-IDF does not beat it by the
+    # margin: the run delivers it, says so first, and a reloaded run serves the mean.
+    validation = run.metrics["delivered"]["validation"]
+    assert run.metrics["delivered"]["name"] == name and validation[name] > validation["model"]
+    assert "blended with tfidf_logreg" in (run.folder / "report.md").read_text()[:600]
+    assert run.metrics["accuracy"] == pytest.approx(figures["accuracy"])
+    loaded = customer_service.load(run.folder)
+    assert loaded.served.blend and (run.folder / "delivered" / "predictor.joblib").is_file()
+    texts = pd.read_csv(small_csvs[1])["text"].tolist()
+    np.testing.assert_allclose(loaded.predict_proba(texts), blended, atol=1e-5)
+    # The same run folder served as the baseline alone gives the baseline's probabilities.
+    loaded.served = Served("tfidf_logreg", loaded.served.predictor)
+    np.testing.assert_allclose(loaded.predict_proba(texts), scores["tfidf_logreg"], atol=1e-9)
+
+
+def test_a_blend_must_name_a_baseline_of_the_recipe(tiny_model_dir, small_csvs, tmp_path):
+    from finetune.errors import UserError
+
+    settings = tiny(tiny_model_dir, *small_csvs, tmp_path / "x", eval={"blend": ["nope"]})
+    with pytest.raises(UserError, match="eval.blend names nope, not a baseline"):
+        train(with_baselines("tfidf_logreg"), settings)
+    assert not (tmp_path / "x").exists()

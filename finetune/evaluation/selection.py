@@ -14,6 +14,12 @@ baseline must also lead the fine-tuned model in the mean over the folds by more 
 (one fold's luck does not carry it); the calibration's candidates are cross-fitted over the
 same folds, and the threshold is chosen on the calibrated out-of-fold probabilities.
 
+A blend (`eval.blend`) is the mean of the fine-tuned model's and one baseline's probabilities
+(`add_blends`): a form of the fine-tuned model, not a rival to it. With `best`, the validation
+figure chooses between the model alone and its blends as it chooses the kept epoch (the higher
+one; a tie keeps the model alone), and a baseline must then beat that choice by the margin. A
+delivered blend is served by averaging the two at prediction time.
+
 What the run serves is saved in the run folder's `delivered/` (`save_served`, `load_served`):
 `delivered.json`, the baseline's fitted predictor (`predictor.joblib`) and the calibration map
 (`calibration.joblib`). joblib files are pickles: load run folders you trust, like any model.
@@ -44,15 +50,32 @@ MODEL = "model"
 # Figures `classification_metrics` computes, hence computable on validation rows.
 VALIDATION_METRICS = ("accuracy", "recall", "f1", "auc", "precision", "specificity")
 FOLDER = "delivered"
+BLEND = " + "  # a blend's name: the fine-tuned model's, this, the baseline's
+
+
+def blend_name(baseline: str) -> str:
+    return f"{MODEL_NAME}{BLEND}{baseline}"
+
+
+def is_blend(name: str) -> bool:
+    return name.startswith(MODEL_NAME + BLEND)
+
+
+def add_blends(scores: dict[str, np.ndarray], baselines: list[str]) -> dict[str, np.ndarray]:
+    """`scores` with each blend of the fine-tuned model (MODEL_NAME) and a baseline of
+    `baselines` added: the mean of their probabilities."""
+    model = scores[MODEL_NAME]
+    return {**scores, **{blend_name(b): (model + scores[b]) / 2 for b in baselines}}
 
 
 @dataclass
 class Served:
     """What a run serves: the delivered method and its calibration (picklable parts)."""
 
-    name: str  # MODEL or a baseline's name
+    name: str  # MODEL, a baseline's name or a blend's
     predictor: Any = None  # a baseline's fitted predictor; None for the fine-tuned model
     calibrator: Calibrator | None = None  # two-class tasks; None: probabilities as they are
+    blend: bool = False  # serve the mean of the fine-tuned model's and the predictor's
 
     @property
     def reads_vectors(self) -> bool:
@@ -132,10 +155,23 @@ def choose_delivered(
             name: decided["out_of_fold"][MODEL if name == MODEL_NAME else name]["fold_mean"]
             for name in val_scores
         }
-    model = figures[MODEL_NAME]
-    leading = _leading(figures, fold_means)
+    own = _own_form(figures, deliverable) if deliver == "best" else MODEL_NAME
+    model = figures[own]
+    leading = _leading(figures, fold_means, own)
     if not leading:
-        return MODEL_NAME, decided, []
+        if own == MODEL_NAME:
+            return MODEL_NAME, decided, []
+        decided["name"] = own
+        alone = _shown(figures[MODEL_NAME])
+        return (
+            own,
+            decided,
+            [
+                f"Delivered: the fine-tuned model blended with {own[len(MODEL_NAME + BLEND) :]} "
+                f"(the mean of their probabilities): {metric} {model:.3f} {where} against "
+                f"{alone} for the model alone; no baseline beat it by more than {MARGIN}."
+            ],
+        )
     leader = leading[0]
     best_value = figures[leader]
     decided["leader"] = leader
@@ -168,20 +204,32 @@ def choose_delivered(
     )
 
 
-def _leading(figures: dict[str, float | None], fold_means: dict[str, float | None]) -> list[str]:
-    """Baselines that lead the fine-tuned model by more than the margin (and, with inner
-    folds, in the mean over the folds too), best first (ties: the recipe's order)."""
-    model = figures[MODEL_NAME]
+def _own_form(figures: dict[str, float | None], deliverable: set[str]) -> str:
+    """The fine-tuned model alone or one of its blends (eval.blend) that a run can serve:
+    the higher figure, as the kept epoch is chosen (a blend is the fine-tuned model with a
+    baseline's probabilities averaged in, not a rival to it); a tie keeps the model alone."""
+    forms = [MODEL_NAME] + [n for n in figures if is_blend(n) and n in deliverable]
+    scored = [n for n in forms if figures[n] is not None]
+    return max(scored, key=lambda n: figures[n]) if scored else MODEL_NAME
+
+
+def _leading(
+    figures: dict[str, float | None], fold_means: dict[str, float | None], own: str = MODEL_NAME
+) -> list[str]:
+    """Baselines that lead the fine-tuned model (`own`: alone or blended) by more than the
+    margin (and, with inner folds, in the mean over the folds too), best first (ties: the
+    recipe's order). Blends are never baselines."""
+    model = figures[own]
 
     def leads(name: str) -> bool:
         value = figures[name]
         if value is None or (model is not None and value - model <= MARGIN):
             return False
-        mine, theirs = fold_means.get(MODEL_NAME), fold_means.get(name)
+        mine, theirs = fold_means.get(own), fold_means.get(name)
         return mine is None or theirs is None or theirs - mine > MARGIN
 
     return sorted(
-        (name for name in figures if name != MODEL_NAME and leads(name)),
+        (name for name in figures if name != MODEL_NAME and not is_blend(name) and leads(name)),
         key=lambda name: -figures[name],
     )
 
@@ -229,10 +277,17 @@ def deliver(
     on its validation probabilities. `settings` is the run's EvalConfig (deliver, calibrate).
     With `folds` (each row's inner fold), `val_scores` are out-of-fold predictions of the
     training rows `y_val` (`OutOfFold`), and the calibration is cross-fitted over those folds."""
+    # A blend is served by its baseline's predictor with the fine-tuned model beside it.
+    blends = {blend_name(b): p for b, p in predictors.items() if blend_name(b) in val_scores}
+    predictors = {**predictors, **blends}
     method, decided, lines = choose_delivered(
         val_scores, y_val, labels, primary, settings.deliver, set(predictors), folds
     )
-    served = Served(decided["name"], predictors.get(method) if method != MODEL_NAME else None)
+    served = Served(
+        decided["name"],
+        predictors.get(method) if method != MODEL_NAME else None,
+        blend=is_blend(method),
+    )
     if lines:
         decided["note"] = " ".join(lines)
     delivery = Delivery(served, method, decided, lines=lines)
@@ -275,7 +330,8 @@ def save_served(folder: Path, served: Served, decided: dict[str, Any]) -> None:
     target = folder / FOLDER
     target.mkdir()
     calibration = served.calibrator.method if served.calibrator is not None else "none"
-    info = {"name": served.name, "calibration": calibration, "decided": decided}
+    info = {"name": served.name, "calibration": calibration, "blend": served.blend}
+    info["decided"] = decided
     (target / "delivered.json").write_text(json.dumps(info, indent=2))
     if served.predictor is not None:
         joblib.dump(served.predictor, target / "predictor.joblib")
@@ -297,7 +353,7 @@ def load_served(folder: Path) -> Served | None:
         predictor = joblib.load(target / "predictor.joblib")
     if (target / "calibration.joblib").is_file():
         calibrator = joblib.load(target / "calibration.joblib")
-    return Served(info["name"], predictor, calibrator)
+    return Served(info["name"], predictor, calibrator, blend=bool(info.get("blend", False)))
 
 
 def delivered_name(metrics: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from finetune.evaluation.metrics import HEADLINE, MODEL_NAME, finetuned_figures
+from finetune.evaluation.selection import is_blend
 from finetune.markdown import figure, table
 
 
@@ -23,8 +24,13 @@ def cell(figures: dict[str, Any], key: str) -> str:
 
 
 def method_entries(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each method's own figures: the fine-tuned model's (`finetuned`), then the baselines'."""
-    return {MODEL_NAME: finetuned_figures(metrics), **metrics.get("baselines", {})}
+    """Each method's own figures: the fine-tuned model's (`finetuned`), then the baselines',
+    then its blends with baselines (eval.blend)."""
+    return {
+        MODEL_NAME: finetuned_figures(metrics),
+        **metrics.get("baselines", {}),
+        **metrics.get("blends", {}),
+    }
 
 
 def delivered_row_name(metrics: dict[str, Any]) -> str | None:
@@ -137,7 +143,11 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         figures = delivered["validation"]
         # A recipe may name the fine-tuned model's variant (recommendation: the re-ranker).
         mine = delivered.get("method") if delivered.get("method") in figures else "model"
-        others = [v for n, v in figures.items() if n not in ("model", mine) and v is not None]
+        others = [
+            v
+            for n, v in figures.items()
+            if n not in ("model", mine) and not is_blend(n) and v is not None
+        ]
         where = (
             "out-of-fold predictions of the training rows"
             if "out_of_fold" in delivered
