@@ -247,7 +247,9 @@ def main() -> None:
                 row["rss_ratio"] = row["peak_rss_mb"] / reference["peak_rss_mb"]
             rows.append(row)
             for name, figures in row.pop("baselines", {}).items():
-                rows.append({"method": f"baseline: {name}", "seed": seed, **figures})
+                # The fine-tuned model alone and its blends (eval.blend) are not baselines.
+                label = name if name.startswith("fine-tuned") else f"baseline: {name}"
+                rows.append({"method": label, "seed": seed, **figures})
     header = [
         "method",
         "seed",
