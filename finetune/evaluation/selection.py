@@ -162,16 +162,7 @@ def choose_delivered(
         if own == MODEL_NAME:
             return MODEL_NAME, decided, []
         decided["name"] = own
-        alone = _shown(figures[MODEL_NAME])
-        return (
-            own,
-            decided,
-            [
-                f"Delivered: the fine-tuned model blended with {own[len(MODEL_NAME + BLEND) :]} "
-                f"(the mean of their probabilities): {metric} {model:.3f} {where} against "
-                f"{alone} for the model alone; no baseline beat it by more than {MARGIN}."
-            ],
-        )
+        return own, decided, [_blend_line(own, figures, metric, where)]
     leader = leading[0]
     best_value = figures[leader]
     decided["leader"] = leader
@@ -201,6 +192,15 @@ def choose_delivered(
             led + f" Delivered: {served[0]}{note}; predict and evaluate --run serve it "
             "(--deliver finetuned keeps the fine-tuned model)."
         ],
+    )
+
+
+def _blend_line(blend: str, figures: dict[str, float | None], metric: str, where: str) -> str:
+    return (
+        f"Delivered: the fine-tuned model blended with {blend[len(MODEL_NAME + BLEND) :]} "
+        f"(the mean of their probabilities): {metric} {_shown(figures[blend])} {where} "
+        f"against {_shown(figures[MODEL_NAME])} for the model alone; no baseline beat it by "
+        f"more than {MARGIN}."
     )
 
 
