@@ -102,10 +102,11 @@ def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_p
     run = recipe.train(config, show_progress=False)
     check_reported_figures(run.folder)
     # Two epochs over every training row, in the time that includes the caching pass.
-    seen = 2 * run.metrics["n_train"]
-    assert run.metrics["samples_per_second"] == pytest.approx(
-        seen / run.metrics["train_seconds"], rel=0.02
-    )
+    # train_seconds is saved to 0.01 s, which on a sub-second tiny run moves the ratio by a few
+    # percent: the rate must fall within what the rounded time allows.
+    seen, rounded = 2 * run.metrics["n_train"], run.metrics["train_seconds"]
+    rate = run.metrics["samples_per_second"]
+    assert seen / (rounded + 0.005) / 1.01 <= rate <= seen / max(rounded - 0.005, 1e-3) * 1.01
     adapter = json.loads((run.folder / "adapter" / "adapter_config.json").read_text())
     assert adapter["target_modules"] and all(".1." in m for m in adapter["target_modules"])
     # The saved model (whole, no cache) predicts what the run scored on the evaluation file.
