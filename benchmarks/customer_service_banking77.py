@@ -168,12 +168,30 @@ def run_recipe(args: argparse.Namespace) -> dict:
         "predict_per_second": len(texts) / predict_seconds,
         "best_epoch": m["best_epoch"],
         "delivered": m["delivered"]["name"],
-        "baselines": {
+        "baselines": m["baselines"],
+        # Not baselines: the fine-tuned model alone, its blends (eval.blend), and, report only,
+        # the frozen probe blended with TF-IDF the same way (is a blend's gain fine-tuning's?).
+        "compared": {
             "fine-tuned alone": {k: m["finetuned"][k] for k in ("accuracy", "f1", "auc")},
-            **m["baselines"],
             **m.get("blends", {}),
+            **probe_blend(folder),
         },
     }
+
+
+def probe_blend(folder: Path) -> dict:
+    """The run's frozen probe and TF-IDF baseline averaged, from its saved test scores."""
+    import numpy as np
+
+    from finetune.evaluation.metrics import classification_metrics
+
+    with np.load(folder / "scores.npz") as saved:
+        if not {"embedding_logreg", "tfidf_logreg"} <= set(saved.files):
+            return {}
+        proba = (saved["embedding_logreg"] + saved["tfidf_logreg"]) / 2
+        labels = list(range(proba.shape[1]))
+        figures = classification_metrics(saved["y_true"], proba, labels)
+    return {"probe + tfidf_logreg (report only)": {k: figures[k] for k in ("accuracy", "f1")}}
 
 
 def child(part: str, args: argparse.Namespace) -> dict:
@@ -247,9 +265,9 @@ def main() -> None:
                 row["rss_ratio"] = row["peak_rss_mb"] / reference["peak_rss_mb"]
             rows.append(row)
             for name, figures in row.pop("baselines", {}).items():
-                # The fine-tuned model alone and its blends (eval.blend) are not baselines.
-                label = name if name.startswith("fine-tuned") else f"baseline: {name}"
-                rows.append({"method": label, "seed": seed, **figures})
+                rows.append({"method": f"baseline: {name}", "seed": seed, **figures})
+            for name, figures in row.pop("compared", {}).items():
+                rows.append({"method": name, "seed": seed, **figures})
     header = [
         "method",
         "seed",

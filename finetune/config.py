@@ -218,8 +218,8 @@ class EvalConfig:
     # the three with the lowest cross-fitted log-loss on the validation rows).
     calibrate: Calibrate = "auto"
     # Baselines whose class probabilities are averaged, in equal shares, with the fine-tuned
-    # model's: each such blend is one more candidate the validation rows can deliver (a blend
-    # must lead the fine-tuned model alone by the same margin as a baseline). E.g.
+    # model's: a form of the fine-tuned model the validation rows choose as they choose the
+    # kept epoch (the higher figure; a baseline must then beat it by the usual margin). E.g.
     # [tfidf_logreg]: its word features make mistakes an encoder does not.
     blend: list[str] = field(default_factory=list)
 

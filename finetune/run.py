@@ -284,12 +284,12 @@ def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
 
 def check_blends(recipe: RecipeHooks, config: Config) -> None:
     """eval.blend may only name the recipe's baselines (checked before anything is trained)."""
-    unknown = set(config.eval.blend) - set(resolve_baselines(recipe.baselines))
+    known = list(resolve_baselines(recipe.baselines))
+    unknown = sorted(set(config.eval.blend) - set(known))
     if unknown:
         raise UserError(
-            f"eval.blend names {', '.join(sorted(unknown))}, not a baseline of this recipe "
-            f"({', '.join(resolve_baselines(recipe.baselines))}): blend one of those, or "
-            "leave eval.blend empty."
+            f"eval.blend names {', '.join(unknown)}, not a baseline of this recipe "
+            f"({', '.join(known)}): blend one of those, or leave eval.blend empty."
         )
 
 
