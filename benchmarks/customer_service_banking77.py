@@ -169,29 +169,13 @@ def run_recipe(args: argparse.Namespace) -> dict:
         "best_epoch": m["best_epoch"],
         "delivered": m["delivered"]["name"],
         "baselines": m["baselines"],
-        # Not baselines: the fine-tuned model alone, its blends (eval.blend), and, report only,
-        # the frozen probe blended with TF-IDF the same way (is a blend's gain fine-tuning's?).
+        # Not baselines: the fine-tuned model alone and its blends (eval.blend), each beside
+        # the frozen probe blended the same way (is a blend's gain fine-tuning's?).
         "compared": {
             "fine-tuned alone": {k: m["finetuned"][k] for k in ("accuracy", "f1", "auc")},
             **m.get("blends", {}),
-            **probe_blend(folder),
         },
     }
-
-
-def probe_blend(folder: Path) -> dict:
-    """The run's frozen probe and TF-IDF baseline averaged, from its saved test scores."""
-    import numpy as np
-
-    from finetune.evaluation.metrics import classification_metrics
-
-    with np.load(folder / "scores.npz") as saved:
-        if not {"embedding_logreg", "tfidf_logreg"} <= set(saved.files):
-            return {}
-        proba = (saved["embedding_logreg"] + saved["tfidf_logreg"]) / 2
-        labels = list(range(proba.shape[1]))
-        figures = classification_metrics(saved["y_true"], proba, labels)
-    return {"probe + tfidf_logreg (report only)": {k: figures[k] for k in ("accuracy", "f1")}}
 
 
 def child(part: str, args: argparse.Namespace) -> dict:

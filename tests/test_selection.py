@@ -388,13 +388,38 @@ def test_a_blend_that_leads_on_validation_is_delivered_and_saved(tmp_path):
     assert plain.method == MODEL_NAME and not plain.served.blend
 
 
+def test_the_probe_blended_the_same_way_is_scored_beside_the_blend_and_never_served():
+    from finetune.config import EvalConfig
+    from finetune.evaluation.selection import PROBE, add_blends, blend_name, deliver
+    from finetune.reporting.report import comparison_lines
+
+    y, probe, base = complementary_scores()
+    labels = ["a", "b", "c"]
+    # A fine-tuned model that learnt nothing: its blend is TF-IDF's, while the probe and the
+    # baseline complement each other, so the probe's blend is right on every row.
+    scores = {MODEL_NAME: np.full_like(probe, 1 / 3), PROBE: probe, "base": base}
+    val = add_blends(scores, ["base"])
+    compared = blend_name("base", PROBE)
+    np.testing.assert_allclose(val[compared], (probe + base) / 2)
+    assert list(add_blends(scores, [PROBE])) == [*scores, blend_name(PROBE)]
+    predictors = {"base": PriorPredictor(np.full(3, 1 / 3)), PROBE: PriorPredictor(probe[0])}
+    delivery = deliver(val, y, labels, "accuracy", EvalConfig(), predictors, 0)
+    # Never served nor a rival: the model's blend (0.5) is delivered, as no baseline (0.5
+    # each) leads it, although the probe's blend scores 1.0.
+    assert delivery.method == blend_name("base") and "leader" not in delivery.decided
+    assert delivery.decided["validation"][compared] == 1.0
+    (line,) = comparison_lines(delivery.decided)
+    assert f"({PROBE}) blended with base the same way scores accuracy 1.000" in line
+    assert "against 0.500 for the fine-tuned model blended with it and 0.333 alone" in line
+
+
 def test_blends_are_scored_reported_and_served_as_the_mean_of_two_methods(
     tiny_model_dir, small_csvs, tmp_path
 ):
     from finetune.evaluation.selection import Served, blend_name
 
     settings = tiny(tiny_model_dir, *small_csvs, tmp_path / "b", eval={"blend": ["tfidf_logreg"]})
-    run = train(with_baselines("tfidf_logreg"), settings)
+    run = train(with_baselines("tfidf_logreg", "embedding_logreg"), settings)
     name = blend_name("tfidf_logreg")
     scores = saved_scores(run.folder)
     blended = (scores[MODEL_NAME] + scores["tfidf_logreg"]) / 2
@@ -404,6 +429,18 @@ def test_blends_are_scored_reported_and_served_as_the_mean_of_two_methods(
     assert figures["accuracy"] == pytest.approx((blended.argmax(1) == y).mean())
     assert name not in run.metrics["baselines"] and name in run.metrics["delivered"]["validation"]
     assert f"| {name} |" in (run.folder / "report.md").read_text()
+    # Beside it, the frozen probe blended with TF-IDF the same way: scored, shown, not served.
+    compared = blend_name("tfidf_logreg", "embedding_logreg")
+    probe_blend = (scores["embedding_logreg"] + scores["tfidf_logreg"]) / 2
+    np.testing.assert_allclose(scores[compared], probe_blend)
+    assert run.metrics["blends"][compared]["accuracy"] == pytest.approx(
+        (probe_blend.argmax(1) == y).mean()
+    )
+    assert f"| {compared} |" in (run.folder / "report.md").read_text()
+    assert (
+        "the frozen probe (embedding_logreg) blended with tfidf_logreg"
+        in (run.folder / "report.md").read_text()
+    )
     # The blend leads the model alone on validation, and TF-IDF does not beat it by the
     # margin: the run delivers it, says so first, and a reloaded run serves the mean.
     validation = run.metrics["delivered"]["validation"]

@@ -18,7 +18,9 @@ A blend (`eval.blend`) is the mean of the fine-tuned model's and one baseline's 
 (`add_blends`): a form of the fine-tuned model, not a rival to it. With `best`, the validation
 figure chooses between the model alone and its blends as it chooses the kept epoch (the higher
 one; a tie keeps the model alone), and a baseline must then beat that choice by the margin. A
-delivered blend is served by averaging the two at prediction time.
+delivered blend is served by averaging the two at prediction time. Beside each blend, the
+frozen probe (`PROBE`) blended with the same baseline is scored for comparison, never served:
+it shows how much of a blend's gain is the blend's and how much fine-tuning's.
 
 What the run serves is saved in the run folder's `delivered/` (`save_served`, `load_served`):
 `delivered.json`, the baseline's fitted predictor (`predictor.joblib`) and the calibration map
@@ -50,22 +52,35 @@ MODEL = "model"
 # Figures `classification_metrics` computes, hence computable on validation rows.
 VALIDATION_METRICS = ("accuracy", "recall", "f1", "auc", "precision", "specificity")
 FOLDER = "delivered"
-BLEND = " + "  # a blend's name: the fine-tuned model's, this, the baseline's
+BLEND = " + "  # a blend's name: the fine-tuned model's (or PROBE's), this, the baseline's
+# The frozen backbone's linear probe: blended like the fine-tuned model, for comparison.
+PROBE = "embedding_logreg"
 
 
-def blend_name(baseline: str) -> str:
-    return f"{MODEL_NAME}{BLEND}{baseline}"
+def blend_name(baseline: str, of: str = MODEL_NAME) -> str:
+    return f"{of}{BLEND}{baseline}"
 
 
 def is_blend(name: str) -> bool:
-    return name.startswith(MODEL_NAME + BLEND)
+    """A blend of the fine-tuned model's, or the probe's for comparison: never a baseline."""
+    return name.startswith((MODEL_NAME + BLEND, PROBE + BLEND))
+
+
+def is_comparison(name: str) -> bool:
+    """The probe's blend, scored beside the fine-tuned model's and never served."""
+    return name.startswith(PROBE + BLEND)
 
 
 def add_blends(scores: dict[str, np.ndarray], baselines: list[str]) -> dict[str, np.ndarray]:
     """`scores` with each blend of the fine-tuned model (MODEL_NAME) and a baseline of
-    `baselines` added: the mean of their probabilities."""
-    model = scores[MODEL_NAME]
-    return {**scores, **{blend_name(b): (model + scores[b]) / 2 for b in baselines}}
+    `baselines` added (the mean of their probabilities), each followed, where the probe was
+    scored, by the probe's blend with the same baseline (`is_comparison`)."""
+    blends = {}
+    for b in baselines:
+        blends[blend_name(b)] = (scores[MODEL_NAME] + scores[b]) / 2
+        if PROBE in scores and b != PROBE:
+            blends[blend_name(b, PROBE)] = (scores[PROBE] + scores[b]) / 2
+    return {**scores, **blends}
 
 
 @dataclass
@@ -208,7 +223,8 @@ def _own_form(figures: dict[str, float | None], deliverable: set[str]) -> str:
     """The fine-tuned model alone or one of its blends (eval.blend) that a run can serve:
     the higher figure, as the kept epoch is chosen (a blend is the fine-tuned model with a
     baseline's probabilities averaged in, not a rival to it); a tie keeps the model alone."""
-    forms = [MODEL_NAME] + [n for n in figures if is_blend(n) and n in deliverable]
+    blends = [n for n in figures if is_blend(n) and not is_comparison(n)]
+    forms = [MODEL_NAME] + [n for n in blends if n in deliverable]
     scored = [n for n in forms if figures[n] is not None]
     return max(scored, key=lambda n: figures[n]) if scored else MODEL_NAME
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from finetune.evaluation.metrics import HEADLINE, MODEL_NAME, finetuned_figures
-from finetune.evaluation.selection import is_blend
+from finetune.evaluation.selection import BLEND, PROBE, blend_name, is_blend, is_comparison
 from finetune.markdown import figure, table
 
 
@@ -148,18 +148,14 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
             for n, v in figures.items()
             if n not in ("model", mine) and not is_blend(n) and v is not None
         ]
-        where = (
-            "out-of-fold predictions of the training rows"
-            if "out_of_fold" in delivered
-            else "the validation rows"
-        )
         lines = [
-            f"Delivered: the fine-tuned model; no baseline beat it on {where} by more "
-            f"than {delivered['margin']} {delivered['metric']} (fine-tuned "
+            f"Delivered: the fine-tuned model; no baseline beat it on {_deciding(delivered)} "
+            f"by more than {delivered['margin']} {delivered['metric']} (fine-tuned "
             f"{figure(figures.get(mine))}, best baseline {figure(max(others, default=None))})."
         ]
     else:
         lines = [f"Delivered: the fine-tuned model ({delivered.get('rule', '')})."]
+    lines += comparison_lines(delivered)
     calibration = metrics.get("calibration")
     if calibration and calibration.get("method") != "none":
         lines.append(
@@ -173,6 +169,30 @@ def delivery_lines(metrics: dict[str, Any]) -> list[str]:
         parts += ["calibration"] if "calibration" in metrics else []
         parts += ["threshold"] if metrics.get("operating_point") else []
         lines.append(f"{how_chosen(parts)} chosen on {rows_that_chose(delivered['chosen_on'])}.")
+    return lines
+
+
+def _deciding(delivered: dict[str, Any]) -> str:
+    if "out_of_fold" in delivered:
+        return "out-of-fold predictions of the training rows"
+    return "the validation rows"
+
+
+def comparison_lines(delivered: dict[str, Any]) -> list[str]:
+    """The frozen probe's blends beside the fine-tuned model's (eval.blend), on the rows that
+    chose: a blend's gain is fine-tuning's only as far as it beats the probe's."""
+    figures = delivered.get("validation", {})
+    lines = []
+    for name, value in figures.items():
+        if not is_comparison(name):
+            continue
+        baseline = name.split(BLEND, 1)[1]
+        lines.append(
+            f"For comparison, never served: the frozen probe ({PROBE}) blended with "
+            f"{baseline} the same way scores {delivered['metric']} {figure(value)} on "
+            f"{_deciding(delivered)}, against {figure(figures.get(blend_name(baseline)))} for "
+            f"the fine-tuned model blended with it and {figure(figures.get('model'))} alone."
+        )
     return lines
 
 
