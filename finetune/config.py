@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Interval
+from annotated_types import Ge, Gt, Interval, Le
 
 from finetune.errors import UserError
 
@@ -130,6 +130,11 @@ class TrainConfig:
     # share drawn from Beta(mixup, mixup), and the loss is blended the same way (0: off).
     # With cached views (image.cache_views) the frozen blocks' output is blended.
     mixup: Annotated[float, Ge(0)] = 0.0
+    # Cutmix for images: each training batch gets a rectangle pasted from a shuffled copy of
+    # itself, its area share drawn from Beta(cutmix, cutmix), and the loss is blended by the
+    # area each image keeps (0: off). With cached views, the rectangle is cut from the frozen
+    # blocks' feature maps. With mixup also on, each batch takes one of the two at random.
+    cutmix: Annotated[float, Ge(0)] = 0.0
     max_grad_norm: float = 1.0
     # auto: bf16 autocast where the hardware does bf16 fast (CUDA, CPUs with AVX512-BF16/AMX).
     precision: Precision = "auto"
@@ -181,6 +186,11 @@ class ImageConfig:
     # Training-time colour jitter: brightness, contrast and saturation each scaled by a random
     # factor in [1 - x, 1 + x] (0: off).
     color_jitter: Fraction = 0.0
+    # Training-time RandAugment-style operations (rotate, shear, translate, solarize,
+    # posterize, equalize, contrast, ...): this many per image, drawn at random (0: off), each
+    # at randaugment_magnitude on RandAugment's 0-30 scale.
+    randaugment: NonNegative = 0
+    randaugment_magnitude: Annotated[int, Ge(0), Le(30)] = 9
     # Evaluation and prediction average the logits of each image and its mirror image.
     tta_flip: bool = False
     # EfficientNet-Lite: LoRA on the top N of its blocks (and the head convolution). None: 8.

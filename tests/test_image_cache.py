@@ -61,12 +61,14 @@ def test_cached_blocks_give_the_whole_models_logits_and_gradients(photos):
 
 
 def test_cached_run_with_inner_folds_reloads_and_predicts_the_same(photos, tmp_path):
-    # With mixup of the cached features and a moving average of the weights, which the
-    # folds score and the final training delivers.
+    # With RandAugment-style views, mixup and cutmix of the cached features (one or the other
+    # per batch) and a moving average of the weights, which the folds score and the final
+    # training delivers.
+    mixing = {"mixup": 0.4, "cutmix": 1.0, "ema_decay": 0.9}
     config = recipe.config(
         data={"path": str(photos), "positive_label": "flower"},
-        image={"size": 64, "cache_views": 2},
-        train={"epochs": 2, "batch_size": 8, "select_folds": "2", "mixup": 0.4, "ema_decay": 0.9},
+        image={"size": 64, "cache_views": 2, "randaugment": 2},
+        train={"epochs": 2, "batch_size": 8, "select_folds": "2", **mixing},
         output=str(tmp_path / "run"),
     )
     run = recipe.train(config, show_progress=False)
@@ -76,6 +78,41 @@ def test_cached_run_with_inner_folds_reloads_and_predicts_the_same(photos, tmp_p
     paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
     reloaded = recipe.load(run.folder)
     np.testing.assert_allclose(reloaded.predict_proba(paths), run.predict_proba(paths), atol=1e-6)
+
+
+def test_cutmix_pastes_one_rectangle_of_the_partner_and_weighs_the_loss_by_its_area(photos):
+    from finetune.training.loop import paste_box
+
+    torch.manual_seed(0)
+    for share in (0.0, 0.3, 0.75, 1.0):
+        mixed, kept = paste_box(torch.zeros(4, 2, 14, 14), torch.ones(4, 2, 14, 14), share)
+        assert kept == pytest.approx(1 - mixed.mean().item())  # exact: clipping counted
+        assert kept >= share - 0.15  # about the asked share, more where the edge clips
+        pasted = mixed[0, 0].nonzero()
+        if len(pasted):  # one rectangle, the same in every image and channel
+            rows, cols = pasted[:, 0], pasted[:, 1]
+            assert len(pasted) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert torch.equal(mixed, mixed[:1].expand_as(mixed))
+    config = recipe.config(
+        data={"path": str(photos)}, image={"size": 64, "cache_views": 2}, train={"cutmix": 1.0}
+    )
+    model, inputs, _ = build_for_training(config, 2, False, "cpu")
+    paths = sorted(str(p) for p in (photos / "train").rglob("*.jpg"))[:8]
+    labels = np.array([0, 1] * 4)
+    rows = Rows(inputs.encode(paths), labels)
+    loop = TrainingLoop(
+        model, rows, Rows([], labels[:0]), config.train, inputs, "cpu", False,
+        show_progress=False, validation_figures=validation_figures,
+    )  # fmt: skip
+    batch = loop.inputs.collate(loop.train_ids)
+    original = batch["features"].clone()
+    torch.manual_seed(3)
+    partner, share = loop._mix(batch)
+    inside = batch["features"] != original  # where the partner's features were pasted
+    assert 0 < share < 1 and inside.any()
+    torch.testing.assert_close(batch["features"][inside], original[partner][inside])
+    changed = inside.any(0).any(0)  # a rectangle of the feature map
+    assert share >= 1 - changed.float().mean().item() - 1e-6
 
 
 def test_flip_averaging_and_colour_jitter(photos):
@@ -100,6 +137,34 @@ def test_flip_averaging_and_colour_jitter(photos):
     unjittered = inputs.views(items[0], 2, torch.Generator().manual_seed(3))
     assert not torch.allclose(unjittered[1], views[0][1])
     torch.testing.assert_close(unjittered[0], views[0][0])  # view 0 is never augmented
+
+
+def test_randaugment_ops_are_seeded_keep_the_image_and_change_the_training_views(photos):
+    from finetune.modeling.vision import rand_augment, rand_ops
+
+    config = recipe.config(
+        data={"path": str(photos)}, image={"size": 64, "randaugment": 2, "hflip": False}
+    )
+    _, inputs, _ = build_for_training(config, 2, False, "cpu")
+    assert (inputs.rand_ops, inputs.rand_magnitude) == (2, 9)
+    image = inputs.encode(sorted(str(p) for p in (photos / "train").rglob("*.jpg"))[:1])[0]
+    image = image.resize((64, 64))
+    changed = 0
+    for name, op in rand_ops().items():
+        for strength in (-1.0, 0.3, 1.0):
+            out = op(image, strength)
+            assert out.size == image.size and out.mode == "RGB", name
+        changed += name != "identity" and np.asarray(op(image, 0.3)).tolist() != (
+            np.asarray(image).tolist()
+        )
+    assert changed >= 11  # every op but identity changes a photo (autocontrast may not)
+    draws = [rand_augment(image, 3, 0.3, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert np.array_equal(np.asarray(draws[0]), np.asarray(draws[1]))
+    views = inputs.views(image, 3, torch.Generator().manual_seed(1))
+    inputs.rand_ops = 0
+    plain = inputs.views(image, 3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(views[0], plain[0])  # view 0 is the image as evaluated
+    assert not torch.allclose(views[1:], plain[1:])
 
 
 def test_efficientnet_lite2_is_an_option(photos):

@@ -131,5 +131,7 @@ def test_the_moving_average_is_what_is_delivered_and_never_feeds_training(tiny_m
 
 
 def test_mixup_on_text_is_refused_in_one_line(tiny_model_dir, tmp_path):
-    with pytest.raises(UserError, match=r"train.mixup=0.4 blends images; text inputs cannot"):
+    with pytest.raises(UserError, match=r"train.mixup=0.4 mixes images; text inputs cannot"):
         _loop(tiny_model_dir, tmp_path / "mixup", mixup=0.4)
+    with pytest.raises(UserError, match=r"Set train.cutmix to 0\.$"):
+        _loop(tiny_model_dir, tmp_path / "cutmix", cutmix=1.0)

@@ -15,10 +15,12 @@ reloaded run predicts exactly what the trained one did.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,12 +233,15 @@ class ImageInputs(Inputs):
         crop_scale: float = 1.0,
         hflip: bool = False,
         color_jitter: float = 0.0,
+        rand_ops: int = 0,
+        rand_magnitude: int = 9,
     ):
         self.info = info
         self.processor = processor
         self.crop_scale = crop_scale
         self.hflip = hflip
         self.color_jitter = color_jitter
+        self.rand_ops, self.rand_magnitude = rand_ops, rand_magnitude
         self.mean = torch.tensor(info.mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
 
@@ -270,8 +275,8 @@ class ImageInputs(Inputs):
         return image.resize((side, side), Image.Resampling.BILINEAR, box=box)
 
     def _augment(self, image: Image.Image, rng: torch.Generator | None = None) -> Image.Image:
-        """A random resized crop and flip, drawn from `rng` (torch's global generator when
-        None)."""
+        """A random resized crop and flip, then colour jitter and RandAugment-style ops when
+        asked, drawn from `rng` (torch's global generator when None)."""
         from PIL import Image
 
         box = None
@@ -291,6 +296,8 @@ class ImageInputs(Inputs):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.color_jitter:
             image = _jitter(image, self.color_jitter, rng)
+        if self.rand_ops:
+            image = rand_augment(image, self.rand_ops, self.rand_magnitude / 30, rng)
         return image
 
     def views(self, image: Image.Image, count: int, rng: torch.Generator) -> torch.Tensor:
@@ -370,6 +377,58 @@ def _jitter(image: Image.Image, strength: float, rng: torch.Generator | None) ->
     return image
 
 
+@functools.cache
+def rand_ops() -> dict[str, Callable[[Image.Image, float], Image.Image]]:
+    """RandAugment's operations (Cubuk et al., 2020; the ranges torchvision uses at the top
+    magnitude): each takes the image and a strength in [-1, 1] (magnitude / 30, signed)."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    def affine(*matrix: float) -> Callable[[Image.Image, float], Image.Image]:
+        def apply(im: Image.Image, m: float) -> Image.Image:
+            scaled = [
+                v * m * (im.width if i == 2 else im.height if i == 5 else 1)
+                for i, v in enumerate(matrix)
+            ]
+            identity = (1, 0, 0, 0, 1, 0)
+            return im.transform(
+                im.size,
+                Image.Transform.AFFINE,
+                [a + b for a, b in zip(identity, scaled, strict=True)],
+            )
+
+        return apply
+
+    return {
+        "identity": lambda im, m: im,
+        "autocontrast": lambda im, m: ImageOps.autocontrast(im),
+        "equalize": lambda im, m: ImageOps.equalize(im),
+        "rotate": lambda im, m: im.rotate(30 * m),
+        "solarize": lambda im, m: ImageOps.solarize(im, round(255 * (1 - abs(m)))),
+        "posterize": lambda im, m: ImageOps.posterize(im, 8 - int(4 * abs(m))),
+        "brightness": lambda im, m: ImageEnhance.Brightness(im).enhance(1 + 0.9 * m),
+        "contrast": lambda im, m: ImageEnhance.Contrast(im).enhance(1 + 0.9 * m),
+        "color": lambda im, m: ImageEnhance.Color(im).enhance(1 + 0.9 * m),
+        "sharpness": lambda im, m: ImageEnhance.Sharpness(im).enhance(1 + 0.9 * m),
+        "shear_x": affine(0, 0.3, 0, 0, 0, 0),
+        "shear_y": affine(0, 0, 0, 0.3, 0, 0),
+        "translate_x": affine(0, 0, 0.45, 0, 0, 0),
+        "translate_y": affine(0, 0, 0, 0, 0, 0.45),
+    }
+
+
+def rand_augment(
+    image: Image.Image, count: int, strength: float, rng: torch.Generator | None = None
+) -> Image.Image:
+    """`count` operations of `rand_ops()` drawn with replacement, each at `strength` (0-1) with a
+    random sign, drawn from `rng` (torch's global generator when None)."""
+    ops = list(rand_ops().values())
+    for _ in range(count):
+        op = ops[int(torch.randint(0, len(ops), (), generator=rng))]
+        sign = 1.0 if _uniform(0.0, 1.0, rng) < 0.5 else -1.0
+        image = op(image, sign * strength)
+    return image
+
+
 def _uniform(low: float, high: float, rng: torch.Generator | None = None) -> float:
     return low + (high - low) * float(torch.rand((), generator=rng))
 
@@ -425,8 +484,15 @@ def build_for_training(
         model.cache_count, model.cache_seed = config.image.cache_views, config.train.seed
     # A quantized backbone is already placed by bitsandbytes; moving it again is not allowed.
     (model if spec.quant == "none" else model.head).to(device)
+    augment = config.image
     inputs = ImageInputs(
-        info, processor, config.image.crop_scale, config.image.hflip, config.image.color_jitter
+        info,
+        processor,
+        augment.crop_scale,
+        augment.hflip,
+        augment.color_jitter,
+        augment.randaugment,
+        augment.randaugment_magnitude,
     )
     return model, inputs, info
 

@@ -287,11 +287,13 @@ class TrainingLoop:
         # keeps that setting process-wide and refuses a second run at another precision.
         self.accelerator = Accelerator(cpu=device == "cpu")
         self.checkpoints = checkpoints
-        if config.mixup and (task is not None or getattr(inputs, "mixable", None) is None):
+        mixing = {f"train.{k}": getattr(config, k) for k in ("mixup", "cutmix")}
+        mixing = {k: v for k, v in mixing.items() if v}
+        if mixing and (task is not None or getattr(inputs, "mixable", None) is None):
             what = "a task's examples" if task is not None else f"{inputs.kind} inputs"
             raise UserError(
-                f"train.mixup={config.mixup} blends images; {what} cannot be blended. "
-                "Set train.mixup=0."
+                f"{' and '.join(f'{k}={v}' for k, v in mixing.items())} mixes images; {what} "
+                f"cannot be mixed. Set {' and '.join(mixing)} to 0."
             )
         self.labels = torch.as_tensor(train.labels, dtype=torch.long)
         self.val_labels = validation.labels
@@ -476,16 +478,22 @@ class TrainingLoop:
         return loss.item()
 
     def _mix(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, float]:
-        """Mixup (train.mixup): blend the batch's mixable entry with a shuffled copy of itself,
-        in place; the shuffled order and the first example's share (None, 1 when off).
-        Drawn from torch's global generator: seeded by the run, restored on resume."""
-        alpha = self.config.mixup
-        if not alpha:
+        """Mixup (train.mixup: blend the batch's mixable entry with a shuffled copy of itself)
+        or cutmix (train.cutmix: paste a rectangle of the copy), in place; the shuffled order
+        and the first example's share (None, 1 when off). With both set, each batch takes one
+        at random. Drawn from torch's global generator: seeded by the run, restored on resume."""
+        mixup, cutmix = self.config.mixup, self.config.cutmix
+        if not (mixup or cutmix):
             return None, 1.0
+        cut = bool(cutmix) and (not mixup or float(torch.rand(())) < 0.5)
+        alpha = cutmix if cut else mixup
         share = float(torch.distributions.Beta(alpha, alpha).sample())
         key = self.inputs.mixable
         partner = torch.randperm(len(batch[key]))
-        batch[key] = share * batch[key] + (1 - share) * batch[key][partner]
+        if cut:
+            batch[key], share = paste_box(batch[key], batch[key][partner], share)
+        else:
+            batch[key] = share * batch[key] + (1 - share) * batch[key][partner]
         return partner, share
 
     def _update_ema(self) -> None:
@@ -691,3 +699,20 @@ def fit(
         validation_figures=validation_figures,
     )
     return loop.run(resume=resume)
+
+
+def paste_box(
+    images: torch.Tensor, others: torch.Tensor, share: float
+) -> tuple[torch.Tensor, float]:
+    """Cutmix: `images` ([N, C, H, W]) with one rectangle, of about 1 - `share` of their area
+    and centred at random (clipped at the edges), taken from `others`; and the share of the
+    area the images keep."""
+    height, width = images.shape[-2:]
+    side = math.sqrt(1 - share)
+    cut_h, cut_w = round(height * side), round(width * side)
+    y, x = int(torch.randint(0, height, ())), int(torch.randint(0, width, ()))
+    top, bottom = max(y - cut_h // 2, 0), min(y + (cut_h + 1) // 2, height)
+    left, right = max(x - cut_w // 2, 0), min(x + (cut_w + 1) // 2, width)
+    mixed = images.clone()
+    mixed[..., top:bottom, left:right] = others[..., top:bottom, left:right]
+    return mixed, 1 - (bottom - top) * (right - left) / (height * width)
