@@ -23,6 +23,7 @@ reply_classifier.pkl (with labels), report.md and environment.json.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,11 +110,13 @@ def train_generation(
     system: str | None = None,
     baselines: tuple[str, ...] = (),
     retrieved_reply: bool = False,
+    min_share: float = 0.0,
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
     generate for `evaluation`'s prompts with the model and `baselines` (names in BASELINES),
     and write the run folder (`config.output`). With `retrieved_reply`, every prompt (the
-    model's and the untuned model's) carries the nearest training reply (RetrievedReplies)."""
+    model's and the untuned model's) carries the nearest training reply (RetrievedReplies),
+    and no reply ends before `min_share` of that reply's length in tokens."""
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown generation baselines {sorted(unknown)}; known: {BASELINES}")
@@ -149,7 +152,14 @@ def train_generation(
     )
     result = loop.run(resume=config.resume)
     decode = Decoder(
-        model, tokenizer, max_new_tokens, config.train.eval_batch_size, bf16, system, retrieved
+        model,
+        tokenizer,
+        max_new_tokens,
+        config.train.eval_batch_size,
+        bf16,
+        system,
+        retrieved,
+        min_share,
     )
     judge = Judge.fit(train, config.train.seed)
     scored = score_methods(decode, train, evaluation, baselines, device)
@@ -187,24 +197,31 @@ class Decoder:
     bf16: bool
     system: str | None
     retrieved: RetrievedReplies | None = None
+    # With retrieved replies: a reply may not end before this share of its retrieved reply's
+    # length in tokens (0: it may end anywhere).
+    min_share: float = 0.0
 
     # The CPU decoding copies (decoding_model), tuned (False) and untuned (True), made at the
     # first call: the model must not change after it.
     copies: dict[bool, Any] = field(default_factory=dict, repr=False)
 
     def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
+        floors = None
         if self.retrieved is not None:
-            prompts = self.retrieved.prompts(prompts, self.system)
+            prompts, replies = self.retrieved.with_replies(prompts, self.system)
+            if self.min_share:
+                lengths = [len(self.tokenizer(r)["input_ids"]) for r in replies]
+                floors = [min(math.ceil(self.min_share * n), self.max_new_tokens) for n in lengths]
         if untuned not in self.copies:
             self.copies[untuned] = decoding_model(self.model, untuned)
         if self.copies[untuned] is not None:
-            return self._generate(self.copies[untuned], prompts)
+            return self._generate(self.copies[untuned], prompts, floors)
         if untuned:
             with self.model.backbone.disable_adapter():
-                return self._generate(self.model, prompts)
-        return self._generate(self.model, prompts)
+                return self._generate(self.model, prompts, floors)
+        return self._generate(self.model, prompts, floors)
 
-    def _generate(self, model: Any, prompts: list[Any]) -> Any:
+    def _generate(self, model: Any, prompts: list[Any], floors: list[int] | None) -> Any:
         return generate(
             model,
             self.tokenizer,
@@ -213,6 +230,7 @@ class Decoder:
             self.batch_size,
             self.bf16,
             system=self.system,
+            min_new_tokens=floors,
         )
 
 
@@ -408,6 +426,7 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
     tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
     retrieved = RetrievedReplies.load(folder, batch, pick_device())
-    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system, retrieved)
+    share = float(options.get("min_reply_share") or 0.0)
+    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system, retrieved, share)
     redact = bool((config.get("data") or {}).get("redact_pii"))
     return LoadedGenerator(folder, config, decode, Judge.load(folder), redact)

@@ -85,6 +85,9 @@ class CustomerServiceOptions:
     # Reply task: add the reply to the most similar training message to the system turn
     # (retrieval-augmented replies; the model learns to adapt it).
     retrieved_reply: bool = False
+    # Reply task, with retrieved replies: no reply ends before this share of its retrieved
+    # reply's length in tokens (0: a reply may end anywhere).
+    min_reply_share: float = 0.0
 
 
 def spread(labels: list[str] | None, n: int | None, seed: int, count: int) -> list[int]:
@@ -166,4 +169,5 @@ def train(config: Config, show_progress: bool = True) -> Any:
         system=config.options.system or None,
         baselines=BASELINES,
         retrieved_reply=config.options.retrieved_reply,
+        min_share=config.options.min_reply_share,
     )

@@ -151,6 +151,43 @@ def test_cpu_decoding_copies_fold_the_adapter_in_or_leave_it_out(chat_dir, tmp_p
     assert not any("lora" in n for n, _ in tuned.named_parameters())
 
 
+def test_a_reply_ends_no_sooner_than_its_floor(chat_dir, tmp_path):
+    """Per-prompt floors on the new tokens (options.min_reply_share: a share of each prompt's
+    retrieved reply): with the end-of-reply token made the likeliest, every reply stops at
+    exactly its own floor, whichever batch it decodes in."""
+    from finetune.generation import Decoder
+    from finetune.modeling.generation import build_generator, generate
+
+    cfg = recipe.config(chat_dir, tmp_path / "unused")
+    model, tokenizer, _ = build_generator(cfg.model, 32, False, "cpu", 0)
+    eos = tokenizer.eos_token_id
+
+    def likeliest_end(module, inputs, logits):
+        logits[..., eos] += 1e4
+        return logits
+
+    model.backbone.get_base_model().lm_head.register_forward_hook(likeliest_end)
+    model.eval()
+    prompts = [p for p, _ in recipe.PAIRS[:5]]
+    assert generate(model, tokenizer, prompts, 12, 2).new_tokens == 0
+    floors = [0, 3, 7, 12, 20]  # the last is cut at max_new_tokens
+    out = generate(model, tokenizer, prompts, 12, 2, min_new_tokens=floors)
+    assert out.new_tokens == 0 + 3 + 7 + 12 + 12 and out.texts[0] == ""
+
+    class Retrieved:  # what the decoder reads: each prompt's retrieved reply
+        replies = ["one two three four five six seven eight", "yes", "", "a b c d", "ok then"]
+
+        def with_replies(self, prompts, system):
+            return list(prompts), self.replies
+
+    decode = Decoder(model, tokenizer, 12, 2, False, None, Retrieved(), min_share=0.5)
+    lengths = [len(tokenizer(r)["input_ids"]) for r in Retrieved.replies]
+    expected = sum(min(-(-n // 2), 12) for n in lengths)
+    assert decode(prompts).new_tokens == expected > 0
+    decode.min_share = 0.0
+    assert decode(prompts).new_tokens == 0
+
+
 def test_batched_replies_come_back_in_the_prompts_order(trained):
     """Prompts decode in batches of similar length, each reply at its own prompt's place:
     the same replies as decoding each prompt alone."""

@@ -254,10 +254,12 @@ def generate(
     sample: bool = False,
     seed: int = 0,
     system: str | None = None,
+    min_new_tokens: list[int] | None = None,
 ) -> Generated:
     """Responses to `prompts` (messages or conversations), batched and left-padded; greedy,
     or sampled with `seed`; under bf16 autocast with `bf16` (on a CPU, fast with a
-    `decoding_model`)."""
+    `decoding_model`). `min_new_tokens`: per prompt, how many new tokens come before its
+    reply may end."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -272,6 +274,9 @@ def generate(
     for begin in range(0, len(order), batch_size):
         rows = order[begin : begin + batch_size]
         ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
+        floors = None
+        if min_new_tokens is not None:
+            floors = [MinimumLengths(ids.shape[1], [min_new_tokens[i] for i in rows], tokenizer)]
         with autocast(device.type, bf16):
             out = model.backbone.generate(
                 input_ids=ids.to(device),
@@ -280,6 +285,7 @@ def generate(
                 do_sample=sample,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                logits_processor=floors,
             )
         for i, row in zip(rows, out[:, ids.shape[1] :].tolist(), strict=True):
             if tokenizer.eos_token_id in row:
@@ -288,6 +294,19 @@ def generate(
             texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
+
+
+class MinimumLengths:
+    """A logits processor for `generate`: each row's end-of-reply token is ruled out until the
+    row has its own number of new tokens (transformers' min_new_tokens is one for the batch)."""
+
+    def __init__(self, start: int, floors: list[int], tokenizer: Any):
+        self.start, self.floors, self.eos = start, torch.tensor(floors), tokenizer.eos_token_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        short = self.floors.to(scores.device) > input_ids.shape[1] - self.start
+        scores[short, self.eos] = -float("inf")
+        return scores
 
 
 def decoding_model(model: CausalLM, untuned: bool) -> CausalLM | None:
@@ -396,8 +415,13 @@ class RetrievedReplies:
 
     def prompts(self, prompts: list[Any], system: str | None) -> list[Any]:
         """`prompts` with the nearest training reply in their system turn."""
+        return self.with_replies(prompts, system)[0]
+
+    def with_replies(self, prompts: list[Any], system: str | None) -> tuple[list[Any], list[str]]:
+        """(`prompts` with the nearest training reply in their system turn, those replies)."""
         replies = self.nearest([prompt_text(p) for p in prompts]) if prompts else []
-        return [with_retrieved_reply(p, r, system) for p, r in zip(prompts, replies, strict=True)]
+        shown = [with_retrieved_reply(p, r, system) for p, r in zip(prompts, replies, strict=True)]
+        return shown, replies
 
     def training_pairs(self, train: Pairs, system: str | None) -> Pairs:
         """The training pairs, each prompt with the reply of its nearest other training
