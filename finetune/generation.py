@@ -151,16 +151,8 @@ def train_generation(
         task=task,
     )
     result = loop.run(resume=config.resume)
-    decode = Decoder(
-        model,
-        tokenizer,
-        max_new_tokens,
-        config.train.eval_batch_size,
-        bf16,
-        system,
-        retrieved,
-        min_share,
-    )
+    batch = config.train.eval_batch_size
+    decode = Decoder(model, tokenizer, max_new_tokens, batch, bf16, system, retrieved, min_share)
     judge = Judge.fit(train, config.train.seed)
     scored = score_methods(decode, train, evaluation, baselines, device)
     checked = None

@@ -361,7 +361,9 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert result.exit_code == 0 and result.output.strip() == table.generated[2]
     seen = []  # what a reload hands the model: the retrieved reply in the system turn
     loaded = load_generation_run(run)
-    loaded.decode._generate = lambda _, prompts: seen.extend(prompts) or Generated(["x"], 0, 0.0)
+    loaded.decode._generate = lambda _, prompts, floors: (
+        seen.extend(prompts) or Generated(["x"], 0, 0.0)
+    )
     loaded.reply([table.prompt[2]])
     assert seen[0][0]["content"].endswith(f"{RETRIEVED_LEAD}\n{table.retrieval_embedding[2]}")
     result = invoke(
