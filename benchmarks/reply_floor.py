@@ -3,9 +3,10 @@
 The fine-tuned replies are shorter than the references, and chrF weighs recall twice as much
 as precision. A floor keeps each reply from ending before a share of the retrieved reply's
 length in tokens. This script trains the reply task's default run once (the evaluation
-subsample cut to `--eval-rows` messages, which the run decodes twice: the validation messages
-are the same whatever that number), then decodes the run's 27 validation messages again at
-each share and scores them beside both retrieval baselines. The test messages are not read.
+subsample cut to `--eval-rows` messages, which the run decodes with the fine-tuned and the
+untuned model; the validation messages are the same whatever that number), then decodes
+the run's 27 validation messages again at each share and scores them beside both retrieval
+baselines. The test messages are not read.
 
     python benchmarks/reply_floor.py --shares 0 0.6 0.8 1.0 \
         --output benchmarks/results/reply_floor.json
@@ -44,7 +45,7 @@ def main() -> None:
     started = time.perf_counter()
     if args.run is None:
         recipe.train(config, show_progress=False)
-    train_seconds = time.perf_counter() - started
+    run_seconds = time.perf_counter() - started
     train, validation, _ = split(config)
     loaded = load_generation_run(config.output)
     pairs = validation
@@ -76,7 +77,7 @@ def main() -> None:
         "split": f"validation ({len(pairs)} messages of the training pool; test not read)",
         "reference_characters": reference,
         "run": str(config.output),
-        "train_and_run_seconds": round(train_seconds, 1),
+        "train_and_run_seconds": round(run_seconds, 1),  # the run: training and its decoding
         "figures": figures,
     }
     Path(args.output).write_text(json.dumps(result, indent=2))

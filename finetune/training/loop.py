@@ -287,8 +287,7 @@ class TrainingLoop:
         # keeps that setting process-wide and refuses a second run at another precision.
         self.accelerator = Accelerator(cpu=device == "cpu")
         self.checkpoints = checkpoints
-        mixing = {f"train.{k}": getattr(config, k) for k in ("mixup", "cutmix")}
-        mixing = {k: v for k, v in mixing.items() if v}
+        mixing = {f"train.{k}": v for k in ("mixup", "cutmix") if (v := getattr(config, k))}
         if mixing and (task is not None or getattr(inputs, "mixable", None) is None):
             what = "a task's examples" if task is not None else f"{inputs.kind} inputs"
             raise UserError(
