@@ -140,9 +140,9 @@ class TrainConfig:
     precision: Precision = "auto"
     # Batches drawn from length-sorted pools so padding is small.
     group_by_length: bool = True
-    # Split a batch of texts whose rows x longest text exceed this many tokens into pieces
-    # whose gradients add up to the batch's (same step, same loss): memory for activations is
-    # bounded by the budget, not by the longest batch. None: never split.
+    # Split a batch of texts (or of reply pairs) whose rows x longest row exceed this many
+    # tokens into pieces whose gradients add up to the batch's (same step, same loss): memory
+    # for activations is bounded by the budget, not by the longest batch. None: never split.
     max_batch_tokens: Positive | None = None
     # Write a resumable checkpoint every N optimizer steps (and at each epoch end); 0: never.
     checkpoint_steps: NonNegative = 50

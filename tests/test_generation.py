@@ -72,6 +72,35 @@ def test_loss_is_the_response_tokens_cross_entropy(chat_dir):
     assert loss == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
 
+def test_the_output_layer_runs_on_response_positions_only(chat_dir):
+    """The loss computes logits only where a response token is predicted, and its gradients are
+    those of the model's own loss over full logits."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.modeling.generation import IGNORE, CausalLM, ChatInputs, GenerationTask
+    from finetune.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(chat_dir))
+    inputs = ChatInputs(tokenizer, 32)
+    torch.manual_seed(0)
+    model = CausalLM(AutoModelForCausalLM.from_pretrained(str(chat_dir)))
+    items = inputs.encode_pairs(["refund me now", "where is my parcel"], ["money back", "ok"])
+    batch = inputs.collate(items, True)
+    seen = []
+    head = model.backbone.get_output_embeddings()
+    handle = head.register_forward_hook(lambda _, args, out: seen.append(tuple(out.shape)))
+    GenerationTask(inputs, 4, "cpu", False).loss(model, items, torch.zeros(2)).backward()
+    handle.remove()
+    n_response = int((batch["labels"] != IGNORE).sum())
+    assert seen == [(n_response, model.backbone.config.vocab_size)]
+    ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    model(**batch).loss.backward()
+    seen_full = {name: p.grad for name, p in model.named_parameters()}
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, seen_full[name], rtol=1e-4, atol=1e-6)
+
+
 def test_generation_run_trains_writes_and_reloads(trained):
     from finetune.modeling.generation import generate, load_generator
 

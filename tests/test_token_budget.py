@@ -51,10 +51,12 @@ def test_pieces_give_the_whole_batch_gradient(tiny_model_dir, weighted):
     pieces = split_by_tokens(inputs.lengths(items), 30)
     assert pieces is not None and len(pieces) >= 3
     summed = torch.nn.CrossEntropyLoss(weight=weight, reduction="sum")
-    accelerator = Accelerator(cpu=True)
-    loss = _backward_in_pieces(
-        model, items, labels, pieces, inputs, summed, weight, accelerator, "cpu", False
-    )
+
+    def piece_loss(piece):
+        return summed(model(**inputs.collate([items[i] for i in piece], True)), labels[piece])
+
+    normaliser = weight[labels].sum() if weighted else len(items)
+    loss = _backward_in_pieces(model, pieces, piece_loss, normaliser, Accelerator(cpu=True))
     torch.testing.assert_close(loss, whole_loss.detach(), rtol=1e-5, atol=1e-6)
     for a, b in zip(whole, grads(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -73,3 +75,64 @@ def test_a_run_with_a_token_budget_trains_and_reports(tiny_model_dir, small_csvs
     last = json.loads((run.folder / "history.json").read_text())["epochs"][-1]
     assert last["step"] == math.ceil(run.metrics["n_train"] / 16) and last["epoch"] == 1
     assert "max_batch_tokens: 40" in (run.folder / "config.yaml").read_text()
+
+
+def test_reply_pairs_in_pieces_give_the_whole_batch_gradient(tiny_llama_dir, tmp_path):
+    """The loop splits a batch of reply pairs over the budget; the pieces' gradients add up to
+    the whole batch's mean over response tokens (rows with long and short replies weigh by
+    their tokens, not as rows)."""
+    import generation_recipe
+
+    from finetune.modeling.generation import ChatInputs, GenerationTask, build_generator
+    from finetune.training.loop import Rows, TrainingLoop
+
+    chat = generation_recipe.chat_model(tiny_llama_dir, tmp_path / "chat")
+    config = generation_recipe.config(chat, tmp_path / "run")
+    model, tokenizer, _ = build_generator(config.model, 64, False, "cpu", 0)
+    model.eval()  # no LoRA dropout: both ways must see the same network
+    inputs = ChatInputs(tokenizer, 64)
+    prompts = ["refund me now please", "hi", "where is my parcel it has been two weeks", "card"]
+    replies = ["ok", "hello there how can I help you today", "sorry", "we will block it now"]
+    items = inputs.encode_pairs(prompts, replies)
+    task = GenerationTask(inputs, 4, "cpu", False)
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    whole_loss = task.loss(model, items, torch.zeros(4))
+    whole_loss.backward()
+    whole = grads()
+    config.train.max_batch_tokens = 2 * max(inputs.lengths(items))
+    rows = Rows(items, [0] * 4)
+    loop = TrainingLoop(model, rows, rows, config.train, inputs, "cpu", False, task=task)
+    pieces = split_by_tokens(inputs.lengths(items), config.train.max_batch_tokens)
+    assert pieces is not None and len(pieces) == 2
+    loss = loop._backward_pieces(items, torch.zeros(4), pieces)
+    torch.testing.assert_close(loss, whole_loss.detach(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(whole, grads(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_reply_run_with_a_token_budget_trains_in_pieces(tiny_llama_dir, tmp_path, monkeypatch):
+    import generation_recipe
+
+    import finetune.training.loop as loop
+    from finetune.generation import train_generation
+
+    split = []
+    real = loop._backward_in_pieces
+
+    def spy(model, pieces, *rest):
+        split.append(pieces)
+        return real(model, pieces, *rest)
+
+    monkeypatch.setattr(loop, "_backward_in_pieces", spy)
+    chat = generation_recipe.chat_model(tiny_llama_dir, tmp_path / "chat")
+    config = generation_recipe.config(chat, tmp_path / "run", steps=2)
+    config.train.max_batch_tokens = 16
+    data = generation_recipe.pairs()
+    run = train_generation(config, data, data, data, max_new_tokens=4)
+    assert len(split) == 2 and all(len(pieces) > 1 for pieces in split)
+    assert run.metrics["train"]["steps"] == 2

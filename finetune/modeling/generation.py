@@ -336,7 +336,11 @@ class GenerationTask:
     def loss(self, model: nn.Module, items: list[Any], labels: torch.Tensor) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in self.inputs.collate(items, True).items()}
         with autocast(self.device, self.bf16):
-            return model(**batch).loss.float()
+            return response_loss(model, batch)
+
+    def weight(self, items: list[Any]) -> int:
+        """The response tokens `loss` is a mean over (the loop's token-budget pieces)."""
+        return sum(len(ids) - n_prompt for ids, n_prompt in items)
 
     @torch.no_grad()
     def figures(self, model: nn.Module, items: list[Any]) -> dict[str, float]:
@@ -347,15 +351,33 @@ class GenerationTask:
         for begin in range(0, len(items), self.batch_size):
             batch = self.inputs.collate(items[begin : begin + self.batch_size])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            labels = batch.pop("labels")
             with autocast(self.device, self.bf16):
-                logits = model(**batch).logits.float()
-            total += nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum"
-            ).item()
-            count += int((labels[:, 1:] != IGNORE).sum())
+                total += response_loss(model, batch, reduction="sum").item()
+            count += int((batch["labels"][:, 1:] != IGNORE).sum())
         model.train(was_training)
         return {"val_loss": total / max(count, 1)}
+
+
+def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean"):
+    """Cross-entropy of each response token given the tokens before it (fp32). The output layer
+    runs on the positions that predict a response token only: the vocabulary-wide logits of
+    every position (prompt and padding too) were most of a training step's memory
+    (docs/benchmarks.md, "Reply training: logits on response tokens only")."""
+    targets = batch["labels"][:, 1:]
+    wanted = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    wanted[:, :-1] = targets != IGNORE
+    inner = getattr(model, "module", model)  # under DistributedDataParallel
+    head = getattr(inner, "backbone", inner).get_output_embeddings()
+    # The layer gets (positions, hidden) instead of (rows, width, hidden); whatever the model
+    # does to its logits afterwards (scaling, soft-capping) is per position all the same.
+    hook = head.register_forward_pre_hook(lambda _, args: (args[0][wanted], *args[1:]))
+    try:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        hook.remove()
+    return nn.functional.cross_entropy(
+        out.logits.float(), targets[targets != IGNORE], reduction=reduction
+    )
 
 
 def sentence_encoder(name: str, device: str) -> tuple[Any, nn.Module]:

@@ -53,7 +53,9 @@ ValidationFigures = Callable[[np.ndarray, np.ndarray], dict[str, float | None]]
 class Task(Protocol):
     """A task other than classification, over the same loop: its batch loss (a mean, to
     backpropagate) and the validation figures that pick the kept epoch (with `val_loss`).
-    Without one the loop classifies: cross-entropy on the head's logits."""
+    Without one the loop classifies: cross-entropy on the head's logits. A task whose loss is
+    a mean over units of its rows (a reply's tokens) also has `weight(items)`, their number:
+    then `train.max_batch_tokens` splits its batches too."""
 
     def loss(
         self, model: torch.nn.Module, items: list[Any], labels: torch.Tensor
@@ -87,34 +89,26 @@ def split_by_tokens(lengths: list[int] | None, budget: int | None) -> list[list[
 
 def _backward_in_pieces(
     model: torch.nn.Module,
-    items: list[Any],
-    labels: torch.Tensor,
     pieces: list[list[int]],
-    inputs: Inputs,
-    piece_loss_fn: torch.nn.Module,
-    weight: torch.Tensor | None,
+    piece_loss: Callable[[list[int]], torch.Tensor],
+    normaliser: torch.Tensor | float,
     accelerator: Any,
-    device: str,
-    bf16: bool,
 ) -> torch.Tensor:
     """Backward over a batch piece by piece; the gradients sum to the whole batch's.
 
-    Each piece's summed loss is divided by the whole batch's normaliser (its row count, or its
-    summed class weights, which is what CrossEntropyLoss's mean divides by)."""
+    `piece_loss(positions)` is a piece's summed loss; each is divided by the whole batch's
+    normaliser (what the batch loss's mean divides by: its rows, summed class weights or
+    response tokens)."""
     from contextlib import nullcontext
 
-    normaliser = weight[labels].sum() if weight is not None else torch.tensor(float(len(items)))
-    total = torch.zeros((), device=device)
+    total = torch.zeros(())
     for number, piece in enumerate(pieces):
         # Data parallel: gradients are averaged across processes once, after the last piece.
         last = number == len(pieces) - 1
         with nullcontext() if last else accelerator.no_sync(model):
-            batch = inputs.collate([items[i] for i in piece], train=True)
-            with autocast(device, bf16):
-                logits = model(**to_device(batch, device))
-            loss = piece_loss_fn(logits.float(), labels[piece]) / normaliser
+            loss = piece_loss(piece) / normaliser
             accelerator.backward(loss)
-        total += loss.detach()
+        total += loss.detach().cpu()
     return total
 
 
@@ -376,6 +370,32 @@ class TrainingLoop:
             weight=weight, label_smoothing=smoothing, reduction="sum"
         )
 
+    def _backward_pieces(
+        self, items: list[Any], labels: torch.Tensor, pieces: list[list[int]]
+    ) -> torch.Tensor:
+        """A batch over the token budget, backpropagated in pieces: classification's summed
+        cross-entropy over its rows (or summed class weights), or a task's mean loss times the
+        units it is a mean over (its `weight`: a reply's response tokens)."""
+        task, model = self.task, self.model
+        if task is not None:
+
+            def piece_loss(piece: list[int]) -> torch.Tensor:
+                rows = [items[i] for i in piece]
+                return task.loss(model, rows, labels[piece]) * task.weight(rows)
+
+            normaliser = torch.tensor(float(task.weight(items)))
+        else:
+
+            def piece_loss(piece: list[int]) -> torch.Tensor:
+                batch = self.inputs.collate([items[i] for i in piece], train=True)
+                with autocast(self.device, self.bf16):
+                    logits = model(**to_device(batch, self.device))
+                return self.piece_loss_fn(logits.float(), labels[piece])
+
+            rows = torch.tensor(float(len(items)))
+            normaliser = rows if self.weight is None else self.weight[labels].sum().cpu()
+        return _backward_in_pieces(model, pieces, piece_loss, normaliser, self.accelerator)
+
     # The run.
 
     def run(self, resume: bool = False) -> TrainResult:
@@ -442,10 +462,12 @@ class TrainingLoop:
         """One optimizer step on a batch (in token-budget pieces when it is too big); its loss."""
         labels = labels.to(self.device)
         pieces = split_by_tokens(self.inputs.lengths(items), self.config.max_batch_tokens)
-        if self.task is not None:  # the task's own loss (token-budget pieces are classification's)
+        if pieces is not None and (self.task is None or hasattr(self.task, "weight")):
+            loss = self._backward_pieces(items, labels, pieces)
+        elif self.task is not None:  # whole: its loss may not split (in-batch negatives)
             loss = self.task.loss(self.model, items, labels)
             self.accelerator.backward(loss)
-        elif pieces is None:
+        else:
             batch = self.inputs.collate(items, train=True)
             partner, share = self._mix(batch)
             with autocast(self.device, self.bf16):
@@ -454,19 +476,6 @@ class TrainingLoop:
             if partner is not None:
                 loss = share * loss + (1 - share) * self.loss_fn(logits.float(), labels[partner])
             self.accelerator.backward(loss)
-        else:
-            loss = _backward_in_pieces(
-                self.model,
-                items,
-                labels,
-                pieces,
-                self.inputs,
-                self.piece_loss_fn,
-                self.weight,
-                self.accelerator,
-                self.device,
-                self.bf16,
-            )
         if self.config.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
