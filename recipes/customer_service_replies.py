@@ -38,7 +38,8 @@ BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
 # Sizes, timings and how many pairs are cut: docs/recipes/customer-service.md.
 DEFAULTS: dict[str, Any] = {
     "data": {"redact_pii": True, "max_length": 512},
-    # No LoRA dropout: level on the validation pairs with 0.05, training 1.23x faster.
+    # No LoRA dropout: level with 0.05 on the validation pairs, and faster (its input copies
+    # go); measured in docs/recipes/customer-service.md.
     "model": {"name": "smollm2-135m", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0},
     "train": {
         "epochs": 1,
@@ -47,8 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "learning_rate": 5e-4,
         "warmup_ratio": 0.05,
         "checkpoint_steps": 0,
-        # Batches of more padded tokens train in pieces (same gradient): peak memory 16.1 GB
-        # -> 6.0 GB, and faster (docs/recipes/customer-service.md).
+        # Batches of more padded tokens train in pieces (same gradient): a third of the peak
+        # memory, and faster (docs/benchmarks.md, "Reply training: logits on response
+        # tokens only").
         "max_batch_tokens": 1024,
     },
     "options": {

@@ -360,9 +360,9 @@ class GenerationTask:
 
 def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean"):
     """Cross-entropy of each response token given the tokens before it (fp32). The output layer
-    runs on the positions that predict a response token only: the vocabulary-wide logits of
-    every position (prompt and padding too) were most of a training step's memory
-    (docs/benchmarks.md, "Reply training: logits on response tokens only")."""
+    runs on the positions that predict a response token only: vocabulary-wide logits at the
+    prompt's and the padding's positions are work and memory no loss uses (docs/benchmarks.md,
+    "Reply training: logits on response tokens only")."""
     targets = batch["labels"][:, 1:]
     wanted = torch.zeros_like(batch["labels"], dtype=torch.bool)
     wanted[:, :-1] = targets != IGNORE
