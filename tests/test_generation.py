@@ -70,6 +70,9 @@ def test_loss_is_the_response_tokens_cross_entropy(chat_dir):
         for t in range(n_prompt, len(ids))
     ]
     assert loss == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    # Validation loss per response token, in batches of one row: the same mean.
+    figures = GenerationTask(inputs, 1, "cpu", False).figures(model, items)
+    assert figures["val_loss"] == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
 
 def test_the_output_layer_runs_on_response_positions_only(chat_dir):

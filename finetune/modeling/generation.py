@@ -347,15 +347,14 @@ class GenerationTask:
         """Validation loss per response token (every token weighs the same, not every row)."""
         was_training = model.training
         model.eval()
-        total, count = 0.0, 0
+        total = 0.0
         for begin in range(0, len(items), self.batch_size):
             batch = self.inputs.collate(items[begin : begin + self.batch_size])
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with autocast(self.device, self.bf16):
                 total += response_loss(model, batch, reduction="sum").item()
-            count += int((batch["labels"][:, 1:] != IGNORE).sum())
         model.train(was_training)
-        return {"val_loss": total / max(count, 1)}
+        return {"val_loss": total / max(self.weight(items), 1)}
 
 
 def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean"):
