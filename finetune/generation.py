@@ -152,13 +152,15 @@ def train_generation(
     )
     result = loop.run(resume=config.resume)
     batch = config.train.eval_batch_size
-    decode = Decoder(model, tokenizer, max_new_tokens, batch, bf16, system, retrieved, min_share)
+    decode = Decoder(
+        model, tokenizer, max_new_tokens, batch, bf16, system, retrieved, min_share, show_progress
+    )
     judge = Judge.fit(train, config.train.seed)
-    scored = score_methods(decode, train, evaluation, baselines, device)
+    scored = score_methods(decode, train, evaluation, baselines, device, "evaluation")
     checked = None
     if validation is not None and len(validation) and baselines:
         retrieval = tuple(b for b in baselines if b.startswith("retrieval"))
-        checked = score_methods(decode, train, validation, retrieval, device)
+        checked = score_methods(decode, train, validation, retrieval, device, "validation")
     metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
     metrics["pii_redacted"] = redacted
     metrics["retrieved_reply"] = retrieved is not None
@@ -192,12 +194,16 @@ class Decoder:
     # With retrieved replies: a reply may not end before this share of its retrieved reply's
     # length in tokens (0: it may end anywhere).
     min_share: float = 0.0
+    # Progress bars over the replies of a run's evaluation and validation messages.
+    show_progress: bool = False
 
     # The CPU decoding copies (decoding_model), tuned (False) and untuned (True), made at the
     # first call: the model must not change after it.
     copies: dict[bool, Any] = field(default_factory=dict, repr=False)
 
-    def __call__(self, prompts: list[Any], untuned: bool = False) -> Any:
+    def __call__(self, prompts: list[Any], untuned: bool = False, rows: str = "") -> Any:
+        """Replies to `prompts`; with a progress bar named after `rows` (the messages' name)
+        when the run shows them."""
         floors = None
         if self.retrieved is not None:
             prompts, replies = self.retrieved.with_replies(prompts, self.system)
@@ -206,14 +212,19 @@ class Decoder:
                 floors = [min(math.ceil(self.min_share * n), self.max_new_tokens) for n in lengths]
         if untuned not in self.copies:
             self.copies[untuned] = decoding_model(self.model, untuned)
+        label = None
+        if self.show_progress and rows:
+            label = f"{'untuned' if untuned else 'fine-tuned'} model's replies, {rows} messages"
         if self.copies[untuned] is not None:
-            return self._generate(self.copies[untuned], prompts, floors)
+            return self._generate(self.copies[untuned], prompts, floors, label)
         if untuned:
             with self.model.backbone.disable_adapter():
-                return self._generate(self.model, prompts, floors)
-        return self._generate(self.model, prompts, floors)
+                return self._generate(self.model, prompts, floors, label)
+        return self._generate(self.model, prompts, floors, label)
 
-    def _generate(self, model: Any, prompts: list[Any], floors: list[int] | None) -> Any:
+    def _generate(
+        self, model: Any, prompts: list[Any], floors: list[int] | None, label: str | None
+    ) -> Any:
         return generate(
             model,
             self.tokenizer,
@@ -223,19 +234,26 @@ class Decoder:
             self.bf16,
             system=self.system,
             min_new_tokens=floors,
+            progress=label,
         )
 
 
 def score_methods(
-    decode: Decoder, train: Pairs, pairs: Pairs, baselines: tuple[str, ...], device: str
+    decode: Decoder,
+    train: Pairs,
+    pairs: Pairs,
+    baselines: tuple[str, ...],
+    device: str,
+    rows: str = "",
 ) -> Scored:
-    """Replies to `pairs` from the tuned model and each baseline."""
+    """Replies to `pairs` (named `rows` in progress bars) from the tuned model and each
+    baseline."""
     from finetune.evaluation.reply_metrics import retrieve_tfidf
 
-    out = decode(pairs.prompts)
+    out = decode(pairs.prompts, rows=rows)
     scored = Scored({"model": out.texts}, out.new_tokens, out.seconds)
     if "untuned" in baselines:
-        scored.texts["untuned"] = decode(pairs.prompts, untuned=True).texts
+        scored.texts["untuned"] = decode(pairs.prompts, untuned=True, rows=rows).texts
     if "retrieval_tfidf" in baselines:
         scored.texts["retrieval_tfidf"] = retrieve_tfidf(
             train.messages, train.responses, pairs.messages

@@ -239,7 +239,7 @@ def train(recipe: RecipeHooks, config: Config, show_progress: bool = True) -> Ru
 
     Each stage returns what the next ones read, so the data flows one way:
     prepare -> split -> encode -> baselines -> fit -> evaluate -> write."""
-    prepared = prepare(recipe, config)
+    prepared = prepare(recipe, config, show_progress)
     data = split(recipe, prepared.config)
     encoded = encode(recipe, prepared, data)
     baselines = fit_baselines(recipe, prepared, data, encoded)
@@ -258,9 +258,14 @@ class Prepared:
     folder: Path
     checkpoints: Checkpoints  # where training saves its state, to resume a killed run
     started: float  # time.perf_counter() at the start, for the wall time
+    show_progress: bool = False  # progress bars on the long passes
+
+    def progress(self, label: str) -> str | None:
+        """`label` for a progress bar when the run shows them, else None."""
+        return label if self.show_progress else None
 
 
-def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
+def prepare(recipe: RecipeHooks, config: Config, show_progress: bool = False) -> Prepared:
     """Fail early on what the device or the recipe cannot do; seed everything."""
     from transformers import set_seed
 
@@ -279,7 +284,7 @@ def prepare(recipe: RecipeHooks, config: Config) -> Prepared:
     checkpoints = open_checkpoints(folder, config, device, main=is_main_process())
     set_seed(config.train.seed)
     check_inputs(recipe.inputs, config)
-    return Prepared(config, device, folder, checkpoints, started)
+    return Prepared(config, device, folder, checkpoints, started, show_progress)
 
 
 def check_blends(recipe: RecipeHooks, config: Config) -> None:
@@ -402,6 +407,15 @@ class Encoded:
     val_ids: Sequence[Any]
     eval_ids: Sequence[Any]
     notes: list[str]  # the inputs' report notes (e.g. truncated texts)
+    # model.lora_layers on text: the same rows as the frozen lower layers' states, computed
+    # once (cache_rows); the passes over the rows read them. None: nothing is cached.
+    cached: Encoded | None = None
+    cache_seconds: float = 0.0
+
+    @property
+    def rows(self) -> Encoded:
+        """What a pass over the run's rows reads: the cached states when there are some."""
+        return self.cached or self
 
 
 def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
@@ -427,9 +441,35 @@ def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
     eval_ids = model_inputs.encode_examples(data.evaluation)
     notes = model_inputs.notes(all_ids, eval_ids)
     fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
-    return Encoded(
+    encoded = Encoded(
         model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes
     )
+    if model_inputs.kind == "text":
+        encoded.cached, encoded.cache_seconds = cache_rows(prepared, encoded)
+    return encoded
+
+
+def cache_rows(prepared: Prepared, encoded: Encoded) -> tuple[Encoded | None, float]:
+    """With model.lora_layers, the frozen lower layers' states of every row (training,
+    validation, evaluation) and the seconds they took: computed once, they serve the
+    baselines' frozen vectors, training (its inner folds too) and the evaluation, which run
+    only the top layers from them. (None, 0) where layercache.cache_inputs caches nothing."""
+    from finetune.modeling.layercache import cache_inputs
+
+    if prepared.config.data.memory_map:  # not cached (the training loop says so)
+        return None, 0.0
+    start = time.perf_counter()
+    groups = [encoded.fit_ids, encoded.val_ids, encoded.eval_ids]
+    batch = prepared.config.train.eval_batch_size
+    label = prepared.progress("caching the frozen lower layers")
+    cached = cache_inputs(
+        encoded.model, encoded.inputs, groups, batch, prepared.device, encoded.bf16, label
+    )
+    if cached is None:
+        return None, 0.0
+    inputs, (fit_ids, val_ids, eval_ids) = cached
+    rows = replace(encoded, inputs=inputs, fit_ids=fit_ids, val_ids=val_ids, eval_ids=eval_ids)
+    return rows, time.perf_counter() - start
 
 
 def _side_features(config: Config, data: RunData) -> FeatureEncoder | None:
@@ -521,12 +561,18 @@ def _embed_frozen(
 
     model, batch = encoded.model, prepared.config.train.eval_batch_size
     device, bf16 = prepared.device, encoded.bf16
+
+    rows = encoded.rows
+
+    def vectors(ids: Sequence[Any], name: str) -> np.ndarray:
+        label = prepared.progress(f"frozen backbone, {name} rows")
+        return embed(model, ids, rows.inputs, batch, device, bf16, label)
+
     with model.backbone.disable_adapter():
-        base_ids = take(encoded.fit_ids, sample)
-        inputs.train_vectors = embed(model, base_ids, encoded.inputs, batch, device, bf16)
-        inputs.eval_vectors = embed(model, encoded.eval_ids, encoded.inputs, batch, device, bf16)
+        inputs.train_vectors = vectors(take(rows.fit_ids, sample), "training")
+        inputs.eval_vectors = vectors(rows.eval_ids, "evaluation")
         if with_validation:
-            val_vectors = embed(model, encoded.val_ids, encoded.inputs, batch, device, bf16)
+            val_vectors = vectors(rows.val_ids, "validation")
             inputs.eval_vectors = np.concatenate([val_vectors, inputs.eval_vectors])
 
 
@@ -538,12 +584,30 @@ def fit_model(
     show_progress: bool,
 ) -> TrainResult:
     """Fine-tune the model in place (from the probe's head with model.head_init=probe); the
-    number of epochs by inner folds of the training rows with train.select_folds."""
+    number of epochs by inner folds of the training rows with train.select_folds. The
+    training time includes the pass of the frozen lower layers (cache_rows)."""
+    config = prepared.config
+    if not data.val_rows and _inner_folds(config, len(data.fit_rows)):
+        result = fit_by_folds(prepared, data, encoded, baselines, show_progress)
+    else:
+        result = _fit_on_validation(prepared, data, encoded, baselines, show_progress)
+    seen = result.samples_per_second * result.train_seconds
+    result.train_seconds += encoded.cache_seconds
+    result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
+    return result
+
+
+def _fit_on_validation(
+    prepared: Prepared,
+    data: RunData,
+    encoded: Encoded,
+    baselines: BaselineScores,
+    show_progress: bool,
+) -> TrainResult:
+    """Fine-tune, the epoch kept by the validation rows."""
     from finetune.training.loop import fit
 
     config = prepared.config
-    if not data.val_rows and _inner_folds(config, len(data.fit_rows)):
-        return fit_by_folds(prepared, data, encoded, baselines, show_progress)
     if config.model.head_init == "probe":
         inputs = baselines.inputs
         probe = inputs.fitted.get("probe") or fit_probe(
@@ -552,14 +616,15 @@ def fit_model(
         encoded.model.set_head(probe.weight, probe.bias, probe.center)
     elif config.model.head_init == "wide":
         _start_from_wide(prepared, data, encoded)
+    rows = encoded.rows
     return fit(
         encoded.model,
-        encoded.fit_ids,
+        rows.fit_ids,
         data.y_fit,
-        encoded.val_ids,
+        rows.val_ids,
         data.y_val,
         config.train,
-        encoded.inputs,
+        rows.inputs,
         prepared.device,
         encoded.bf16,
         show_progress=show_progress,
@@ -618,8 +683,8 @@ def fit_by_folds(
     def weights(labels: np.ndarray) -> np.ndarray | None:
         return class_weights(labels, len(data.labels), config.train.class_weight)
 
-    rows = Rows(list(encoded.fit_ids), y)
-    common = (encoded.inputs, prepared.device, encoded.bf16, start, weights)
+    rows = Rows(list(encoded.rows.fit_ids), y)
+    common = (encoded.rows.inputs, prepared.device, encoded.bf16, start, weights)
     if show_progress:
         print(f"train.select_folds: choosing the number of epochs by {folds} inner folds")
     selection = choose_epochs(
@@ -744,7 +809,10 @@ def evaluate(
     decision thresholds (`finetune.evaluation.selection`), then on the evaluation rows, which
     only report; the recipe's extra report."""
     config, labels = prepared.config, data.labels
-    scores = {MODEL_NAME: _predict(prepared, encoded, encoded.eval_ids), **baselines.scores}
+    scores = {
+        MODEL_NAME: _predict_rows(prepared, encoded, "evaluation"),
+        **baselines.scores,
+    }
     val_scores, y_val, folds = _deciding_scores(prepared, data, encoded, baselines, result)
     scores = add_blends(scores, config.eval.blend)
     val_scores = add_blends(val_scores, config.eval.blend)
@@ -813,7 +881,7 @@ def _deciding_scores(
     if oof is not None and set(baselines.scores) <= set(oof.scores):
         return oof.scores, oof.y, oof.folds
     val_model = (
-        _predict(prepared, encoded, encoded.val_ids)
+        _predict_rows(prepared, encoded, "validation")
         if data.val_rows
         else np.zeros((0, len(data.labels)))
     )
@@ -884,11 +952,25 @@ def _encode(encoded: Encoded, texts: Sequence[str] | Examples, config: Config) -
     return encoded.inputs.encode(prepare_texts(texts, config))
 
 
-def _predict(prepared: Prepared, encoded: Encoded, ids: Sequence[Any]) -> np.ndarray:
+def _predict(
+    prepared: Prepared, encoded: Encoded, ids: Sequence[Any], label: str | None = None
+) -> np.ndarray:
+    """The fine-tuned model's probabilities for `ids` of `encoded.inputs`; `label`: a progress
+    bar's, shown when the run shows them."""
     from finetune.modeling.inference import predict_proba
 
-    batch = prepared.config.train.eval_batch_size
-    return predict_proba(encoded.model, ids, encoded.inputs, batch, prepared.device, encoded.bf16)
+    batch, model, shown = prepared.config.train.eval_batch_size, encoded.model, None
+    if label is not None:
+        shown = prepared.progress(label)
+    return predict_proba(model, ids, encoded.inputs, batch, prepared.device, encoded.bf16, shown)
+
+
+def _predict_rows(prepared: Prepared, encoded: Encoded, which: str) -> np.ndarray:
+    """The fine-tuned model's probabilities for the run's `which` rows ("evaluation" or
+    "validation"), from the cached lower layers' states when there are some."""
+    rows = encoded.rows
+    ids = rows.eval_ids if which == "evaluation" else rows.val_ids
+    return _predict(prepared, rows, ids, f"fine-tuned model, {which} rows")
 
 
 def write(

@@ -116,6 +116,37 @@ def mixed_table():
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma3_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Gemma 3 text encoder, bidirectional like EmbeddingGemma, whose layers
+    are of two kinds (sliding-window and full attention, with different rotary bases), with
+    the tiny Llama's tokenizer."""
+    from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel, set_seed
+
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    set_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=128,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        use_bidirectional_attention=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    Gemma3TextModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A 2-layer, 64-wide random Llama (saved as a causal LM, like real checkpoints) with a
     word-level tokenizer that, like most decoder tokenizers, has an EOS but no pad token."""

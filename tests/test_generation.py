@@ -4,6 +4,7 @@ reload, and text metrics equal to their reference packages."""
 from __future__ import annotations
 
 import json
+import re
 
 import generation_recipe as recipe
 import pandas as pd
@@ -325,3 +326,31 @@ def test_the_summary_report_reads_a_generation_run(chat_dir, tmp_path):
     )
     assert row["train time"].endswith(" s")
     assert (folder / "report.md").is_file()
+
+
+def test_a_reply_run_with_progress_shows_each_decoding_pass(chat_dir, tmp_path, capsys):
+    """Decoding the replies takes as long as training on a CPU: each pass gets a bar over its
+    messages, the untuned model's too; without progress, none."""
+    from finetune.generation import train_generation
+
+    data = recipe.pairs()
+    for show in (True, False):
+        config = recipe.config(chat_dir, tmp_path / f"run-{show}", steps=1)
+        train_generation(
+            config,
+            data,
+            data,
+            data,
+            max_new_tokens=2,
+            show_progress=show,
+            baselines=("untuned", "retrieval_tfidf"),
+        )
+        err = capsys.readouterr().err
+        n = len(data)
+        for label in (
+            "fine-tuned model's replies, evaluation messages",
+            "untuned model's replies, evaluation messages",
+            "fine-tuned model's replies, validation messages",
+        ):
+            shown = re.search(rf"{re.escape(label)}: 100%.*\b{n}/{n} ", err)
+            assert bool(shown) == show, label

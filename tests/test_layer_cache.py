@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,13 +32,24 @@ def built(model_dir, pooling="auto"):
     return model, inputs
 
 
+def cached_run(model_dir, csvs, folder, **train):
+    """The config of a run with LoRA on the top of 2 layers, the lower one cached."""
+    train_csv, test_csv = csvs
+    return recipe.config(
+        data={"path": str(train_csv), "eval_path": str(test_csv)},
+        model={"name": str(model_dir), "lora_r": 4, "lora_layers": 1},
+        train={"batch_size": 8, **train},
+        output=str(folder),
+    )
+
+
 def lora_layer_numbers(model) -> set[int]:
     names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     assert names
     return {int(part) for n in names for part in n.split(".") if part.isdigit()}
 
 
-@pytest.mark.parametrize("backbone", ["tiny_model_dir", "tiny_llama_dir"])
+@pytest.mark.parametrize("backbone", ["tiny_model_dir", "tiny_llama_dir", "tiny_gemma3_dir"])
 def test_cached_states_give_the_whole_models_logits_and_gradients(backbone, request):
     model, inputs = built(request.getfixturevalue(backbone))
     assert model.first_trained_layer == 1
@@ -80,8 +92,21 @@ def test_an_architecture_that_cannot_split_trains_without_the_cache(
         raise TypeError("this model cannot start from a middle layer")
 
     monkeypatch.setattr(layersplit, "upper_states", broken)
-    assert layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False) is None
+    built_rows, build = [], layercache.build_cache
+
+    def counted(model, items, *args, **kwargs):
+        built_rows.append(len(items))
+        return build(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(layercache, "build_cache", counted)
+    items = inputs.encode(TEXTS * 5)
+    assert layercache.cache_inputs(model, inputs, [items], 8, "cpu", False) is None
     assert "training runs through every layer instead" in capsys.readouterr().out
+    assert built_rows == [8]  # found on a few rows, before the pass over all 20
+    # The run's later passes (training, inner folds) neither build nor check it again.
+    monkeypatch.setattr(layercache, "build_cache", broken)
+    assert layercache.cache_inputs(model, inputs, [inputs.encode(TEXTS)], 8, "cpu", False) is None
+    assert capsys.readouterr().out == ""
 
 
 def test_lora_layers_must_be_positive():
@@ -92,13 +117,7 @@ def test_lora_layers_must_be_positive():
 
 
 def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_path):
-    train_csv, test_csv = small_csvs
-    config = recipe.config(
-        data={"path": str(train_csv), "eval_path": str(test_csv)},
-        model={"name": str(tiny_model_dir), "lora_r": 4, "lora_layers": 1},
-        train={"epochs": 2, "batch_size": 8},
-        output=str(tmp_path / "run"),
-    )
+    config = cached_run(tiny_model_dir, small_csvs, tmp_path / "run", epochs=2)
     run = recipe.train(config, show_progress=False)
     check_reported_figures(run.folder)
     # Two epochs over every training row, in the time that includes the caching pass.
@@ -115,6 +134,65 @@ def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_p
     proba = loaded.predict_proba(written["text"].tolist())
     assert (np.asarray(loaded.labels)[proba.argmax(1)] == written["predicted_label"]).all()
     np.testing.assert_allclose(proba.max(1), written["probability"], atol=1e-5)
+
+
+@pytest.mark.parametrize("folds", [0, 3])
+def test_the_lower_layers_run_once_per_row(
+    folds, tiny_model_dir, small_csvs, tmp_path, monkeypatch
+):
+    """The frozen lower layers' states of every row are computed once and serve the baselines'
+    frozen vectors, training (each inner fold too) and the evaluation: no other pass runs the
+    whole model, except the few rows that check the split."""
+    from finetune.modeling.models import TextClassifier
+
+    lower_rows, whole_rows = [], []
+    lower, embed = layercache.lower_states, TextClassifier.embed
+
+    def counted_lower(backbone, first, input_ids, attention_mask):
+        lower_rows.append(len(input_ids))
+        return lower(backbone, first, input_ids=input_ids, attention_mask=attention_mask)
+
+    def counted_embed(self, input_ids=None, attention_mask=None, states=None, features=None):
+        if input_ids is not None:
+            whole_rows.append(len(input_ids))
+        return embed(self, input_ids, attention_mask, states, features)
+
+    monkeypatch.setattr(layercache, "lower_states", counted_lower)
+    monkeypatch.setattr(TextClassifier, "embed", counted_embed)
+    config = cached_run(
+        tiny_model_dir, small_csvs, tmp_path / "run", epochs=2, select_folds=str(folds)
+    )
+    run = recipe.train(config, show_progress=False)
+    check_reported_figures(run.folder)
+    assert ("selection" in run.metrics) == bool(folds)
+    rows = run.metrics["n_train"] + run.metrics["n_val"] + run.metrics["n_eval"]
+    assert sum(lower_rows) == rows + 8  # and the 8 rows that check the split first
+    assert sum(whole_rows) == 8
+
+
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_the_long_passes_show_progress_when_the_run_does(
+    show_progress, tiny_model_dir, small_csvs, tmp_path, capsys
+):
+    """The frozen passes (baselines' vectors, the lower layers' cache, the evaluation rows)
+    can outlast training on a large encoder: each gets its own bar, counting every row."""
+    config = cached_run(tiny_model_dir, small_csvs, tmp_path / "run", epochs=1)
+    run = recipe.train(config, show_progress=show_progress)
+    err = capsys.readouterr().err
+    n_fit, n_val, n_eval = (run.metrics[k] for k in ("n_train", "n_val", "n_eval"))
+    bars = {
+        "frozen backbone, training rows": n_fit,
+        "frozen backbone, evaluation rows": n_eval,
+        "frozen backbone, validation rows": n_val,
+        "caching the frozen lower layers": n_fit + n_val + n_eval,
+        "fine-tuned model, evaluation rows": n_eval,
+        "fine-tuned model, validation rows": n_val,
+    }
+    for label, rows in bars.items():
+        if show_progress:
+            assert re.search(rf"{label}: 100%.*\b{rows}/{rows} ", err), label
+        else:
+            assert label not in err
 
 
 def test_batches_pad_to_a_multiple_of_eight_tokens():

@@ -251,19 +251,21 @@ def test_resume_with_side_features_continues_exactly(tiny_model_dir, table, tmp_
 def test_the_layer_cache_and_token_pieces_carry_the_features(tiny_model_dir, table, tmp_path):
     config = _config(tiny_model_dir, table, tmp_path / "cached", lora_layers=1)
     config = replace(config, train=replace(config.train, max_batch_tokens=64))
-    import finetune.training.loop as loop
+    import finetune.modeling.layercache as layercache
 
     seen = []
-    original = loop.cache_inputs
+    original = layercache.cache_inputs
 
     def spy(*args, **kwargs):
         seen.append(original(*args, **kwargs))
         return seen[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "cache_inputs", spy)
+        patch.setattr(layercache, "cache_inputs", spy)
         run = recipe.train(config, show_progress=False)
-    cached_inputs, (train_items, _) = seen[0]  # not None: the split model gave the same logits
+    # The run's one cache (training, validation, evaluation rows); not None: the split model
+    # gave the same logits.
+    cached_inputs, (train_items, _, _) = seen[0]
     assert "features" in cached_inputs.collate(train_items[:3])
     evaluation = recipe.read(table[1], run.config, labelled=True)
     with np.load(run.folder / "scores.npz") as scores:

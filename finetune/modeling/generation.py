@@ -255,11 +255,14 @@ def generate(
     seed: int = 0,
     system: str | None = None,
     min_new_tokens: list[int] | None = None,
+    progress: str | None = None,
 ) -> Generated:
     """Responses to `prompts` (messages or conversations), batched and left-padded; greedy,
     or sampled with `seed`; under bf16 autocast with `bf16` (on a CPU, fast with a
     `decoding_model`). `min_new_tokens`: per prompt, how many new tokens come before its
-    reply may end."""
+    reply may end. `progress`: the label of a progress bar over the prompts (None: none)."""
+    from finetune.modeling.inference import progress_bar
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -271,6 +274,7 @@ def generate(
     # and a prompt with a long retrieved reply tends to get a long reply.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     texts = [""] * len(prompts)
+    bar = progress_bar(progress, len(prompts))
     for begin in range(0, len(order), batch_size):
         rows = order[begin : begin + batch_size]
         ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
@@ -292,6 +296,8 @@ def generate(
                 row = row[: row.index(tokenizer.eos_token_id)]
             new_tokens += len(row)
             texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        bar.update(len(rows))
+    bar.close()
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
 

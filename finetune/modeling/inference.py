@@ -45,6 +45,15 @@ def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Te
     return {name: value.to(device) for name, value in batch.items()}
 
 
+def progress_bar(label: str | None, total: int) -> Any:
+    """A bar over `total` rows named `label` (None: silent). A frozen pass over a large
+    encoder's rows can take longer than the training that follows it: without a bar the run
+    looks hung."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="row", disable=label is None)
+
+
 @torch.inference_mode()
 def _run(
     step: Callable[..., torch.Tensor],
@@ -53,15 +62,18 @@ def _run(
     batch_size: int,
     device: str,
     bf16: bool,
+    progress: str | None = None,
 ) -> np.ndarray:
     inputs = batches_of(inputs)
     outputs: list[np.ndarray] = []
     positions: list[np.ndarray] = []
-    for chunk, batch in length_sorted_batches(items, inputs.lengths(items), batch_size):
-        with autocast(device, bf16):
-            result = step(**to_device(inputs.collate(batch), device))
-        outputs.append(result.float().cpu().numpy())
-        positions.append(chunk)
+    with progress_bar(progress, len(items)) as bar:
+        for chunk, batch in length_sorted_batches(items, inputs.lengths(items), batch_size):
+            with autocast(device, bf16):
+                result = step(**to_device(inputs.collate(batch), device))
+            outputs.append(result.float().cpu().numpy())
+            positions.append(chunk)
+            bar.update(len(chunk))
     stacked = np.concatenate(outputs)
     restored = np.empty_like(stacked)
     restored[np.concatenate(positions)] = stacked
@@ -75,11 +87,13 @@ def predict_proba(
     batch_size: int,
     device: str,
     bf16: bool,
+    progress: str | None = None,
 ) -> np.ndarray:
-    """Class probabilities for encoded items (`inputs`: their Inputs, or a pad token id)."""
+    """Class probabilities for encoded items (`inputs`: their Inputs, or a pad token id);
+    `progress`: the label of a progress bar (None: none)."""
     was_training = model.training
     model.eval()
-    logits = _run(model, sequences, inputs, batch_size, device, bf16)
+    logits = _run(model, sequences, inputs, batch_size, device, bf16, progress)
     model.train(was_training)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -92,10 +106,11 @@ def embed(
     batch_size: int,
     device: str,
     bf16: bool,
+    progress: str | None = None,
 ) -> np.ndarray:
     """Pooled backbone vectors (what the head sees), without the head."""
     was_training = model.training
     model.eval()
-    vectors = _run(model.embed, sequences, inputs, batch_size, device, bf16)
+    vectors = _run(model.embed, sequences, inputs, batch_size, device, bf16, progress)
     model.train(was_training)
     return vectors

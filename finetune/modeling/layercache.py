@@ -20,6 +20,7 @@ docs/recipes/image-classification.md for what that costs in accuracy and gains i
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from torch import nn
 from finetune.data.columns import Column
 from finetune.modeling.features import SideFeatures
 from finetune.modeling.heap import release_free_heap
-from finetune.modeling.inference import length_sorted_batches, to_device
+from finetune.modeling.inference import length_sorted_batches, progress_bar, to_device
 from finetune.modeling.inputs import Inputs, TokenBatches, padded_width
 from finetune.modeling.layersplit import lower_states
 from finetune.modeling.models import autocast
@@ -72,9 +73,10 @@ def build_cache(
     device: str,
     bf16: bool,
     width: int | None = None,
+    progress: str | None = None,
 ) -> CachedStates:
     """The states entering `model.first_trained_layer` for every item (`width`: the states'
-    size, by default the classifier head's input size)."""
+    size, by default the classifier head's input size; `progress`: a progress bar's label)."""
     first = model.first_trained_layer
     lengths = np.asarray(inputs.lengths(items), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -84,7 +86,7 @@ def build_cache(
     )
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(progress, len(items)) as bar:
         for chunk, batch in length_sorted_batches(items, lengths.tolist(), batch_size):
             encoded = to_device(inputs.collate(batch), device)
             with autocast(device, bf16):
@@ -92,6 +94,7 @@ def build_cache(
             for row, item in enumerate(chunk):
                 start, length = offsets[item], lengths[item]
                 flat[start : start + length] = states[row, :length].to("cpu", flat.dtype)
+            bar.update(len(chunk))
     model.train(was_training)
     return CachedStates(flat, offsets, lengths)
 
@@ -128,6 +131,11 @@ def _computes_the_same(
     return bool(((whole - split).abs().max() / whole.abs().max().clamp(min=1e-6)) < tolerance)
 
 
+# Models whose split was checked and failed: the run's later passes (training, inner folds)
+# do not build and check their cache again.
+_UNSPLITTABLE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
 def cache_inputs(
     model: nn.Module,
     inputs: Inputs,
@@ -135,8 +143,10 @@ def cache_inputs(
     batch_size: int,
     device: str,
     bf16: bool,
+    progress: str | None = None,
 ) -> tuple[Inputs, list[list[Any]]] | None:
-    """Cached lower-layer states for each group of items, as (Inputs, the groups' new items).
+    """Cached lower-layer states for each group of items, as (Inputs, the groups' new items);
+    `progress`: the label of a progress bar over the texts (None: none).
 
     None when there is nothing to cache: every layer trains, the items are not token ids, or
     they live in memory-mapped files (the states of data larger than RAM would not fit in it).
@@ -149,26 +159,51 @@ def cache_inputs(
     texts = inputs.inner if side is not None else inputs
     if not getattr(model, "first_trained_layer", 0) or not isinstance(texts, TokenBatches):
         return None
+    if model in _UNSPLITTABLE:  # found so once already: said so, and trains uncached
+        return None
     if any(isinstance(group, Column) for group in groups):
         print("model.lora_layers: the lower layers' states are not cached for data.memory_map.")
         return None
     items = [item for group in groups for item in group]
     if not items:
         return None
-    text_items = [item[0] for item in items] if side is not None else items
-    cache: Inputs = build_cache(model, text_items, texts, batch_size, device, bf16)
-    release_free_heap()  # the forward passes' garbage, before training starts on top of it
-    cached: list[Any] = list(range(len(items)))
-    if side is not None:
-        cache = side.with_inner(cache)
-        cached = [(row, item[1]) for row, item in zip(cached, items, strict=True)]
-    if not _computes_the_same(model, cache, cached, items, inputs, device, bf16):
+    # Checked on a few rows before the long pass over all of them.
+    few = items[:8]
+    checked = _states(model, few, inputs, len(few), device, bf16)
+    if not _computes_the_same(model, *checked, few, inputs, device, bf16):
         print(
             "model.lora_layers: this architecture cannot be run from a middle layer here; "
             "training runs through every layer instead (same result, slower)."
         )
+        _UNSPLITTABLE.add(model)
         return None
+    cache, cached = _states(model, items, inputs, batch_size, device, bf16, progress)
+    release_free_heap()  # the forward passes' garbage, before training starts on top of it
     return cache, _renumbered(groups, cached)
+
+
+def _states(
+    model: nn.Module,
+    items: list[Any],
+    inputs: Inputs,
+    batch_size: int,
+    device: str,
+    bf16: bool,
+    progress: str | None = None,
+) -> tuple[Inputs, list[Any]]:
+    """The cache of `items` and each one's new item in it (with side features, the row's
+    states paired with its feature vector)."""
+    side = inputs if isinstance(inputs, SideFeatures) else None
+    texts = side.inner if side is not None else inputs
+    text_items = [item[0] for item in items] if side is not None else items
+    cache: Inputs = build_cache(
+        model, text_items, texts, batch_size, device, bf16, progress=progress
+    )
+    cached: list[Any] = list(range(len(items)))
+    if side is not None:
+        cache = side.with_inner(cache)
+        cached = [(row, item[1]) for row, item in zip(cached, items, strict=True)]
+    return cache, cached
 
 
 def _cache_images(

@@ -9,6 +9,7 @@ cached states (layercache.py), and LoRA on the top layers finds their modules he
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,13 +38,21 @@ class _PassThrough(nn.Module):
 def _layers(model: nn.Module, start: int, stop: int | None, skip_embeddings: bool) -> Iterator:
     _, parent, attribute, layers = layer_list(model)
     embeddings = getattr(model, "embeddings", None)
+    # Models with layers of several kinds (Gemma 3, Qwen 2, Mistral: sliding-window or full
+    # attention, each with its own rotary base) look a layer's kind up in config.layer_types
+    # by its place in the list: the shorter list gets its own layers' kinds.
+    kinds = getattr(model.config, "layer_types", None)
     setattr(parent, attribute, nn.ModuleList(list(layers)[start:stop]))
+    if isinstance(kinds, list) and len(kinds) == len(layers):
+        model.config.layer_types = kinds[start:stop]
     if skip_embeddings and isinstance(embeddings, nn.Module):
         model.embeddings = _PassThrough()
     try:
         yield
     finally:
         setattr(parent, attribute, layers)
+        if isinstance(kinds, list):
+            model.config.layer_types = kinds
         if skip_embeddings and isinstance(embeddings, nn.Module):
             model.embeddings = embeddings
 
@@ -60,7 +69,7 @@ def lower_states(backbone: nn.Module, first: int, input_ids, attention_mask) -> 
     hook = layer_list(model)[3][first - 1].register_forward_hook(keep)
     try:
         with _layers(model, 0, first, skip_embeddings=False):
-            model(input_ids=input_ids, attention_mask=attention_mask)
+            model(input_ids=input_ids, attention_mask=attention_mask, **_no_cache(model))
     finally:
         hook.remove()
     return captured[-1]
@@ -70,4 +79,13 @@ def upper_states(backbone: nn.Module, first: int, states, attention_mask) -> tor
     """The model's last hidden state, computed from layer `first` upwards."""
     model = backbone.get_base_model()
     with _layers(model, first, None, skip_embeddings=True):
-        return model(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
+        out = model(inputs_embeds=states, attention_mask=attention_mask, **_no_cache(model))
+        return out.last_hidden_state
+
+
+def _no_cache(model: nn.Module) -> dict[str, bool]:
+    """No key/value cache: nothing is generated, and a decoder's cache would be sized for its
+    whole layer list while only part of it runs."""
+    return (
+        {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    )

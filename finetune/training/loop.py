@@ -315,6 +315,9 @@ class TrainingLoop:
         self._clock = time.perf_counter()
         self._skip = 0  # batches of the first epoch a resumed run already trained
 
+    def _shows_progress(self) -> bool:
+        return self.show_progress and self.accelerator.is_main_process
+
     def _cache_layers(
         self, model: TextClassifier, inputs: Inputs, train_ids: list[Any], val_ids: list[Any]
     ) -> None:
@@ -322,7 +325,10 @@ class TrainingLoop:
         time is training time too, so it counts in train_seconds and samples/s."""
         start = time.perf_counter()
         batch = self.config.eval_batch_size
-        cached = cache_inputs(model, inputs, [train_ids, val_ids], batch, self.device, self.bf16)
+        label = "caching the frozen lower layers" if self._shows_progress() else None
+        cached = cache_inputs(
+            model, inputs, [train_ids, val_ids], batch, self.device, self.bf16, label
+        )
         if cached is not None:
             inputs, (train_ids, val_ids) = cached
         self.inputs, self.train_ids, self.val_ids = inputs, train_ids, val_ids
@@ -408,7 +414,7 @@ class TrainingLoop:
             initial=self.state.step,
             desc="training",
             unit="step",
-            disable=not (self.show_progress and self.accelerator.is_main_process),
+            disable=not self._shows_progress(),
         )
         self._clock = time.perf_counter()
         self.model.train()
