@@ -361,7 +361,7 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert result.exit_code == 0 and result.output.strip() == table.generated[2]
     seen = []  # what a reload hands the model: the retrieved reply in the system turn
     loaded = load_generation_run(run)
-    loaded.decode._generate = lambda _, prompts, floors: (
+    loaded.decode._generate = lambda _, prompts, floors, label: (
         seen.extend(prompts) or Generated(["x"], 0, 0.0)
     )
     loaded.reply([table.prompt[2]])
