@@ -260,7 +260,7 @@ class Prepared:
     started: float  # time.perf_counter() at the start, for the wall time
     show_progress: bool = False  # progress bars on the long passes
 
-    def progress(self, label: str) -> str | None:
+    def progress(self, label: str | None) -> str | None:
         """`label` for a progress bar when the run shows them, else None."""
         return label if self.show_progress else None
 
@@ -959,10 +959,9 @@ def _predict(
     bar's, shown when the run shows them."""
     from finetune.modeling.inference import predict_proba
 
-    batch, model, shown = prepared.config.train.eval_batch_size, encoded.model, None
-    if label is not None:
-        shown = prepared.progress(label)
-    return predict_proba(model, ids, encoded.inputs, batch, prepared.device, encoded.bf16, shown)
+    batch, shown = prepared.config.train.eval_batch_size, prepared.progress(label)
+    model, inputs = encoded.model, encoded.inputs
+    return predict_proba(model, ids, inputs, batch, prepared.device, encoded.bf16, shown)
 
 
 def _predict_rows(prepared: Prepared, encoded: Encoded, which: str) -> np.ndarray:

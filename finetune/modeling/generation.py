@@ -274,30 +274,31 @@ def generate(
     # and a prompt with a long retrieved reply tends to get a long reply.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     texts = [""] * len(prompts)
-    bar = progress_bar(progress, len(prompts))
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]
-        ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
-        floors = None
-        if min_new_tokens is not None:
-            floors = [MinimumLengths(ids.shape[1], [min_new_tokens[i] for i in rows], tokenizer)]
-        with autocast(device.type, bf16):
-            out = model.backbone.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                logits_processor=floors,
-            )
-        for i, row in zip(rows, out[:, ids.shape[1] :].tolist(), strict=True):
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id)]
-            new_tokens += len(row)
-            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-        bar.update(len(rows))
-    bar.close()
+    with progress_bar(progress, len(prompts)) as bar:
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
+            floors = None
+            if min_new_tokens is not None:
+                floors = [
+                    MinimumLengths(ids.shape[1], [min_new_tokens[i] for i in rows], tokenizer)
+                ]
+            with autocast(device.type, bf16):
+                out = model.backbone.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=sample,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    logits_processor=floors,
+                )
+            for i, row in zip(rows, out[:, ids.shape[1] :].tolist(), strict=True):
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id)]
+                new_tokens += len(row)
+                texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            bar.update(len(rows))
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
 

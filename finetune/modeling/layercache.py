@@ -155,8 +155,7 @@ def cache_inputs(
     """
     if isinstance(inputs, ImageInputs):
         return _cache_images(model, inputs, groups, batch_size, device, bf16)
-    side = inputs if isinstance(inputs, SideFeatures) else None
-    texts = inputs.inner if side is not None else inputs
+    texts = inputs.inner if isinstance(inputs, SideFeatures) else inputs
     if not getattr(model, "first_trained_layer", 0) or not isinstance(texts, TokenBatches):
         return None
     if model in _UNSPLITTABLE:  # found so once already: said so, and trains uncached
