@@ -101,6 +101,10 @@ class ModelConfig:
     wide_frozen: bool = False
     # Only for models whose code lives on the hub; off unless you trust the model's author.
     trust_remote_code: bool = False
+    # Text classifiers: put before every text. auto: the model's own sentence-transformers
+    # "Classification" prompt where it ships one (EmbeddingGemma: "task: classification |
+    # query: "), none otherwise; or a string of your own; "" for none.
+    prompt: str = "auto"
 
 
 @dataclass

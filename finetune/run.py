@@ -32,6 +32,7 @@ from finetune.data.tables import Examples, check_train_eval, shared_texts
 from finetune.errors import UserError
 from finetune.evaluation.baselines import (
     NEEDS_VECTORS,
+    PROBE_FOLDS,
     BaselineInputs,
     fit_probe,
     resolve_baselines,
@@ -538,6 +539,11 @@ def fit_baselines(
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
     if "tfidf_analyzer" in inputs.fitted:
         notes.append(f"TF-IDF baseline features: {inputs.fitted['tfidf_analyzer']}.")
+    if "probe_strength" in inputs.fitted:
+        notes.append(
+            f"Frozen-vector probe: C={inputs.fitted['probe_strength']:g}, chosen by "
+            f"{PROBE_FOLDS} folds of the training rows."
+        )
     n_val = len(data.val_rows) if scored is not None else 0
     release_free_heap()  # what the baselines and the frozen pass freed, before training
     return BaselineScores(

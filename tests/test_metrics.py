@@ -86,8 +86,41 @@ def test_probe_folds_scaler_and_regression_into_one_linear_layer(n_classes):
     x = rng.normal(size=(120, 6)) * rng.uniform(0.1, 5, size=6) + rng.normal(size=6)
     y = rng.integers(0, n_classes, size=120)
     probe = fit_probe(x, y, n_classes, seed=0)
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)).fit(x, y)
+    regression = LogisticRegression(C=probe.strength, max_iter=3000)
+    reference = make_pipeline(StandardScaler(), regression).fit(x, y)
     np.testing.assert_allclose(probe.predict_proba(x), reference.predict_proba(x), atol=1e-6)
+
+
+def test_probe_strength_is_chosen_by_folds_of_the_training_rows():
+    """Few rows and many noisy dimensions: folds pick a C below 1.0, and the probe fitted with
+    it has a lower log loss on fresh rows than C=1.0; with many clean rows they pick a weaker
+    regularisation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    from finetune.evaluation.baselines import PROBE_STRENGTHS
+
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=200)
+
+    def rows(n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, size=n)
+        x = np.outer(2 * y - 1, direction) * 0.05 + rng.normal(size=(n, 200)) * noise
+        return x, y
+
+    x, y = rows(150, 1.0)
+    probe = fit_probe(x, y, 2, seed=0)
+    assert probe.strength < 1.0
+    fresh_x, fresh_y = rows(2000, 1.0)
+    loose = LogisticRegression(C=1.0, max_iter=3000).fit(StandardScaler().fit_transform(x), y)
+    scaled = StandardScaler().fit(x).transform(fresh_x)
+    assert log_loss(fresh_y, probe.predict_proba(fresh_x)) < log_loss(
+        fresh_y, loose.predict_proba(scaled)
+    )
+    clean_x, clean_y = rows(2000, 0.05)
+    assert fit_probe(clean_x, clean_y, 2, seed=0).strength >= 1.0 > probe.strength
+    assert min(PROBE_STRENGTHS) < probe.strength  # inside the grid, not at its edge
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])

@@ -64,7 +64,7 @@ def build_for_training(
     model, tokenizer, info = models.build_for_training(
         config.model, num_labels, config.data.max_length, bf16, device, config.train.seed, **options
     )
-    inputs: Inputs = TextInputs(tokenizer, config.data.max_length)
+    inputs: Inputs = TextInputs(tokenizer, config.data.max_length, info.prompt)
     return model, inputs if features is None else SideFeatures(inputs, features), info
 
 
@@ -91,7 +91,7 @@ def load_classifier(folder: Path) -> tuple[torch.nn.Module, Inputs, Any]:
     from finetune.modeling import models
 
     model, tokenizer, info = models.load_classifier(folder)
-    inputs: Inputs = TextInputs(tokenizer, info.max_length)
+    inputs: Inputs = TextInputs(tokenizer, info.max_length, info.prompt)
     if (folder / FEATURES_FILE).is_file():
         inputs = SideFeatures(inputs, FeatureEncoder.load(folder / FEATURES_FILE))
     return model, inputs, info

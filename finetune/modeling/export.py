@@ -82,11 +82,13 @@ def load(folder=Path(__file__).resolve().parent):
     head = torch.nn.Linear(info["hidden_size"], len(info["labels"]))
     head.load_state_dict(load_file(folder / "head.safetensors"))
 
+    prompt = info.get("prompt", "")  # the text the run put before every message
+
     @torch.no_grad()
     def predict_proba(texts):
         batch = tokenizer(
-            prepare(list(texts)), padding=True, truncation=True, max_length=info["max_length"],
-            return_tensors="pt",
+            [prompt + text for text in prepare(list(texts))], padding=True, truncation=True,
+            max_length=info["max_length"], return_tensors="pt",
         )
         mask = batch["attention_mask"]
         states = backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
@@ -142,7 +144,7 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     classifier.head.load_state_dict(load_file(str(adapter / "head.safetensors")))
     classifier.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter))
-    ids = tokenize(tokenizer, texts, info.max_length)
+    ids = tokenize(tokenizer, texts, info.max_length, info.prompt)
     pad = tokenizer.pad_token_id
 
     def probabilities(model: Any, bf16: bool = False, device: str = "cpu") -> np.ndarray:

@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 KINDS = ("text", "image")
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+def tokenize(
+    tokenizer: Any, texts: list[str], max_length: int, prompt: str = ""
+) -> list[list[int]]:
+    """Token ids of `texts`, each after `prompt` (a text classifier's model.prompt)."""
+    encoded = tokenizer([prompt + text for text in texts], truncation=True, max_length=max_length)
     return encoded["input_ids"]
 
 
@@ -112,26 +115,31 @@ class TokenBatches(Inputs):
 
 
 class TextInputs(TokenBatches):
-    """Texts tokenized and truncated to `max_length` tokens."""
+    """Texts, each after `prompt`, tokenized and truncated to `max_length` tokens."""
 
-    def __init__(self, tokenizer: Any, max_length: int):
+    def __init__(self, tokenizer: Any, max_length: int, prompt: str = ""):
         super().__init__(tokenizer.pad_token_id)
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.prompt = prompt
 
     def encode(self, texts: Sequence[str]) -> Sequence[list[int]]:
         if isinstance(texts, Column):  # data.memory_map: token ids go to disk too
             import pyarrow as pa
 
             return texts.transform(
-                lambda chunk: tokenize(self.tokenizer, chunk, self.max_length), pa.list_(pa.int32())
+                lambda chunk: tokenize(self.tokenizer, chunk, self.max_length, self.prompt),
+                pa.list_(pa.int32()),
             )
-        return tokenize(self.tokenizer, texts, self.max_length)
+        return tokenize(self.tokenizer, texts, self.max_length, self.prompt)
 
     def notes(self, *groups: Sequence[list[int]]) -> list[str]:
         truncated = sum(int((np.asarray(self.lengths(g)) >= self.max_length).sum()) for g in groups)
         notes = [f"{truncated} texts reached max_length={self.max_length} tokens."]
-        return notes[: bool(truncated)] + self.unknown_tokens_note(groups)
+        notes = notes[: bool(truncated)]
+        if self.prompt:
+            notes.append(f"Every text follows the model's prompt {self.prompt!r} (model.prompt).")
+        return notes + self.unknown_tokens_note(groups)
 
     def unknown_tokens_note(self, groups: Sequence[Sequence[list[int]]]) -> list[str]:
         """A warning when the vocabulary misses much of the text: an English model reads about

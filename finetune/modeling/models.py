@@ -277,6 +277,17 @@ def disable_cpu_inference_packing(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def default_prompt(name: str) -> str:
+    """The "Classification" prompt of a sentence-transformers model's
+    config_sentence_transformers.json, the text its embeddings were trained to follow for
+    classification; "" for a model without one."""
+    settings = Path(resolve_model_path(name)) / "config_sentence_transformers.json"
+    if not settings.is_file():
+        return ""
+    prompts = json.loads(settings.read_text()).get("prompts") or {}
+    return prompts.get("Classification", "")
+
+
 def is_decoder(config: Any) -> bool:
     architectures = getattr(config, "architectures", None) or []
     return (
@@ -543,6 +554,7 @@ class ClassifierInfo:
     lora_targets: list[str] | str = "all-linear"
     trust_remote_code: bool = False
     n_features: int = 0  # width of the side features the wide part reads (0: none)
+    prompt: str = ""  # put before every text (model.prompt, resolved)
 
 
 def load_for_lora(options: Any, bf16: bool) -> tuple[Any, nn.Module, str]:
@@ -603,6 +615,7 @@ def build_for_training(
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
         n_features=n_features,
+        prompt=default_prompt(options.name) if options.prompt == "auto" else options.prompt,
     )
     backbone, layers = adapt_for_training(
         backbone, options, info.lora_targets, seed, gradient_checkpointing
