@@ -144,9 +144,10 @@ PROBE_FOLDS = 3
 
 def probe_strength(standardised: np.ndarray, labels: np.ndarray, seed: int) -> float:
     """The probe's C, chosen by the mean held-out log loss of `PROBE_FOLDS` stratified folds of
-    the training rows: one C for every data size overfits small sets (a probe on 768
-    dimensions and 1,800 rows at C=1 is confidently wrong on held-out rows) and underfits
-    large ones. With fewer than two rows in some class, the sklearn default, 1.0."""
+    the training rows. No single C suits every number of rows, dimensions and classes: at
+    sklearn's default of 1.0, a probe on many dimensions from a few thousand rows is
+    confidently wrong on held-out rows, and a head started from it trains unstably
+    (docs/architecture.md). With fewer than two rows in some class: 1.0."""
     from sklearn.model_selection import StratifiedKFold
 
     classes, counts = np.unique(labels, return_counts=True)
