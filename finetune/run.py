@@ -539,9 +539,9 @@ def fit_baselines(
     scores = {name: baseline(inputs) for name, baseline in baselines.items()}
     if "tfidf_analyzer" in inputs.fitted:
         notes.append(f"TF-IDF baseline features: {inputs.fitted['tfidf_analyzer']}.")
-    if "probe_strength" in inputs.fitted:
+    if "probe" in inputs.fitted:
         notes.append(
-            f"Frozen-vector probe: C={inputs.fitted['probe_strength']:g}, chosen by "
+            f"Frozen-vector probe: C={inputs.fitted['probe'].strength:g}, chosen by "
             f"{PROBE_FOLDS} folds of the training rows."
         )
     n_val = len(data.val_rows) if scored is not None else 0

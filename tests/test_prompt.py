@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def test_a_prompted_run_trains_reloads_and_exports_with_its_prompt(
     run = train(prompted_model_dir, small_csvs, tmp_path / "run")
     info = json.loads((run.folder / "adapter" / "classifier.json").read_text())
     assert info["prompt"] == PROMPT
-    assert repr(PROMPT) in (run.folder / "report.md").read_text()
+    report = (run.folder / "report.md").read_text()
+    assert repr(PROMPT) in report
+    assert re.search(r"Frozen-vector probe: C=[0-9.e-]+, chosen by 3 folds", report)
     prompt_ids = run.inputs.tokenizer(PROMPT + "x")["input_ids"][:-2]  # [CLS] + prompt
     assert all(ids[: len(prompt_ids)] == prompt_ids for ids in run.inputs.encode(TEXTS))
 

@@ -215,7 +215,6 @@ def embedding_logreg(inputs: BaselineInputs) -> np.ndarray:
     """Logistic regression on the frozen backbone's pooled vectors (no fine-tuning at all)."""
     probe = fit_probe(inputs.train_vectors, inputs.train_labels, inputs.n_classes, inputs.seed)
     inputs.fitted["probe"] = probe
-    inputs.fitted["probe_strength"] = probe.strength
     inputs.predictors["embedding_logreg"] = VectorPredictor(probe)
     return probe.predict_proba(inputs.eval_vectors)
 
