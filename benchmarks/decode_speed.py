@@ -2,6 +2,8 @@
 
     python benchmarks/decode_speed.py RUN_FOLDER                 # 16 evaluation messages
     python benchmarks/decode_speed.py RUN_FOLDER --compare       # and the autocast path
+    python benchmarks/decode_speed.py RUN_FOLDER --batch-size 64 --untuned   # the untuned model
+    python benchmarks/decode_speed.py RUN_FOLDER --before      # as replies were decoded before
     OMP_WAIT_POLICY=ACTIVE python benchmarks/decode_speed.py RUN_FOLDER
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode_speed.py RUN_FOLDER
 
@@ -29,6 +31,13 @@ def main() -> None:
     parser.add_argument("run", help="a reply run folder")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--compare", action="store_true", help="also the bf16 autocast path")
+    parser.add_argument("--batch-size", type=int, help="replies per batch (default: the run's)")
+    parser.add_argument("--untuned", action="store_true", help="the untuned model's replies")
+    parser.add_argument(
+        "--before", action="store_true",
+        help="transformers' own cache and one round per batch (decoding before the growing "
+        "cache and the rounds)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import pandas as pd
@@ -43,8 +52,14 @@ def main() -> None:
     from finetune.data.pairs import Pairs
 
     pairs = Pairs(prompts, table["reference"].tolist(), labels=table["label"].tolist())
-    out = decode(prompts)
-    figures = {"copy": timing(out, table["generated"], loaded.judge.figures(out.texts, pairs))}
+    decode.batch_size = args.batch_size or decode.batch_size
+    if args.before:
+        from finetune.modeling import generation
+
+        generation.growing_cache = lambda config, length=0: None  # one round, own cache
+    out = decode(prompts, untuned=args.untuned)
+    column = "untuned" if args.untuned else "generated"
+    figures = {"copy": timing(out, table[column], loaded.judge.figures(out.texts, pairs))}
     if args.compare:
         from finetune.modeling.generation import generate
 
@@ -58,7 +73,8 @@ def main() -> None:
         figures["copy_over_autocast"] = round(
             figures["copy"]["tokens_per_second"] / figures["autocast"]["tokens_per_second"], 2
         )
-    print(json.dumps({"prompts": len(prompts), **figures}))
+    settings = {"batch_size": decode.batch_size, "untuned": args.untuned, "before": args.before}
+    print(json.dumps({"prompts": len(prompts), **settings, **figures}))
 
 
 def timing(out, run_texts, quality: dict) -> dict:

@@ -111,12 +111,14 @@ def train_generation(
     baselines: tuple[str, ...] = (),
     retrieved_reply: bool = False,
     min_share: float = 0.0,
+    decode_batch: int | None = None,
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
     generate for `evaluation`'s prompts with the model and `baselines` (names in BASELINES),
     and write the run folder (`config.output`). With `retrieved_reply`, every prompt (the
     model's and the untuned model's) carries the nearest training reply (RetrievedReplies),
-    and no reply ends before `min_share` of that reply's length in tokens."""
+    and no reply ends before `min_share` of that reply's length in tokens. `decode_batch`:
+    replies decoded together (None: the evaluation batch size)."""
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown generation baselines {sorted(unknown)}; known: {BASELINES}")
@@ -151,7 +153,7 @@ def train_generation(
         task=task,
     )
     result = loop.run(resume=config.resume)
-    batch = config.train.eval_batch_size
+    batch = decode_batch or config.train.eval_batch_size
     decode = Decoder(
         model, tokenizer, max_new_tokens, batch, bf16, system, retrieved, min_share, show_progress
     )
@@ -436,6 +438,7 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
     tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
     retrieved = RetrievedReplies.load(folder, batch, pick_device())
+    batch = int(options.get("decode_batch") or batch)
     share = float(options.get("min_reply_share") or 0.0)
     decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system, retrieved, share)
     redact = bool((config.get("data") or {}).get("redact_pii"))

@@ -83,6 +83,10 @@ class CustomerServiceOptions:
     train_rows: int | None = None
     val_rows: int = 27
     eval_rows: int | None = None
+    # Reply task: replies decoded together. A wide batch reads the model's weights once per
+    # token for more replies, and replies that end leave it (docs/benchmarks.md, "Decoding
+    # replies in rounds").
+    decode_batch: int = 64
     # Reply task: cap on generated tokens per reply (Bitext replies: about 175 tokens on
     # average with SmolLM2's tokenizer).
     max_new_tokens: int = 256
@@ -176,4 +180,5 @@ def train(config: Config, show_progress: bool = True) -> Any:
         baselines=BASELINES,
         retrieved_reply=config.options.retrieved_reply,
         min_share=config.options.min_reply_share,
+        decode_batch=config.options.decode_batch,
     )

@@ -354,3 +354,129 @@ def test_a_reply_run_with_progress_shows_each_decoding_pass(chat_dir, tmp_path, 
         ):
             shown = re.search(rf"{re.escape(label)}: 100%.*\b{n}/{n} ", err)
             assert bool(shown) == show, label
+
+
+def test_the_growing_cache_decodes_exactly_as_transformers_own(chat_dir):
+    """Replies decoded with the cache that grows in place equal those of transformers' own
+    cache, token for token, greedy and sampled, over prompts of different lengths (left
+    padding) and replies long enough to outgrow the cache's room twice when it is not sized
+    for them."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.modeling.generation import encode_prompt, pad_batch
+    from finetune.modeling.kvcache import GrowingLayer, growing_cache
+    from finetune.modeling.models import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(chat_dir).eval()
+    tokenizer = load_tokenizer(str(chat_dir))
+    prompts = [p for p, _ in recipe.PAIRS[:4]]
+    ids, mask = pad_batch([encode_prompt(tokenizer, p, None) for p in prompts], 2, left=True)
+    assert len(set(mask.sum(1).tolist())) > 1  # the prompts differ in length
+    steps = 3 * ids.shape[1]  # the room starts at twice the prompt: it grows twice
+    outputs = {}
+    for name, sample in (("greedy", False), ("sampled", True)):
+        caches = {"growing": 0, "sized": ids.shape[1] + steps}  # first room: none, or all
+        for kind in ("own", *caches):
+            cache = growing_cache(model.config, caches[kind]) if kind in caches else None
+            torch.manual_seed(0)
+            with torch.no_grad():
+                outputs[name, kind] = model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=steps,
+                    min_new_tokens=steps, do_sample=sample, pad_token_id=2,
+                    **({"cache": cache} if cache is not None else {}),
+                )  # fmt: skip
+        for kind in caches:
+            assert torch.equal(outputs[name, "own"], outputs[name, kind]), (name, kind)
+        assert outputs[name, "own"].shape[1] == ids.shape[1] + steps
+    assert all(isinstance(layer, GrowingLayer) for layer in cache.layers)
+    for layer in cache.layers:  # the cached keys are a view of the room, never copied
+        assert layer.keys.data_ptr() == layer.room[0].data_ptr()
+        assert layer.room[0].shape[-2] == caches["sized"]
+        assert layer.keys.shape[-2] == ids.shape[1] + steps - 1
+
+
+def test_the_growing_cache_follows_selections_crops_and_other_layer_kinds():
+    """A batch selection or a crop (as transformers' assisted decoding does) leaves the cache
+    what transformers' own would hold; sliding-window layers keep their own kind."""
+    from transformers import Gemma3TextConfig
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    from finetune.modeling.kvcache import GrowingLayer, growing_cache
+
+    torch.manual_seed(0)
+    steps = [torch.randn(3, 2, n, 4) for n in (5, 1, 1, 7, 1)]
+    growing, own = GrowingLayer(), DynamicLayer()
+    for i, step in enumerate(steps):
+        if i == 2:
+            for layer in (growing, own):
+                layer.batch_select_indices(torch.tensor([2, 0]))
+        if i == 4:
+            for layer in (growing, own):
+                layer.crop(-3)
+        step = step[: own.keys.shape[0]] if own.is_initialized else step
+        got, expected = growing.update(step, -step), own.update(step, -step)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), i
+    config = Gemma3TextConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    kinds = [type(layer) for layer in growing_cache(config).layers]
+    assert kinds == [DynamicSlidingWindowLayer, GrowingLayer]
+
+
+def test_replies_that_end_leave_the_batch_and_the_rest_decode_as_before(chat_dir, monkeypatch):
+    """Decoding in rounds: replies that end in a round leave the batch (the rounds after run
+    on fewer rows), and every reply is the one decoding the whole batch at once gives."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.modeling import generation
+    from finetune.modeling.models import load_tokenizer
+
+    backbone = AutoModelForCausalLM.from_pretrained(chat_dir).eval()
+    tokenizer = load_tokenizer(str(chat_dir))
+    rows_seen = []
+
+    def likelier_end(module, inputs, logits):  # replies of many lengths from a random model
+        rows_seen.append(logits.shape[0])
+        logits[..., tokenizer.eos_token_id] += 4.0
+        return logits
+
+    backbone.lm_head.register_forward_hook(likelier_end)
+    prompts = [p for p, _ in recipe.PAIRS]
+    encoded = [generation.encode_prompt(tokenizer, p, None) for p in prompts]
+    ids, mask = generation.pad_batch(encoded, tokenizer.pad_token_id, left=True)
+    with torch.no_grad():
+        whole = backbone.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )[:, ids.shape[1] :].tolist()  # fmt: skip
+    lengths = [row.index(2) if 2 in row else len(row) for row in whole]
+    assert min(lengths) < 2 and any(2 < n < 24 for n in lengths) and max(lengths) == 24
+    expected = [
+        tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+        for row, n in zip(whole, lengths, strict=True)
+    ]
+    monkeypatch.setattr(generation, "DECODING_ROUND", 2)
+    rows_seen.clear()
+    out = generation.generate(generation.CausalLM(backbone), tokenizer, prompts, 24, len(prompts))
+    assert out.texts == expected
+    assert out.new_tokens == sum(lengths)
+    still_going = sum(n == 24 for n in lengths)  # the last round runs on these rows only
+    assert rows_seen[0] == len(prompts) > rows_seen[-1] == still_going
+
+
+def test_the_decoding_step_benchmark_times_both_caches(tiny_llama_dir, capsys, monkeypatch):
+    """benchmarks/decode_step.py runs on any causal LM folder and reports both caches."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "decode_step.py"
+    argv = ["--model", str(tiny_llama_dir), "--widths", "1", "3", "--context", "6", "--steps", "2"]
+    monkeypatch.setattr(sys, "argv", [str(script), *argv])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["width"] for row in rows] == [1, 3]
+    for row in rows:
+        assert row["transformers_step_ms"] > 0 and row["growing_step_ms"] > 0

@@ -23,6 +23,7 @@ from torch import nn
 from finetune.data.pairs import Pairs, prompt_text
 from finetune.errors import UserError
 from finetune.modeling.inputs import Inputs, pad_batch, padded_width
+from finetune.modeling.kvcache import growing_cache
 from finetune.modeling.models import (
     add_lora,
     autocast,
@@ -263,7 +264,6 @@ def generate(
     reply may end. `progress`: the label of a progress bar over the prompts (None: none)."""
     from finetune.modeling.inference import progress_bar
 
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     if sample:
@@ -277,30 +277,72 @@ def generate(
     with progress_bar(progress, len(prompts)) as bar:
         for begin in range(0, len(order), batch_size):
             rows = order[begin : begin + batch_size]
-            ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
-            floors = None
-            if min_new_tokens is not None:
-                floors = [
-                    MinimumLengths(ids.shape[1], [min_new_tokens[i] for i in rows], tokenizer)
-                ]
-            with autocast(device.type, bf16):
-                out = model.backbone.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=sample,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    logits_processor=floors,
-                )
-            for i, row in zip(rows, out[:, ids.shape[1] :].tolist(), strict=True):
-                if tokenizer.eos_token_id in row:
-                    row = row[: row.index(tokenizer.eos_token_id)]
+            floors = None if min_new_tokens is None else [min_new_tokens[i] for i in rows]
+            replies = _decode_batch(
+                model, tokenizer, [encoded[i] for i in rows], max_new_tokens, sample, bf16, floors
+            )
+            for i, row in zip(rows, replies, strict=True):
                 new_tokens += len(row)
                 texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
             bar.update(len(rows))
     model.train(was_training)
     return Generated(texts, new_tokens, time.perf_counter() - start)
+
+
+# New tokens per round of a batch's decoding: between rounds, the replies that have ended
+# leave the batch, instead of riding along until its longest reply ends ("Decoding replies in
+# rounds" in docs/benchmarks.md).
+DECODING_ROUND = 32
+
+
+def _decode_batch(
+    model: CausalLM,
+    tokenizer: Any,
+    encoded: list[list[int]],
+    max_new_tokens: int,
+    sample: bool,
+    bf16: bool,
+    floors: list[int] | None,
+) -> list[list[int]]:
+    """The reply tokens of one batch of encoded prompts, without the end-of-reply token.
+    Decoded in rounds of DECODING_ROUND new tokens; rows whose reply has ended are dropped
+    from the batch and its cache between rounds, so the rest run on a smaller batch."""
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids, mask = pad_batch(encoded, pad, left=True)
+    ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]
+    cache = growing_cache(model.backbone.config, width + max_new_tokens)
+    step = max_new_tokens if cache is None else DECODING_ROUND
+    alive, replies, made = list(range(len(encoded))), [[] for _ in encoded], 0
+    while alive and made < max_new_tokens:
+        n = min(step, max_new_tokens - made)
+        minimum = None
+        if floors is not None:
+            minimum = [MinimumLengths(width, [floors[i] for i in alive], tokenizer)]
+        with autocast(device.type, bf16):
+            out = model.backbone.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=sample,
+                pad_token_id=pad, eos_token_id=eos, logits_processor=minimum,
+                **({} if cache is None else {"cache": cache}),
+            )  # fmt: skip
+        new = out[:, ids.shape[1] :]
+        keep = []
+        for j, row in enumerate(new.tolist()):
+            ended = eos in row
+            replies[alive[j]] += row[: row.index(eos)] if ended else row
+            if not ended:
+                keep.append(j)
+        made += n
+        if not keep or made >= max_new_tokens:
+            break
+        mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+        ids = out
+        if len(keep) < len(alive):
+            chosen = torch.tensor(keep, device=device)
+            ids, mask = ids.index_select(0, chosen), mask.index_select(0, chosen)
+            cache.batch_select_indices(chosen)
+            alive = [alive[j] for j in keep]
+    return replies
 
 
 class MinimumLengths:
