@@ -438,8 +438,10 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
     tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
     retrieved = RetrievedReplies.load(folder, batch, pick_device())
-    batch = int(options.get("decode_batch") or batch)
+    decode_batch = int(options.get("decode_batch") or batch)  # older runs: the eval batch
     share = float(options.get("min_reply_share") or 0.0)
-    decode = Decoder(model, tokenizer, tokens, batch, info.bf16, info.system, retrieved, share)
+    decode = Decoder(
+        model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
+    )
     redact = bool((config.get("data") or {}).get("redact_pii"))
     return LoadedGenerator(folder, config, decode, Judge.load(folder), redact)

@@ -314,7 +314,7 @@ def _decode_batch(
     cache = growing_cache(model.backbone.config, width + max_new_tokens)
     step = max_new_tokens if cache is None else DECODING_ROUND
     alive, replies, made = list(range(len(encoded))), [[] for _ in encoded], 0
-    while alive and made < max_new_tokens:
+    while made < max_new_tokens:
         n = min(step, max_new_tokens - made)
         minimum = None
         if floors is not None:

@@ -32,7 +32,7 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         filled, new = self.get_seq_length(), key_states.shape[-2]
-        if not self._writable(filled, key_states) or filled + new > self.room[0].shape[-2]:
+        if not self._writable(filled) or filled + new > self.room[0].shape[-2]:
             fits = self.room is None and self.length >= filled + new
             size = self.length if fits else 2 * (filled + new)
             self._grow(filled, key_states, value_states, size)
@@ -43,14 +43,12 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = keys[..., :end, :], values[..., :end, :]
         return self.keys, self.values
 
-    def _writable(self, filled: int, key_states: torch.Tensor) -> bool:
+    def _writable(self, filled: int) -> bool:
         """Whether the cached keys are still the start of the buffer: a batch selection,
         a reordering or a reset replaces them with other tensors (a crop keeps a view)."""
-        if self.room is None:
+        if self.room is None or filled == 0:
             return False
         keys = self.room[0]
-        if filled == 0:
-            return keys.shape[0] == key_states.shape[0] and keys.dtype == key_states.dtype
         return self.keys.data_ptr() == keys.data_ptr() and self.keys.shape[0] == keys.shape[0]
 
     def _grow(
