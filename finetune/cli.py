@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -326,6 +327,8 @@ def _predict_replies(
     loaded: Any, data: str | None, text: str | None, column: str | None, output: Path | None
 ) -> None:
     """`predict` for a generation run: print the reply to --text, or write a `reply` column."""
+    if loaded.note:
+        typer.echo(loaded.note, err=True)
     if text is not None:
         typer.echo(loaded.reply([text])[0])
         return
@@ -353,6 +356,8 @@ def _chat_command(recipe: Recipe) -> Callable[..., None]:
         from finetune.generation import load_generation_run
 
         loaded = load_generation_run(run, max_new_tokens)
+        if loaded.note:
+            typer.echo(loaded.note)
         typer.echo("Type a message (empty line to stop).")
         turns: list[dict[str, str]] = []
         while True:
@@ -502,10 +507,14 @@ def export(
     from finetune.modeling.export import export_merged, export_merged_generator
 
     if _is_generation(run):
-        checks = export_merged_generator(run, output, overwrite=overwrite)
+        from finetune.reporting.generation import serving_note
+
+        metrics = Path(run) / "metrics.json"
+        note = serving_note(json.loads(metrics.read_text())) if metrics.is_file() else None
+        checks = export_merged_generator(run, output, overwrite=overwrite, note=note)
         typer.echo(
-            f"Merged causal LM: {output} (greedy text equal to the run's on "
-            f"{checks['same_text']}/{checks['prompts']} prompts; see its README.md)"
+            f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
+            f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"
         )
         return
     checks = export_merged(run, output, overwrite=overwrite)

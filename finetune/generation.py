@@ -390,6 +390,8 @@ class LoadedGenerator:
     decode: Decoder
     judge: Judge
     redact: bool
+    # Said before serving when the fine-tuned model lost to retrieval on validation (or None).
+    note: str | None = None
 
     def prepare(self, prompts: list[Any]) -> list[Any]:
         """The prompts as training saw them (PII-redacted when the run redacted)."""
@@ -428,6 +430,7 @@ class LoadedGenerator:
 
 def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -> LoadedGenerator:
     from finetune.modeling.generation import load_generator
+    from finetune.reporting.generation import serving_note
 
     folder = Path(folder)
     if not is_generation_run(folder):
@@ -444,4 +447,8 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
         model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
     )
     redact = bool((config.get("data") or {}).get("redact_pii"))
-    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact)
+    metrics_file = folder / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return LoadedGenerator(
+        folder, config, decode, Judge.load(folder), redact, serving_note(metrics)
+    )

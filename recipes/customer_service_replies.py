@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "max_batch_tokens": 1024,
     },
     "options": {
-        "train_rows": 320,
+        "train_rows": 240,
         "val_rows": 27,
         "eval_rows": 108,
         "max_new_tokens": 256,

@@ -221,6 +221,30 @@ def test_a_reply_ends_no_sooner_than_its_floor(chat_dir, tmp_path):
     assert decode(prompts).new_tokens == 0
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook")
+def test_lora_on_the_top_layers_leaves_the_lower_ones_out_of_the_backward_pass(chat_dir, tmp_path):
+    """With model.lora_layers the chat model adapts its top layers only, and the gradient
+    never reaches the layers below (the speed the option is for)."""
+    from finetune.modeling.generation import ChatInputs, GenerationTask, build_generator
+    from finetune.modeling.models import load_tokenizer
+
+    cfg = recipe.config(chat_dir, tmp_path / "unused")
+    cfg.model.lora_layers = 1
+    model, _, _ = build_generator(cfg.model, 32, False, "cpu", 0)
+    adapted = {
+        n.split(".layers.")[1].split(".")[0] for n, _ in model.named_parameters() if "lora_" in n
+    }
+    assert adapted == {"1"}
+    reached = []
+    layers = model.backbone.base_model.model.model.layers
+    layers[0].register_full_backward_hook(lambda *_: reached.append(0))
+    layers[1].register_full_backward_hook(lambda *_: reached.append(1))
+    inputs = ChatInputs(load_tokenizer(str(chat_dir)), 32)
+    items = inputs.encode_pairs(["refund me now"], ["money back please"])
+    GenerationTask(inputs, 4, "cpu", False).loss(model, items, torch.zeros(1)).backward()
+    assert reached == [1]
+
+
 def test_batched_replies_come_back_in_the_prompts_order(trained):
     """Prompts decode in batches of similar length, each reply at its own prompt's place:
     the same replies as decoding each prompt alone."""

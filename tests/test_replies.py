@@ -5,6 +5,9 @@ predict, chat, export) end to end on a tiny chat model."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -216,7 +219,7 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     run = folder / "run"
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[0])
-    assert result.exit_code == 0 and result.output.strip() == table.generated[0]
+    assert result.exit_code == 0 and result.stdout.strip() == table.generated[0]
     out = folder / "replies.csv"
     result = invoke(
         "customer-service", "predict", "--run", str(run), "--data", str(folder / "eval.csv"),
@@ -240,6 +243,33 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     assert f"assistant> {table.generated[0]}" in result.output
 
 
+@pytest.mark.parametrize("loses", [True, False])
+def test_serving_a_model_that_lost_to_retrieval_says_so(reply_run, tmp_path, loses):
+    """When validation found the fine-tuned model below retrieval, predict, chat and the
+    export say so before serving its replies (never silently); otherwise nothing extra."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reply_run[0] / "run", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["validation"]["model_loses_to"] = ["retrieval_embedding chrf"] if loses else []
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[0])
+    assert result.exit_code == 0 and result.stdout.strip() == table.generated[0]
+    said = "loses to retrieval on its 2 validation messages (lower retrieval_embedding chrf)"
+    assert (said in result.stderr) is loses
+    result = runner.invoke(
+        app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\n\n"
+    )
+    assert result.exit_code == 0 and (said in result.output) is loses
+    result = invoke("export", "--run", str(run), "--output", str(tmp_path / "exported"))
+    assert result.exit_code == 0, result.output
+    assert (said in (tmp_path / "exported" / "README.md").read_text()) is loses
+    note = json.loads((tmp_path / "exported" / "reply.json").read_text())["note"]
+    assert (note is not None and said in note) is loses
+
+
 def test_reply_export_loads_in_plain_transformers(reply_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -260,6 +290,43 @@ def test_reply_export_loads_in_plain_transformers(reply_run):
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
         text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert text.strip() == expected
+
+
+def test_the_exported_reply_script_redacts_what_comes_in_and_what_goes_out(reply_run, monkeypatch):
+    """reply.py, like predict and chat, redacts PII in the message before the model sees it
+    and replaces a phone number or e-mail address the model makes up."""
+    from finetune.modeling.reply_export import exported_replies
+
+    folder, _ = reply_run
+    exported = folder / "exported-pii"
+    result = invoke("export", "--run", str(folder / "run"), "--output", str(exported))
+    assert result.exit_code == 0, result.output
+    assert json.loads((exported / "export.json").read_text())["redact_pii"] is True
+    import transformers
+
+    seen, real = [], transformers.AutoTokenizer.from_pretrained
+
+    class Talky:  # the real tokenizer, which records what it encodes and makes a reply up
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def __getattr__(self, name):
+            return getattr(self.tokenizer, name)
+
+        def __call__(self, text, **kwargs):
+            seen.append(text)
+            return self.tokenizer(text, **kwargs)
+
+        def decode(self, *args, **kwargs):
+            return "call us at 1-800-338-8383 or help@shop.example"
+
+    def talky(*args, **kwargs):
+        return Talky(real(*args, **kwargs))
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", talky)
+    replies = exported_replies(exported, ["my card 4111 1111 1111 1111 was charged twice"], 4)
+    assert replies == ["call us at [PHONE] or [EMAIL]"]
+    assert "[CARD]" in seen[0] and "4111" not in seen[0]
 
 
 def test_reply_task_errors_are_one_line(tmp_path, chat_dir):
@@ -358,7 +425,7 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     assert retrieved.nearest(table.prompt.tolist()) == table.retrieval_embedding.tolist()
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[2])
-    assert result.exit_code == 0 and result.output.strip() == table.generated[2]
+    assert result.exit_code == 0 and result.stdout.strip() == table.generated[2]
     seen = []  # what a reload hands the model: the retrieved reply in the system turn
     loaded = load_generation_run(run)
     loaded.decode._generate = lambda _, prompts, floors, label: (
@@ -374,10 +441,17 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     metrics = json.loads((run / "metrics.json").read_text())["reply"]
     for method in ("model", "retrieval_embedding"):  # the same messages as the run's own
         assert saved[method]["rougeL"] == pytest.approx(metrics[method]["rougeL"])
-    result = invoke("export", "--run", str(run), "--output", str(tmp_path / "exported"))
+    exported = tmp_path / "exported"
+    result = invoke("export", "--run", str(run), "--output", str(exported))
     assert result.exit_code == 0, result.output
-    checks = json.loads((tmp_path / "exported" / "export.json").read_text())
-    assert checks["same_text"] == checks["prompts"] > 0
+    checks = json.loads((exported / "export.json").read_text())
+    assert checks["same_text"] == checks["prompts"] > 0 and checks["retrieved_reply"]
+    # reply.py serves the run's replies on its own: the retrieved reply, the template, greedy.
+    source = (exported / "reply.py").read_text()
+    assert "finetune" not in re.sub(r'""".*?"""', "", source, flags=re.S)
+    command = [sys.executable, "reply.py", *table.prompt[:3]]
+    served = subprocess.run(command, cwd=exported, capture_output=True, text=True, check=True)
+    assert served.stdout.splitlines() == table.generated[:3].tolist()
 
 
 def test_served_replies_never_carry_a_made_up_phone_number(reply_run):

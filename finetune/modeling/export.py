@@ -38,6 +38,7 @@ from finetune.data import pii
 from finetune.errors import UserError
 from finetune.files import staged
 from finetune.modeling.image_export import agreement, export_image
+from finetune.modeling.reply_export import exported_replies, write_reply_kit
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
@@ -295,100 +296,135 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
 
 
 GENERATOR_CHECK_PROMPTS = 8  # evaluation prompts decoded by both the run and the export
+GENERATOR_CHECK_TOKENS = 32  # new tokens per reply in that check
 
 
 def export_merged_generator(
-    run_folder: str | Path, output: str | Path, overwrite: bool = False
+    run_folder: str | Path, output: str | Path, overwrite: bool = False, note: str | None = None
 ) -> dict[str, Any]:
     """A generation run's LoRA merged into its causal LM: a folder that
-    `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is.
+    `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is,
+    with `reply.py`, which serves replies as the run did (reply_export.py).
 
     Merged onto the full-precision base (as for classifiers); the check decodes a few of the
-    run's evaluation prompts greedily with the adapter and with the merged model (fp32) and
-    counts identical replies."""
-    import pandas as pd
-
-    from finetune.modeling.generation import (
-        CausalLM,
-        GeneratorInfo,
-        RetrievedReplies,
-        generate,
-        load_causal_lm,
-        load_generator,
-    )
-    from finetune.modeling.models import read_info
+    run's evaluation messages greedily with the run's adapter (the prompts the run built) and
+    with the written folder's reply.py, and counts identical replies."""
+    from finetune.modeling.generation import RetrievedReplies, generate
 
     run_folder, output = Path(run_folder), Path(output)
-    adapter = run_folder / "adapter"
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise UserError(
             f"Output folder {output} already exists; pass --overwrite or a new --output."
         )
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
-    info = read_info(adapter, "generator", GeneratorInfo)
-    predictions = run_folder / "predictions.csv"
-    prompts: list[str] = []
-    if predictions.is_file():
-        frame = pd.read_csv(predictions, keep_default_na=False)
-        prompts = frame["prompt"].astype(str).tolist()[:GENERATOR_CHECK_PROMPTS]
-    tokens = 32
-    if info.quant == "none":
-        adapted, tokenizer, _ = load_generator(adapter)
-    else:  # the adapter on the full-precision base: what is merged
-        from peft import PeftModel
-
-        from finetune.modeling.models import load_tokenizer
-
-        tokenizer = load_tokenizer(str(adapter))
-        base = load_causal_lm(info.backbone, "none", False, info.trust_remote_code)
-        adapted = CausalLM(PeftModel.from_pretrained(base, str(adapter))).eval()
+    adapted, tokenizer, info = _full_precision_generator(run_folder / "adapter")
+    prompts = _check_prompts(run_folder)
+    built, tokens = prompts, GENERATOR_CHECK_TOKENS
     retrieved = RetrievedReplies.load(run_folder, 8, "cpu")
     if retrieved is not None:  # the prompts as the run wrote them
-        prompts = retrieved.prompts(prompts, info.system)
-    before = generate(adapted, tokenizer, prompts, tokens, 8, system=info.system).texts
+        built = retrieved.prompts(prompts, info.system)
+    before = generate(adapted, tokenizer, built, tokens, 8, system=info.system).texts
+    config_file = run_folder / "config.yaml"
+    run_config = load_yaml(config_file) if config_file.is_file() else {}
+    redact = bool((run_config.get("data") or {}).get("redact_pii"))
+    if redact:  # as the run serves replies
+        before = pii.redact_all(before)[0]
     merged = adapted.backbone.merge_and_unload()
-    after = generate(CausalLM(merged), tokenizer, prompts, tokens, 8, system=info.system).texts
-    checks = {
-        "prompts": len(prompts),
-        "same_text": sum(a == b for a, b in zip(before, after, strict=True)),
-        "max_new_tokens": tokens,
-        "run_quant": info.quant,
-    }
     merged.generation_config.pad_token_id = tokenizer.pad_token_id
     merged.generation_config.do_sample = False
     with staged(output) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        options = run_config.get("options") or {}
+        write_reply_kit(tmp, run_folder, info.system, options, redact, note)
+        after = exported_replies(tmp, prompts, tokens)
+        checks = {
+            "prompts": len(prompts),
+            "same_text": sum(a == b for a, b in zip(before, after, strict=True)),
+            "max_new_tokens": tokens,
+            "run_quant": info.quant,
+            "retrieved_reply": retrieved is not None,
+            "redact_pii": redact,
+        }
         (tmp / "export.json").write_text(json.dumps(checks, indent=2))
-        (tmp / "README.md").write_text(_generator_readme(run_folder, info, checks))
-        if (run_folder / "config.yaml").is_file():
-            shutil.copy(run_folder / "config.yaml", tmp / "training_config.yaml")
+        (tmp / "README.md").write_text(_generator_readme(run_folder, info, checks, note))
+        if config_file.is_file():
+            shutil.copy(config_file, tmp / "training_config.yaml")
     return checks
 
 
-def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any]) -> str:
-    system = info.system or ""
+def _full_precision_generator(adapter: Path) -> tuple[Any, Any, Any]:
+    """(the adapter on the full-precision base: what is merged, its tokenizer, its info)."""
+    from peft import PeftModel
+
+    from finetune.modeling.generation import (
+        CausalLM,
+        GeneratorInfo,
+        load_causal_lm,
+        load_generator,
+    )
+    from finetune.modeling.models import load_tokenizer, read_info
+
+    info = read_info(adapter, "generator", GeneratorInfo)
+    if info.quant == "none":
+        return load_generator(adapter)
+    tokenizer = load_tokenizer(str(adapter))
+    base = load_causal_lm(info.backbone, "none", False, info.trust_remote_code)
+    return CausalLM(PeftModel.from_pretrained(base, str(adapter))).eval(), tokenizer, info
+
+
+def _check_prompts(run_folder: Path) -> list[str]:
+    """The first of the run's evaluation messages, as predictions.csv keeps them."""
+    import pandas as pd
+
+    predictions = run_folder / "predictions.csv"
+    if not predictions.is_file():
+        return []
+    frame = pd.read_csv(predictions, keep_default_na=False)
+    return frame["prompt"].astype(str).tolist()[:GENERATOR_CHECK_PROMPTS]
+
+
+def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note: str | None) -> str:
+    served = ["greedy decoding"]
+    if checks["redact_pii"]:
+        served = ["PII redaction of the messages", *served, "PII redaction of the replies"]
+    if checks["retrieved_reply"]:
+        served.insert(-1, "the reply to the most similar training message in the system turn")
     lines = [
         "# Merged chat model (finetune export)",
         "",
         f"Exported from run `{run_folder}`: `{info.backbone}` with its LoRA adapter merged in "
         "(full-precision weights). A plain causal LM: no finetune-kit code is needed.",
         "",
-        "```python",
-        "from transformers import pipeline",
+        "To serve replies as the run did (" + ", ".join(served) + "), use `reply.py` (torch, "
+        "transformers and numpy only):",
         "",
-        "chat = pipeline('text-generation', model='.')",
-        f"messages = [{{'role': 'system', 'content': {system!r}}},",
-        "            {'role': 'user', 'content': 'how do I cancel my order?'}]",
-        "print(chat(messages, max_new_tokens=160, do_sample=False)[0]['generated_text'][-1])",
+        "```bash",
+        'python reply.py "how do I cancel my order?"',
         "```",
         "",
-        "The run trained every reply after that system turn; give it the same one.",
+        "```python",
+        "from reply import load",
         "",
-        f"Check: greedy replies ({checks['max_new_tokens']} new tokens) of the merged model and "
-        f"of the run's adapter agree on {checks['same_text']} of {checks['prompts']} of the "
-        "run's evaluation prompts.",
+        "reply = load()  # or load(folder)",
+        "print(reply(['how do I cancel my order?'])[0])",
+        "```",
+        "",
+        "The folder also loads as it is (`AutoModelForCausalLM.from_pretrained('.')`, "
+        "`pipeline('text-generation', model='.')`), but then the prompt is yours to build: "
+        "the run trained every reply after the system turn in `reply.json`"
+        + (
+            ", with a retrieved reply after it (see `reply.py`)"
+            if checks["retrieved_reply"]
+            else ""
+        )
+        + ".",
+        "",
+        *([note, ""] if note else []),
+        f"Check: greedy replies ({checks['max_new_tokens']} new tokens) of `reply.py` and of the "
+        f"run's adapter agree on {checks['same_text']} of {checks['prompts']} of the run's "
+        "evaluation messages.",
     ]
     if info.quant != "none":
         lines += [

@@ -37,10 +37,12 @@ from finetune.modeling.models import (
     read_info,
     resolve_model_path,
     save_adapter,
+    trained_layers,
 )
 
 IGNORE = -100  # the label value cross-entropy skips
 RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of retrieval (baseline and prompts)
+RETRIEVAL_MAX_LENGTH = 128  # tokens of a message the retrieval encoder reads
 
 
 @dataclass
@@ -205,9 +207,17 @@ def build_generator(
         lora_targets=lora_targets(backbone.config, options.target_modules),
         trust_remote_code=options.trust_remote_code,
     )
+    # LoRA on the top layers only (model.lora_layers): backpropagation stops at the lowest
+    # adapted layer, so the layers below only run forward.
+    layers = trained_layers(backbone.config, options.lora_layers)
     set_seed(seed)  # the LoRA initialisation is seeded too
     lora = add_lora(
-        backbone, options.lora_r, options.lora_alpha, options.lora_dropout, info.lora_targets
+        backbone,
+        options.lora_r,
+        options.lora_alpha,
+        options.lora_dropout,
+        info.lora_targets,
+        layers,
     )
     model = CausalLM(lora)
     if options.quant == "none":
@@ -446,7 +456,7 @@ def sentence_vectors(
     from finetune.modeling.inputs import tokenize
 
     tokenizer, model = encoder or sentence_encoder(name, device)
-    ids = tokenize(tokenizer, texts, 128)
+    ids = tokenize(tokenizer, texts, RETRIEVAL_MAX_LENGTH)
     return embed(model, ids, tokenizer.pad_token_id, batch_size, device, False)
 
 

@@ -55,6 +55,19 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def serving_note(metrics: dict[str, Any]) -> str | None:
+    """What serving a run's replies says first when its fine-tuned model lost to retrieval on
+    the validation rows (predict, chat, an export's reply.py): it is served, never silently."""
+    checked = metrics.get("validation")
+    if not checked or not checked["model_loses_to"]:
+        return None
+    return (
+        f"Note: this run's fine-tuned model loses to retrieval on its {checked['n']} validation "
+        f"messages (lower {', '.join(checked['model_loses_to'])}); its replies are served as "
+        "asked (report.md)."
+    )
+
+
 def _prompt_lines(metrics: dict[str, Any]) -> list[str]:
     if not metrics.get("retrieved_reply"):
         return []

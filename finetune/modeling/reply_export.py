@@ -1,0 +1,240 @@
+"""`finetune export` for reply runs: `reply.py`, which serves replies as the run did.
+
+The merged causal LM alone (export.py) answers a bare chat prompt. The run's model was
+trained and measured on more than that: messages with PII redacted, the reply to the most
+similar training message in the system turn (`options.retrieved_reply`), and served replies
+with any e-mail address, phone or card number a reply makes up replaced. `reply.py` does all
+three with torch, transformers and numpy only:
+
+- `pii.py`: a copy of `finetune/data/pii.py` (standard library only), when the run redacted;
+- `retrieval/`: the frozen sentence encoder, the training messages' unit vectors and their
+  replies, when the run retrieved;
+- the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`) copied in as
+  source, so the prompt is the one the run built.
+
+The export checks `reply.py` itself, run from the written folder on the run's evaluation
+messages, against the run's adapter decoding the prompts the run built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune.data import pairs, pii
+from finetune.modeling import generation
+
+REPLY_HEAD = '''"""Replies from this merged chat model, served as the run that trained it
+served them (torch, transformers and numpy only).
+
+    python reply.py "how do I cancel my order?" "where is my parcel?"
+
+In Python: `reply = load(folder)`; `reply(prompts)` gives one reply per prompt: a message, or
+a conversation so far as a list of {"role": ..., "content": ...} turns. As the run did, it
+redacts e-mail addresses, phone and card numbers in the prompts (when the run redacted), puts
+the reply to the most similar training message in the system turn (when the run retrieved),
+decodes greedily, and replaces any e-mail address, phone or card number a reply makes up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+'''
+
+REPLY_TAIL = '''
+
+def load_pii(folder):
+    # Loaded by path (the folder need not be on sys.path); registered before it runs, as
+    # dataclasses look their module up there.
+    spec = importlib.util.spec_from_file_location("_exported_pii", Path(folder) / "pii.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def retriever(folder, max_length):
+    """texts -> the reply to each one's most similar training message (cosine of mean-pooled
+    sentence vectors)."""
+    folder = Path(folder) / "retrieval"
+    tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
+    encoder = AutoModel.from_pretrained(folder / "encoder").eval()
+    vectors = np.load(folder / "vectors.npy")
+    replies = json.loads((folder / "replies.json").read_text())
+
+    @torch.no_grad()
+    def nearest(texts):
+        batch = tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length,
+            return_tensors="pt",
+        )
+        states = encoder(**batch).last_hidden_state
+        weights = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        pooled = ((states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).numpy()
+        pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return [replies[i] for i in (pooled @ vectors.T).argmax(axis=1)]
+
+    return nearest
+
+
+def load(folder=Path(__file__).resolve().parent, max_new_tokens=None):
+    """reply(prompts): see the top of this file. `max_new_tokens`: a cap on new tokens per
+    reply other than the run's."""
+    folder = Path(folder)
+    info = json.loads((folder / "reply.json").read_text())
+    if max_new_tokens is not None:
+        info["max_new_tokens"] = max_new_tokens
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    pii = load_pii(folder) if info["redact_pii"] else None
+    nearest = retriever(folder, info["retrieval_max_length"]) if info["retrieval"] else None
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if pad is None:
+        pad = eos
+
+    def clean(prompt):
+        if pii is None:
+            return prompt
+        if isinstance(prompt, str):
+            return pii.redact(prompt)[0]
+        return [{**turn, "content": pii.redact(turn["content"])[0]} for turn in prompt]
+
+    def floor(retrieved):
+        """New tokens before a reply may end (the run's min_reply_share of its retrieved
+        reply's length)."""
+        if retrieved is None or not info["min_reply_share"]:
+            return 0
+        share = math.ceil(info["min_reply_share"] * len(tokenizer(retrieved)["input_ids"]))
+        return min(share, info["max_new_tokens"])
+
+    @torch.no_grad()
+    def decode(heads, min_new_tokens):
+        encoded = [tokenizer(head, add_special_tokens=False)["input_ids"] for head in heads]
+        width = max(len(ids) for ids in encoded)
+        ids = torch.tensor([[pad] * (width - len(row)) + row for row in encoded])
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in encoded])
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=info["max_new_tokens"],
+            min_new_tokens=min_new_tokens or None, do_sample=False, pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        texts = []
+        for row in out[:, width:].tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    def reply(prompts, batch_size=16):
+        prompts = [clean(prompt) for prompt in prompts]
+        retrieved = [None] * len(prompts)
+        if nearest is not None and prompts:
+            retrieved = nearest([prompt_text(prompt) for prompt in prompts])
+        heads = [
+            tokenizer.apply_chat_template(
+                conversation(prompt, info["system"]) if found is None
+                else with_retrieved_reply(prompt, found, info["system"]),
+                tokenize=False, add_generation_prompt=True,
+            )
+            for prompt, found in zip(prompts, retrieved)
+        ]
+        floors = [floor(found) for found in retrieved]
+        texts = []
+        if any(floors):  # a floor is per reply: one at a time
+            for head, least in zip(heads, floors):
+                texts += decode([head], least)
+        else:
+            for start in range(0, len(heads), batch_size):
+                texts += decode(heads[start : start + batch_size], 0)
+        return texts if pii is None else pii.redact_all(texts)[0]
+
+    return reply
+
+
+if __name__ == "__main__":
+    note = json.loads((Path(__file__).resolve().parent / "reply.json").read_text())["note"]
+    if note:
+        print(note, file=sys.stderr)
+    for text in load()(sys.argv[1:]):
+        print(text)
+'''
+
+
+def reply_source() -> str:
+    """reply.py: the run's prompt builders, as source, between its head and its tail."""
+    constants = (
+        f"RETRIEVED_LEAD = {generation.RETRIEVED_LEAD!r}\n"
+        f"RETRIEVED_MAX_CHARS = {generation.RETRIEVED_MAX_CHARS!r}\n\n\n"
+    )
+    builders = [pairs.prompt_text, generation.conversation, generation.with_retrieved_reply]
+    source = "\n\n".join(inspect.getsource(builder) for builder in builders)
+    return REPLY_HEAD + constants + source + REPLY_TAIL
+
+
+def write_reply_kit(
+    folder: Path,
+    run_folder: Path,
+    system: str | None,
+    options: dict,
+    redact: bool,
+    note: str | None = None,
+) -> None:
+    """reply.py and what it reads (reply.json; pii.py and retrieval/ when the run used them)
+    into the export `folder`. `note`: what reply.py says first when run as a command (the
+    run's verdict, when its model lost to retrieval on validation)."""
+    retrieval = (run_folder / "retrieval.json").is_file()
+    description = {
+        "note": note,
+        "system": system,
+        "max_new_tokens": int(options.get("max_new_tokens") or 64),
+        "min_reply_share": float(options.get("min_reply_share") or 0.0),
+        "redact_pii": redact,
+        "retrieval": retrieval,
+        "retrieval_max_length": generation.RETRIEVAL_MAX_LENGTH,
+    }
+    (folder / "reply.json").write_text(json.dumps(description, indent=2, ensure_ascii=False))
+    (folder / "reply.py").write_text(reply_source())
+    if redact:  # the redactor itself, not a second copy of its patterns
+        shutil.copy(Path(pii.__file__), folder / "pii.py")
+    if retrieval:
+        _write_retrieval(folder / "retrieval", run_folder)
+
+
+def _write_retrieval(folder: Path, run_folder: Path) -> None:
+    from transformers import AutoModel
+
+    from finetune.modeling.models import load_tokenizer, resolve_model_path
+
+    folder.mkdir()
+    saved = json.loads((run_folder / "retrieval.json").read_text())
+    vectors = np.load(run_folder / "retrieval_vectors.npy")
+    np.save(folder / "vectors.npy", vectors.astype(np.float32))
+    (folder / "replies.json").write_text(json.dumps(saved["replies"], ensure_ascii=False))
+    name = saved.get("encoder", generation.RETRIEVAL_ENCODER)
+    AutoModel.from_pretrained(resolve_model_path(name)).save_pretrained(str(folder / "encoder"))
+    load_tokenizer(name).save_pretrained(str(folder / "encoder"))
+
+
+def exported_replies(folder: Path, prompts: list[Any], max_new_tokens: int) -> list[str]:
+    """The export's own reply.py, run as a user without finetune-kit would, with a cap of
+    `max_new_tokens` (the export's check)."""
+    if not prompts:
+        return []
+    spec = importlib.util.spec_from_file_location("_exported_reply", folder / "reply.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load(folder, max_new_tokens)(prompts)
