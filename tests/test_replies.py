@@ -292,6 +292,21 @@ def test_reply_export_loads_in_plain_transformers(reply_run):
         assert text.strip() == expected
 
 
+def test_the_export_benchmark_compares_reply_py_with_the_run(reply_run, capsys, monkeypatch):
+    """benchmarks/exported_replies.py: the exported reply.py gives the run's full replies."""
+    import runpy
+
+    folder, _ = reply_run
+    exported = folder / "exported-bench"
+    assert invoke("export", "--run", str(folder / "run"), "--output", str(exported)).exit_code == 0
+    script = ROOT / "benchmarks" / "exported_replies.py"
+    argv = [str(script), str(folder / "run"), str(exported), "--prompts", "4"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["prompts"] == figures["same_as_run"] == 4
+
+
 def test_the_exported_reply_script_redacts_what_comes_in_and_what_goes_out(reply_run, monkeypatch):
     """reply.py, like predict and chat, redacts PII in the message before the model sees it
     and replaces a phone number or e-mail address the model makes up."""
