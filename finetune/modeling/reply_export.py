@@ -53,6 +53,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging
+
+logging.disable_progress_bar()  # no per-tensor loading bar before the replies
 
 '''
 
