@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -507,11 +506,9 @@ def export(
     from finetune.modeling.export import export_merged, export_merged_generator
 
     if _is_generation(run):
-        from finetune.reporting.generation import serving_note
+        from finetune.generation import run_note
 
-        metrics = Path(run) / "metrics.json"
-        note = serving_note(json.loads(metrics.read_text())) if metrics.is_file() else None
-        checks = export_merged_generator(run, output, overwrite=overwrite, note=note)
+        checks = export_merged_generator(run, output, overwrite=overwrite, note=run_note(run))
         typer.echo(
             f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
             f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"

@@ -430,7 +430,6 @@ class LoadedGenerator:
 
 def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -> LoadedGenerator:
     from finetune.modeling.generation import load_generator
-    from finetune.reporting.generation import serving_note
 
     folder = Path(folder)
     if not is_generation_run(folder):
@@ -447,8 +446,13 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
         model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
     )
     redact = bool((config.get("data") or {}).get("redact_pii"))
-    metrics_file = folder / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return LoadedGenerator(
-        folder, config, decode, Judge.load(folder), redact, serving_note(metrics)
-    )
+    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact, run_note(folder))
+
+
+def run_note(folder: Path) -> str | None:
+    """What serving the run's replies says first (reporting's `serving_note`), from its
+    metrics.json; None for a run whose model did not lose to retrieval."""
+    from finetune.reporting.generation import serving_note
+
+    metrics = folder / "metrics.json"
+    return serving_note(json.loads(metrics.read_text())) if metrics.is_file() else None

@@ -136,7 +136,7 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
     check_exportable(run_folder, described, run_config.get("recipe"))
     redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)
-    texts = _check_texts(run_folder)  # as the model saw them (predictions.csv is redacted)
+    texts = _evaluation_column(run_folder, "text", CHECK_TEXTS)  # redacted, as trained
 
     # Full-precision base, whatever the run trained on: quant "none", fp32.
     base = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
@@ -229,14 +229,16 @@ def _recipe(name: str | None) -> Any:
     return load_entry(entries[name])
 
 
-def _check_texts(run_folder: Path) -> list[str]:
+def _evaluation_column(run_folder: Path, column: str, count: int) -> list[str]:
+    """The first `count` non-empty values of a column of the run's predictions.csv (its
+    evaluation rows, as the model saw them): what an export checks itself on."""
     import pandas as pd
 
     predictions = run_folder / "predictions.csv"
     if not predictions.is_file():
         return []
-    texts = pd.read_csv(predictions)["text"].dropna().astype(str).tolist()
-    return texts[:CHECK_TEXTS]
+    values = pd.read_csv(predictions, keep_default_na=False)[column].astype(str).tolist()
+    return [value for value in values if value][:count]
 
 
 def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact_pii: bool) -> str:
@@ -319,7 +321,7 @@ def export_merged_generator(
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
     adapted, tokenizer, info = _full_precision_generator(run_folder / "adapter")
-    prompts = _check_prompts(run_folder)
+    prompts = _evaluation_column(run_folder, "prompt", GENERATOR_CHECK_PROMPTS)
     built, tokens = prompts, GENERATOR_CHECK_TOKENS
     retrieved = RetrievedReplies.load(run_folder, 8, "cpu")
     if retrieved is not None:  # the prompts as the run wrote them
@@ -372,17 +374,6 @@ def _full_precision_generator(adapter: Path) -> tuple[Any, Any, Any]:
     tokenizer = load_tokenizer(str(adapter))
     base = load_causal_lm(info.backbone, "none", False, info.trust_remote_code)
     return CausalLM(PeftModel.from_pretrained(base, str(adapter))).eval(), tokenizer, info
-
-
-def _check_prompts(run_folder: Path) -> list[str]:
-    """The first of the run's evaluation messages, as predictions.csv keeps them."""
-    import pandas as pd
-
-    predictions = run_folder / "predictions.csv"
-    if not predictions.is_file():
-        return []
-    frame = pd.read_csv(predictions, keep_default_na=False)
-    return frame["prompt"].astype(str).tolist()[:GENERATOR_CHECK_PROMPTS]
 
 
 def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note: str | None) -> str:
