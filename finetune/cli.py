@@ -299,7 +299,8 @@ def _echo_generation(recipe: Recipe, metrics: dict[str, Any], title: str | None 
 
     from finetune.reporting.generation import COLUMNS, methods_table, verdict_lines
 
-    table = Table(title=title or f"{recipe.title}: replies to {metrics['n_eval']} messages")
+    # The recipe's title names its default task (e.g. intent classification), not replies.
+    table = Table(title=title or f"{recipe.name}: replies to {metrics['n_eval']} messages")
     for column in ("method", *COLUMNS.values()):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in methods_table(metrics):

@@ -8,7 +8,8 @@ Methods compared on the same prompts (`baselines`, chosen by the recipe):
 - `model`: the fine-tuned model (greedy, batched, `max_new_tokens` cap);
 - `untuned`: the same model with its adapter disabled, same chat prompt;
 - `retrieval_tfidf` / `retrieval_embedding`: the reply of the most similar training message
-  (TF-IDF cosine / cosine of frozen MiniLM sentence vectors).
+  (TF-IDF cosine, character n-grams for CJK text / cosine of a frozen sentence encoder's
+  vectors, MiniLM unless `retrieval_model` names another).
 With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
 gives intent consistency. The validation rows decide the run's verdict (does the tuned model
 beat retrieval?); the evaluation rows are scored once.
@@ -36,6 +37,7 @@ from finetune.data.pairs import Pairs, redact_pairs
 from finetune.errors import UserError
 from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
+    RETRIEVAL_ENCODER,
     ChatInputs,
     GenerationTask,
     RetrievedReplies,
@@ -112,13 +114,15 @@ def train_generation(
     retrieved_reply: bool = False,
     min_share: float = 0.0,
     decode_batch: int | None = None,
+    retrieval_model: str = RETRIEVAL_ENCODER,
 ) -> GenerationRun:
     """Train LoRA on `train` (the kept epoch chosen on `validation`'s loss per token), then
     generate for `evaluation`'s prompts with the model and `baselines` (names in BASELINES),
     and write the run folder (`config.output`). With `retrieved_reply`, every prompt (the
     model's and the untuned model's) carries the nearest training reply (RetrievedReplies),
     and no reply ends before `min_share` of that reply's length in tokens. `decode_batch`:
-    replies decoded together (None: the evaluation batch size)."""
+    replies decoded together (None: the evaluation batch size). `retrieval_model`: the frozen
+    sentence encoder of the retrieved replies and the `retrieval_embedding` baseline."""
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown generation baselines {sorted(unknown)}; known: {BASELINES}")
@@ -136,9 +140,10 @@ def train_generation(
     info.system = system
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
-    retrieved = None
-    if retrieved_reply:
-        retrieved = RetrievedReplies.fit(train, config.train.eval_batch_size, device)
+    index = None  # the nearest training replies by retrieval_model's vectors
+    if retrieved_reply or "retrieval_embedding" in baselines:
+        index = RetrievedReplies.fit(train, config.train.eval_batch_size, device, retrieval_model)
+    retrieved = index if retrieved_reply else None
     fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
         model,
@@ -158,14 +163,12 @@ def train_generation(
         model, tokenizer, max_new_tokens, batch, bf16, system, retrieved, min_share, show_progress
     )
     judge = Judge.fit(train, config.train.seed)
-    scored = score_methods(decode, train, evaluation, baselines, device, "evaluation")
-    checked = None
-    if validation is not None and len(validation) and baselines:
-        retrieval = tuple(b for b in baselines if b.startswith("retrieval"))
-        checked = score_methods(decode, train, validation, retrieval, device, "validation")
+    scored, checked = _scored(decode, train, evaluation, validation, baselines, index)
     metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
     metrics["pii_redacted"] = redacted
     metrics["retrieved_reply"] = retrieved is not None
+    if index is not None:  # which encoder, and whether it could read the messages
+        metrics.update(retrieval_model=index.model, notes=index.notes(train.messages))
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
@@ -240,16 +243,33 @@ class Decoder:
         )
 
 
+def _scored(
+    decode: Decoder,
+    train: Pairs,
+    evaluation: Pairs,
+    validation: Pairs | None,
+    baselines: tuple[str, ...],
+    index: RetrievedReplies | None,
+) -> tuple[Scored, Scored | None]:
+    """Every method's replies to the evaluation pairs; the model's and retrieval's to the
+    validation pairs (None without them), which decide the verdict."""
+    scored = score_methods(decode, train, evaluation, baselines, index, "evaluation")
+    if validation is None or not len(validation) or not baselines:
+        return scored, None
+    retrieval = tuple(b for b in baselines if b.startswith("retrieval"))
+    return scored, score_methods(decode, train, validation, retrieval, index, "validation")
+
+
 def score_methods(
     decode: Decoder,
     train: Pairs,
     pairs: Pairs,
     baselines: tuple[str, ...],
-    device: str,
+    index: RetrievedReplies | None = None,
     rows: str = "",
 ) -> Scored:
     """Replies to `pairs` (named `rows` in progress bars) from the tuned model and each
-    baseline."""
+    baseline; `index` serves `retrieval_embedding`."""
     from finetune.evaluation.reply_metrics import retrieve_tfidf
 
     out = decode(pairs.prompts, rows=rows)
@@ -261,8 +281,9 @@ def score_methods(
             train.messages, train.responses, pairs.messages
         )
     if "retrieval_embedding" in baselines:
-        retrieved = decode.retrieved or RetrievedReplies.fit(train, decode.batch_size, device)
-        scored.texts["retrieval_embedding"] = retrieved.nearest(pairs.messages)
+        if index is None:
+            raise ValueError("the retrieval_embedding baseline needs the retrieval index")
+        scored.texts["retrieval_embedding"] = index.nearest(pairs.messages)
     return scored
 
 

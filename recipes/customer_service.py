@@ -62,13 +62,17 @@ class CustomerService(Recipe):
     baselines = ("tfidf_logreg", "embedding_logreg")
     # Macro-F1: intents are many, and one-vs-rest AUC is near 1 for every method on them.
     primary_metric = "f1"
-    datasets = (*DATASETS, "bitext")
+    datasets = (*DATASETS, *replies.DATASETS)
     Options = replies.CustomerServiceOptions
     generation = True  # `--task reply`; adds the `chat` command
     flags = (
         # Two-intent data (e.g. complaint / other) reports the recall and AUC of this label.
         POSITIVE_LABEL,
-        Flag("--dataset", "options.dataset", f"Bundled dataset: {', '.join(DATASETS)}."),
+        Flag(
+            "--dataset",
+            "options.dataset",
+            f"Bundled dataset: {', '.join(DATASETS)}; reply task: {', '.join(replies.DATASETS)}.",
+        ),
         Flag("--task", "options.task", "intent (classify messages, default) or reply."),
         Flag("--prompt-column", "options.prompt_column", "Reply task: message column."),
         Flag("--response-column", "options.response_column", "Reply task: reply column."),

@@ -1,17 +1,19 @@
 """Customer service, reply task: a small chat model fine-tuned to write the shop's replies.
 
 The *what* of `finetune customer-service train --task reply`: the bundled Bitext pairs (or
-the user's file), the split, the prompt format (a system turn, then the customer's message),
-the defaults and the baselines. The *how* (LoRA on a causal LM, loss on reply tokens only,
-batched decoding, metrics, run folder) is the engine's (finetune/generation.py).
+`--dataset shop_replies_zh`, Chinese pairs, or the user's file), the split, the prompt
+format (a system turn, then the customer's message), the defaults and the baselines. The
+*how* (LoRA on a causal LM, loss on reply tokens only, batched decoding, metrics, run
+folder) is the engine's (finetune/generation.py).
 
-Splits: the bundled data has a fixed test split (finetune/cards/bitext.md); a user's file is
-evaluated on `--eval-data`, else on a seeded hold-out (data.eval_fraction, data.split_seed,
-stratified by intent when the file has an intent column). Validation rows (`val_rows`,
-stratified) come from the training rows only; they pick the kept epoch (loss per reply
-token) and decide the run's verdict against retrieval. `train_rows` and `eval_rows` take
-fixed, stratified subsamples (seeded by data.split_seed, never by the training seed) so that
-a CPU run finishes in minutes (docs/recipes/customer-service.md).
+Splits: the bundled data has a fixed test split (finetune/cards/bitext.md,
+finetune/cards/shop_replies_zh.md); a user's file is evaluated on `--eval-data`, else on a
+seeded hold-out (data.eval_fraction, data.split_seed, stratified by intent when the file has
+an intent column). Validation rows (`val_rows`, stratified) come from the training rows
+only; they pick the kept epoch (loss per reply token) and decide the run's verdict against
+retrieval. `train_rows` and `eval_rows` take fixed, stratified subsamples (seeded by
+data.split_seed, never by the training seed) so that a CPU run finishes in minutes
+(docs/recipes/customer-service.md).
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ import numpy as np
 from finetune.config import Config
 from finetune.data.pairs import Pairs, read_pairs
 from finetune.errors import UserError
+from finetune.recipe import bundled_dataset
 
-BUNDLED = files("recipes") / "data" / "bitext"
 SYSTEM = (
     "You are the customer-service assistant of an online shop. Reply to the customer's "
     "message helpfully and politely."
 )
+# Bundled pairs (their folder under recipes/data) and the system turn each is trained with
+# when options.system is left unset; a user's file gets SYSTEM.
+DATASETS = {
+    "bitext": SYSTEM,
+    "shop_replies_zh": "你是一家网店的客服助手。请礼貌、有帮助地回复顾客的消息。",
+}
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
 
 # Reply-task defaults (they replace the intent classifier's): retrieval-augmented prompts, so
@@ -54,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "max_batch_tokens": 1024,
     },
     "options": {
+        "dataset": "bitext",
         "train_rows": 240,
         "val_rows": 27,
         "eval_rows": 108,
@@ -72,7 +81,8 @@ QUICK: dict[str, Any] = {
 class CustomerServiceOptions:
     # intent: classify messages (the default); reply: fine-tune a chat model to write replies.
     task: str = "intent"
-    # Intent task: bundled dataset used without --data (shop_intents or chinese_reviews).
+    # Bundled dataset used without --data: shop_intents or chinese_reviews (intent task),
+    # bitext or shop_replies_zh (reply task, whose defaults make it bitext).
     dataset: str = "shop_intents"
     # Reply task, user files: the message, reply and (optional) intent columns.
     prompt_column: str = "message"
@@ -90,14 +100,19 @@ class CustomerServiceOptions:
     # Reply task: cap on generated tokens per reply (Bitext replies: about 175 tokens on
     # average with SmolLM2's tokenizer).
     max_new_tokens: int = 256
-    # Reply task: the system turn before each message (the prompt format).
-    system: str = SYSTEM
+    # Reply task: the system turn before each message (the prompt format); None: the bundled
+    # dataset's (DATASETS), SYSTEM for a user's file; "": none.
+    system: str | None = None
     # Reply task: add the reply to the most similar training message to the system turn
     # (retrieval-augmented replies; the model learns to adapt it).
     retrieved_reply: bool = False
     # Reply task, with retrieved replies: no reply ends before this share of its retrieved
     # reply's length in tokens (0: a reply may end anywhere).
     min_reply_share: float = 0.0
+    # Reply task: the frozen sentence encoder that finds the most similar training message
+    # (the retrieved replies and the retrieval_embedding baseline); a name from `finetune
+    # models` or a folder. MiniLM reads English only: for Chinese, embeddinggemma.
+    retrieval_model: str = "minilm"
 
 
 def spread(labels: list[str] | None, n: int | None, seed: int, count: int) -> list[int]:
@@ -127,12 +142,10 @@ def _sources(config: Config) -> tuple[Pairs, Pairs]:
     """(training pool, evaluation pairs): the bundled split, or the user's files."""
     options = config.options
     if config.data.path is None:
-        bundled = CustomerServiceOptions()
-        pool, evaluation = (
-            _read(BUNDLED / "train.csv", bundled),
-            _read(BUNDLED / "test.csv", bundled),
-        )
-        pool.name, evaluation.name = "bitext train", "bitext test"
+        name = bundled_dataset(options.dataset, DATASETS)
+        folder, bundled = files("recipes") / "data" / name, CustomerServiceOptions()
+        pool, evaluation = _read(folder / "train.csv", bundled), _read(folder / "test.csv", bundled)
+        pool.name, evaluation.name = f"{name} train", f"{name} test"
         return pool, evaluation
     pool = _read(config.data.path, options)
     if config.data.eval_path is not None:
@@ -165,6 +178,13 @@ def split(config: Config) -> tuple[Pairs, Pairs, Pairs]:
     return train, pool.take(sorted(held)), evaluation
 
 
+def system(config: Config) -> str:
+    """The system turn of the run's prompts (options.system, else the dataset's)."""
+    if config.options.system is not None:
+        return config.options.system
+    return DATASETS[config.options.dataset] if config.data.path is None else SYSTEM
+
+
 def train(config: Config, show_progress: bool = True) -> Any:
     from finetune.generation import train_generation
 
@@ -176,9 +196,10 @@ def train(config: Config, show_progress: bool = True) -> Any:
         validation if len(validation) else None,
         max_new_tokens=config.options.max_new_tokens,
         show_progress=show_progress,
-        system=config.options.system or None,
+        system=system(config) or None,
         baselines=BASELINES,
         retrieved_reply=config.options.retrieved_reply,
         min_share=config.options.min_reply_share,
         decode_batch=config.options.decode_batch,
+        retrieval_model=config.options.retrieval_model,
     )

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from finetune.evaluation.baselines import BaselineInputs, cjk_share, tfidf_logreg
+from finetune.evaluation.baselines import BaselineInputs, tfidf_logreg
+from finetune.evaluation.text_metrics import cjk_share
 
 INTENTS_ZH = {
     "退款": ["我要退款", "请把钱退给我", "退款什么时候到账", "申请退款被拒绝了", "钱还没退回来"],
@@ -126,3 +128,113 @@ def test_bundled_chinese_reviews_load_as_a_customer_service_dataset():
     assert len(recipe.split(recipe.config()).train) == 700  # shop_intents stays the default
     with pytest.raises(UserError, match="not bundled"):
         recipe.split(recipe.config(options={"dataset": "nope"}))
+
+
+# Chinese customer messages and the shop's replies, two intents (the reply task's input).
+PAIRS_ZH = [
+    ("我的快递到哪里了", "您好，请提供订单号，我们马上为您查询物流信息。", "物流"),
+    ("订单什么时候发货", "您好，订单会在付款后两天内发货，请耐心等待。", "物流"),
+    ("包裹三天了还没到", "很抱歉让您久等了，请提供订单号，我们为您催促快递。", "物流"),
+    ("我忘记密码了怎么办", "您好，请在登录页面点击忘记密码，按照提示重置即可。", "账号"),
+    ("怎么修改绑定的手机号", "您好，请在账户设置中修改绑定的手机号。", "账号"),
+    ("我想注销我的账号", "您好，请在账户设置中申请注销，我们会在七天内处理。", "账号"),
+]
+
+
+def test_reply_overlap_counts_chinese_characters_and_keeps_english_as_rouge_score_does():
+    from rouge_score import rouge_scorer
+
+    from finetune.evaluation.text_metrics import rouge_l
+
+    # rouge-score alone keeps a-z and 0-9 only: every Chinese reply would score 0.
+    assert rouge_l(["您好，订单已发货。"], ["您好，订单已发货。"]) == pytest.approx(1.0)
+    assert rouge_l(["请提供订单号"], ["账户设置"]) == 0.0
+    # All 7 characters in order, of 8 (， is not a token): F = 2PR/(P+R) with P = 1, R = 7/8.
+    assert rouge_l(["您好，订单已发货"], ["您好，订单已经发货"]) == pytest.approx(14 / 15)
+    english = ["Your order #12 ships today, café!", "Call 1-800 now", "see {{Order Number}}"]
+    references = ["The order ships today.", "call us now", "Your {{Order Number}} is ready"]
+    default = rouge_scorer.RougeScorer(["rougeL"])
+    pairs = zip(english, references, strict=True)
+    expected = [default.score(r, g)["rougeL"].fmeasure for g, r in pairs]
+    assert rouge_l(english, references) == pytest.approx(sum(expected) / 3, abs=0)
+
+
+def test_chinese_retrieval_and_reply_intents_read_characters():
+    from finetune.evaluation.reply_metrics import fit_reply_classifier, retrieve_tfidf
+
+    messages, replies, intents = (list(column) for column in zip(*PAIRS_ZH, strict=True))
+    # New wordings share characters with a training message, never a space-split "word".
+    asked = ["快递到哪了", "忘记密码怎么办", "账号想注销"]
+    assert retrieve_tfidf(messages, replies, asked) == [replies[0], replies[3], replies[5]]
+    judge = fit_reply_classifier(replies, intents, seed=0)
+    said = ["麻烦提供一下订单号方便查询快递", "去账户设置里面重置密码就行"]
+    assert list(judge.predict(said)) == ["物流", "账号"]
+
+
+def test_a_chinese_free_text_column_gets_character_ngrams_in_the_table_baseline():
+    from finetune.evaluation.table_baselines import logistic_regression
+
+    notes = [m for m, _, _ in PAIRS_ZH] * 3
+    frame = pd.DataFrame({"age": range(len(notes)), "note": notes})
+    frame.attrs["columns"] = [{"name": "note", "kind": "text"}]  # as a table's reader declares
+    labels = np.array([int(intent == "账号") for _, _, intent in PAIRS_ZH] * 3)
+    inputs = BaselineInputs(
+        train_texts=notes, train_labels=labels, eval_texts=notes[:2], n_classes=2, seed=0,
+        train_features=frame, eval_features=frame.iloc[:2],
+    )  # fmt: skip
+    logistic_regression(inputs)
+    vectorizer = inputs.predictors["logistic_regression"].vectorizers["note"]
+    assert vectorizer.analyzer == "char"
+
+
+def test_a_chinese_reply_run_scores_overlap_and_names_what_retrieval_cannot_read(
+    tiny_llama_dir, tiny_model_dir, tmp_path
+):
+    import generation_recipe
+
+    from finetune.cli import make_app
+
+    chat = generation_recipe.chat_model(tiny_llama_dir, tmp_path / "chat")
+    rows = [{"message": m, "reply": r, "intent": i} for m, r, i in PAIRS_ZH]
+    data, evaluation = tmp_path / "pairs.csv", tmp_path / "eval.csv"
+    pd.DataFrame(rows * 2).to_csv(data, index=False)
+    pd.DataFrame(rows).to_csv(evaluation, index=False)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(make_app(), [
+        "customer-service", "train", "--task", "reply", "--quick",
+        "--data", str(data), "--eval-data", str(evaluation), "--model", str(chat),
+        "--output", str(run), "--max-steps", "2", "--set", "train.precision=fp32",
+        "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
+        "--set", "options.max_new_tokens=4", "--set", "options.retrieved_reply=true",
+        "--set", f"options.retrieval_model={tiny_model_dir}",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    # The evaluation messages are training messages: TF-IDF retrieval returns their replies.
+    assert metrics["reply"]["retrieval_tfidf"]["rougeL"] == pytest.approx(1.0)
+    assert metrics["retrieval_model"] == str(tiny_model_dir)
+    from finetune.modeling.generation import RetrievedReplies
+
+    assert RetrievedReplies.load(run, 8, "cpu").model == str(tiny_model_dir)  # predict, export
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert f"unknown to the retrieval encoder `{tiny_model_dir}`" in report  # MiniLM's vocab
+    assert f"retrieval (frozen {tiny_model_dir})" in report
+
+
+def test_the_bundled_chinese_reply_pairs_are_a_reply_dataset_with_a_chinese_system_turn():
+    from finetune.errors import UserError
+    from recipes.customer_service import recipe
+    from recipes.customer_service_replies import SYSTEM, split, system
+
+    config = recipe.config(options={"task": "reply", "dataset": "shop_replies_zh"})
+    train, validation, evaluation = split(config)
+    assert (len(train) + len(validation), len(evaluation)) == (72, 24)
+    assert set(Counter(evaluation.labels).values()) == {3}  # 3 test pairs per intent
+    assert not set(evaluation.prompts) & (set(train.prompts) | set(validation.prompts))
+    assert cjk_share(list(train.responses)) > 0.9
+    assert system(config).startswith("你是") and recipe.card(config) is None
+    assert system(recipe.config(options={"task": "reply"})) == SYSTEM  # bitext, the default
+    emptied = recipe.config(options={"task": "reply", "dataset": "shop_replies_zh", "system": ""})
+    assert system(emptied) == ""  # options.system= : no system turn
+    with pytest.raises(UserError, match="shop_replies_zh"):  # an intent dataset, for replies
+        split(recipe.config(options={"task": "reply", "dataset": "chinese_reviews"}))

@@ -14,7 +14,6 @@ vectors instead, which only the run's own model computes (embedding_logreg's pro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +22,8 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+
+from finetune.evaluation.text_metrics import CJK_SHARE, cjk_share
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,18 +75,6 @@ class TextPredictor:
 
         features = self.vectorizer.transform(to_list(examples.texts))
         return _full_proba(self.model, features, self.n_classes)
-
-
-# Han ideographs (with extensions A and compatibility), kana and Hangul syllables.
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-CJK_SHARE = 0.5  # "mostly CJK": more than half of the letters
-
-
-def cjk_share(texts: list[str], limit: int = 5000) -> float:
-    """The share of the letters in (up to `limit` of) these texts that are CJK characters."""
-    sample = "".join(texts[:limit])
-    letters = sum(ch.isalpha() for ch in sample)
-    return len(_CJK.findall(sample)) / letters if letters else 0.0
 
 
 def tfidf_vectorizer(train_texts: list[str]) -> tuple[TfidfVectorizer, str]:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from finetune.data import pii
+from finetune.evaluation.baselines import tfidf_vectorizer
 from finetune.evaluation.text_metrics import chrf, rouge_l
 
 PLACEHOLDER = re.compile(r"\{\{[^{}]+\}\}")
@@ -57,10 +57,10 @@ def pii_leaks(texts: list[str]) -> int:
 
 
 def fit_reply_classifier(replies: list[str], intents: list[str], seed: int) -> Pipeline:
-    """Reply text -> intent, on the training replies (word 1-2 grams, as the classification
-    recipe's TF-IDF baseline)."""
+    """Reply text -> intent, on the training replies (the features of the classification
+    recipe's TF-IDF baseline: word 1-2 grams, character 1-3 grams for CJK replies)."""
     model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        tfidf_vectorizer(replies)[0],
         LogisticRegression(C=10.0, max_iter=3000, random_state=seed),
     )
     return model.fit(replies, intents)
@@ -118,7 +118,8 @@ class Retrieval:
 
 
 def retrieve_tfidf(train_messages: list[str], replies: list[str], queries: list[str]) -> list[str]:
-    """Nearest training message by word 1-2 gram TF-IDF cosine (rows are L2-normalised)."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    """Nearest training message by TF-IDF cosine (rows are L2-normalised; word 1-2 grams, or
+    character 1-3 grams for CJK messages)."""
+    vectorizer = tfidf_vectorizer(train_messages)[0]
     train = vectorizer.fit_transform(train_messages)
     return Retrieval(replies).nearest(train, vectorizer.transform(queries))

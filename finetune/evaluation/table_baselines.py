@@ -85,19 +85,16 @@ def logistic_regression(inputs: BaselineInputs) -> np.ndarray:
 
     Leaves (encoder, regression) in `inputs.fitted["logistic_regression"]` when the table has
     no free text: the regression is then exactly what a wide part starts from."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
+    from finetune.evaluation.baselines import tfidf_vectorizer
     from finetune.modeling.features import FeatureEncoder, column_kinds, fit_logistic
 
     _columns_by_kind(inputs)  # the evaluation rows have the training rows' columns
     train = inputs.train_features
     encoder = FeatureEncoder.fit(train, required=False)
     notes = [name for name, kind in column_kinds(train).items() if kind == "text"]
+    texts = {column: train[column].fillna("").astype(str).tolist() for column in notes}
     vectorizers = {
-        column: TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(
-            train[column].fillna("").astype(str)
-        )
-        for column in notes
+        column: tfidf_vectorizer(texts[column])[0].fit(texts[column]) for column in notes
     }
     predictor = ColumnsPredictor(encoder, vectorizers, None, inputs.n_classes)
     encoded = predictor.encode(train, "the training data")

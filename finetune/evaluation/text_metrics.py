@@ -1,4 +1,5 @@
-"""Text metrics for generated responses, from the field's own packages.
+"""Text metrics for generated responses, from the field's own packages, and what they need
+to know about scripts written without spaces.
 
 ROUGE-L F (rouge-score, Google's reference implementation; mean over pairs) and chrF
 (sacrebleu; one corpus-level score), both on a 0-1 scale here.
@@ -6,12 +7,39 @@ ROUGE-L F (rouge-score, Google's reference implementation; mean over pairs) and 
 
 from __future__ import annotations
 
+import re
+
+# Han ideographs (with extensions A and compatibility), kana and Hangul syllables: the letters
+# of scripts written without spaces between words. (finetune/data/pii.py keeps its own copy:
+# it is exported as a standalone file.)
+CJK_LETTERS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK = re.compile(f"[{CJK_LETTERS}]")
+CJK_SHARE = 0.5  # "mostly CJK": more than half of the letters
+# rouge-score's own tokens (lower-cased runs of a-z and 0-9), plus each CJK letter as a token.
+_ROUGE_TOKEN = re.compile(f"[a-z0-9]+|[{CJK_LETTERS}]")
+
+
+def cjk_share(texts: list[str], limit: int = 5000) -> float:
+    """The share of the letters in (up to `limit` of) these texts that are CJK characters."""
+    sample = "".join(texts[:limit])
+    letters = sum(ch.isalpha() for ch in sample)
+    return len(_CJK.findall(sample)) / letters if letters else 0.0
+
+
+class RougeTokenizer:
+    """rouge-score's default tokenizer keeps only a-z and 0-9, so a Chinese reply has no tokens
+    and scores 0 against anything. This one gives the same tokens for such text and makes each
+    CJK character a token, as character-level ROUGE for Chinese does."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _ROUGE_TOKEN.findall(text.lower())
+
 
 def rouge_l(generated: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F-measure of each generated text against its reference."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizer())
     scores = [
         scorer.score(reference, text)["rougeL"].fmeasure
         for text, reference in zip(generated, references, strict=True)

@@ -462,32 +462,51 @@ def sentence_vectors(
 
 @dataclass
 class RetrievedReplies:
-    """Retrieval-augmented replies: every prompt carries the reply to its most similar
-    training message (cosine of frozen RETRIEVAL_ENCODER vectors: the `retrieval_embedding`
-    baseline's choice), so the model learns to adapt a known-good reply rather than recall
+    """The reply to the most similar training message (cosine of a frozen sentence encoder's
+    vectors): the `retrieval_embedding` baseline, and with retrieval-augmented replies what
+    every prompt carries, so the model learns to adapt a known-good reply rather than recall
     one. A training pair gets its nearest *other* training message, as a new message would."""
 
     vectors: np.ndarray  # one unit row per training message
     replies: list[str]
     batch_size: int = 16
     device: str = "cpu"
+    model: str = RETRIEVAL_ENCODER  # the sentence encoder: a name or folder, as model.name
     encoder: Any = field(default=None, repr=False)  # loaded on first use, then kept
 
     @classmethod
-    def fit(cls, train: Pairs, batch_size: int, device: str) -> RetrievedReplies:
-        retrieved = cls(np.zeros((0, 0)), list(train.responses), batch_size, device)
+    def fit(
+        cls, train: Pairs, batch_size: int, device: str, model: str = RETRIEVAL_ENCODER
+    ) -> RetrievedReplies:
+        retrieved = cls(np.zeros((0, 0)), list(train.responses), batch_size, device, model)
         retrieved.vectors = retrieved.unit_vectors(train.messages)
         return retrieved
 
     def unit_vectors(self, texts: list[str]) -> np.ndarray:
         """Unit-length sentence vectors of `texts` (dot products are cosines)."""
         if self.encoder is None:
-            self.encoder = sentence_encoder(RETRIEVAL_ENCODER, self.device)
-        vectors = sentence_vectors(
-            RETRIEVAL_ENCODER, texts, self.batch_size, self.device, self.encoder
-        )
+            self.encoder = sentence_encoder(self.model, self.device)
+        vectors = sentence_vectors(self.model, texts, self.batch_size, self.device, self.encoder)
         vectors = np.asarray(vectors)
         return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+    def notes(self, texts: list[str]) -> list[str]:
+        """A warning when the encoder's vocabulary misses much of `texts` (an English encoder
+        reads most Chinese characters as [UNK], and its retrieval is then close to chance)."""
+        from finetune.modeling.inputs import UNKNOWN_SHARE, tokenize, unknown_share
+
+        if self.encoder is None:
+            self.encoder = sentence_encoder(self.model, self.device)
+        tokenizer = self.encoder[0]
+        share = unknown_share(tokenizer, tokenize(tokenizer, texts[:2000], RETRIEVAL_MAX_LENGTH))
+        if share < UNKNOWN_SHARE:
+            return []
+        return [
+            f"{share:.0%} of the training messages' tokens are unknown to the retrieval "
+            f"encoder `{self.model}`: its retrieval cannot read them. Set "
+            "options.retrieval_model to an encoder that covers their language (for Chinese: "
+            "embeddinggemma, see `finetune models`)."
+        ]
 
     def nearest(self, messages: list[str]) -> list[str]:
         scores = self.unit_vectors(messages) @ self.vectors.T
@@ -516,7 +535,7 @@ class RetrievedReplies:
 
     def save(self, folder: Path) -> None:
         np.save(folder / "retrieval_vectors.npy", self.vectors.astype(np.float32))
-        info = {"encoder": RETRIEVAL_ENCODER, "replies": self.replies}
+        info = {"encoder": self.model, "replies": self.replies}
         (folder / "retrieval.json").write_text(json.dumps(info, ensure_ascii=False))
 
     @classmethod
@@ -524,5 +543,7 @@ class RetrievedReplies:
         """The run's retrieved replies, or None for a run trained without them."""
         if not (folder / "retrieval.json").is_file():
             return None
-        replies = json.loads((folder / "retrieval.json").read_text())["replies"]
-        return cls(np.load(folder / "retrieval_vectors.npy"), replies, batch_size, device)
+        info = json.loads((folder / "retrieval.json").read_text())
+        vectors = np.load(folder / "retrieval_vectors.npy")
+        model = info.get("encoder", RETRIEVAL_ENCODER)
+        return cls(vectors, info["replies"], batch_size, device, model)

@@ -39,6 +39,8 @@ def tokenize(
 # process memory it never gets back (kernels compiled per shape, heap fragments), so fewer
 # widths use less (docs/benchmarks.md, "Memory"); short messages get more padding.
 PAD_MULTIPLE = 8
+# Texts with more than this share of their tokens unknown to the vocabulary get a warning.
+UNKNOWN_SHARE = 0.05
 
 
 def padded_width(lengths: Sequence[int]) -> int:
@@ -144,14 +146,9 @@ class TextInputs(TokenBatches):
     def unknown_tokens_note(self, groups: Sequence[Sequence[list[int]]]) -> list[str]:
         """A warning when the vocabulary misses much of the text: an English model reads about
         60% of a Chinese review's characters as [UNK] (docs/models.md, "Chinese")."""
-        unk = self.tokenizer.unk_token_id
         lists = [g for g in groups if not isinstance(g, Column)]  # memory-mapped: not checked
-        if unk is None or not lists:
-            return []
-        sample = [ids for g in lists for ids in list(g)[:2000]]
-        total = sum(len(ids) for ids in sample)
-        share = sum(ids.count(unk) for ids in sample) / total if total else 0.0
-        if share < 0.05:
+        share = unknown_share(self.tokenizer, [ids for g in lists for ids in list(g)[:2000]])
+        if share < UNKNOWN_SHARE:
             return []
         return [
             f"{share:.0%} of the tokens are unknown to this model's vocabulary: it cannot read "
@@ -161,6 +158,15 @@ class TextInputs(TokenBatches):
 
     def save(self, folder: Path) -> None:
         self.tokenizer.save_pretrained(str(folder))
+
+
+def unknown_share(tokenizer: Any, id_lists: Sequence[list[int]]) -> float:
+    """The share of these token ids that are the tokenizer's unknown token (0 without one)."""
+    unk = tokenizer.unk_token_id
+    total = sum(len(ids) for ids in id_lists)
+    if unk is None or not total:
+        return 0.0
+    return sum(list(ids).count(unk) for ids in id_lists) / total
 
 
 def batches_of(inputs: Inputs | int) -> Inputs:

@@ -20,7 +20,7 @@ METHODS = {
     "model": "fine-tuned model",
     "untuned": "untuned model (same prompt)",
     "retrieval_tfidf": "retrieval (TF-IDF)",
-    "retrieval_embedding": "retrieval (frozen MiniLM)",
+    "retrieval_embedding": "retrieval (frozen {encoder})",
 }
 EXAMPLES = 10
 
@@ -68,20 +68,27 @@ def serving_note(metrics: dict[str, Any]) -> str | None:
     )
 
 
+def method_name(name: str, metrics: dict[str, Any]) -> str:
+    """How the report names a method (the retrieval encoder by its name)."""
+    encoder = metrics.get("retrieval_model", "minilm")  # runs before the option: MiniLM
+    return METHODS.get(name, name).format(encoder=encoder)
+
+
 def _prompt_lines(metrics: dict[str, Any]) -> list[str]:
     if not metrics.get("retrieved_reply"):
         return []
     return [
         "Retrieval-augmented prompts: each prompt (the fine-tuned and the untuned model's) "
-        "carried the reply to its most similar training message, the one `retrieval (frozen "
-        "MiniLM)` serves as it is; the fine-tuned model learned to adapt it."
+        "carried the reply to its most similar training message, the one "
+        f"`{method_name('retrieval_embedding', metrics)}` serves as it is; the fine-tuned "
+        "model learned to adapt it."
     ]
 
 
 def methods_table(metrics: dict[str, Any]) -> list[list[str]]:
     """One row per method: its name, then COLUMNS' figures."""
     return [
-        [METHODS.get(name, name), *(figure(figures[key]) for key in COLUMNS)]
+        [method_name(name, metrics), *(figure(figures[key]) for key in COLUMNS)]
         for name, figures in metrics["reply"].items()
     ]
 
@@ -119,6 +126,7 @@ def generation_report(
         f"{figure(train['best_epoch'])}; {gen['n']} evaluation messages."
         + _redaction(metrics.get("pii_redacted")),
         *_prompt_lines(metrics),
+        *metrics.get("notes", []),
         "## Methods (evaluation messages)",
         table(["method", *COLUMNS.values()], methods_table(metrics)),
         "Intent figures: a reply classifier (TF-IDF + logistic regression) fitted on the "
@@ -131,7 +139,7 @@ def generation_report(
         table(["figure", "value"], rows),
         "## Examples",
         table(
-            ["message", "reference", *(METHODS.get(m, m) for m in shown)],
+            ["message", "reference", *(method_name(m, metrics) for m in shown)],
             examples,
         ),
     ]
