@@ -106,7 +106,12 @@ class CustomerService(Recipe):
             raise UserError(
                 f"--preset {config.preset} is for the intent task; the reply task has no presets."
             )
-        defaults = deep_update(replies.DEFAULTS, replies.QUICK) if quick else replies.DEFAULTS
+        defaults = replies.DEFAULTS
+        config = resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
+        if config.data.path is None:  # a bundled dataset's own defaults, under the user's
+            dataset = bundled_dataset(config.options.dataset, replies.DATASETS)
+            defaults = deep_update(defaults, replies.DATASETS[dataset])
+        defaults = deep_update(defaults, replies.QUICK) if quick else defaults
         return resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
 
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:

@@ -219,22 +219,40 @@ def test_a_chinese_reply_run_scores_overlap_and_names_what_retrieval_cannot_read
     report = (run / "report.md").read_text(encoding="utf-8")
     assert f"unknown to the retrieval encoder `{tiny_model_dir}`" in report  # MiniLM's vocab
     assert f"retrieval (frozen {tiny_model_dir})" in report
+    app = make_app()
+    result = CliRunner().invoke(
+        app, ["customer-service", "evaluate", "--run", str(run), "--data", str(evaluation)]
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "evaluations" / "eval.json").read_text(encoding="utf-8"))
+    assert saved["retrieval_model"] == str(tiny_model_dir)  # new pairs: the run's own encoder
 
 
-def test_the_bundled_chinese_reply_pairs_are_a_reply_dataset_with_a_chinese_system_turn():
+def test_the_bundled_chinese_reply_pairs_are_a_reply_dataset_with_their_own_defaults():
     from finetune.errors import UserError
     from recipes.customer_service import recipe
-    from recipes.customer_service_replies import SYSTEM, split, system
+    from recipes.customer_service_replies import SYSTEM, split
 
     config = recipe.config(options={"task": "reply", "dataset": "shop_replies_zh"})
     train, validation, evaluation = split(config)
-    assert (len(train) + len(validation), len(evaluation)) == (72, 24)
+    assert (len(train), len(validation), len(evaluation)) == (56, 16, 24)  # the set's val_rows
     assert set(Counter(evaluation.labels).values()) == {3}  # 3 test pairs per intent
     assert not set(evaluation.prompts) & (set(train.prompts) | set(validation.prompts))
     assert cjk_share(list(train.responses)) > 0.9
-    assert system(config).startswith("你是") and recipe.card(config) is None
-    assert system(recipe.config(options={"task": "reply"})) == SYSTEM  # bitext, the default
-    emptied = recipe.config(options={"task": "reply", "dataset": "shop_replies_zh", "system": ""})
-    assert system(emptied) == ""  # options.system= : no system turn
+    assert config.options.system.startswith("你是") and config.train.epochs == 3
+    assert recipe.card(config) is None
+    bitext = recipe.config(options={"task": "reply"})
+    assert (bitext.options.system, bitext.options.val_rows, bitext.train.epochs) == (SYSTEM, 27, 1)
+    # The user's settings win over the dataset's; a file of their own gets none of them.
+    mine = recipe.config(
+        options={"task": "reply", "dataset": "shop_replies_zh", "system": "", "val_rows": 8}
+    )
+    assert (mine.options.system, mine.options.val_rows, mine.train.epochs) == ("", 8, 3)
+    own = recipe.config(
+        data={"path": "pairs.csv"}, options={"task": "reply", "dataset": "shop_replies_zh"}
+    )
+    assert (own.options.system, own.train.epochs) == (SYSTEM, 1)
+    quick = recipe.config(quick=True, options={"task": "reply", "dataset": "shop_replies_zh"})
+    assert quick.options.val_rows == 8 and quick.train.max_steps == 4  # --quick on top
     with pytest.raises(UserError, match="shop_replies_zh"):  # an intent dataset, for replies
-        split(recipe.config(options={"task": "reply", "dataset": "chinese_reviews"}))
+        recipe.config(options={"task": "reply", "dataset": "chinese_reviews"})
