@@ -438,12 +438,16 @@ class LoadedGenerator:
             pairs = redact_pairs(pairs)[0]
         out = self.decode(pairs.prompts)
         reply = {"model": self.judge.figures(out.texts, pairs)}
-        scored: dict[str, Any] = {"n": len(pairs), "reply": reply}
-        if self.decode.retrieved is not None:
-            retrieved = self.decode.retrieved.nearest(pairs.messages)
-            reply["retrieval_embedding"] = self.judge.figures(retrieved, pairs)
-            scored["retrieval_model"] = self.decode.retrieved.model  # names it in the table
-        return {**scored, "tokens_per_second": out.new_tokens / (out.seconds or 1.0)}
+        metrics = {
+            "n": len(pairs),
+            "reply": reply,
+            "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
+        }
+        index = self.decode.retrieved
+        if index is not None:  # the run's retrieval, named in the table
+            reply["retrieval_embedding"] = self.judge.figures(index.nearest(pairs.messages), pairs)
+            metrics["retrieval_model"] = index.model
+        return metrics
 
 
 def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -> LoadedGenerator:

@@ -482,11 +482,16 @@ class RetrievedReplies:
         retrieved.vectors = retrieved.unit_vectors(train.messages)
         return retrieved
 
-    def unit_vectors(self, texts: list[str]) -> np.ndarray:
-        """Unit-length sentence vectors of `texts` (dot products are cosines)."""
+    def loaded_encoder(self) -> tuple[Any, nn.Module]:
+        """(tokenizer, encoder), loaded on first use and then kept."""
         if self.encoder is None:
             self.encoder = sentence_encoder(self.model, self.device)
-        vectors = sentence_vectors(self.model, texts, self.batch_size, self.device, self.encoder)
+        return self.encoder
+
+    def unit_vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length sentence vectors of `texts` (dot products are cosines)."""
+        encoder = self.loaded_encoder()
+        vectors = sentence_vectors(self.model, texts, self.batch_size, self.device, encoder)
         vectors = np.asarray(vectors)
         return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
@@ -495,9 +500,7 @@ class RetrievedReplies:
         reads most Chinese characters as [UNK], and its retrieval is then close to chance)."""
         from finetune.modeling.inputs import UNKNOWN_SHARE, tokenize, unknown_share
 
-        if self.encoder is None:
-            self.encoder = sentence_encoder(self.model, self.device)
-        tokenizer = self.encoder[0]
+        tokenizer = self.loaded_encoder()[0]
         share = unknown_share(tokenizer, tokenize(tokenizer, texts[:2000], RETRIEVAL_MAX_LENGTH))
         if share < UNKNOWN_SHARE:
             return []
