@@ -36,7 +36,7 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     start = time.perf_counter()
-    reply = module.load(args.exported)
+    reply = module.load(args.exported, serve="model")  # the model, whatever the run serves
     loaded = time.perf_counter() - start
     start = time.perf_counter()
     replies = reply(table["prompt"].tolist())

@@ -302,7 +302,8 @@ def _echo_generation(recipe: Recipe, metrics: dict[str, Any], title: str | None 
     # The recipe's title names its default task (e.g. intent classification), not replies.
     table = Table(title=title or f"{recipe.name}: replies to {metrics['n_eval']} messages")
     for column in ("method", *COLUMNS.values()):
-        table.add_column(column, justify="left" if column == "method" else "right")
+        method = column == "method"  # a served method's name stays on one line
+        table.add_column(column, justify="left" if method else "right", no_wrap=method)
     for row in methods_table(metrics):
         table.add_row(*row)
     Console(width=160).print(table)
@@ -507,13 +508,22 @@ def export(
     from finetune.modeling.export import export_merged, export_merged_generator
 
     if _is_generation(run):
-        from finetune.generation import run_note
+        from finetune.generation import SERVABLE, run_metrics, run_note
+        from finetune.reporting.generation import served
 
-        checks = export_merged_generator(run, output, overwrite=overwrite, note=run_note(run))
+        serve = "retrieval" if served(run_metrics(run)) == SERVABLE else "model"
+        checks = export_merged_generator(
+            run, output, overwrite=overwrite, note=run_note(run), serve=serve
+        )
         typer.echo(
             f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
             f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"
         )
+        if serve == "retrieval":
+            typer.echo(
+                f"reply.py serves retrieval, as the run does (equal to the run's on "
+                f"{checks['same_served']}/{checks['prompts']} messages)."
+            )
         return
     checks = export_merged(run, output, overwrite=overwrite)
     agreement = checks["merged_vs_trained_run"]

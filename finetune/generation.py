@@ -12,13 +12,17 @@ Methods compared on the same prompts (`baselines`, chosen by the recipe):
   vectors, MiniLM unless `retrieval_model` names another).
 With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
 gives intent consistency. The validation rows decide the run's verdict (does the tuned model
-beat retrieval?); the evaluation rows are scored once.
+beat retrieval?) and what the run serves (`delivered`: with `eval.deliver` best, the
+frozen-encoder retrieval when it beats the model on both ROUGE-L and chrF there by more than
+the engine's margin, else the model); the evaluation rows are scored once.
 
 The run folder: config.yaml, adapter/ (LoRA, tokenizer, generator.json), metrics.json
 (`generation`: the model's rougeL, chrf, tokens_per_second, n; `reply`: figures per method;
 `validation`; `train`), predictions.csv (message, reference, one column per method),
-reply_classifier.pkl (with labels), report.md and environment.json.
-`load_generation_run(folder)` reloads it to reply, chat and evaluate.
+reply_classifier.pkl (with labels), retrieval.json + retrieval_vectors.npy (the frozen-encoder
+retrieval index, when the run built one), report.md and environment.json.
+`load_generation_run(folder)` reloads it to reply (with what the run delivers), chat and
+evaluate.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
+# The baseline a run can serve instead of its model: the run keeps its index (vectors, replies,
+# encoder). TF-IDF retrieval is measured, never served.
+SERVABLE = "retrieval_embedding"
+VERDICT_METRICS = ("rougeL", "chrf")
 
 
 @dataclass
@@ -141,8 +149,9 @@ def train_generation(
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
     index = None  # the nearest training replies by retrieval_model's vectors
-    if retrieved_reply or "retrieval_embedding" in baselines:
-        index = RetrievedReplies.fit(train, config.train.eval_batch_size, device, retrieval_model)
+    if retrieved_reply or SERVABLE in baselines:
+        batch = config.train.eval_batch_size
+        index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
     retrieved = index if retrieved_reply else None
     fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
@@ -165,10 +174,7 @@ def train_generation(
     judge = Judge.fit(train, config.train.seed)
     scored, checked = _scored(decode, train, evaluation, validation, baselines, index)
     metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
-    metrics["pii_redacted"] = redacted
-    metrics["retrieved_reply"] = retrieved is not None
-    if index is not None:  # which encoder, and whether it could read the messages
-        metrics.update(retrieval_model=index.model, notes=index.notes(train.messages))
+    _add_run_facts(metrics, config, redacted, index, train)
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
@@ -178,10 +184,27 @@ def train_generation(
         (tmp / "environment.json").write_text(json.dumps(env, indent=2))
         save_generator(model, tokenizer, info, tmp / "adapter")
         judge.save(tmp)
-        if retrieved is not None:
-            retrieved.save(tmp)
+        if index is not None:
+            index.save(tmp)
     checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
+
+
+def _add_run_facts(
+    metrics: dict[str, Any],
+    config: Config,
+    redacted: dict[str, int] | None,
+    index: RetrievedReplies | None,
+    train: Pairs,
+) -> None:
+    """What the run redacted, whether its prompts carried retrieved replies, its retrieval
+    encoder and what that encoder could read, and `eval.deliver finetuned`."""
+    if config.eval.deliver != "best":  # the model, as asked; the report names the better one
+        metrics["delivered"]["name"] = "model"
+    metrics["pii_redacted"] = redacted
+    metrics["retrieved_reply"] = index is not None and index.in_prompts
+    if index is not None:  # which encoder, and whether it could read the messages
+        metrics.update(retrieval_model=index.model, notes=index.notes(train.messages))
 
 
 @dataclass
@@ -356,8 +379,11 @@ def _metrics(
             "samples_per_second": result.samples_per_second,
         },
     }
+    metrics["delivered"] = {"name": "model", "best": "model"}
     if validation is not None and checked is not None:
         metrics["validation"] = verdict(judge, validation, checked)
+        best = delivered(metrics["validation"]["figures"])
+        metrics["delivered"] = {"name": best, "best": best}
     return metrics
 
 
@@ -366,17 +392,30 @@ def verdict(judge: Judge, validation: Pairs, checked: Scored) -> dict[str, Any]:
     ROUGE-L or chrF than any retrieval baseline): decided on validation rows, never on the
     evaluation rows."""
     figures = {
-        name: {k: judge.figures(texts, validation)[k] for k in ("rougeL", "chrf")}
+        name: {k: judge.figures(texts, validation)[k] for k in VERDICT_METRICS}
         for name, texts in checked.texts.items()
     }
     losses = [
         f"{name} {metric}"
         for name, values in figures.items()
         if name != "model"
-        for metric in ("rougeL", "chrf")
+        for metric in VERDICT_METRICS
         if values[metric] > figures["model"][metric]
     ]
     return {"n": len(validation), "figures": figures, "model_loses_to": losses}
+
+
+def delivered(figures: dict[str, dict[str, float]]) -> str:
+    """What the run serves, from validation `figures` (verdict's): the kept retrieval
+    (SERVABLE) when it beats the fine-tuned model on every VERDICT_METRICS by more than the
+    engine's MARGIN (the classification rule's), else the model. A mixed result keeps the
+    model: neither is better on the evidence, and the verdict says where the model is lower."""
+    from finetune.evaluation.selection import MARGIN
+
+    rival, model = figures.get(SERVABLE), figures["model"]
+    if rival is not None and all(rival[k] > model[k] + MARGIN for k in VERDICT_METRICS):
+        return SERVABLE
+    return "model"
 
 
 def _write(
@@ -413,6 +452,10 @@ class LoadedGenerator:
     redact: bool
     # Said before serving when the fine-tuned model lost to retrieval on validation (or None).
     note: str | None = None
+    # The run's retrieval index (in its prompts or not), None when it kept none.
+    index: RetrievedReplies | None = None
+    # What `reply` serves: "model", or SERVABLE (the retrieved reply itself).
+    serve: str = "model"
 
     def prepare(self, prompts: list[Any]) -> list[Any]:
         """The prompts as training saw them (PII-redacted when the run redacted)."""
@@ -424,7 +467,13 @@ class LoadedGenerator:
         """Replies to messages (strings) or conversations (lists of role/content turns). When
         the run redacts PII, so does what it serves: an e-mail, phone or card number a reply
         makes up is replaced too (the run's `pii_leaks` counts them before this)."""
-        texts = self.decode(self.prepare(prompts)).texts
+        prompts = self.prepare(prompts)
+        if self.serve == SERVABLE and self.index is not None:
+            from finetune.data.pairs import prompt_text
+
+            texts = self.index.nearest([prompt_text(p) for p in prompts]) if prompts else []
+        else:
+            texts = self.decode(prompts).texts
         if not self.redact:
             return texts
         from finetune.data.pii import redact_all
@@ -443,15 +492,21 @@ class LoadedGenerator:
             "reply": reply,
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
-        index = self.decode.retrieved
-        if index is not None:  # the run's retrieval, named in the table
-            reply["retrieval_embedding"] = self.judge.figures(index.nearest(pairs.messages), pairs)
-            metrics["retrieval_model"] = index.model
+        if self.index is not None:  # the run's retrieval, named in the table
+            nearest = self.index.nearest(pairs.messages)
+            reply["retrieval_embedding"] = self.judge.figures(nearest, pairs)
+            metrics["retrieval_model"] = self.index.model
+        metrics["delivered"] = {"name": self.serve}
         return metrics
 
 
-def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -> LoadedGenerator:
+def load_generation_run(
+    folder: str | Path, max_new_tokens: int | None = None, serve: str | None = None
+) -> LoadedGenerator:
+    """A run folder loaded to serve what the run delivers; `serve="model"` serves the
+    fine-tuned model's replies whatever the run delivers."""
     from finetune.modeling.generation import load_generator
+    from finetune.reporting.generation import served
 
     folder = Path(folder)
     if not is_generation_run(folder):
@@ -461,20 +516,30 @@ def load_generation_run(folder: str | Path, max_new_tokens: int | None = None) -
     options = config.get("options") or {}
     tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
-    retrieved = RetrievedReplies.load(folder, batch, pick_device())
+    index = RetrievedReplies.load(folder, batch, pick_device())
+    retrieved = index if index is not None and index.in_prompts else None
     decode_batch = int(options.get("decode_batch") or batch)  # older runs: the eval batch
     share = float(options.get("min_reply_share") or 0.0)
     decode = Decoder(
         model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
     )
     redact = bool((config.get("data") or {}).get("redact_pii"))
-    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact, run_note(folder))
+    serve = serve or served(run_metrics(folder))
+    if serve not in ("model", SERVABLE) or (serve == SERVABLE and index is None):
+        raise UserError(f"{folder}: cannot serve '{serve}' (it serves model or {SERVABLE}).")
+    note = run_note(folder, serve)
+    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact, note, index, serve)
 
 
-def run_note(folder: Path) -> str | None:
-    """What serving the run's replies says first (reporting's `serving_note`), from its
-    metrics.json; None for a run whose model did not lose to retrieval."""
-    from finetune.reporting.generation import serving_note
-
+def run_metrics(folder: Path) -> dict[str, Any]:
     metrics = folder / "metrics.json"
-    return serving_note(json.loads(metrics.read_text())) if metrics.is_file() else None
+    return json.loads(metrics.read_text()) if metrics.is_file() else {}
+
+
+def run_note(folder: Path, serve: str | None = None) -> str | None:
+    """What serving the run's replies (or `serve`'s) says first (reporting's `serving_note`),
+    from its metrics.json; None when what is served beat retrieval on validation."""
+    from finetune.reporting.generation import served, serving_note
+
+    metrics = run_metrics(folder)
+    return serving_note(metrics, serve or served(metrics)) if metrics else None

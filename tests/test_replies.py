@@ -188,6 +188,9 @@ def reply_run(chat_dir, tmp_path_factory):
 
 
 def test_reply_train_writes_a_self_describing_run(reply_run):
+    from finetune.generation import delivered
+    from finetune.modeling.generation import RetrievedReplies
+
     folder, output = reply_run
     run = folder / "run"
     for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "environment.json"):
@@ -207,6 +210,8 @@ def test_reply_train_writes_a_self_describing_run(reply_run):
     assert metrics["reply"]["retrieval_tfidf"]["rougeL"] == pytest.approx(1.0)
     assert metrics["reply"]["model"]["rougeL"] > metrics["reply"]["untuned"]["rougeL"]
     assert metrics["validation"]["n"] == 2
+    assert metrics["delivered"]["name"] == delivered(metrics["validation"]["figures"])
+    assert RetrievedReplies.load(run, 8, "cpu").in_prompts is False  # kept to serve it
     report = (run / "report.md").read_text()
     assert "retrieval (TF-IDF)" in report and "fine-tuned model" in report
     assert "fine-tuned model" in output and "Run folder" in output
@@ -243,31 +248,92 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     assert f"assistant> {table.generated[0]}" in result.output
 
 
-@pytest.mark.parametrize("loses", [True, False])
-def test_serving_a_model_that_lost_to_retrieval_says_so(reply_run, tmp_path, loses):
-    """When validation found the fine-tuned model below retrieval, predict, chat and the
-    export say so before serving its replies (never silently); otherwise nothing extra."""
+def test_the_run_serves_retrieval_only_when_it_beats_the_model_on_both_figures():
+    from finetune.generation import delivered
+
+    def figures(model, tfidf, embedding):
+        rows = {"model": model, "retrieval_tfidf": tfidf, "retrieval_embedding": embedding}
+        return {k: dict(zip(("rougeL", "chrf"), v, strict=True)) for k, v in rows.items()}
+
+    assert delivered(figures((0.3, 0.4), (0.2, 0.3), (0.31, 0.41))) == "retrieval_embedding"
+    assert delivered(figures((0.3, 0.4), (0.2, 0.3), (0.31, 0.39))) == "model"  # mixed
+    assert delivered(figures((0.3, 0.4), (0.2, 0.3), (0.3, 0.41))) == "model"  # a tie is no win
+    assert delivered(figures((0.3, 0.4), (0.2, 0.3), (0.304, 0.41))) == "model"  # within margin
+    assert delivered(figures((0.3, 0.4), (0.5, 0.5), (0.2, 0.3))) == "model"  # TF-IDF: never served
+    assert delivered({"model": {"rougeL": 0.1, "chrf": 0.1}}) == "model"
+
+
+def test_deliver_finetuned_serves_the_model_and_names_the_better_retrieval(
+    chat_dir, tmp_path, monkeypatch
+):
+    """`eval.deliver finetuned` keeps the model served even when the frozen-encoder retrieval
+    beat it on both figures; the report and the served note say so."""
+    from finetune import generation
+    from finetune.data.pairs import Pairs
+
+    monkeypatch.setattr(generation, "delivered", lambda figures: generation.SERVABLE)
+    recipe = generation_recipe  # the tiny chat model's short settings
+    data = recipe.pairs()
+    data = Pairs(data.prompts, data.responses, labels=["delivery", "account"] * 3)
+    config = recipe.config(chat_dir, tmp_path / "run", steps=2)
+    config.eval.deliver = "finetuned"
+    baselines = ("retrieval_tfidf", "retrieval_embedding")
+    run = generation.train_generation(config, data, data, data, 4, baselines=baselines)
+    assert run.metrics["delivered"] == {"name": "model", "best": "retrieval_embedding"}
+    assert "serves the fine-tuned model as asked" in (run.folder / "report.md").read_text()
+    loaded = generation.load_generation_run(run.folder)
+    assert loaded.serve == "model" and "its replies are served as asked" in loaded.note
+
+
+@pytest.mark.parametrize("case", ["beats", "mixed", "retrieval"])
+def test_what_a_reply_run_serves_follows_its_validation_rows(reply_run, tmp_path, case):
+    """The model is served when it beats retrieval on validation; when it loses on one figure
+    it is still served and predict, chat and the export say so first; when the kept retrieval
+    beats it on both, predict, chat and the export's reply.py serve the retrieved reply and
+    say so (never silently)."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(reply_run[0] / "run", run)
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["validation"]["model_loses_to"] = ["retrieval_embedding chrf"] if loses else []
+    loses = {"beats": [], "mixed": ["retrieval_embedding chrf"]}
+    loses["retrieval"] = ["retrieval_embedding rougeL", "retrieval_embedding chrf"]
+    metrics["validation"]["model_loses_to"] = loses[case]
+    serves = "retrieval_embedding" if case == "retrieval" else "model"
+    metrics["delivered"] = {"name": serves}
     (run / "metrics.json").write_text(json.dumps(metrics))
+    # The tiny model has learnt the training replies by heart: mark the retrieved ones so
+    # that serving them is told apart from the model's.
+    index = json.loads((run / "retrieval.json").read_text())
+    index["replies"] = [f"(retrieved) {r}" for r in index["replies"]]
+    (run / "retrieval.json").write_text(json.dumps(index))
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    table["retrieval_embedding"] = "(retrieved) " + table.retrieval_embedding
+    table.to_csv(run / "predictions.csv", index=False)
+    expected = (table.retrieval_embedding if case == "retrieval" else table.generated).tolist()
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[0])
-    assert result.exit_code == 0 and result.stdout.strip() == table.generated[0]
-    said = "loses to retrieval on its 2 validation messages (lower retrieval_embedding chrf)"
-    assert (said in result.stderr) is loses
+    assert result.exit_code == 0 and result.stdout.strip() == expected[0]
+    said = f"loses to retrieval on its 2 validation messages (lower {', '.join(loses[case])})"
+    assert (said in result.stderr) is (case != "beats")
+    assert ("the replies served are retrieval (frozen" in result.stderr) is (case == "retrieval")
     result = runner.invoke(
-        app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\n\n"
+        app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[1]}\n\n"
     )
-    assert result.exit_code == 0 and (said in result.output) is loses
-    result = invoke("export", "--run", str(run), "--output", str(tmp_path / "exported"))
+    assert result.exit_code == 0 and (said in result.output) is (case != "beats")
+    assert f"assistant> {expected[1]}" in result.output
+    exported = tmp_path / "exported"
+    result = invoke("export", "--run", str(run), "--output", str(exported))
     assert result.exit_code == 0, result.output
-    assert (said in (tmp_path / "exported" / "README.md").read_text()) is loses
-    note = json.loads((tmp_path / "exported" / "reply.json").read_text())["note"]
-    assert (note is not None and said in note) is loses
+    assert (said in (exported / "README.md").read_text()) is (case != "beats")
+    reply = json.loads((exported / "reply.json").read_text())
+    assert (reply["note"] is not None and said in reply["note"]) is (case != "beats")
+    assert reply["serve"] == ("retrieval" if case == "retrieval" else "model")
+    checks = json.loads((exported / "export.json").read_text())
+    assert checks["same_text"] == checks["prompts"] > 0  # the merged model, whatever is served
+    assert checks.get("same_served", checks["prompts"]) == checks["prompts"]
+    command = [sys.executable, "reply.py", *table.prompt[:3]]
+    served = subprocess.run(command, cwd=exported, capture_output=True, text=True, check=True)
+    assert served.stdout.splitlines() == expected[:3]
 
 
 def test_reply_export_loads_in_plain_transformers(reply_run):
@@ -439,10 +505,13 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     assert retrieved is not None and len(retrieved.replies) == 10  # 12 pairs, 2 validation
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     assert retrieved.nearest(table.prompt.tolist()) == table.retrieval_embedding.tolist()
+    # Four steps of training: what the run serves is whichever its validation rows chose.
+    serves = json.loads((run / "metrics.json").read_text())["delivered"]["name"]
+    served = table.retrieval_embedding if serves == "retrieval_embedding" else table.generated
     result = invoke("customer-service", "predict", "--run", str(run), "--text", table.prompt[2])
-    assert result.exit_code == 0 and result.stdout.strip() == table.generated[2]
+    assert result.exit_code == 0 and result.stdout.strip() == served[2]
     seen = []  # what a reload hands the model: the retrieved reply in the system turn
-    loaded = load_generation_run(run)
+    loaded = load_generation_run(run, serve="model")
     loaded.decode._generate = lambda _, prompts, floors, label: (
         seen.extend(prompts) or Generated(["x"], 0, 0.0)
     )
@@ -465,8 +534,8 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
     source = (exported / "reply.py").read_text()
     assert "finetune" not in re.sub(r'""".*?"""', "", source, flags=re.S)
     command = [sys.executable, "reply.py", *table.prompt[:3]]
-    served = subprocess.run(command, cwd=exported, capture_output=True, text=True, check=True)
-    assert served.stdout.splitlines() == table.generated[:3].tolist()
+    printed = subprocess.run(command, cwd=exported, capture_output=True, text=True, check=True)
+    assert printed.stdout.splitlines() == served[:3].tolist()
 
 
 def test_served_replies_never_carry_a_made_up_phone_number(reply_run):

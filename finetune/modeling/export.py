@@ -302,15 +302,21 @@ GENERATOR_CHECK_TOKENS = 32  # new tokens per reply in that check
 
 
 def export_merged_generator(
-    run_folder: str | Path, output: str | Path, overwrite: bool = False, note: str | None = None
+    run_folder: str | Path,
+    output: str | Path,
+    overwrite: bool = False,
+    note: str | None = None,
+    serve: str = "model",
 ) -> dict[str, Any]:
     """A generation run's LoRA merged into its causal LM: a folder that
     `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is,
-    with `reply.py`, which serves replies as the run did (reply_export.py).
+    with `reply.py`, which serves replies as the run did (reply_export.py): the model's, or
+    with `serve="retrieval"` the retrieved reply.
 
     Merged onto the full-precision base (as for classifiers); the check decodes a few of the
     run's evaluation messages greedily with the run's adapter (the prompts the run built) and
-    with the written folder's reply.py, and counts identical replies."""
+    with the written folder's reply.py, and counts identical replies; a folder that serves
+    retrieval also counts reply.py's served replies equal to the run's retrieval."""
     from finetune.modeling.generation import RetrievedReplies, generate
 
     run_folder, output = Path(run_folder), Path(output)
@@ -324,6 +330,8 @@ def export_merged_generator(
     prompts = _evaluation_column(run_folder, "prompt", GENERATOR_CHECK_PROMPTS)
     built, tokens = prompts, GENERATOR_CHECK_TOKENS
     retrieved = RetrievedReplies.load(run_folder, 8, "cpu")
+    if retrieved is not None and not retrieved.in_prompts:
+        retrieved = None
     if retrieved is not None:  # the prompts as the run wrote them
         built = retrieved.prompts(prompts, info.system)
     before = generate(adapted, tokenizer, built, tokens, 8, system=info.system).texts
@@ -339,7 +347,7 @@ def export_merged_generator(
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         options = run_config.get("options") or {}
-        write_reply_kit(tmp, run_folder, info.system, options, redact, note)
+        write_reply_kit(tmp, run_folder, info.system, options, redact, serve, note)
         after = exported_replies(tmp, prompts, tokens)
         checks = {
             "prompts": len(prompts),
@@ -348,7 +356,12 @@ def export_merged_generator(
             "run_quant": info.quant,
             "retrieved_reply": retrieved is not None,
             "redact_pii": redact,
+            "serves": serve,
         }
+        if serve == "retrieval":  # what reply.py serves: the run's retrieved replies
+            run_served = _evaluation_column(run_folder, "retrieval_embedding", len(prompts))
+            served = exported_replies(tmp, prompts, tokens, serve)
+            checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
         (tmp / "export.json").write_text(json.dumps(checks, indent=2))
         (tmp / "README.md").write_text(_generator_readme(run_folder, info, checks, note))
         if config_file.is_file():
@@ -382,6 +395,12 @@ def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note:
         served = ["PII redaction of the messages", *served, "PII redaction of the replies"]
     if checks["retrieved_reply"]:
         served.insert(-1, "the reply to the most similar training message in the system turn")
+    if checks["serves"] == "retrieval":  # the model lost to retrieval: reply.py serves that
+        served = ["PII redaction of the messages"] if checks["redact_pii"] else []
+        served += [
+            "the reply to the most similar training message, as it is, in the model's place "
+            "(`load(serve='model')` for the model's own replies)",
+        ]
     lines = [
         "# Merged chat model (finetune export)",
         "",
@@ -415,7 +434,12 @@ def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note:
         *([note, ""] if note else []),
         f"Check: greedy replies ({checks['max_new_tokens']} new tokens) of `reply.py` and of the "
         f"run's adapter agree on {checks['same_text']} of {checks['prompts']} of the run's "
-        "evaluation messages.",
+        "evaluation messages"
+        + (
+            f"; its served replies equal the run's retrieval on {checks['same_served']}."
+            if "same_served" in checks
+            else "."
+        ),
     ]
     if info.quant != "none":
         lines += [

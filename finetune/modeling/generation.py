@@ -472,13 +472,23 @@ class RetrievedReplies:
     batch_size: int = 16
     device: str = "cpu"
     model: str = RETRIEVAL_ENCODER  # the sentence encoder: a name or folder, as model.name
+    # Whether the run's prompts carry these replies (options.retrieved_reply); when not, the
+    # run keeps the index for the `retrieval_embedding` baseline and to serve it.
+    in_prompts: bool = True
     encoder: Any = field(default=None, repr=False)  # loaded on first use, then kept
 
     @classmethod
     def fit(
-        cls, train: Pairs, batch_size: int, device: str, model: str = RETRIEVAL_ENCODER
+        cls,
+        train: Pairs,
+        batch_size: int,
+        device: str,
+        model: str = RETRIEVAL_ENCODER,
+        in_prompts: bool = True,
     ) -> RetrievedReplies:
-        retrieved = cls(np.zeros((0, 0)), list(train.responses), batch_size, device, model)
+        retrieved = cls(
+            np.zeros((0, 0)), list(train.responses), batch_size, device, model, in_prompts
+        )
         retrieved.vectors = retrieved.unit_vectors(train.messages)
         return retrieved
 
@@ -538,15 +548,17 @@ class RetrievedReplies:
 
     def save(self, folder: Path) -> None:
         np.save(folder / "retrieval_vectors.npy", self.vectors.astype(np.float32))
-        info = {"encoder": self.model, "replies": self.replies}
+        info = {"encoder": self.model, "replies": self.replies, "in_prompts": self.in_prompts}
         (folder / "retrieval.json").write_text(json.dumps(info, ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: Path, batch_size: int, device: str) -> RetrievedReplies | None:
-        """The run's retrieved replies, or None for a run trained without them."""
+        """The run's retrieval index, or None for a run that kept none."""
         if not (folder / "retrieval.json").is_file():
             return None
         info = json.loads((folder / "retrieval.json").read_text())
         vectors = np.load(folder / "retrieval_vectors.npy")
         model = info.get("encoder", RETRIEVAL_ENCODER)
-        return cls(vectors, info["replies"], batch_size, device, model)
+        # Older runs kept the index only when their prompts carried its replies.
+        in_prompts = bool(info.get("in_prompts", True))
+        return cls(vectors, info["replies"], batch_size, device, model, in_prompts)

@@ -4,11 +4,12 @@ The merged causal LM alone (export.py) answers a bare chat prompt. The run's mod
 trained and measured on more than that: messages with PII redacted, the reply to the most
 similar training message in the system turn (`options.retrieved_reply`), and served replies
 with any e-mail address, phone or card number a reply makes up replaced. `reply.py` does all
-three with torch, transformers and numpy only:
+three with torch, transformers and numpy only, and when the run serves retrieval (its model
+lost to it on validation) it answers with the retrieved reply, as `predict` does:
 
 - `pii.py`: a copy of `finetune/data/pii.py` (standard library only), when the run redacted;
 - `retrieval/`: the frozen sentence encoder, the training messages' unit vectors and their
-  replies, when the run retrieved;
+  replies, when the run retrieved for its prompts or serves retrieval;
 - the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`) copied in as
   source, so the prompt is the one the run built.
 
@@ -40,6 +41,8 @@ a conversation so far as a list of {"role": ..., "content": ...} turns. As the r
 redacts e-mail addresses, phone and card numbers in the prompts (when the run redacted), puts
 the reply to the most similar training message in the system turn (when the run retrieved),
 decodes greedily, and replaces any e-mail address, phone or card number a reply makes up.
+When the run serves retrieval (reply.json's "serve"), the reply is the most similar training
+message's own; `load(folder, serve="model")` gives this folder's model's replies instead.
 """
 
 from __future__ import annotations
@@ -95,20 +98,8 @@ def retriever(folder, max_length):
     return nearest
 
 
-def load(folder=Path(__file__).resolve().parent, max_new_tokens=None):
-    """reply(prompts): see the top of this file. `max_new_tokens`: a cap on new tokens per
-    reply other than the run's."""
-    folder = Path(folder)
-    info = json.loads((folder / "reply.json").read_text())
-    if max_new_tokens is not None:
-        info["max_new_tokens"] = max_new_tokens
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    pii = load_pii(folder) if info["redact_pii"] else None
-    nearest = retriever(folder, info["retrieval_max_length"]) if info["retrieval"] else None
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if pad is None:
-        pad = eos
+def cleaner(pii):
+    """prompt -> the prompt with PII redacted (as it is without a redactor)."""
 
     def clean(prompt):
         if pii is None:
@@ -116,6 +107,35 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None):
         if isinstance(prompt, str):
             return pii.redact(prompt)[0]
         return [{**turn, "content": pii.redact(turn["content"])[0]} for turn in prompt]
+
+    return clean
+
+
+def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None):
+    """reply(prompts): see the top of this file. `max_new_tokens`: a cap on new tokens per
+    reply other than the run's; `serve`: "model" or "retrieval" other than the run's."""
+    folder = Path(folder)
+    info = json.loads((folder / "reply.json").read_text())
+    if max_new_tokens is not None:
+        info["max_new_tokens"] = max_new_tokens
+    serve = serve or info["serve"]
+    pii = load_pii(folder) if info["redact_pii"] else None
+    clean = cleaner(pii)
+    nearest = None
+    if info["retrieved_reply"] or serve == "retrieval":
+        nearest = retriever(folder, info["retrieval_max_length"])
+    if serve == "retrieval":  # the retrieved reply itself: no model to load
+
+        def retrieved(prompts):
+            texts = nearest([prompt_text(clean(p)) for p in prompts]) if prompts else []
+            return texts if pii is None else pii.redact_all(texts)[0]
+
+        return retrieved
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if pad is None:
+        pad = eos
 
     def floor(retrieved):
         """New tokens before a reply may end (the run's min_reply_share of its retrieved
@@ -145,7 +165,7 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None):
     def reply(prompts, batch_size=16):
         prompts = [clean(prompt) for prompt in prompts]
         retrieved = [None] * len(prompts)
-        if nearest is not None and prompts:
+        if info["retrieved_reply"] and prompts:
             retrieved = nearest([prompt_text(prompt) for prompt in prompts])
         heads = [
             tokenizer.apply_chat_template(
@@ -194,26 +214,30 @@ def write_reply_kit(
     system: str | None,
     options: dict,
     redact: bool,
+    serve: str = "model",
     note: str | None = None,
 ) -> None:
     """reply.py and what it reads (reply.json; pii.py and retrieval/ when the run used them)
-    into the export `folder`. `note`: what reply.py says first when run as a command (the
-    run's verdict, when its model lost to retrieval on validation)."""
-    retrieval = (run_folder / "retrieval.json").is_file()
+    into the export `folder`. `serve`: "model", or "retrieval" when the run serves the
+    retrieved reply. `note`: what reply.py says first when run as a command (the run's
+    verdict, when its model lost to retrieval on validation)."""
+    index = generation.RetrievedReplies.load(run_folder, 8, "cpu")
+    in_prompts = index is not None and index.in_prompts
     description = {
         "note": note,
+        "serve": serve,
         "system": system,
         "max_new_tokens": int(options.get("max_new_tokens") or 64),
         "min_reply_share": float(options.get("min_reply_share") or 0.0),
         "redact_pii": redact,
-        "retrieval": retrieval,
+        "retrieved_reply": in_prompts,
         "retrieval_max_length": generation.RETRIEVAL_MAX_LENGTH,
     }
     (folder / "reply.json").write_text(json.dumps(description, indent=2, ensure_ascii=False))
     (folder / "reply.py").write_text(reply_source())
     if redact:  # the redactor itself, not a second copy of its patterns
         shutil.copy(Path(pii.__file__), folder / "pii.py")
-    if retrieval:
+    if in_prompts or serve == "retrieval":
         _write_retrieval(folder / "retrieval", run_folder)
 
 
@@ -232,12 +256,14 @@ def _write_retrieval(folder: Path, run_folder: Path) -> None:
     load_tokenizer(name).save_pretrained(str(folder / "encoder"))
 
 
-def exported_replies(folder: Path, prompts: list[Any], max_new_tokens: int) -> list[str]:
+def exported_replies(
+    folder: Path, prompts: list[Any], max_new_tokens: int, serve: str = "model"
+) -> list[str]:
     """The export's own reply.py, run as a user without finetune-kit would, with a cap of
-    `max_new_tokens` (the export's check)."""
+    `max_new_tokens`, serving `serve` ("model" or "retrieval"): the export's checks."""
     if not prompts:
         return []
     spec = importlib.util.spec_from_file_location("_exported_reply", folder / "reply.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load(folder, max_new_tokens)(prompts)
+    return module.load(folder, max_new_tokens, serve)(prompts)

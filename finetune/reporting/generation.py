@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune.evaluation.selection import MARGIN
 from finetune.markdown import figure, table
 
 COLUMNS = {
@@ -30,6 +31,11 @@ def _cell(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _epoch(value: float | None) -> str:
+    """An epoch as counted (3, or 1.5 when validation ran mid-epoch), not 3.000."""
+    return figure(value) if value is None else f"{value:g}"
+
+
 def _redaction(counts: dict[str, int] | None) -> str:
     if counts is None:
         return " No PII redaction (data.redact_pii is off)."
@@ -37,35 +43,65 @@ def _redaction(counts: dict[str, int] | None) -> str:
     return f" PII redacted in messages and replies before training: {found}."
 
 
+def served(metrics: dict[str, Any]) -> str:
+    """The method a run serves (runs from before delivery, or without validation: the model)."""
+    return (metrics.get("delivered") or {}).get("name", "model")
+
+
 def verdict_lines(metrics: dict[str, Any]) -> list[str]:
-    """The run's first lines: whether the tuned model beats retrieval on validation rows."""
+    """The run's first lines: whether the tuned model beats retrieval on validation rows, and
+    what the run serves."""
     checked = metrics.get("validation")
     if not checked:
         return []
-    losses = checked["model_loses_to"]
-    if losses:
+    losses, n = checked["model_loses_to"], checked["n"]
+    if not losses:
         return [
-            f"**The fine-tuned model loses to retrieval on the validation rows** "
-            f"({checked['n']} messages: lower {', '.join(losses)}). Serving the retrieved "
-            "reply of the most similar training message is the better choice for this data."
+            f"The fine-tuned model beats the retrieval baselines on ROUGE-L and chrF on the "
+            f"validation rows ({n} messages); the run serves it."
+        ]
+    lost = (
+        f"**The fine-tuned model loses to retrieval on the validation rows** ({n} messages: "
+        f"lower {', '.join(losses)})."
+    )
+    name, best = served(metrics), (metrics.get("delivered") or {}).get("best", "model")
+    if name == "model" and best != "model":
+        return [
+            f"{lost} The run serves the fine-tuned model as asked (eval.deliver finetuned), "
+            f"although {method_name(best, metrics)} beats it on both ROUGE-L and chrF there."
+        ]
+    if name != "model":
+        return [
+            f"{lost} The run serves {method_name(name, metrics)} instead, which beats it on "
+            f"both ROUGE-L and chrF there by more than {MARGIN}: `predict`, `chat` and the "
+            "export's `reply.py` answer with the reply to the most similar training message. "
+            "The fine-tuned model's figures are below for comparison."
         ]
     return [
-        f"The fine-tuned model beats the retrieval baselines on ROUGE-L and chrF on the "
-        f"validation rows ({checked['n']} messages)."
+        f"{lost} The run still serves the fine-tuned model: no retrieval it can serve "
+        f"(`{method_name('retrieval_embedding', metrics)}`) beats it on both ROUGE-L and "
+        f"chrF there by more than {MARGIN}."
     ]
 
 
-def serving_note(metrics: dict[str, Any]) -> str | None:
-    """What serving a run's replies says first when its fine-tuned model lost to retrieval on
-    the validation rows (predict, chat, an export's reply.py): it is served, never silently."""
+def serving_note(metrics: dict[str, Any], serve: str = "model") -> str | None:
+    """What serving a run's replies says first (predict, chat, an export's reply.py) when
+    `serve` is not simply the better method on the validation rows: retrieval served in the
+    model's place, or the model served although retrieval beat it on some figure. Never
+    silently."""
     checked = metrics.get("validation")
     if not checked or not checked["model_loses_to"]:
         return None
-    return (
-        f"Note: this run's fine-tuned model loses to retrieval on its {checked['n']} validation "
-        f"messages (lower {', '.join(checked['model_loses_to'])}); its replies are served as "
-        "asked (report.md)."
+    lost = (
+        f"this run's fine-tuned model loses to retrieval on its {checked['n']} validation "
+        f"messages (lower {', '.join(checked['model_loses_to'])})"
     )
+    if serve != "model":
+        return (
+            f"Note: {lost}; the replies served are {method_name(serve, metrics)}'s: the reply "
+            "to the most similar training message (report.md)."
+        )
+    return f"Note: {lost}; its replies are served as asked (report.md)."
 
 
 def method_name(name: str, metrics: dict[str, Any]) -> str:
@@ -86,9 +122,13 @@ def _prompt_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def methods_table(metrics: dict[str, Any]) -> list[list[str]]:
-    """One row per method: its name, then COLUMNS' figures."""
+    """One row per method: its name (marked when the run serves it), then COLUMNS' figures."""
+    serves = served(metrics) if "delivered" in metrics else None
     return [
-        [method_name(name, metrics), *(figure(figures[key]) for key in COLUMNS)]
+        [
+            method_name(name, metrics) + (" (served)" if name == serves else ""),
+            *(figure(figures[key]) for key in COLUMNS),
+        ]
         for name, figures in metrics["reply"].items()
     ]
 
@@ -123,7 +163,7 @@ def generation_report(
         "# Generation run",
         *verdict_lines(metrics),
         f"Model `{metrics['model']}`, {train['steps']} steps, kept epoch "
-        f"{figure(train['best_epoch'])}; {gen['n']} evaluation messages."
+        f"{_epoch(train['best_epoch'])}; {gen['n']} evaluation messages."
         + _redaction(metrics.get("pii_redacted")),
         *_prompt_lines(metrics),
         *metrics.get("notes", []),
