@@ -20,6 +20,12 @@ the record only. Readings:
 
 Prompts and Dense modules are read from the folder's own config_sentence_transformers.json
 and modules.json; an encoder without them (MiniLM) is read as `mean` only.
+
+`--probe` asks the same of the classification probe instead: a logistic regression (C chosen
+by 3 folds of the index rows) on `mean` or `mean+dense` vectors of the index rows, scored on
+the validation and test rows.
+
+    python benchmarks/retrieval_encoders.py --model embeddinggemma --dataset banking77 --probe
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file
+from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
@@ -149,6 +156,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--probe", action="store_true", help="a logistic-regression probe")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     index, validation, test = rows(args)
@@ -157,7 +165,10 @@ def main() -> None:
     config = folder / "config_sentence_transformers.json"
     prompts = json.loads(config.read_text()).get("prompts", {}) if config.is_file() else {}
     readings = ["mean"] + (["mean+dense"] if dense else [])
-    readings += [r for r, names in PROMPTS.items() if dense and all(n in prompts for n in names)]
+    if not args.probe:
+        readings += [
+            r for r, names in PROMPTS.items() if dense and all(n in prompts for n in names)
+        ]
     encoder = sentence_encoder(args.model, "cpu")
     cache: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
@@ -176,14 +187,24 @@ def main() -> None:
         i = vectors("index", index.text.tolist(), index_prompt)
         if reading != "mean":
             q, i = project(q, dense), project(i, dense)
+        if args.probe:
+            return figures(queries.label.to_numpy(), probe(reading, i).predict(unit(q)))
         return figures(queries.label.to_numpy(), nearest_labels(q, i, index.label.to_numpy()))
+
+    probes: dict[str, LogisticRegressionCV] = {}
+
+    def probe(reading: str, index_vectors: np.ndarray) -> LogisticRegressionCV:
+        if reading not in probes:
+            model = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=3, max_iter=3000)
+            probes[reading] = model.fit(unit(index_vectors), index.label.to_numpy())
+        return probes[reading]
 
     on_validation = {r: score(r, validation, "validation") for r in readings}
     chosen = max(readings, key=lambda r: (on_validation[r]["macro_f1"], -readings.index(r)))
     on_test = {r: score(r, test, "test") for r in readings}
     result = {
         "command": "python benchmarks/retrieval_encoders.py "
-        f"--model {args.model} --dataset {args.dataset}",
+        f"--model {args.model} --dataset {args.dataset}" + (" --probe" if args.probe else ""),
         "rows": {"index": len(index), "validation": len(validation), "test": len(test)},
         "labels": int(index.label.nunique()),
         "validation": on_validation,
@@ -191,6 +212,7 @@ def main() -> None:
         "test_reported_once": on_test,
         "encode_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "prompts": {r: [prompts[n] for n in PROMPTS[r]] for r in readings if r in PROMPTS},
+        "probe_C": {r: float(m.C_[0]) for r, m in probes.items()},
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if args.output:
