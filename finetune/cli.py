@@ -508,13 +508,13 @@ def export(
     from finetune.modeling.export import export_merged, export_merged_generator
 
     if _is_generation(run):
-        from finetune.generation import SERVABLE, run_metrics, run_note
-        from finetune.reporting.generation import served
+        from finetune.generation import SERVABLE, run_metrics
+        from finetune.reporting.generation import served, serving_note
 
-        serve = "retrieval" if served(run_metrics(run)) == SERVABLE else "model"
-        checks = export_merged_generator(
-            run, output, overwrite=overwrite, note=run_note(run), serve=serve
-        )
+        metrics = run_metrics(run)  # what the run serves, and what reply.py says first
+        note = serving_note(metrics, served(metrics)) if metrics else None
+        serve = "retrieval" if served(metrics) == SERVABLE else "model"
+        checks = export_merged_generator(run, output, overwrite=overwrite, note=note, serve=serve)
         typer.echo(
             f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
             f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"

@@ -197,10 +197,16 @@ def _add_run_facts(
     index: RetrievedReplies | None,
     train: Pairs,
 ) -> None:
-    """What the run redacted, whether its prompts carried retrieved replies, its retrieval
-    encoder and what that encoder could read, and `eval.deliver finetuned`."""
-    if config.eval.deliver != "best":  # the model, as asked; the report names the better one
-        metrics["delivered"]["name"] = "model"
+    """What the run serves (`delivered`: `best` from the validation figures, `name` as
+    `eval.deliver` asks), what it redacted, whether its prompts carried retrieved replies, its
+    retrieval encoder and what that encoder could read."""
+    checked = metrics.get("validation")
+    best = delivered(checked["figures"]) if checked else "model"
+    # eval.deliver finetuned: the model, as asked; the report names the better one.
+    metrics["delivered"] = {
+        "name": best if config.eval.deliver == "best" else "model",
+        "best": best,
+    }
     metrics["pii_redacted"] = redacted
     metrics["retrieved_reply"] = index is not None and index.in_prompts
     if index is not None:  # which encoder, and whether it could read the messages
@@ -379,11 +385,8 @@ def _metrics(
             "samples_per_second": result.samples_per_second,
         },
     }
-    metrics["delivered"] = {"name": "model", "best": "model"}
     if validation is not None and checked is not None:
         metrics["validation"] = verdict(judge, validation, checked)
-        best = delivered(metrics["validation"]["figures"])
-        metrics["delivered"] = {"name": best, "best": best}
     return metrics
 
 
@@ -468,7 +471,7 @@ class LoadedGenerator:
         the run redacts PII, so does what it serves: an e-mail, phone or card number a reply
         makes up is replaced too (the run's `pii_leaks` counts them before this)."""
         prompts = self.prepare(prompts)
-        if self.serve == SERVABLE and self.index is not None:
+        if self.serve == SERVABLE:  # load_generation_run refuses it without an index
             from finetune.data.pairs import prompt_text
 
             texts = self.index.nearest([prompt_text(p) for p in prompts]) if prompts else []
@@ -506,7 +509,7 @@ def load_generation_run(
     """A run folder loaded to serve what the run delivers; `serve="model"` serves the
     fine-tuned model's replies whatever the run delivers."""
     from finetune.modeling.generation import load_generator
-    from finetune.reporting.generation import served
+    from finetune.reporting.generation import served, serving_note
 
     folder = Path(folder)
     if not is_generation_run(folder):
@@ -524,22 +527,14 @@ def load_generation_run(
         model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
     )
     redact = bool((config.get("data") or {}).get("redact_pii"))
-    serve = serve or served(run_metrics(folder))
+    metrics = run_metrics(folder)
+    serve = serve or served(metrics)
     if serve not in ("model", SERVABLE) or (serve == SERVABLE and index is None):
         raise UserError(f"{folder}: cannot serve '{serve}' (it serves model or {SERVABLE}).")
-    note = run_note(folder, serve)
+    note = serving_note(metrics, serve) if metrics else None
     return LoadedGenerator(folder, config, decode, Judge.load(folder), redact, note, index, serve)
 
 
 def run_metrics(folder: Path) -> dict[str, Any]:
     metrics = folder / "metrics.json"
     return json.loads(metrics.read_text()) if metrics.is_file() else {}
-
-
-def run_note(folder: Path, serve: str | None = None) -> str | None:
-    """What serving the run's replies (or `serve`'s) says first (reporting's `serving_note`),
-    from its metrics.json; None when what is served beat retrieval on validation."""
-    from finetune.reporting.generation import served, serving_note
-
-    metrics = run_metrics(folder)
-    return serving_note(metrics, serve or served(metrics)) if metrics else None

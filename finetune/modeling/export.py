@@ -347,7 +347,8 @@ def export_merged_generator(
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         options = run_config.get("options") or {}
-        write_reply_kit(tmp, run_folder, info.system, options, redact, serve, note)
+        in_prompts = retrieved is not None
+        write_reply_kit(tmp, run_folder, info.system, options, redact, in_prompts, serve, note)
         after = exported_replies(tmp, prompts, tokens)
         checks = {
             "prompts": len(prompts),

@@ -214,15 +214,15 @@ def write_reply_kit(
     system: str | None,
     options: dict,
     redact: bool,
+    in_prompts: bool,
     serve: str = "model",
     note: str | None = None,
 ) -> None:
     """reply.py and what it reads (reply.json; pii.py and retrieval/ when the run used them)
-    into the export `folder`. `serve`: "model", or "retrieval" when the run serves the
-    retrieved reply. `note`: what reply.py says first when run as a command (the run's
-    verdict, when its model lost to retrieval on validation)."""
-    index = generation.RetrievedReplies.load(run_folder, 8, "cpu")
-    in_prompts = index is not None and index.in_prompts
+    into the export `folder`. `in_prompts`: the run's prompts carried retrieved replies.
+    `serve`: "model", or "retrieval" when the run serves the retrieved reply. `note`: what
+    reply.py says first when run as a command (the run's verdict, when its model lost to
+    retrieval on validation)."""
     description = {
         "note": note,
         "serve": serve,
