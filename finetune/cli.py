@@ -513,13 +513,13 @@ def export(
 
         metrics = run_metrics(run)  # what the run serves, and what reply.py says first
         note = serving_note(metrics, served(metrics)) if metrics else None
-        serve = "retrieval" if served(metrics) == SERVABLE else "model"
+        serve = served(metrics)
         checks = export_merged_generator(run, output, overwrite=overwrite, note=note, serve=serve)
         typer.echo(
             f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
             f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"
         )
-        if serve == "retrieval":
+        if serve == SERVABLE:
             typer.echo(
                 f"reply.py serves retrieval, as the run does (equal to the run's on "
                 f"{checks['same_served']}/{checks['prompts']} messages)."

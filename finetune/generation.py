@@ -30,7 +30,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from finetune.errors import UserError
 from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     RETRIEVAL_ENCODER,
+    SERVABLE,
     ChatInputs,
     GenerationTask,
     RetrievedReplies,
@@ -56,9 +59,6 @@ from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
 BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
-# The baseline a run can serve instead of its model: the run keeps its index (vectors, replies,
-# encoder). TF-IDF retrieval is measured, never served.
-SERVABLE = "retrieval_embedding"
 VERDICT_METRICS = ("rougeL", "chrf")
 
 
@@ -148,10 +148,13 @@ def train_generation(
     info.system = system
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
-    index = None  # the nearest training replies by retrieval_model's vectors
+    index, notes = None, []  # the nearest training replies by retrieval_model's vectors
     if retrieved_reply or SERVABLE in baselines:
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
+        notes = index.notes(train.messages)  # the encoder cannot read the messages
+        for note in notes:  # said now, not after training
+            print(f"Warning: {note}")
     retrieved = index if retrieved_reply else None
     fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
@@ -174,7 +177,7 @@ def train_generation(
     judge = Judge.fit(train, config.train.seed)
     scored, checked = _scored(decode, train, evaluation, validation, baselines, index)
     metrics = _metrics(info.backbone, result, judge, evaluation, scored, validation, checked)
-    _add_run_facts(metrics, config, redacted, index, train)
+    _add_run_facts(metrics, config, redacted, index, notes)
     env = environment(device, config.train.seed)
     env.update(
         wall_seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_memory_mb(), 1)
@@ -195,11 +198,11 @@ def _add_run_facts(
     config: Config,
     redacted: dict[str, int] | None,
     index: RetrievedReplies | None,
-    train: Pairs,
+    notes: list[str],
 ) -> None:
     """What the run serves (`delivered`: `best` from the validation figures, `name` as
     `eval.deliver` asks), what it redacted, whether its prompts carried retrieved replies, its
-    retrieval encoder and what that encoder could read."""
+    retrieval encoder and `notes` on what that encoder could read."""
     checked = metrics.get("validation")
     best = delivered(checked["figures"]) if checked else "model"
     # eval.deliver finetuned: the model, as asked; the report names the better one.
@@ -210,7 +213,7 @@ def _add_run_facts(
     metrics["pii_redacted"] = redacted
     metrics["retrieved_reply"] = index is not None and index.in_prompts
     if index is not None:  # which encoder, and whether it could read the messages
-        metrics.update(retrieval_model=index.model, notes=index.notes(train.messages))
+        metrics.update(retrieval_model=index.model, notes=notes)
 
 
 @dataclass
@@ -450,15 +453,22 @@ class LoadedGenerator:
 
     folder: Path
     config: dict[str, Any]
-    decode: Decoder
     judge: Judge
     redact: bool
+    # Builds the fine-tuned model's Decoder (see `decode`).
+    build_decoder: Callable[[], Decoder] = field(repr=False)
     # Said before serving when the fine-tuned model lost to retrieval on validation (or None).
     note: str | None = None
     # The run's retrieval index (in its prompts or not), None when it kept none.
     index: RetrievedReplies | None = None
     # What `reply` serves: "model", or SERVABLE (the retrieved reply itself).
     serve: str = "model"
+
+    @cached_property
+    def decode(self) -> Decoder:
+        """The fine-tuned model's decoder, loaded at first use: a run that serves retrieval
+        replies without loading its chat model."""
+        return self.build_decoder()
 
     def prepare(self, prompts: list[Any]) -> list[Any]:
         """The prompts as training saw them (PII-redacted when the run redacted)."""
@@ -515,24 +525,32 @@ def load_generation_run(
     if not is_generation_run(folder):
         raise UserError(f"{folder} is not a generation run folder (no adapter/generator.json).")
     config = load_yaml(folder / "config.yaml")
-    model, tokenizer, info = load_generator(folder / "adapter")
     options = config.get("options") or {}
-    tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
     batch = int((config.get("train") or {}).get("eval_batch_size") or 16)
     index = RetrievedReplies.load(folder, batch, pick_device())
     retrieved = index if index is not None and index.in_prompts else None
-    decode_batch = int(options.get("decode_batch") or batch)  # older runs: the eval batch
-    share = float(options.get("min_reply_share") or 0.0)
-    decode = Decoder(
-        model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
-    )
+
+    def build_decoder() -> Decoder:
+        model, tokenizer, info = load_generator(folder / "adapter")
+        tokens = max_new_tokens or int(options.get("max_new_tokens") or 64)
+        decode_batch = int(options.get("decode_batch") or batch)  # older runs: the eval batch
+        share = float(options.get("min_reply_share") or 0.0)
+        return Decoder(
+            model, tokenizer, tokens, decode_batch, info.bf16, info.system, retrieved, share
+        )
+
     redact = bool((config.get("data") or {}).get("redact_pii"))
     metrics = run_metrics(folder)
     serve = serve or served(metrics)
     if serve not in ("model", SERVABLE) or (serve == SERVABLE and index is None):
         raise UserError(f"{folder}: cannot serve '{serve}' (it serves model or {SERVABLE}).")
     note = serving_note(metrics, serve) if metrics else None
-    return LoadedGenerator(folder, config, decode, Judge.load(folder), redact, note, index, serve)
+    loaded = LoadedGenerator(
+        folder, config, Judge.load(folder), redact, build_decoder, note, index, serve
+    )
+    if serve == "model":  # load the model now: a broken adapter fails here, not mid-chat
+        _ = loaded.decode
+    return loaded
 
 
 def run_metrics(folder: Path) -> dict[str, Any]:

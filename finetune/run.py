@@ -441,6 +441,8 @@ def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
     all_ids = model_inputs.encode_examples(data.train)
     eval_ids = model_inputs.encode_examples(data.evaluation)
     notes = model_inputs.notes(all_ids, eval_ids)
+    for warning in model_inputs.warnings(all_ids, eval_ids):  # said now, not after training
+        print(f"Warning: {warning}")
     fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
     encoded = Encoded(
         model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes

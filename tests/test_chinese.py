@@ -83,6 +83,8 @@ def chinese_run(tiny_model_dir, tmp_path_factory):
     args = ["customer-service", "train", "--data", str(data), "--model", str(tiny_model_dir)]
     result = CliRunner().invoke(make_app(), [*args, "--max-steps", "3", "--output", str(out)])
     assert result.exit_code == 0, result.output
+    said = result.output.find("% of the tokens are unknown to this model's vocabulary")
+    assert -1 < said < result.output.index("epoch 1:")  # before training, not only in the report
     return out
 
 
@@ -209,6 +211,8 @@ def test_a_chinese_reply_run_scores_overlap_and_names_what_retrieval_cannot_read
         "--set", f"options.retrieval_model={tiny_model_dir}",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
+    said = result.output.find(f"tokens are unknown to the retrieval encoder `{tiny_model_dir}`")
+    assert -1 < said < result.output.index("epoch 1:")  # before training, not only in the report
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     # The evaluation messages are training messages: TF-IDF retrieval returns their replies.
     assert metrics["reply"]["retrieval_tfidf"]["rougeL"] == pytest.approx(1.0)

@@ -286,12 +286,22 @@ def test_deliver_finetuned_serves_the_model_and_names_the_better_retrieval(
 
 
 @pytest.mark.parametrize("case", ["beats", "mixed", "retrieval"])
-def test_what_a_reply_run_serves_follows_its_validation_rows(reply_run, tmp_path, case):
+def test_what_a_reply_run_serves_follows_its_validation_rows(
+    reply_run, tmp_path, case, monkeypatch
+):
     """The model is served when it beats retrieval on validation; when it loses on one figure
     it is still served and predict, chat and the export say so first; when the kept retrieval
     beats it on both, predict, chat and the export's reply.py serve the retrieved reply and
-    say so (never silently)."""
+    say so (never silently), without loading the chat model."""
     import shutil
+
+    from finetune.modeling import generation
+
+    loads = []  # chat models loaded by predict and chat
+    load_generator = generation.load_generator
+    monkeypatch.setattr(
+        generation, "load_generator", lambda *a, **k: loads.append(a) or load_generator(*a, **k)
+    )
 
     run = tmp_path / "run"
     shutil.copytree(reply_run[0] / "run", run)
@@ -321,13 +331,14 @@ def test_what_a_reply_run_serves_follows_its_validation_rows(reply_run, tmp_path
     )
     assert result.exit_code == 0 and (said in result.output) is (case != "beats")
     assert f"assistant> {expected[1]}" in result.output
+    assert len(loads) == (0 if case == "retrieval" else 2)
     exported = tmp_path / "exported"
     result = invoke("export", "--run", str(run), "--output", str(exported))
     assert result.exit_code == 0, result.output
     assert (said in (exported / "README.md").read_text()) is (case != "beats")
     reply = json.loads((exported / "reply.json").read_text())
     assert (reply["note"] is not None and said in reply["note"]) is (case != "beats")
-    assert reply["serve"] == ("retrieval" if case == "retrieval" else "model")
+    assert reply["serve"] == ("retrieval_embedding" if case == "retrieval" else "model")
     checks = json.loads((exported / "export.json").read_text())
     assert checks["same_text"] == checks["prompts"] > 0  # the merged model, whatever is served
     assert checks.get("same_served", checks["prompts"]) == checks["prompts"]

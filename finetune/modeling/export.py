@@ -37,6 +37,7 @@ from finetune.config import load_yaml
 from finetune.data import pii
 from finetune.errors import UserError
 from finetune.files import staged
+from finetune.modeling.generation import SERVABLE
 from finetune.modeling.image_export import agreement, export_image
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
 
@@ -311,7 +312,7 @@ def export_merged_generator(
     """A generation run's LoRA merged into its causal LM: a folder that
     `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is,
     with `reply.py`, which serves replies as the run did (reply_export.py): the model's, or
-    with `serve="retrieval"` the retrieved reply.
+    with `serve=SERVABLE` the retrieved reply.
 
     Merged onto the full-precision base (as for classifiers); the check decodes a few of the
     run's evaluation messages greedily with the run's adapter (the prompts the run built) and
@@ -359,7 +360,7 @@ def export_merged_generator(
             "redact_pii": redact,
             "serves": serve,
         }
-        if serve == "retrieval":  # what reply.py serves: the run's retrieved replies
+        if serve == SERVABLE:  # what reply.py serves: the run's retrieved replies
             run_served = _evaluation_column(run_folder, "retrieval_embedding", len(prompts))
             served = exported_replies(tmp, prompts, tokens, serve)
             checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
@@ -396,7 +397,7 @@ def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note:
         served = ["PII redaction of the messages", *served, "PII redaction of the replies"]
     if checks["retrieved_reply"]:
         served.insert(-1, "the reply to the most similar training message in the system turn")
-    if checks["serves"] == "retrieval":  # the model lost to retrieval: reply.py serves that
+    if checks["serves"] == SERVABLE:  # the model lost to retrieval: reply.py serves that
         served = ["PII redaction of the messages"] if checks["redact_pii"] else []
         served += [
             "the reply to the most similar training message, as it is, in the model's place "

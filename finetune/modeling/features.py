@@ -288,6 +288,9 @@ class SideFeatures(Inputs):
     def notes(self, *groups: Sequence[Any]) -> list[str]:
         return self.inner.notes(*([item[0] for item in group] for group in groups))
 
+    def warnings(self, *groups: Sequence[Any]) -> list[str]:
+        return self.inner.warnings(*([item[0] for item in group] for group in groups))
+
     def save(self, folder: Path) -> None:
         self.inner.save(folder)
         if self.encoder is not None:

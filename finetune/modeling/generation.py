@@ -43,6 +43,9 @@ from finetune.modeling.models import (
 IGNORE = -100  # the label value cross-entropy skips
 RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of retrieval (baseline and prompts)
 RETRIEVAL_MAX_LENGTH = 128  # tokens of a message the retrieval encoder reads
+# The baseline a reply run can serve instead of its model (the method's name in metrics.json):
+# the run keeps its index (vectors, replies, encoder). TF-IDF retrieval is measured, never served.
+SERVABLE = "retrieval_embedding"
 
 
 @dataclass

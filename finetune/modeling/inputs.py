@@ -94,6 +94,10 @@ class Inputs:
         """Facts about groups of encoded items worth a line in the report (e.g. truncation)."""
         return []
 
+    def warnings(self, *groups: Sequence[Any]) -> list[str]:
+        """Notes worth saying before training too: the model cannot read the text."""
+        return []
+
     def save(self, folder: Path) -> None:
         """Write what `load_classifier` needs to encode new examples the same way."""
 
@@ -141,9 +145,9 @@ class TextInputs(TokenBatches):
         notes = notes[: bool(truncated)]
         if self.prompt:
             notes.append(f"Every text follows the model's prompt {self.prompt!r} (model.prompt).")
-        return notes + self.unknown_tokens_note(groups)
+        return notes + self.warnings(*groups)
 
-    def unknown_tokens_note(self, groups: Sequence[Sequence[list[int]]]) -> list[str]:
+    def warnings(self, *groups: Sequence[list[int]]) -> list[str]:
         """A warning when the vocabulary misses much of the text: an English model reads about
         60% of a Chinese review's characters as [UNK] (docs/models.md, "Chinese")."""
         lists = [g for g in groups if not isinstance(g, Column)]  # memory-mapped: not checked

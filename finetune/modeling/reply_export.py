@@ -113,7 +113,8 @@ def cleaner(pii):
 
 def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None):
     """reply(prompts): see the top of this file. `max_new_tokens`: a cap on new tokens per
-    reply other than the run's; `serve`: "model" or "retrieval" other than the run's."""
+    reply other than the run's; `serve`: "model" or "retrieval_embedding" (the retrieved
+    reply) other than the run's."""
     folder = Path(folder)
     info = json.loads((folder / "reply.json").read_text())
     if max_new_tokens is not None:
@@ -122,9 +123,9 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
     pii = load_pii(folder) if info["redact_pii"] else None
     clean = cleaner(pii)
     nearest = None
-    if info["retrieved_reply"] or serve == "retrieval":
+    if info["retrieved_reply"] or serve == "retrieval_embedding":
         nearest = retriever(folder, info["retrieval_max_length"])
-    if serve == "retrieval":  # the retrieved reply itself: no model to load
+    if serve == "retrieval_embedding":  # the retrieved reply itself: no model to load
 
         def retrieved(prompts):
             texts = nearest([prompt_text(clean(p)) for p in prompts]) if prompts else []
@@ -220,7 +221,7 @@ def write_reply_kit(
 ) -> None:
     """reply.py and what it reads (reply.json; pii.py and retrieval/ when the run used them)
     into the export `folder`. `in_prompts`: the run's prompts carried retrieved replies.
-    `serve`: "model", or "retrieval" when the run serves the retrieved reply. `note`: what
+    `serve`: "model", or generation.SERVABLE when the run serves the retrieved reply. `note`: what
     reply.py says first when run as a command (the run's verdict, when its model lost to
     retrieval on validation)."""
     description = {
@@ -237,7 +238,7 @@ def write_reply_kit(
     (folder / "reply.py").write_text(reply_source())
     if redact:  # the redactor itself, not a second copy of its patterns
         shutil.copy(Path(pii.__file__), folder / "pii.py")
-    if in_prompts or serve == "retrieval":
+    if in_prompts or serve == generation.SERVABLE:
         _write_retrieval(folder / "retrieval", run_folder)
 
 
@@ -260,7 +261,7 @@ def exported_replies(
     folder: Path, prompts: list[Any], max_new_tokens: int, serve: str = "model"
 ) -> list[str]:
     """The export's own reply.py, run as a user without finetune-kit would, with a cap of
-    `max_new_tokens`, serving `serve` ("model" or "retrieval"): the export's checks."""
+    `max_new_tokens`, serving `serve` ("model" or generation.SERVABLE): the export's checks."""
     if not prompts:
         return []
     spec = importlib.util.spec_from_file_location("_exported_reply", folder / "reply.py")
