@@ -152,9 +152,7 @@ def train_generation(
     if retrieved_reply or SERVABLE in baselines:
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
-        notes = index.notes(train.messages)  # the encoder cannot read the messages
-        for note in notes:  # said now, not after training
-            print(f"Warning: {note}")
+        notes = _said_now(index.notes(train.messages))  # the encoder cannot read them
     retrieved = index if retrieved_reply else None
     fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
@@ -191,6 +189,13 @@ def train_generation(
             index.save(tmp)
     checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
+
+
+def _said_now(warnings: list[str]) -> list[str]:
+    """`warnings`, printed before training rather than only in the report."""
+    for warning in warnings:
+        print(f"Warning: {warning}")
+    return warnings
 
 
 def _add_run_facts(
