@@ -525,13 +525,35 @@ def export(
                 f"{checks['same_served']}/{checks['prompts']} messages)."
             )
         return
-    checks = export_merged(run, output, overwrite=overwrite)
+    from finetune.evaluation.selection import load_served, portable
+
+    served = portable(load_served(run)) if (run / "labels.json").is_file() else {}
+    checks = export_merged(
+        run, output, overwrite=overwrite, served=served, reference=_served_reference(run)
+    )
     agreement = checks["merged_vs_trained_run"]
     typer.echo(
         f"Merged model: {output} (max probability difference to the run "
         f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
     )
-    _warn_if_not_delivered(run)
+    if "served_vs_run" in checks:
+        typer.echo(
+            f"predict.py serves {checks['serves']}, as the run does (max probability "
+            f"difference to the run {checks['served_vs_run']['max_abs_diff']:.1e})."
+        )
+    if "serves" not in checks:  # image runs, and a probe on the frozen backbone's vectors
+        _warn_if_not_delivered(run)
+
+
+def _served_reference(run: Path) -> Callable[[list[str]], Any]:
+    """The run's served probabilities of texts, loaded when first asked for."""
+
+    def reference(texts: list[str]) -> Any:
+        from finetune.run import Run
+
+        return Run.load(run).predict_proba(texts)
+
+    return reference
 
 
 def _warn_if_not_delivered(run: Path) -> None:

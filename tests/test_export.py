@@ -16,9 +16,11 @@ from recipes.customer_service import recipe
 TEXTS = ["refund me now", "my account is locked", "where is my parcel asap", "money back pls"]
 
 
-def tiny_run(model_dir: Path, data: tuple[Path, Path], output: Path, quant: str = "none"):
+def tiny_run(
+    model_dir: Path, data: tuple[Path, Path], output: Path, quant: str = "none", **data_options
+):
     config = recipe.config(
-        data={"path": str(data[0]), "eval_path": str(data[1])},
+        data={"path": str(data[0]), "eval_path": str(data[1]), **data_options},
         model={"name": str(model_dir), "lora_r": 4, "lora_alpha": 8, "quant": quant},
         train={"max_steps": 4, "batch_size": 8, "precision": "fp32", "learning_rate": 1e-2},
         output=str(output),
@@ -26,12 +28,12 @@ def tiny_run(model_dir: Path, data: tuple[Path, Path], output: Path, quant: str 
     return recipe.train(config, show_progress=False)
 
 
-def load_exported(folder: Path):
+def load_exported(folder: Path, served: bool = True):
     """The export's own predict.py, as a user without finetune-kit would run it."""
     spec = importlib.util.spec_from_file_location(f"predict_{folder.name}", folder / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load(folder)
+    return module.load(folder, served=served)
 
 
 @pytest.mark.parametrize("backbone", ["bert", "llama"])
@@ -52,12 +54,90 @@ def test_export_cli_writes_a_folder_that_predicts_like_the_run(
     assert not any("lora" in name for name in AutoModel.from_pretrained(merged).state_dict())
     labels, predict_proba = load_exported(merged)
     assert labels == run.labels
-    # The export holds the fine-tuned model, whatever the run delivers.
-    np.testing.assert_allclose(predict_proba(TEXTS), run.model_proba(TEXTS), atol=1e-4)
+    # What the run serves (on this tiny run, whichever its validation rows chose)...
+    np.testing.assert_allclose(predict_proba(TEXTS), run.predict_proba(TEXTS), atol=1e-4)
+    # ... and the fine-tuned model's own probabilities.
+    model_proba = load_exported(merged, served=False)[1]
+    np.testing.assert_allclose(model_proba(TEXTS), run.model_proba(TEXTS), atol=1e-4)
     checks = json.loads((merged / "export.json").read_text())
     assert checks["merged_vs_trained_run"]["max_abs_diff"] < 1e-4
     again = CliRunner().invoke(app, ["export", "--run", str(run.folder), "--output", str(merged)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+@pytest.mark.parametrize("serves", ["blend", "baseline"])
+def test_the_export_serves_a_delivered_tfidf_baseline_and_calibration(
+    serves, tiny_model_dir, tmp_path
+):
+    """A run that serves its model blended with the TF-IDF baseline, or that baseline alone,
+    calibrated: predict.py serves the same probabilities as the run, and with the baseline
+    alone it loads no model."""
+    import shutil
+
+    import pandas as pd
+    from conftest import make_rows
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from finetune.evaluation.baselines import TextPredictor
+    from finetune.evaluation.calibration import fit_calibrator
+    from finetune.evaluation.selection import Served, save_served
+
+    data = []
+    for name, n, seed in (("train", 20, 1), ("test", 6, 2)):
+        rows = [r for r in make_rows(n, seed) if r["label"] in ("refund", "login")]
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+        data.append(tmp_path / f"{name}.csv")
+    run = tiny_run(tiny_model_dir, tuple(data), tmp_path / "run", positive_label="refund")
+    train = pd.read_csv(data[0])
+    texts, y = train.text.tolist(), np.array([run.labels.index(v) for v in train.label])
+    vectorizer = TfidfVectorizer().fit(texts)
+    baseline = LogisticRegression(C=0.3).fit(vectorizer.transform(texts), y)
+    predictor = TextPredictor(vectorizer, baseline, len(run.labels))
+    calibrator = fit_calibrator("platt", run.model_proba(texts)[:, 1] * 0.5 + 0.2, y)
+    shutil.rmtree(run.folder / "delivered")  # what the run serves, replaced
+    name = "fine-tuned (LoRA) + tfidf_logreg" if serves == "blend" else "tfidf_logreg"
+    save_served(run.folder, Served(name, predictor, calibrator, blend=serves == "blend"), {})
+    served = recipe.load(run.folder).predict_proba(TEXTS)
+    assert np.abs(served - run.model_proba(TEXTS)).max() > 1e-2  # the two are told apart
+    merged = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["export", "--run", str(run.folder), "--output", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert f"predict.py serves {name}, as the run does" in result.output
+    assert "Note:" not in result.output
+    checks = json.loads((merged / "export.json").read_text())
+    assert checks["serves"] == name and checks["served_vs_run"]["max_abs_diff"] < 1e-5
+    assert f"The run serves `{name}`" in (merged / "README.md").read_text()
+    if serves == "baseline":  # the baseline alone needs no model
+        (merged / "model.safetensors").unlink()
+    np.testing.assert_allclose(load_exported(merged)[1](TEXTS), served, atol=1e-5)
+
+
+def test_an_export_of_a_run_serving_the_frozen_probe_says_it_holds_the_model(
+    tiny_model_dir, small_csvs, tmp_path
+):
+    """The frozen probe reads the backbone's vectors before fine-tuning, which the merged
+    model no longer computes: the export holds the fine-tuned model and says so."""
+    import shutil
+
+    from finetune.evaluation.baselines import LinearProbe, VectorPredictor
+    from finetune.evaluation.selection import Served, save_served
+
+    run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run")
+    # The probe as what the run serves, whatever this tiny run's validation rows chose.
+    hidden = json.loads((run.folder / "adapter" / "classifier.json").read_text())["hidden_size"]
+    linear = LinearProbe(np.zeros((len(run.labels), hidden)), np.zeros(len(run.labels)))
+    shutil.rmtree(run.folder / "delivered")
+    save_served(run.folder, Served("embedding_logreg", VectorPredictor(linear)), {})
+    metrics = json.loads((run.folder / "metrics.json").read_text())
+    metrics["delivered"]["name"] = "embedding_logreg"
+    (run.folder / "metrics.json").write_text(json.dumps(metrics))
+    merged = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["export", "--run", str(run.folder), "--output", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert "Note: the run serves embedding_logreg" in result.output
+    assert not (merged / "delivered.joblib").exists()
+    np.testing.assert_allclose(load_exported(merged)[1](TEXTS), run.model_proba(TEXTS), atol=1e-4)
 
 
 @pytest.mark.parametrize("quant", ["8bit", "4bit"])

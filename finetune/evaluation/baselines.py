@@ -76,6 +76,10 @@ class TextPredictor:
         features = self.vectorizer.transform(to_list(examples.texts))
         return _full_proba(self.model, features, self.n_classes)
 
+    def portable(self) -> dict[str, Any]:
+        """Its parts as plain scikit-learn objects, for a folder without finetune-kit."""
+        return {"vectorizer": self.vectorizer, "model": self.model, "n_classes": self.n_classes}
+
 
 def tfidf_vectorizer(train_texts: list[str]) -> tuple[TfidfVectorizer, str]:
     """Word 1-2 grams, or character 1-3 grams when the training texts are mostly CJK.

@@ -372,6 +372,34 @@ def load_served(folder: Path) -> Served | None:
     return Served(info["name"], predictor, calibrator, blend=bool(info.get("blend", False)))
 
 
+def portable(served: Served | None) -> dict[str, Any] | None:
+    """What a run serves as plain scikit-learn parts that an exported predict.py applies over
+    the merged model: `name`, `uses_model` (False: the baseline alone), `text_model` (a text
+    baseline's vectorizer, classifier and class count, or None), `calibration` (`method`,
+    `model`, `eps`, or None). {} when the run serves its fine-tuned model as it is; None when
+    the served predictor reads the frozen backbone's vectors, which the merged model no
+    longer computes."""
+    from finetune.evaluation.calibration import EPS
+
+    if served is None:
+        return {}
+    predictor = served.predictor
+    if predictor is not None and not hasattr(predictor, "portable"):
+        return None
+    calibrator = served.calibrator
+    calibration = None
+    if calibrator is not None and calibrator.method != "none":
+        calibration = {"method": calibrator.method, "model": calibrator.model, "eps": EPS}
+    if predictor is None and calibration is None:
+        return {}
+    return {
+        "name": served.name,
+        "uses_model": predictor is None or served.blend,
+        "text_model": predictor.portable() if predictor is not None else None,
+        "calibration": calibration,
+    }
+
+
 def delivered_name(metrics: dict[str, Any]) -> str:
     """The delivered method's row name in reports (MODEL_NAME for the fine-tuned model)."""
     name = (metrics.get("delivered") or {}).get("name", MODEL)

@@ -16,6 +16,12 @@ given can be exported: recipes whose texts are built from something else
 (`Recipe.built_texts`: patient records, interaction histories) are refused with the reason.
 Image runs export through image_export.py (a predict.py that reads image files).
 
+What the run serves beside or instead of its model (a blend with the TF-IDF baseline, that
+baseline alone, calibration) comes in as plain scikit-learn parts (`served`, from
+evaluation/selection.py's `portable`; None or {}: the model as it is), is written to
+`delivered.joblib`, and predict.py applies it; the written predict.py is then checked against
+`reference`, the run's own served probabilities of the evaluation texts.
+
 Quantized runs are merged onto the full-precision base weights, not onto dequantized 4/8-bit
 ones: merging LoRA deltas into rounded weights would bake the rounding into the export. The
 export measures, on texts of the run's evaluation split, how far the merged model's
@@ -25,8 +31,10 @@ the run as trained (for quantized runs this also contains the quantization error
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,7 +56,11 @@ PREDICT_PY = '''"""Predict with this merged classifier (torch, transformers, saf
     python predict.py "where is my parcel?" "I want a refund"
 
 In Python: `labels, predict_proba = load(folder)`; `predict_proba(texts)` gives one row of
-class probabilities per text, in the order of `labels`.
+class probabilities per text, in the order of `labels`. When the run served something other
+than its fine-tuned model as it is (a blend with a TF-IDF baseline, that baseline alone, or
+calibrated probabilities), `delivered.joblib` holds those parts (scikit-learn and joblib
+needed) and `predict_proba` serves what the run served; `load(folder, served=False)` gives
+the fine-tuned model's own probabilities.
 """
 
 import importlib.util
@@ -56,6 +68,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
@@ -74,10 +87,44 @@ def redactor(folder, info):
     return lambda texts: pii.redact_all(texts)[0]
 
 
-def load(folder=Path(__file__).resolve().parent):
+def served_parts(folder):
+    """What the run served beside or instead of the model (None: the model as it is)."""
+    path = Path(folder) / "delivered.joblib"
+    if not path.is_file():
+        return None
+    import joblib  # scikit-learn objects, written by the export from the run's own
+
+    return joblib.load(path)
+
+
+def serve(parts, texts, proba):
+    """The run's delivered probabilities from the model's (`proba`, None when unused)."""
+    text_model = parts["text_model"]
+    if text_model is not None:
+        model = text_model["model"]
+        baseline = np.zeros((len(texts), text_model["n_classes"]))
+        features = text_model["vectorizer"].transform(texts)
+        baseline[:, model.classes_] = model.predict_proba(features)
+        proba = baseline if proba is None else (proba + baseline) / 2
+    calibration = parts["calibration"]
+    if calibration is None:
+        return proba
+    positive = np.asarray(proba[:, 1], dtype=np.float64)
+    if calibration["method"] == "platt":
+        p = np.clip(positive, calibration["eps"], 1 - calibration["eps"])
+        positive = calibration["model"].predict_proba(np.log(p / (1 - p))[:, None])[:, 1]
+    else:  # isotonic
+        positive = np.clip(calibration["model"].predict(positive), 0.0, 1.0)
+    return np.column_stack([1 - positive, positive])
+
+
+def load(folder=Path(__file__).resolve().parent, served=True):
     folder = Path(folder)
     info = json.loads((folder / "classifier.json").read_text())
     prepare = redactor(folder, info)
+    parts = served_parts(folder) if served else None
+    if parts is not None and not parts["uses_model"]:  # the baseline alone: no model to load
+        return info["labels"], lambda texts: serve(parts, prepare(list(texts)), None)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "right"  # "last" pooling reads the last real token of each row
     backbone = AutoModel.from_pretrained(folder).eval()
@@ -87,9 +134,9 @@ def load(folder=Path(__file__).resolve().parent):
     prompt = info.get("prompt", "")  # the text the run put before every message
 
     @torch.no_grad()
-    def predict_proba(texts):
+    def model_proba(texts):
         batch = tokenizer(
-            [prompt + text for text in prepare(list(texts))], padding=True, truncation=True,
+            [prompt + text for text in texts], padding=True, truncation=True,
             max_length=info["max_length"], return_tensors="pt",
         )
         mask = batch["attention_mask"]
@@ -103,6 +150,11 @@ def load(folder=Path(__file__).resolve().parent):
             pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         return torch.softmax(head(pooled.float()), dim=-1).numpy()
 
+    def predict_proba(texts):
+        texts = prepare(list(texts))
+        proba = model_proba(texts)
+        return proba if parts is None else serve(parts, texts, proba)
+
     return info["labels"], predict_proba
 
 
@@ -113,8 +165,15 @@ if __name__ == "__main__":
 '''
 
 
-def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = False) -> dict:
-    """Write the merged, standalone model folder; return the agreement checks."""
+def export_merged(
+    run_folder: str | Path,
+    output: str | Path,
+    overwrite: bool = False,
+    served: dict[str, Any] | None = None,
+    reference: Callable[[list[str]], np.ndarray] | None = None,
+) -> dict:
+    """Write the merged, standalone model folder; return the agreement checks. `served`,
+    `reference`: what the run serves, and its probabilities (the module's docstring)."""
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file, save_file
@@ -174,19 +233,45 @@ def export_merged(run_folder: str | Path, output: str | Path, overwrite: bool = 
         tokenizer.save_pretrained(str(tmp))
         head = {k: v.detach().cpu().contiguous() for k, v in classifier.head.state_dict().items()}
         save_file(head, str(tmp / "head.safetensors"))
-        description = {**asdict(info), "labels": labels, "merged_onto": "full-precision base"}
-        description["quant"] = "none"
-        description["trained_with_quant"] = info.quant
-        description["redact_pii"] = redact_pii
         if redact_pii:  # the redactor itself, not a second copy of its patterns
             shutil.copy(Path(pii.__file__), tmp / "pii.py")
-        (tmp / "classifier.json").write_text(json.dumps(description, indent=2))
+        (tmp / "classifier.json").write_text(_description(info, labels, redact_pii))
         (tmp / "predict.py").write_text(PREDICT_PY)
+        if served:
+            checks.update(_write_served(tmp, served, texts, reference))
         (tmp / "export.json").write_text(json.dumps(checks, indent=2))
         (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks, redact_pii))
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
+    return checks
+
+
+def _description(info: Any, labels: list[str], redact_pii: bool) -> str:
+    """classifier.json: what predict.py needs (pooling, labels, max_length, redaction)."""
+    description = {**asdict(info), "labels": labels, "merged_onto": "full-precision base"}
+    description.update(quant="none", trained_with_quant=info.quant, redact_pii=redact_pii)
+    return json.dumps(description, indent=2)
+
+
+def _write_served(
+    folder: Path,
+    served: dict[str, Any],
+    texts: list[str],
+    reference: Callable[[list[str]], np.ndarray] | None,
+) -> dict[str, Any]:
+    """delivered.joblib in the export `folder`, and how far the folder's own predict.py is
+    from the run's served probabilities (`reference`) on `texts`."""
+    import joblib
+
+    joblib.dump(served, folder / "delivered.joblib")
+    checks: dict[str, Any] = {"serves": served["name"]}
+    if reference is not None and texts:
+        spec = importlib.util.spec_from_file_location("_exported_predict", folder / "predict.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        exported = module.load(folder)[1](texts)
+        checks["served_vs_run"] = agreement(exported, reference(texts))
     return checks
 
 
@@ -275,6 +360,20 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
         f"- Merged vs the run as trained: max |probability difference| "
         f"{trained['max_abs_diff']:.2e}, label agreement {trained['label_agreement']:.1%}.",
     ]
+    if "serves" in checks:
+        served = checks.get("served_vs_run") or {}
+        lines += [
+            "",
+            f"The run serves `{checks['serves']}` (chosen on its validation rows), and so does "
+            "`predict.py`: `delivered.joblib` holds the parts it adds to the merged model "
+            "(scikit-learn and joblib needed). `load(folder, served=False)` gives the "
+            "fine-tuned model's own probabilities.",
+        ]
+        if served:
+            lines.append(
+                f"Against the run's served probabilities: max |difference| "
+                f"{served['max_abs_diff']:.2e}, label agreement {served['label_agreement']:.1%}."
+            )
     if redact_pii:
         lines += [
             "",
