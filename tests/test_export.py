@@ -107,6 +107,7 @@ def test_the_export_serves_a_delivered_tfidf_baseline_and_calibration(
     assert "Note:" not in result.output
     checks = json.loads((merged / "export.json").read_text())
     assert checks["serves"] == name and checks["served_vs_run"]["max_abs_diff"] < 1e-5
+    assert checks["scikit_learn"] in (merged / "README.md").read_text()
     assert f"The run serves `{name}`" in (merged / "README.md").read_text()
     if serves == "baseline":  # the baseline alone needs no model
         (merged / "model.safetensors").unlink()

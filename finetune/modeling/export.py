@@ -72,6 +72,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging
 
 
 def redactor(folder, info):
@@ -127,7 +128,10 @@ def load(folder=Path(__file__).resolve().parent, served=True):
         return info["labels"], lambda texts: serve(parts, prepare(list(texts)), None)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "right"  # "last" pooling reads the last real token of each row
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # an encoder's pooler, unused here, is reported as missing
     backbone = AutoModel.from_pretrained(folder).eval()
+    logging.set_verbosity(verbosity)
     head = torch.nn.Linear(info["hidden_size"], len(info["labels"]))
     head.load_state_dict(load_file(folder / "head.safetensors"))
 
@@ -263,9 +267,11 @@ def _write_served(
     """delivered.joblib in the export `folder`, and how far the folder's own predict.py is
     from the run's served probabilities (`reference`) on `texts`."""
     import joblib
+    import sklearn
 
     joblib.dump(served, folder / "delivered.joblib")
-    checks: dict[str, Any] = {"serves": served["name"]}
+    # joblib files are pickles: they load reliably with the scikit-learn that wrote them.
+    checks: dict[str, Any] = {"serves": served["name"], "scikit_learn": sklearn.__version__}
     if reference is not None and texts:
         spec = importlib.util.spec_from_file_location("_exported_predict", folder / "predict.py")
         module = importlib.util.module_from_spec(spec)
@@ -366,8 +372,9 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
             "",
             f"The run serves `{checks['serves']}` (chosen on its validation rows), and so does "
             "`predict.py`: `delivered.joblib` holds the parts it adds to the merged model "
-            "(scikit-learn and joblib needed). `load(folder, served=False)` gives the "
-            "fine-tuned model's own probabilities.",
+            f"(scikit-learn {checks['scikit_learn']}, the version that wrote it, and joblib "
+            "needed). `load(folder, served=False)` gives the fine-tuned model's own "
+            "probabilities.",
         ]
         if served:
             lines.append(
