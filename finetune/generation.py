@@ -54,7 +54,7 @@ from finetune.modeling.generation import (
     save_generator,
 )
 from finetune.modeling.models import pick_device, use_bf16
-from finetune.runtime import environment, peak_memory_mb
+from finetune.runtime import environment, peak_memory_mb, warn_now
 from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
@@ -152,7 +152,8 @@ def train_generation(
     if retrieved_reply or SERVABLE in baselines:
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
-        notes = _said_now(index.notes(train.messages))  # the encoder cannot read them
+        notes = index.notes(train.messages)  # the encoder cannot read the messages
+        warn_now(*notes)
     retrieved = index if retrieved_reply else None
     fitted, checked_pairs = _prompted(train, validation, retrieved, system)
     loop = TrainingLoop(
@@ -189,13 +190,6 @@ def train_generation(
             index.save(tmp)
     checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
-
-
-def _said_now(warnings: list[str]) -> list[str]:
-    """`warnings`, printed before training rather than only in the report."""
-    for warning in warnings:
-        print(f"Warning: {warning}")
-    return warnings
 
 
 def _add_run_facts(

@@ -59,7 +59,7 @@ from finetune.evaluation.selection import (
 )
 from finetune.files import output_folder, staged
 from finetune.reporting.report import write_report
-from finetune.runtime import environment, peak_memory_mb
+from finetune.runtime import environment, peak_memory_mb, warn_now
 from finetune.splits import Splits, concat, group_folds, split_rows
 
 if TYPE_CHECKING:
@@ -346,7 +346,7 @@ def split(recipe: RecipeHooks, config: Config) -> RunData:
         eval_ex.texts, redaction["evaluation"] = _redact(eval_ex.texts)
     overlap = None if recipe.inputs == "image" else shared_texts(train_ex.texts, eval_ex.texts)
     if overlap:
-        print(f"Warning: {overlap_line(overlap)}")
+        warn_now(overlap_line(overlap))
     labels = label_order(
         sorted(set(train_ex.labels)), config.data.positive_label, recipe.card(config)
     )
@@ -441,8 +441,7 @@ def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
     all_ids = model_inputs.encode_examples(data.train)
     eval_ids = model_inputs.encode_examples(data.evaluation)
     notes = model_inputs.notes(all_ids, eval_ids)
-    for warning in model_inputs.warnings(all_ids, eval_ids):  # said now, not after training
-        print(f"Warning: {warning}")
+    warn_now(*model_inputs.warnings(all_ids, eval_ids))
     fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
     encoded = Encoded(
         model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes

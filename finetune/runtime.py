@@ -52,6 +52,12 @@ PACKAGES = (
 )
 
 
+def warn_now(*warnings: str) -> None:
+    """Say `warnings` while the run goes on (before training), not only in its report."""
+    for warning in warnings:
+        print(f"Warning: {warning}")
+
+
 def peak_memory_mb(children: bool = False) -> float:
     """Peak resident memory of this process; with `children`, of it or of the largest
     process it started and waited for (folds trained in worker processes)."""
