@@ -527,7 +527,7 @@ def export(
         return
     from finetune.evaluation.selection import load_served, portable
 
-    served = portable(load_served(run)) if (run / "labels.json").is_file() else {}
+    served = portable(load_served(run))
     checks = export_merged(
         run, output, overwrite=overwrite, served=served, reference=_served_reference(run)
     )

@@ -440,8 +440,9 @@ def encode(recipe: RecipeHooks, prepared: Prepared, data: RunData) -> Encoded:
     )
     all_ids = model_inputs.encode_examples(data.train)
     eval_ids = model_inputs.encode_examples(data.evaluation)
-    notes = model_inputs.notes(all_ids, eval_ids)
-    warn_now(*model_inputs.warnings(all_ids, eval_ids))
+    warnings = model_inputs.warnings(all_ids, eval_ids)
+    warn_now(*warnings)
+    notes = model_inputs.notes(all_ids, eval_ids) + warnings
     fit_ids, val_ids = take(all_ids, data.fit_rows), take(all_ids, data.val_rows)
     encoded = Encoded(
         model, model_inputs, info, bf16, checkpointing, fit_ids, val_ids, eval_ids, notes

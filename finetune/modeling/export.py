@@ -31,7 +31,6 @@ the run as trained (for quantized runs this also contains the quantization error
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -46,12 +45,12 @@ from finetune.data import pii
 from finetune.errors import UserError
 from finetune.files import staged
 from finetune.modeling.generation import SERVABLE
-from finetune.modeling.image_export import agreement, export_image
+from finetune.modeling.image_export import agreement, export_image, exported_probabilities
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
-PREDICT_PY = '''"""Predict with this merged classifier (torch, transformers, safetensors only).
+PREDICT_PY = '''"""Predict with this merged classifier (torch, transformers, safetensors, numpy).
 
     python predict.py "where is my parcel?" "I want a refund"
 
@@ -273,10 +272,7 @@ def _write_served(
     # joblib files are pickles: they load reliably with the scikit-learn that wrote them.
     checks: dict[str, Any] = {"serves": served["name"], "scikit_learn": sklearn.__version__}
     if reference is not None and texts:
-        spec = importlib.util.spec_from_file_location("_exported_predict", folder / "predict.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        exported = module.load(folder)[1](texts)
+        exported = exported_probabilities(folder, texts)
         checks["served_vs_run"] = agreement(exported, reference(texts))
     return checks
 

@@ -148,7 +148,7 @@ def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str,
         torch.jit.save(traced, str(tmp / "model.pt"))
         (tmp / "classifier.json").write_text(json.dumps(description, indent=2))
         (tmp / "predict.py").write_text(predict_source())
-        exported = _exported_probabilities(tmp, paths)
+        exported = exported_probabilities(tmp, paths)
         checks = {
             "texts": len(paths),  # images: the key the export command reports for every run
             "merged_vs_trained_run": agreement(exported, trained),
@@ -181,7 +181,7 @@ def _run_probabilities(model: nn.Module, inputs: Any, info: Any, paths: list[str
     return predict_proba(model, inputs.encode(paths), inputs, 32, pick_device(), info.bf16)
 
 
-def _exported_probabilities(folder: Path, paths: list[str]) -> np.ndarray:
+def exported_probabilities(folder: Path, paths: list[str]) -> np.ndarray:
     """The export's own predict.py, run as a user without finetune-kit would."""
     if not paths:
         return np.zeros((0, 0))

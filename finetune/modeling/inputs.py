@@ -95,7 +95,8 @@ class Inputs:
         return []
 
     def warnings(self, *groups: Sequence[Any]) -> list[str]:
-        """Notes worth saying before training too: the model cannot read the text."""
+        """Report notes worth saying before training too (the model cannot read the text);
+        not repeated by `notes`."""
         return []
 
     def save(self, folder: Path) -> None:
@@ -145,7 +146,7 @@ class TextInputs(TokenBatches):
         notes = notes[: bool(truncated)]
         if self.prompt:
             notes.append(f"Every text follows the model's prompt {self.prompt!r} (model.prompt).")
-        return notes + self.warnings(*groups)
+        return notes
 
     def warnings(self, *groups: Sequence[list[int]]) -> list[str]:
         """A warning when the vocabulary misses much of the text: an English model reads about
