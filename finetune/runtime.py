@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import resource
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,16 @@ SETTINGS = {
 
 
 def configure() -> None:
-    """Set the CPU settings above (unless already set) and quiet bitsandbytes' harmless
-    kernel-hub miss ("Failed to load CPU gemm_4bit_forward") before it is first imported."""
+    """Set the CPU settings above (unless already set) and quiet two harmless messages no
+    user can act on: bitsandbytes' kernel-hub miss ("Failed to load CPU gemm_4bit_forward"),
+    before it is first imported, and the deprecation transformers raises whenever peft wraps
+    a model (peft reads `is_gradient_checkpointing`)."""
     for name, value in SETTINGS.items():
         os.environ.setdefault(name, value)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
 
 
 # Package versions every run folder records.

@@ -228,3 +228,24 @@ def test_importing_the_package_leaves_the_environment_alone():
         if k not in ("OMP_WAIT_POLICY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
     }
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_wrapping_a_model_in_lora_prints_no_library_deprecation(tiny_model_dir):
+    # peft reads an attribute transformers deprecates; the command's output must not carry it.
+    code = (
+        "from finetune import runtime\n"
+        "runtime.configure()\n"
+        "from peft import LoraConfig, get_peft_model\n"
+        "from transformers import AutoModel\n"
+        f"model = AutoModel.from_pretrained({str(tiny_model_dir)!r})\n"
+        "get_peft_model(model, LoraConfig(target_modules=['query']))\n"
+        "print('wrapped')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "always::FutureWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "wrapped" in result.stdout
+    assert "is_gradient_checkpointing" not in result.stderr, result.stderr
