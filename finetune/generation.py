@@ -339,6 +339,16 @@ class Judge:
         labels = pairs.labels if self.classifier is not None else None
         return reply_figures(texts, pairs.responses, labels, self.classifier)
 
+    def on_references(self, pairs: Pairs) -> dict[str, float] | None:
+        """The classifier's intent figures on the reference replies themselves: what a method
+        whose replies were the references would score, so the ceiling of intent consistency
+        under this classifier (None without labels)."""
+        from finetune.evaluation.reply_metrics import intent_consistency
+
+        if self.classifier is None or pairs.labels is None:
+            return None
+        return intent_consistency(self.classifier, pairs.responses, pairs.labels)
+
     def save(self, folder: Path) -> None:
         if self.classifier is not None:  # scikit-learn's own format is pickle
             import pickle
@@ -376,6 +386,7 @@ def _metrics(
             scored.texts["model"], evaluation.responses, scored.new_tokens, scored.seconds
         ),
         "reply": reply,
+        "reference_intents": judge.on_references(evaluation),
         "accuracy": model["intent_accuracy"],
         "recall": model["intent_recall"],
         "f1": model["intent_f1"],
@@ -502,6 +513,7 @@ class LoadedGenerator:
         metrics = {
             "n": len(pairs),
             "reply": reply,
+            "reference_intents": self.judge.on_references(pairs),
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
         if self.index is not None:  # the run's retrieval, named in the table

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from finetune.cli import app
 from finetune.data.pairs import read_pairs, redact_pairs
 from finetune.errors import UserError
+from finetune.markdown import figure
 
 ROOT = Path(__file__).parent.parent
 BITEXT = ROOT / "recipes" / "data" / "bitext"
@@ -206,14 +207,22 @@ def test_reply_train_writes_a_self_describing_run(reply_run):
         }  # fmt: skip
     model = metrics["reply"]["model"]
     assert (metrics["accuracy"], metrics["f1"]) == (model["intent_accuracy"], model["intent_f1"])
-    # The training pairs are the evaluation pairs here: retrieval copies the reference.
+    # The training pairs are the evaluation pairs here: retrieval copies the reference, so
+    # its intent figures are the classifier's on the references, the ceiling the run reports.
     assert metrics["reply"]["retrieval_tfidf"]["rougeL"] == pytest.approx(1.0)
+    ceiling = metrics["reference_intents"]
+    assert ceiling == {k: metrics["reply"]["retrieval_tfidf"][k] for k in ceiling}
+    assert set(ceiling) == {"intent_accuracy", "intent_recall", "intent_f1"}
     assert metrics["reply"]["model"]["rougeL"] > metrics["reply"]["untuned"]["rougeL"]
     assert metrics["validation"]["n"] == 2
     assert metrics["delivered"]["name"] == delivered(metrics["validation"]["figures"])
     assert RetrievedReplies.load(run, 8, "cpu").in_prompts is False  # kept to serve it
     report = (run / "report.md").read_text()
     assert "retrieval (TF-IDF)" in report and "fine-tuned model" in report
+    assert (
+        f"reference replies themselves it scores accuracy {figure(ceiling['intent_accuracy'])}"
+        in report
+    )
     assert "fine-tuned model" in output and "Run folder" in output
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     assert list(table.columns[:4]) == ["prompt", "reference", "label", "generated"]
@@ -237,9 +246,9 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     )
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "evaluations" / "eval.json").read_text())
-    assert saved["reply"]["model"]["rougeL"] == pytest.approx(
-        json.loads((run / "metrics.json").read_text())["reply"]["model"]["rougeL"]
-    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert saved["reply"]["model"]["rougeL"] == pytest.approx(metrics["reply"]["model"]["rougeL"])
+    assert saved["reference_intents"] == metrics["reference_intents"]  # the same pairs
     result = runner.invoke(
         app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\nthanks\n\n"
     )
