@@ -8,6 +8,9 @@
     python benchmarks/flowers12.py --split test --seeds 1 2 3
     python benchmarks/flowers12.py --data path/to/flowers12 ...   # another copy of the data
     python benchmarks/flowers12.py --speed 4   # images/s with and without the block cache
+    # Small photo sets: K species drawn at random, M training photos each (all their test
+    # photos evaluate), one set per --draws value:
+    python benchmarks/flowers12.py --split test --classes 2 --per-class 60 --draws 1 2 3
 
 The data is read where it lies (default ../shared/data/flowers12 beside the repository); its
 licence is unknown, so it is never copied into the repository. Each variant is a name and
@@ -76,6 +79,24 @@ def run_once(data: Path, split: str, options: dict, seed: int, scratch: Path) ->
         # The same trained model with the other image.tta_flip setting (training is the same).
         "other_tta_flip_accuracy": round(other_tta_accuracy(run), 4),
     }
+
+
+def subset(data: Path, classes: int, per_class: int, draw: int, scratch: Path) -> Path:
+    """A folder of links to `classes` species drawn at random (seeded by `draw`), each with
+    `per_class` of its training photos drawn the same way and all its test photos."""
+    import random
+
+    rng = random.Random(draw)
+    species = sorted(rng.sample(sorted(p.name for p in (data / "train").iterdir()), classes))
+    root = scratch / f"flowers{classes}x{per_class}-draw{draw}"
+    for name in species:
+        photos = sorted((data / "train" / name).iterdir())
+        for part, chosen in (("train", rng.sample(photos, per_class)), ("test", None)):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for photo in chosen or sorted((data / "test" / name).iterdir()):
+                (folder / photo.name).symlink_to(photo.resolve())
+    return root
 
 
 def other_tta_accuracy(run) -> float:
@@ -159,6 +180,9 @@ def main() -> None:
     parser.add_argument(
         "--speed", type=int, metavar="BATCHES", help="Measure images/s with and without the cache."
     )
+    parser.add_argument("--classes", type=int, help="Species in each drawn subset (all: none).")
+    parser.add_argument("--per-class", type=int, default=60, help="Training photos per species.")
+    parser.add_argument("--draws", type=int, nargs="+", default=[1], help="One subset each.")
     args = parser.parse_args()
     data = Path(args.data)
     if not (data / "train").is_dir():
@@ -168,11 +192,21 @@ def main() -> None:
         return
     output = Path(args.output)
     rows = json.loads(output.read_text())["rows"] if output.is_file() else []
+    draws = args.draws if args.classes else [None]
     for name, options in map(variant, args.variant or ["base"]):
-        for seed in args.seeds:
+        for seed, draw in [(seed, draw) for seed in args.seeds for draw in draws]:
             with tempfile.TemporaryDirectory() as scratch:
                 row = {"variant": name, "split": args.split, "options": options}
-                row.update(run_once(data, args.split, options, seed, Path(scratch)))
+                source, run_options = data, options
+                if draw is not None:
+                    source = subset(data, args.classes, args.per_class, draw, Path(scratch))
+                    row.update(
+                        subset=source.name,
+                        species=sorted(p.name for p in (source / "train").iterdir()),
+                    )
+                    if args.classes == 2:  # accuracy does not depend on which is positive
+                        run_options = {**options, "data": {"positive_label": row["species"][1]}}
+                row.update(run_once(source, args.split, run_options, seed, Path(scratch)))
             print(json.dumps(row), flush=True)
             rows.append(row)
             output.parent.mkdir(parents=True, exist_ok=True)
