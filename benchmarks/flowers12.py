@@ -81,22 +81,27 @@ def run_once(data: Path, split: str, options: dict, seed: int, scratch: Path) ->
     }
 
 
-def subset(data: Path, classes: int, per_class: int, draw: int, scratch: Path) -> Path:
+def subset(
+    data: Path, classes: int, per_class: int, draw: int, scratch: Path
+) -> tuple[Path, list[str]]:
     """A folder of links to `classes` species drawn at random (seeded by `draw`), each with
-    `per_class` of its training photos drawn the same way and all its test photos."""
+    `per_class` of its training photos drawn the same way and all its test photos; and the
+    species drawn."""
     import random
 
     rng = random.Random(draw)
     species = sorted(rng.sample(sorted(p.name for p in (data / "train").iterdir()), classes))
     root = scratch / f"flowers{classes}x{per_class}-draw{draw}"
     for name in species:
-        photos = sorted((data / "train" / name).iterdir())
-        for part, chosen in (("train", rng.sample(photos, per_class)), ("test", None)):
-            folder = root / part / name
-            folder.mkdir(parents=True)
-            for photo in chosen or sorted((data / "test" / name).iterdir()):
-                (folder / photo.name).symlink_to(photo.resolve())
-    return root
+        photos = {
+            "train": rng.sample(sorted((data / "train" / name).iterdir()), per_class),
+            "test": sorted((data / "test" / name).iterdir()),
+        }
+        for part, chosen in photos.items():
+            (root / part / name).mkdir(parents=True)
+            for photo in chosen:
+                (root / part / name / photo.name).symlink_to(photo.resolve())
+    return root, species
 
 
 def other_tta_accuracy(run) -> float:
@@ -199,13 +204,12 @@ def main() -> None:
                 row = {"variant": name, "split": args.split, "options": options}
                 source, run_options = data, options
                 if draw is not None:
-                    source = subset(data, args.classes, args.per_class, draw, Path(scratch))
-                    row.update(
-                        subset=source.name,
-                        species=sorted(p.name for p in (source / "train").iterdir()),
+                    source, species = subset(
+                        data, args.classes, args.per_class, draw, Path(scratch)
                     )
-                    if args.classes == 2:  # accuracy does not depend on which is positive
-                        run_options = {**options, "data": {"positive_label": row["species"][1]}}
+                    row.update(subset=source.name, species=species)
+                    if len(species) == 2:  # accuracy does not depend on which is positive
+                        run_options = {**options, "data": {"positive_label": species[1]}}
                 row.update(run_once(source, args.split, run_options, seed, Path(scratch)))
             print(json.dumps(row), flush=True)
             rows.append(row)
