@@ -320,18 +320,19 @@ def score_methods(
 
 @dataclass
 class Judge:
-    """The reply classifier (reply -> label), fitted on the training responses; None when the
-    pairs have no labels."""
+    """The reply classifier (reply -> label), fitted on the training responses, with
+    out-of-fold labels for replies that are training responses; None when the pairs have no
+    labels."""
 
     classifier: Any = None
 
     @classmethod
     def fit(cls, train: Pairs, seed: int) -> Judge:
-        from finetune.evaluation.reply_metrics import fit_reply_classifier
+        from finetune.evaluation.reply_metrics import fit_reply_judge
 
         if train.labels is None or len(set(train.labels)) < 2:
             return cls(None)
-        return cls(fit_reply_classifier(train.responses, train.labels, seed))
+        return cls(fit_reply_judge(train.responses, train.labels, seed))
 
     def figures(self, texts: list[str], pairs: Pairs) -> dict[str, Any]:
         from finetune.evaluation.reply_metrics import reply_figures

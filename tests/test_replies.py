@@ -158,6 +158,29 @@ def test_reply_metrics_on_hand_built_cases():
     assert replies == ["tracking"]
 
 
+def test_the_judge_labels_a_training_reply_as_if_it_had_never_seen_it():
+    from finetune.evaluation.reply_metrics import fit_reply_judge
+
+    replies = [
+        "your refund is on its way",
+        "we sent the refund to your card",
+        "the refund reaches your card soon",
+        "follow your parcel on the tracking page",
+        "your parcel tracking number is below",
+        "the tracking page shows your parcel",
+        "the parcel tracking page shows it",  # a refund reply in tracking words
+    ]
+    intents = ["refund"] * 3 + ["track"] * 3 + ["refund"]
+    judge = fit_reply_judge(replies, intents, seed=0, folds=3)
+    # Fitted on it, the classifier recalls the odd reply's intent; out of fold it cannot,
+    # and that is how a reply it has never seen (a generated one) is judged.
+    assert list(judge.classifier.predict([replies[-1]])) == ["refund"]
+    served = replies[-1].replace(" tracking ", "  tracking\r\n")  # as a CSV gives it back
+    assert list(judge.predict([served, "the refund to your card"])) == ["track", "refund"]
+    # A reply that is not word for word a training reply goes to the full classifier.
+    assert list(judge.predict(["the parcel tracking page shows it now"])) == ["refund"]
+
+
 @pytest.fixture(scope="module")
 def chat_dir(tiny_llama_dir, tmp_path_factory):
     return generation_recipe.chat_model(tiny_llama_dir, tmp_path_factory.mktemp("chat") / "model")

@@ -181,7 +181,9 @@ def generation_report(
         "## Methods (evaluation messages)",
         table(["method", *COLUMNS.values()], methods_table(metrics)),
         "Intent figures: a reply classifier (TF-IDF + logistic regression) fitted on the "
-        "training replies labels each reply; compared with the message's true intent."
+        "training replies labels each reply (a training reply itself, as retrieval serves "
+        "it, by the classifier of the fold that left it out); compared with the message's "
+        "true intent."
         + _reference_intents(metrics.get("reference_intents"))
         + " Placeholder fidelity: share of replies with exactly their reference's `{{...}}` "
         "placeholders. PII leaks: e-mails, phone and card numbers found in the replies "
