@@ -68,7 +68,8 @@ def fit_reply_classifier(replies: list[str], intents: list[str], seed: int) -> P
 
 
 def _same_text(text: str) -> str:
-    # CSV round trips turn "\r\n" into "\n": a training reply read back must still match.
+    # Inside a run retrieval's replies are the training replies themselves; replies read back
+    # from a run's predictions.csv have "\n" for "\r\n" and must still match.
     return " ".join(text.split())
 
 
