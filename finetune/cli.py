@@ -297,7 +297,7 @@ def _echo_generation(recipe: Recipe, metrics: dict[str, Any], title: str | None 
     from rich.console import Console
     from rich.table import Table
 
-    from finetune.reporting.generation import COLUMNS, methods_table, verdict_lines
+    from finetune.reporting.generation import COLUMNS, judge_note, methods_table, verdict_lines
 
     # The recipe's title names its default task (e.g. intent classification), not replies.
     table = Table(title=title or f"{recipe.name}: replies to {metrics['n_eval']} messages")
@@ -307,8 +307,9 @@ def _echo_generation(recipe: Recipe, metrics: dict[str, Any], title: str | None 
     for row in methods_table(metrics):
         table.add_row(*row)
     Console(width=160).print(table)
-    for line in verdict_lines(metrics):
-        typer.echo(line.replace("**", ""))
+    for line in [*verdict_lines(metrics), judge_note(metrics)]:
+        if line:
+            typer.echo(line.replace("**", ""))
 
 
 def _read_pairs(loaded: Any, data: str, prompt: str | None, label: str | None) -> Any:

@@ -340,6 +340,20 @@ class Judge:
         labels = pairs.labels if self.classifier is not None else None
         return reply_figures(texts, pairs.responses, labels, self.classifier)
 
+    def in_sample(self) -> dict[str, Any] | None:
+        """The intents whose training replies the judge labels with the classifier fitted on
+        them (too few to hold one out), and how many intents it knows; None without a judge.
+        A judge saved before out-of-fold labels labels all of them so."""
+        from finetune.evaluation.reply_metrics import OutOfFoldJudge
+
+        if self.classifier is None:
+            return None
+        if isinstance(self.classifier, OutOfFoldJudge):
+            known = self.classifier.classifier.classes_
+            return {"intents": list(self.classifier.in_sample), "of": len(known)}
+        known = [str(c) for c in self.classifier.classes_]
+        return {"intents": known, "of": len(known)}
+
     def on_references(self, pairs: Pairs) -> dict[str, float] | None:
         """The classifier's intent figures on the reference replies themselves: what a method
         whose replies were the references would score, so the ceiling of intent consistency
@@ -388,6 +402,7 @@ def _metrics(
         ),
         "reply": reply,
         "reference_intents": judge.on_references(evaluation),
+        "judge_in_sample": judge.in_sample(),
         "accuracy": model["intent_accuracy"],
         "recall": model["intent_recall"],
         "f1": model["intent_f1"],
@@ -515,6 +530,7 @@ class LoadedGenerator:
             "n": len(pairs),
             "reply": reply,
             "reference_intents": self.judge.on_references(pairs),
+            "judge_in_sample": self.judge.in_sample(),
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
         if self.index is not None:  # the run's retrieval, named in the table

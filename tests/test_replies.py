@@ -158,19 +158,23 @@ def test_reply_metrics_on_hand_built_cases():
     assert replies == ["tracking"]
 
 
+# Refund and tracking replies; the last is a refund reply in tracking words.
+JUDGED_REPLIES = [
+    "your refund is on its way",
+    "we sent the refund to your card",
+    "the refund reaches your card soon",
+    "follow your parcel on the tracking page",
+    "your parcel tracking number is below",
+    "the tracking page shows your parcel",
+    "the parcel tracking page shows it",
+]
+JUDGED_INTENTS = ["refund"] * 3 + ["track"] * 3 + ["refund"]
+
+
 def test_the_judge_labels_a_training_reply_as_if_it_had_never_seen_it():
     from finetune.evaluation.reply_metrics import fit_reply_judge
 
-    replies = [
-        "your refund is on its way",
-        "we sent the refund to your card",
-        "the refund reaches your card soon",
-        "follow your parcel on the tracking page",
-        "your parcel tracking number is below",
-        "the tracking page shows your parcel",
-        "the parcel tracking page shows it",  # a refund reply in tracking words
-    ]
-    intents = ["refund"] * 3 + ["track"] * 3 + ["refund"]
+    replies, intents = JUDGED_REPLIES, JUDGED_INTENTS
     judge = fit_reply_judge(replies, intents, seed=0, folds=3)
     # Fitted on it, the classifier recalls the odd reply's intent; out of fold it cannot,
     # and that is how a reply it has never seen (a generated one) is judged.
@@ -179,6 +183,28 @@ def test_the_judge_labels_a_training_reply_as_if_it_had_never_seen_it():
     assert list(judge.predict([served, "the refund to your card"])) == ["track", "refund"]
     # A reply that is not word for word a training reply goes to the full classifier.
     assert list(judge.predict(["the parcel tracking page shows it now"])) == ["refund"]
+
+
+def test_an_intent_with_a_single_reply_is_named_and_the_others_stay_out_of_fold():
+    from finetune.evaluation.reply_metrics import fit_reply_judge
+    from finetune.generation import Judge
+    from finetune.reporting.generation import judge_note
+
+    replies = [*JUDGED_REPLIES, "your invoice is attached to this mail"]  # the only invoice one
+    intents = [*JUDGED_INTENTS, "invoice"]
+    judge = fit_reply_judge(replies, intents, seed=0, folds=3)
+    assert judge.in_sample == ("invoice",)
+    # The single invoice reply does not take the out-of-fold labels of the others with it.
+    assert list(judge.predict([replies[-2], replies[-1]])) == ["track", "invoice"]
+    seen = Judge(judge).in_sample()
+    assert seen == {"intents": ["invoice"], "of": 3}
+    assert "favoured on 1 of 3 intents (invoice)" in judge_note({"judge_in_sample": seen})
+    # A judge saved before out-of-fold labels (the plain classifier) labels every intent so.
+    assert Judge(judge.classifier).in_sample() == {
+        "intents": ["invoice", "refund", "track"],
+        "of": 3,
+    }
+    assert judge_note({"judge_in_sample": {"intents": [], "of": 3}}) == ""
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +262,7 @@ def test_reply_train_writes_a_self_describing_run(reply_run):
     ceiling = metrics["reference_intents"]
     assert ceiling == {k: metrics["reply"]["retrieval_tfidf"][k] for k in ceiling}
     assert set(ceiling) == {"intent_accuracy", "intent_recall", "intent_f1"}
+    assert metrics["judge_in_sample"] == {"intents": [], "of": 2}
     assert metrics["reply"]["model"]["rougeL"] > metrics["reply"]["untuned"]["rougeL"]
     assert metrics["validation"]["n"] == 2
     assert metrics["delivered"]["name"] == delivered(metrics["validation"]["figures"])

@@ -78,10 +78,14 @@ class OutOfFoldJudge:
     """The reply classifier, except on replies that are word for word training replies (what
     retrieval serves): those get the label of a classifier fitted without them, out of fold.
     The full classifier labels its own training replies without error, which would favour
-    retrieval over generated replies, which it has never seen."""
+    retrieval over generated replies, which it has never seen. `in_sample`: the intents whose
+    training replies are too few to hold one out (a single reply): the full classifier labels
+    those, so on them retrieval is still favoured, and the report says so."""
 
     classifier: Any
     held_out: dict[str, str]
+    # A class-level default, so a judge pickled before this field existed still loads.
+    in_sample: tuple[str, ...] = ()
 
     def predict(self, texts: list[str]) -> np.ndarray:
         fitted = zip(texts, self.classifier.predict(texts), strict=True)
@@ -90,21 +94,33 @@ class OutOfFoldJudge:
 
 def fit_reply_judge(
     replies: list[str], intents: list[str], seed: int, folds: int = 10
-) -> Pipeline | OutOfFoldJudge:
+) -> OutOfFoldJudge:
     """The reply classifier, with out-of-fold labels for the training replies (stratified
-    folds, at most `folds`, fewer when an intent has fewer replies; the plain classifier when
-    one has a single reply)."""
+    folds, at most `folds`, fewer when an intent has fewer replies). Replies of an intent with
+    a single training reply keep the full classifier's label (held out, their intent would be
+    unknown to the fold's classifier); so do all replies when no fold split is possible."""
+    import warnings
+
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     classifier = fit_reply_classifier(replies, intents, seed)
-    n_splits = min(folds, min(np.unique(intents, return_counts=True)[1]))
-    if n_splits < 2:
-        return classifier
-    splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
-    # cross_val_predict fits a fresh copy of the classifier on each fold's other replies.
-    held = cross_val_predict(classifier, replies, intents, cv=splitter)
-    labels = zip(replies, held, strict=True)
-    return OutOfFoldJudge(classifier, {_same_text(r): str(h) for r, h in labels})
+    counts = dict(zip(*np.unique(intents, return_counts=True), strict=True))
+    single = tuple(sorted(str(i) for i, n in counts.items() if n == 1))
+    shared = [n for n in counts.values() if n > 1]
+    if not shared:
+        return OutOfFoldJudge(classifier, {}, tuple(sorted(map(str, counts))))
+    splitter = StratifiedKFold(min(folds, min(shared)), shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():  # a single-reply intent sits in one fold only
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            # cross_val_predict fits a fresh copy of the classifier on each fold's other
+            # replies.
+            held = cross_val_predict(classifier, replies, intents, cv=splitter)
+    except ValueError:  # a fold's other replies hold a single intent: nothing to fit
+        return OutOfFoldJudge(classifier, {}, tuple(sorted(map(str, counts))))
+    labels = zip(replies, intents, held, strict=True)
+    held_out = {_same_text(r): str(h) for r, i, h in labels if counts[i] > 1}
+    return OutOfFoldJudge(classifier, held_out, single)
 
 
 def intent_consistency(

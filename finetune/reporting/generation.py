@@ -121,6 +121,22 @@ def _reference_intents(figures: dict[str, float] | None) -> str:
     )
 
 
+def judge_note(metrics: dict[str, Any]) -> str:
+    """Where the intent figures still favour retrieval: intents whose training replies the
+    judge labels with the classifier fitted on them ("" when there are none)."""
+    seen = metrics.get("judge_in_sample") or {}
+    intents = seen.get("intents") or []
+    if not intents:
+        return ""
+    named = ", ".join(intents[:5]) + (", ..." if len(intents) > 5 else "")
+    return (
+        f"Retrieval's intent figures are favoured on {len(intents)} of {seen['of']} intents "
+        f"({named}): they have too few training replies to hold one out, so a retrieved reply "
+        "of theirs is labelled by the classifier fitted on it. More training pairs per intent "
+        "remove this."
+    )
+
+
 def _prompt_lines(metrics: dict[str, Any]) -> list[str]:
     if not metrics.get("retrieved_reply"):
         return []
@@ -189,6 +205,7 @@ def generation_report(
         "placeholders. PII leaks: e-mails, phone and card numbers found in the replies "
         "as generated; `predict` and `chat` replace them before serving when the run redacts "
         "PII (data.redact_pii).",
+        *filter(None, [judge_note(metrics)]),
         "## Throughput",
         table(["figure", "value"], rows),
         "## Examples",
