@@ -205,6 +205,9 @@ def test_an_intent_with_a_single_reply_is_named_and_the_others_stay_out_of_fold(
         "of": 3,
     }
     assert judge_note({"judge_in_sample": {"intents": [], "of": 3}}) == ""
+    # No fold split leaves two intents to fit on: every intent is then labelled in sample.
+    tiny = fit_reply_judge(["apple banana", "apple cherry", "xylophone yak"], ["a", "a", "b"], 0)
+    assert (tiny.in_sample, tiny.held_out) == (("a", "b"), {})
 
 
 @pytest.fixture(scope="module")
