@@ -348,11 +348,9 @@ class Judge:
 
         if self.classifier is None:
             return None
-        if isinstance(self.classifier, OutOfFoldJudge):
-            known = self.classifier.classifier.classes_
-            return {"intents": list(self.classifier.in_sample), "of": len(known)}
-        known = [str(c) for c in self.classifier.classes_]
-        return {"intents": known, "of": len(known)}
+        judged = isinstance(self.classifier, OutOfFoldJudge)
+        known = [str(c) for c in getattr(self.classifier, "classifier", self.classifier).classes_]
+        return {"intents": list(self.classifier.in_sample) if judged else known, "of": len(known)}
 
     def on_references(self, pairs: Pairs) -> dict[str, float] | None:
         """The classifier's intent figures on the reference replies themselves: what a method

@@ -105,10 +105,10 @@ def fit_reply_judge(
 
     classifier = fit_reply_classifier(replies, intents, seed)
     counts = dict(zip(*np.unique(intents, return_counts=True), strict=True))
-    single = tuple(sorted(str(i) for i, n in counts.items() if n == 1))
     shared = [n for n in counts.values() if n > 1]
+    everyone_in_sample = OutOfFoldJudge(classifier, {}, tuple(sorted(map(str, counts))))
     if not shared:
-        return OutOfFoldJudge(classifier, {}, tuple(sorted(map(str, counts))))
+        return everyone_in_sample
     splitter = StratifiedKFold(min(folds, min(shared)), shuffle=True, random_state=seed)
     try:
         with warnings.catch_warnings():  # a single-reply intent sits in one fold only
@@ -117,9 +117,10 @@ def fit_reply_judge(
             # replies.
             held = cross_val_predict(classifier, replies, intents, cv=splitter)
     except ValueError:  # a fold's other replies hold a single intent: nothing to fit
-        return OutOfFoldJudge(classifier, {}, tuple(sorted(map(str, counts))))
+        return everyone_in_sample
     labels = zip(replies, intents, held, strict=True)
     held_out = {_same_text(r): str(h) for r, i, h in labels if counts[i] > 1}
+    single = tuple(sorted(str(i) for i, n in counts.items() if n == 1))
     return OutOfFoldJudge(classifier, held_out, single)
 
 
