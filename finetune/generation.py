@@ -410,6 +410,7 @@ def _metrics(
             "history": result.history,
             "train_seconds": result.train_seconds,
             "samples_per_second": result.samples_per_second,
+            "tokens_per_second": result.tokens_per_second,
         },
     }
     if validation is not None and checked is not None:

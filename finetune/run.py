@@ -599,9 +599,11 @@ def fit_model(
         result = fit_by_folds(prepared, data, encoded, baselines, show_progress)
     else:
         result = _fit_on_validation(prepared, data, encoded, baselines, show_progress)
-    seen = result.samples_per_second * result.train_seconds
+    # The rates count the frozen layers' pass as training time too.
+    stretch = result.train_seconds / ((result.train_seconds + encoded.cache_seconds) or 1.0)
     result.train_seconds += encoded.cache_seconds
-    result.samples_per_second = seen / result.train_seconds if result.train_seconds else 0.0
+    result.samples_per_second *= stretch
+    result.tokens_per_second *= stretch
     return result
 
 
@@ -932,6 +934,7 @@ def _run_figures(
         "n_eval": len(data.evaluation),
         "train_seconds": round(result.train_seconds, 2),
         "samples_per_second": round(result.samples_per_second, 2),
+        "tokens_per_second": round(result.tokens_per_second, 1),
         "best_epoch": result.best_epoch,
         "best_epoch_metric": result.select_metric,
         "train_source": data.train.source,

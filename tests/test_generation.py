@@ -105,11 +105,18 @@ def test_the_output_layer_runs_on_response_positions_only(chat_dir):
         torch.testing.assert_close(grad, seen_full[name], rtol=1e-4, atol=1e-6)
 
 
-def test_generation_run_trains_writes_and_reloads(trained):
-    from finetune.modeling.generation import generate, load_generator
+def test_generation_run_trains_writes_and_reloads(trained, chat_dir):
+    from finetune.modeling.generation import ChatInputs, generate, load_generator
+    from finetune.modeling.models import load_tokenizer
 
     history = trained.metrics["train"]["history"]
     assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]  # memorised
+    # Training throughput in tokens: every step is the whole set (6 pairs, batches of 6).
+    data, train = recipe.pairs(), trained.metrics["train"]
+    inputs = ChatInputs(load_tokenizer(str(chat_dir)), 32)
+    per_step = sum(inputs.lengths(inputs.encode_pairs(data.prompts, data.responses)))
+    stepped = train["tokens_per_second"] * train["train_seconds"]
+    assert stepped == pytest.approx(train["steps"] * per_step)
     folder = trained.folder
     for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "environment.json"):
         assert (folder / name).is_file()

@@ -171,6 +171,7 @@ def generation_report(
     train, gen = metrics["train"], metrics["generation"]
     rows = [
         ["training samples / s", figure(train.get("samples_per_second"))],
+        ["training tokens / s (prompt and reply)", figure(train.get("tokens_per_second"))],
         ["training seconds", figure(train.get("train_seconds"))],
         [
             "generation: new tokens / s (fine-tuned model, batched greedy)",

@@ -173,6 +173,7 @@ class LoopState:
     # Batches of `epoch` already trained (a resume skips them); 0 at an epoch boundary.
     batch_in_epoch: int = 0
     seen: int = 0  # training rows stepped over, for samples/s
+    tokens: int = 0  # their tokens, for tokens/s (0 when the inputs have no token lengths)
     elapsed: float = 0.0  # training seconds before the current stretch of the clock
     running: list[float] = field(default_factory=list)  # per-step losses still needed
     history: list[dict[str, Any]] = field(default_factory=list)

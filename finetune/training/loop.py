@@ -174,6 +174,7 @@ class TrainResult:
     steps: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    tokens_per_second: float = 0.0  # 0 when the inputs have no token lengths (images)
     # How the number of epochs was chosen when inner folds chose it (train.select_folds;
     # training/kfold.py): the folds' mean figure per epoch, the choice and how sure it is.
     selection: dict[str, Any] | None = None
@@ -446,9 +447,11 @@ class TrainingLoop:
             state.batch_in_epoch += 1
             if state.batch_in_epoch <= self._skip:
                 continue  # done before the checkpoint this run resumed from
-            loss = self.step([self.train_ids[i] for i in indices], labels)
+            items = [self.train_ids[i] for i in indices]
+            loss = self.step(items, labels)
             state.step += 1
             state.seen += len(labels)
+            state.tokens += sum(self.inputs.lengths(items) or ())
             if state.step % RELEASE_EVERY == 0:
                 release_free_heap()
             state.running.append(loss)
@@ -584,6 +587,7 @@ class TrainingLoop:
             steps=state.step,
             train_seconds=seconds,
             samples_per_second=state.seen / seconds if seconds else 0.0,
+            tokens_per_second=state.tokens / seconds if seconds else 0.0,
         )
         if state.best_state is not None:
             # The best epoch's LoRA and head weights (the frozen backbone never changed).
