@@ -3,6 +3,12 @@
     python benchmarks/quantization.py          # CPU default: 34 min on 2 cores under heavy load
     python benchmarks/quantization.py --limit 0 --epochs 3 --require-cuda   # what gpu_check.sh runs
     python benchmarks/quantization.py --limit 30 --max-steps 2      # smoke test
+    python benchmarks/quantization.py --task reply --models qwen2.5-0.5b --quants none 4bit
+
+`--task reply` fine-tunes a chat model to write the customer-service replies instead (the
+recipe's `--task reply` on bundled Bitext; `--limit` and `--eval-limit` are its training
+pairs and test messages, 0 for all) and adds training tokens/s (prompt and reply tokens) and
+generation tokens/s (new tokens) to each row.
 
 Data: the customer-service recipe's bundled shop_intents (a seeded, stratified sample of
 `--limit` training rows; the test split, or its first `--eval-limit` rows). Each (model, quant)
@@ -44,6 +50,21 @@ HEADER = [
     "weights_ratio",
     "speed_ratio",
 ]
+REPLY_HEADER = [
+    "model",
+    "quant",
+    "device",
+    "peak_memory_mb",
+    "memory_kind",
+    "samples_per_second",
+    "tokens_per_second",
+    "generate_tokens_per_second",
+    "train_seconds",
+    "rougeL",
+    "chrf",
+    "memory_ratio",
+    "speed_ratio",
+]
 
 
 def sample_data(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
@@ -65,6 +86,45 @@ def sample_data(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
     return paths
 
 
+def reply_config(args: argparse.Namespace, train: dict, output: Path):
+    """The recipe's reply task on its bundled Bitext pairs, sized by --limit / --eval-limit."""
+    from recipes.customer_service import recipe
+
+    options = {"task": "reply", "train_rows": args.limit or None}
+    options["eval_rows"] = args.eval_limit or None
+    if args.max_new_tokens:
+        options["max_new_tokens"] = args.max_new_tokens
+    if args.retrieval_model:
+        options["retrieval_model"] = args.retrieval_model
+    model = {"name": args.model, "quant": args.quant}
+    return recipe.config(options=options, model=model, train=train, output=str(output))
+
+
+def reply_row(metrics: dict) -> dict:
+    """A reply run's figures for the table."""
+    train, generation = metrics["train"], metrics["generation"]
+    return {
+        "samples_per_second": train["samples_per_second"],
+        "tokens_per_second": train["tokens_per_second"],
+        "generate_tokens_per_second": generation["tokens_per_second"],
+        "train_seconds": train["train_seconds"],
+        "rougeL": generation["rougeL"],
+        "chrf": generation["chrf"],
+        "n_eval": metrics["n_eval"],
+        "steps": train["steps"],
+    }
+
+
+def peak_memory() -> tuple[str, float, str]:
+    """The device's name, this process's peak memory in MB and what kind it is."""
+    import torch
+
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.get_device_name(), peak, "cuda max allocated"
+    return "cpu", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS"
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """One (model, quant) training run; prints its row as JSON."""
     import torch
@@ -72,35 +132,35 @@ def run_one(args: argparse.Namespace) -> dict:
     from recipes.customer_service import recipe
 
     tmp = Path(tempfile.mkdtemp())
-    train_file, test_file = sample_data(args, tmp)
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "optim": args.optim}
     if args.max_steps:
         train["max_steps"] = args.max_steps
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if args.task == "reply":
+        run = recipe.train(reply_config(args, train, tmp / "run"), show_progress=False)
+        device, peak, kind = peak_memory()
+        base = {"model": args.model, "quant": args.quant, "device": device}
+        return {**base, "peak_memory_mb": peak, "memory_kind": kind, **reply_row(run.metrics)}
+    train_file, test_file = sample_data(args, tmp)
     config = recipe.config(
         data={"path": str(train_file), "eval_path": str(test_file), "max_length": 64},
         model={"name": args.model, "quant": args.quant},
         train=train,
         output=str(tmp / "run"),
     )
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     run = recipe.train(config, show_progress=False)
     backbone = run.model.backbone
     stored = sum(t.numel() * t.element_size() for t in backbone.parameters())
     stored += sum(t.numel() * t.element_size() for t in backbone.buffers())
-    cuda = torch.cuda.is_available()
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    device, peak, kind = peak_memory()
     m = run.metrics
     return {
         "model": args.model,
         "quant": args.quant,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "device": device,
         "peak_memory_mb": peak,
-        "memory_kind": "cuda max allocated" if cuda else "peak RSS",
+        "memory_kind": kind,
         "weights_mb": stored / 2**20,
         "samples_per_second": m["samples_per_second"],
         "train_seconds": m["train_seconds"],
@@ -113,25 +173,52 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
+PASSED = ("limit", "eval_limit", "epochs", "max_steps", "batch_size", "optim", "task")
+
+
 def child(args: argparse.Namespace, model: str, quant: str) -> dict:
+    """One pair in its own process (so its peak memory is its own); a failure is a row with
+    the error's last lines, and the comparison goes on."""
     command = [sys.executable, __file__, "--part", "--model", model, "--quant", quant]
-    for name in ("limit", "eval_limit", "epochs", "max_steps", "batch_size", "optim"):
+    for name in PASSED:
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    for name in ("max_new_tokens", "retrieval_model"):
+        if getattr(args, name):
+            command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    # Packages installed beside the interpreter's own (a --target folder) stay importable.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
-        sys.exit(f"{model} / {quant} failed:\n{done.stderr[-3000:]}")
+        print(f"{model} / {quant} failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return {"model": model, "quant": quant, "error": done.stderr.strip()[-600:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def format_table(rows: list[dict]) -> str:
+def add_ratios(row: dict, reference: dict) -> None:
+    """The row's memory, weights and speed against the same model unquantized."""
+    for ratio, key in (
+        ("memory_ratio", "peak_memory_mb"),
+        ("weights_ratio", "weights_mb"),
+        ("speed_ratio", "samples_per_second"),
+    ):
+        if row.get(key) is not None and reference.get(key):
+            row[ratio] = row[key] / reference[key]
+
+
+def format_table(rows: list[dict], header: list[str] = HEADER) -> str:
     def cell(value) -> str:
         if isinstance(value, float):
             return f"{value:.3f}" if value < 10 else f"{value:.0f}"
         return "" if value is None else str(value)
 
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cell(row.get(h)) for h in HEADER) + " |" for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [cell(row.get(h)) for h in header]
+        if "error" in row:  # the run failed: its error in place of the figures
+            cells = [*cells[:2], "failed: " + " ".join(row["error"].split())[-200:]]
+            cells += [""] * (len(header) - len(cells))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -145,6 +232,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--optim", default="adamw")
+    parser.add_argument("--task", choices=("intent", "reply"), default="intent")
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="reply task (0: its own)")
+    parser.add_argument("--retrieval-model", help="reply task: the retrieval encoder (a folder)")
     parser.add_argument("--require-cuda", action="store_true", help="fail unless CUDA is used")
     parser.add_argument(
         "--output", default=str(ROOT / "benchmarks" / "results" / "quantization.json")
@@ -169,14 +259,14 @@ def main() -> None:
         reference = None
         for quant in args.quants:
             row = child(args, model, quant)
+            rows.append(row)
+            if "error" in row:
+                continue
             print(f"{model} {quant}: {row['samples_per_second']:.1f} samples/s", flush=True)
             reference = reference or (row if quant == "none" else None)
             if reference:
-                row["memory_ratio"] = row["peak_memory_mb"] / reference["peak_memory_mb"]
-                row["weights_ratio"] = row["weights_mb"] / reference["weights_mb"]
-                row["speed_ratio"] = row["samples_per_second"] / reference["samples_per_second"]
-            rows.append(row)
-    table = format_table(rows)
+                add_ratios(row, reference)
+    table = format_table(rows, REPLY_HEADER if args.task == "reply" else HEADER)
     print(table)
     result = {
         "date": str(date.today()),
