@@ -64,6 +64,15 @@ def run_once(data: Path, split: str, options: dict, seed: int, scratch: Path) ->
         "f1": round(metrics["f1"], 4),
         "probe_accuracy": round(probe["accuracy"], 4),
         "probe_f1": round(probe["f1"], 4),
+        # What the run serves (the fine-tuned model, a baseline or a blend, eval.blend) and the
+        # fine-tuned model's own figures when it serves something else.
+        "delivered": metrics["delivered"]["name"],
+        "delivered_rule": metrics["delivered"].get("rule"),
+        "finetuned_accuracy": round(metrics["finetuned"]["accuracy"], 4),
+        "blends": {
+            name: round(figures["accuracy"], 4)
+            for name, figures in metrics.get("blends", {}).items()
+        },
         "kept_epoch": metrics["best_epoch"],
         "selection": metrics.get("selection", {}).get("method", "validation rows"),
         # The inner folds' mean macro-F1 and log-loss per epoch (every training photo held

@@ -1084,7 +1084,8 @@ def _facts(
         + ("on" if encoded.checkpointing else "off"),
         "steps": f"{result.steps} (best epoch {result.best_epoch}"
         + (f", by validation {result.select_metric})" if result.select_metric else ")"),
-        "train time": f"{result.train_seconds:.1f} s ({result.samples_per_second:.1f} samples/s)",
+        "train time": f"{result.train_seconds:.1f} s ({result.samples_per_second:.1f} samples/s"
+        + (f", {result.tokens_per_second:.0f} tokens/s)" if result.tokens_per_second else ")"),
         "wall time": f"{env['wall_seconds']:.1f} s",
         "peak memory": f"{env['peak_rss_mb']:.0f} MB RSS",
         "device": f"{prepared.device} ({env['processor']})",

@@ -127,6 +127,14 @@ def test_a_cached_run_trains_saves_and_reloads(tiny_model_dir, small_csvs, tmp_p
     seen, rounded = 2 * run.metrics["n_train"], run.metrics["train_seconds"]
     rate = run.metrics["samples_per_second"]
     assert seen / (rounded + 0.005) / 1.01 <= rate <= seen / max(rounded - 0.005, 1e-3) * 1.01
+    # Tokens/s over the same time: tokens per row stepped over, within the rows' lengths.
+    from transformers import AutoTokenizer
+
+    texts = pd.read_csv(small_csvs[0])["text"].tolist()
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(tiny_model_dir)(texts).input_ids]
+    per_row = run.metrics["tokens_per_second"] / rate
+    assert min(lengths) <= per_row <= max(lengths) and max(lengths) > 1
+    assert re.search(r"samples/s, \d+ tokens/s\)", (run.folder / "report.md").read_text())
     adapter = json.loads((run.folder / "adapter" / "adapter_config.json").read_text())
     assert adapter["target_modules"] and all(".1." in m for m in adapter["target_modules"])
     # The saved model (whole, no cache) predicts what the run scored on the evaluation file.
