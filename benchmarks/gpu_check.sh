@@ -12,7 +12,7 @@
 # `finetune models fetch qwen2.5-0.5b`), or, on a machine that reaches no package index, the
 # folder that `python benchmarks/device_bundle.py` writes (.device_bundle/: wheels, and model
 # configs that get seeded random weights here; peak memory and tokens/s do not depend on the
-# weights' values, quality figures then mean nothing). Each part ends within 6 minutes. Never
+# weights' values, quality figures then mean nothing). Each part ends within 8 minutes. Never
 # run by CI.
 #
 # GPU_CHECK_SMOKE=1 rehearses the same steps on a CPU, one training step and a few rows per run
@@ -77,7 +77,7 @@ fi
 status=0
 if [ "$part" = reply ] || [ "$part" = all ]; then
     # shellcheck disable=SC2086  # the sizes are several arguments
-    timeout 330 "$python" benchmarks/quantization.py $cuda --task reply --models "$qwen" \
+    timeout 420 "$python" benchmarks/quantization.py $cuda --task reply --models "$qwen" \
         --quants none 4bit $reply_size --retrieval-model "$minilm" \
         --output "$out/reply_gpu.json" --table "$out/reply_gpu.md" 2>&1 | tee "$out/reply_gpu.log"
     status=$((status | PIPESTATUS[0]))
