@@ -90,8 +90,10 @@ def reply_config(args: argparse.Namespace, train: dict, output: Path):
     """The recipe's reply task on its bundled Bitext pairs, sized by --limit / --eval-limit."""
     from recipes.customer_service import recipe
 
-    options = {"task": "reply", "train_rows": args.limit or None}
-    options["eval_rows"] = args.eval_limit or None
+    options = {"task": "reply"}
+    for option, given in (("train_rows", args.limit), ("eval_rows", args.eval_limit)):
+        if given is not None:  # else the recipe's own; 0: all
+            options[option] = given or None
     if args.max_new_tokens:
         options["max_new_tokens"] = args.max_new_tokens
     if args.retrieval_model:
@@ -133,6 +135,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     tmp = Path(tempfile.mkdtemp())
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "optim": args.optim}
+    train = {key: value for key, value in train.items() if value is not None}
     if args.max_steps:
         train["max_steps"] = args.max_steps
     if torch.cuda.is_available():
@@ -173,7 +176,12 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
-PASSED = ("limit", "eval_limit", "epochs", "max_steps", "batch_size", "optim", "task")
+PASSED = (
+    *("limit", "eval_limit", "epochs", "max_steps", "batch_size", "optim", "task"),
+    *("max_new_tokens", "retrieval_model"),
+)
+# The intent task's sizes unless given; the reply task takes the recipe's own.
+INTENT_DEFAULTS = {"limit": 112, "eval_limit": 56, "epochs": 1.0, "batch_size": 16}
 
 
 def child(args: argparse.Namespace, model: str, quant: str) -> dict:
@@ -181,9 +189,7 @@ def child(args: argparse.Namespace, model: str, quant: str) -> dict:
     the error's last lines, and the comparison goes on."""
     command = [sys.executable, __file__, "--part", "--model", model, "--quant", quant]
     for name in PASSED:
-        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    for name in ("max_new_tokens", "retrieval_model"):
-        if getattr(args, name):
+        if getattr(args, name) is not None:
             command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     # Packages installed beside the interpreter's own (a --target folder) stay importable.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -226,14 +232,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "smollm2-135m"])
     parser.add_argument("--quants", nargs="+", default=["none", "8bit", "4bit"])
-    parser.add_argument("--limit", type=int, default=112, help="training rows (0: all 700)")
-    parser.add_argument("--eval-limit", type=int, default=56, help="test rows (0: all 280)")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--limit", type=int, help="training rows: 112 (0: all 700); reply: 240")
+    parser.add_argument("--eval-limit", type=int, help="test rows: 56 (0: all 280); reply: 108")
+    parser.add_argument("--epochs", type=float, help="1 (reply: the recipe's)")
     parser.add_argument("--max-steps", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--optim", default="adamw")
+    parser.add_argument("--batch-size", type=int, help="16 (reply: the recipe's)")
+    parser.add_argument("--optim", help="adamw (the recipe's)")
     parser.add_argument("--task", choices=("intent", "reply"), default="intent")
-    parser.add_argument("--max-new-tokens", type=int, default=0, help="reply task (0: its own)")
+    parser.add_argument("--max-new-tokens", type=int, help="reply task (default: the recipe's)")
     parser.add_argument("--retrieval-model", help="reply task: the retrieval encoder (a folder)")
     parser.add_argument("--require-cuda", action="store_true", help="fail unless CUDA is used")
     parser.add_argument(
@@ -244,6 +250,9 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--quant", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name, value in INTENT_DEFAULTS.items():
+        if args.task == "intent" and getattr(args, name) is None:
+            setattr(args, name, value)
     if args.part:
         print(json.dumps(run_one(args)))
         return
