@@ -2,10 +2,10 @@
 
     python benchmarks/device_bundle.py            # writes .device_bundle/ (git-ignored)
 
-The lent GPU machine has Python 3.12 with a CUDA build of torch, transformers, peft,
-accelerate, pandas and scikit-learn, but not this project's other needs, and nothing can be
-fetched there; what travels with the working tree is at most 64 MiB. So this script, run where
-the package index is reachable, writes into `.device_bundle/`:
+The GPU machine these checks are meant for has Python 3.12 with a CUDA build of torch,
+transformers, peft, accelerate, pandas and scikit-learn, but not this project's other needs,
+and nothing can be fetched there; what travels with the working tree is at most 64 MiB. So
+this script, run where the package index is reachable, writes into `.device_bundle/`:
 
 - `wheels/`: this project (built from the checkout) and the packages it pins, for CPython
   3.12 on manylinux x86-64, at this project's versions, dependencies not on the machine too.

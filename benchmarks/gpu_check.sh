@@ -16,7 +16,7 @@
 # run by CI.
 #
 # GPU_CHECK_SMOKE=1 rehearses the same steps on a CPU, one training step and a few rows per run
-# (how the bundle was checked under Python 3.12 before a GPU machine was lent).
+# (how the bundle was checked under Python 3.12 before any GPU was available).
 set -uo pipefail
 
 out="${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [reply|intent|all]}"
