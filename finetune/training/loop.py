@@ -173,14 +173,22 @@ class TrainResult:
     select_metric: str | None = None
     steps: int = 0
     train_seconds: float = 0.0
-    samples_per_second: float = 0.0
-    tokens_per_second: float = 0.0  # 0 when the inputs have no token lengths (images)
+    seen: int = 0  # training rows stepped over
+    tokens: int = 0  # their tokens (0 when the inputs have no token lengths: images)
     # How the number of epochs was chosen when inner folds chose it (train.select_folds;
     # training/kfold.py): the folds' mean figure per epoch, the choice and how sure it is.
     selection: dict[str, Any] | None = None
     # Every training row's out-of-fold probabilities by method, from those inner folds
     # (finetune.evaluation.selection.OutOfFold): they decide the delivered model.
     out_of_fold: Any = None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.seen / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
 
 def check_optimizer(name: str, device: str) -> None:
@@ -586,8 +594,8 @@ class TrainingLoop:
             select_metric=self.select_metric if len(self.val_ids) else None,
             steps=state.step,
             train_seconds=seconds,
-            samples_per_second=state.seen / seconds if seconds else 0.0,
-            tokens_per_second=state.tokens / seconds if seconds else 0.0,
+            seen=state.seen,
+            tokens=state.tokens,
         )
         if state.best_state is not None:
             # The best epoch's LoRA and head weights (the frozen backbone never changed).
