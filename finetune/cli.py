@@ -5,10 +5,12 @@ Nothing heavy is imported at module level: `finetune --help` must answer without
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -48,9 +50,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any options.")]
 DataOpt = Annotated[
     str | None,
-    typer.Option(
-        "--data", help="CSV, JSONL or Parquet file (or image folder). Default: bundled data."
-    ),
+    typer.Option("--data", help="CSV, JSONL or Parquet file. Default: bundled data."),
 ]
 EvalDataOpt = Annotated[
     str | None,
@@ -59,13 +59,19 @@ EvalDataOpt = Annotated[
 TextColOpt = Annotated[
     str | None, typer.Option("--text-column", help="Default: text (image recipes: path).")
 ]
+# evaluate and predict read a run's files by the column names it was trained on.
+RunTextColOpt = Annotated[
+    str | None, typer.Option("--text-column", help="Default: the run's (as it was trained).")
+]
+RunLabelColOpt = Annotated[
+    str | None, typer.Option("--label-column", help="Default: the run's (as it was trained).")
+]
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Default: label.")]
+# The recipe's default joins this help in its `train` (_common_help).
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model",
-        help="Bundled name (minilm, smollm2-135m), model pack (finetune models), local folder "
-        "or Hugging Face id.",
+        "--model", help="A name from `finetune models`, a local folder or a Hugging Face id."
     ),
 ]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="none, 8bit or 4bit (bitsandbytes).")]
@@ -85,6 +91,24 @@ SetOpt = Annotated[
     ),
 ]
 RunOpt = Annotated[Path, typer.Option("--run", help="A run folder written by train.")]
+# `train`'s common options (parameter name -> the config key each sets). A recipe's `train`
+# offers those its runs read (Recipe.unused_options names the others).
+COMMON_KEYS = {
+    "data": "data.path",
+    "eval_data": "data.eval_path",
+    "text_column": "data.text_column",
+    "label_column": "data.label_column",
+    "model": "model.name",
+    "quant": "model.quant",
+    "optim": "train.optim",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "seed": "train.seed",
+    "output": "output",
+    "overwrite": "overwrite",
+    "resume": "resume",
+    "memory_map": "data.memory_map",
+}
 
 
 def print_results(metrics: dict[str, Any], title: str) -> None:
@@ -106,7 +130,7 @@ def recipe_app(recipe: Recipe) -> typer.Typer:
     """The train / evaluate / predict group every recipe gets."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
     train = _train_command(recipe)
-    group.command("train")(_with_flags(friendly_errors(train), train, _train_flags(recipe)))
+    group.command("train")(_with_flags(friendly_errors(train), train, recipe))
     group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
     group.command("predict")(friendly_errors(_predict_command(recipe)))
     if recipe.generation:
@@ -149,31 +173,19 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
         **recipe_flags: Any,
     ) -> None:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
-        from finetune.config import dotted_to_nested, merge, parse_set_options
+        from finetune.config import deep_update, dotted_to_nested, parse_set_options
 
+        given = locals()
         flags = dotted_to_nested(
             {
-                "data.path": data,
-                "data.eval_path": eval_data,
-                "data.text_column": text_column,
-                "data.label_column": label_column,
-                "model.name": model,
-                "model.quant": quant,
-                "train.optim": optim,
-                "train.epochs": epochs,
-                "train.max_steps": max_steps,
-                "train.seed": seed,
-                "output": output,
-                "overwrite": overwrite or None,
-                "resume": resume or None,
-                "data.memory_map": memory_map or None,
+                **{key: _given(given[name]) for name, key in COMMON_KEYS.items()},
                 **{flag.key: _flag_value(recipe_flags, flag) for flag in _train_flags(recipe)},
             }
         )
-        resolved = recipe.config(config, quick=quick, **flags)
-        if set_:
-            resolved = merge(resolved, parse_set_options(set_), source="--set").validate()
-        _echo_run(recipe, recipe.train(resolved))
+        # --set goes in with the flags (last, so it wins): an option that changes the
+        # recipe's defaults, such as options.task, must be seen while they are resolved.
+        flags = deep_update(flags, parse_set_options(set_ or []))
+        _echo_run(recipe, recipe.train(recipe.config(config, quick=quick, **flags)))
 
     return train
 
@@ -216,8 +228,8 @@ def _evaluate_command(recipe: Recipe) -> Callable[..., None]:
     def evaluate(
         run: RunOpt,
         data: Annotated[str, typer.Option("--data", help="Labelled CSV, JSONL or Parquet file.")],
-        text_column: TextColOpt = None,
-        label_column: LabelColOpt = None,
+        text_column: RunTextColOpt = None,
+        label_column: RunLabelColOpt = None,
         output: Annotated[
             Path | None, typer.Option("--output", help="Metrics JSON. Default: RUN/evaluations/.")
         ] = None,
@@ -253,7 +265,7 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
         text: Annotated[
             str | None, typer.Option("--text", help="One message (or image path) to classify.")
         ] = None,
-        text_column: TextColOpt = None,
+        text_column: RunTextColOpt = None,
         output: Annotated[
             Path | None, typer.Option("--output", help="CSV to write (with --data).")
         ] = None,
@@ -382,21 +394,38 @@ def _param_name(flag: Flag) -> str:
 
 
 def _flag_value(given: dict[str, Any], flag: Flag) -> Any:
-    """None for a flag not given (an unset switch too), so 0 and 0.0 still count as given."""
-    value = given.get(_param_name(flag))
+    return _given(given.get(_param_name(flag)))
+
+
+def _given(value: Any) -> Any:
+    """None for an option not given (an unset switch too), so 0 and 0.0 still count as given."""
     return None if value is False else value
 
 
-def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags: tuple) -> Any:
-    """`command` with the recipe's extra flags as typer options in its signature."""
+def _with_flags(command: Callable[..., Any], original: Callable[..., Any], recipe: Recipe) -> Any:
+    """`command` with the signature `recipe`'s `train --help` shows: the common options its
+    runs read, their help in its terms, then its own flags."""
     signature = inspect.signature(original, eval_str=True)
-    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    for flag in flags:
+    helps = _common_help(recipe)
+    params = []
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            continue
+        # An option the recipe's runs never read is left out of the help, but still taken:
+        # given, it gets the recipe's one line on what to use instead.
+        hidden = COMMON_KEYS.get(param.name) in recipe.unused_options
+        if hidden or param.name in helps:
+            kind, option = typing.get_args(param.annotation)
+            option = copy.copy(option)
+            option.help, option.hidden = helps.get(param.name, option.help), hidden
+            param = param.replace(annotation=Annotated[kind, option])
+        params.append(param)
+    for flag in _train_flags(recipe):
+        option = typer.Option(flag.name, help=flag.help, hidden=flag.key in recipe.unused_options)
         if flag.type is bool:
-            hint, default = Annotated[bool, typer.Option(flag.name, help=flag.help)], False
+            hint, default = Annotated[bool, option], False
         else:
-            hint = Annotated[flag.type | None, typer.Option(flag.name, help=flag.help)]
-            default = None
+            hint, default = Annotated[flag.type | None, option], None
         params.append(
             inspect.Parameter(
                 _param_name(flag), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint
@@ -404,6 +433,24 @@ def _with_flags(command: Callable[..., Any], original: Callable[..., Any], flags
         )
     command.__signature__ = signature.replace(parameters=params)
     return command
+
+
+def _common_help(recipe: Recipe) -> dict[str, str]:
+    """Help of the common options that depends on the recipe: its defaults, and what --data
+    is for images."""
+    text = recipe.defaults.get("data", {}).get("text_column", "text")
+    helps = {
+        "model": f"Default: {recipe.default_model()}. A name from `finetune models`, a local "
+        "folder or a Hugging Face id.",
+        "text_column": f"Default: {text}.",
+    }
+    if recipe.inputs == "image":
+        helps["data"] = (
+            "Image folder (a sub-folder per class, or train/ and test/ holding them), or a "
+            "CSV, JSONL or Parquet table of image paths. Default: bundled data."
+        )
+        helps["text_column"] = f"A table's column of image paths. Default: {text}."
+    return helps
 
 
 def _with_columns(config: Any, text_column: str | None, label_column: str | None) -> Any:

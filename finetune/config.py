@@ -453,6 +453,14 @@ def dotted_to_nested(pairs: dict[str, Any], skip_none: bool = True) -> dict[str,
     return nested
 
 
+def config_value(config: Config, dotted: str) -> Any:
+    """The value at a dotted key (`data.text_column`), or a whole section (`image`)."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """Parse repeated `--set key.path=value` flags into a nested mapping ('null' clears)."""
     pairs: dict[str, Any] = {}

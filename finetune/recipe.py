@@ -8,12 +8,13 @@ Importing this module stays cheap: torch is only imported when a method runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.config import Config, Preset, resolve
+from finetune.config import Config, Preset, config_value, resolve
 from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
 from finetune.evaluation.context import EvalContext
@@ -64,6 +65,8 @@ CALIBRATE = Flag(
 )
 # Engine options every recipe's `train` offers beside the common ones and its own flags.
 ENGINE_FLAGS = (DELIVER, CALIBRATE)
+# Options no text recipe reads (Recipe.unused).
+IMAGE_ONLY = {"image": "image options are read by the image-classification recipe only."}
 
 
 def preset_flags(recipe: Recipe) -> tuple[Flag, ...]:
@@ -125,6 +128,10 @@ class Recipe:
     quick: dict[str, Any] = {"train": {"max_steps": 20}}
     # Named sets of defaults (`train --preset NAME`), e.g. a larger model for accuracy.
     presets: dict[str, Preset] = {}
+    # Engine options this recipe never reads, each with why and what to use instead. Set in
+    # a YAML file, a flag or --set, they stop the run with one line rather than being ignored
+    # without a word; `train --help` does not offer their flags.
+    unused_options: dict[str, str] = {}
 
     def primary_metric_for(self, n_classes: int) -> str:
         """The metric that ranks methods on a task with `n_classes` classes."""
@@ -143,7 +150,19 @@ class Recipe:
     ) -> Config:
         """The resolved config: engine < recipe defaults (< bundled-data defaults, without
         --data) < preset (< quick) < YAML file < overrides. A YAML file's `preset:` names the
-        preset when `preset` is not given (a run's saved config.yaml then repeats it)."""
+        preset when `preset` is not given (a run's saved config.yaml then repeats it). An
+        option the run would not read stops it (`refuse_unused`)."""
+        return self.refuse_unused(self.layered(yaml_path, quick, preset, **overrides))
+
+    def layered(
+        self,
+        yaml_path: str | Path | None = None,
+        quick: bool = False,
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """`config` before the check of unread options (a recipe that resolves in two steps
+        checks the second)."""
         from finetune.config import deep_update, preset_layer, yaml_preset
 
         options = self.Options() if self.Options is not None else None
@@ -160,6 +179,32 @@ class Recipe:
         config = resolve(self.name, defaults(False), yaml_path, overrides, options=options)
         if config.data.path is None and self.bundled_defaults:
             config = resolve(self.name, defaults(True), yaml_path, overrides, options=options)
+        return config
+
+    def default_model(self) -> str:
+        """The model a run uses without --model, as `train --help` names it."""
+        return self.defaults.get("model", {}).get("name", Config().model.name)
+
+    def unused(self, config: Config) -> dict[str, str]:
+        """The options a run of `config` would not read, each with why (a recipe with several
+        tasks answers per task)."""
+        shared = {} if self.inputs == "image" else IMAGE_ONLY
+        return {**shared, **self.unused_options}
+
+    def refuse_unused(self, config: Config) -> Config:
+        """`config`; or, when it sets an option the run would not read (anything but the
+        engine's default), one line naming it."""
+        engine = Config(options=None if config.options is None else type(config.options)())
+        for key, why in self.unused(config).items():
+            value, default = config_value(config, key), config_value(engine, key)
+            if value != default:
+                if dataclasses.is_dataclass(value):  # a section: name the option set in it
+                    key += "." + next(
+                        f.name
+                        for f in dataclasses.fields(value)
+                        if getattr(value, f.name) != getattr(default, f.name)
+                    )
+                raise UserError(f"{key} is set, but {why}")
         return config
 
     def split(self, config: Config) -> Splits:
@@ -246,7 +291,7 @@ class Recipe:
         self, config: Config | None = None, show_progress: bool = True
     ) -> Run | CrossValidation:
         """One run; with `eval.folds >= 2`, one run per fold and their summary."""
-        config = config or self.config()
+        config = self.refuse_unused(config or self.config())
         if config.eval.folds >= 2:
             from finetune.crossval import cross_validate
 

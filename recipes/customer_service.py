@@ -97,9 +97,9 @@ class CustomerService(Recipe):
         **overrides: Any,
     ) -> Config:
         """The intent task's config, or (task reply) the reply task's defaults instead."""
-        config = super().config(yaml_path, quick=quick, preset=preset, **overrides)
+        config = self.layered(yaml_path, quick=quick, preset=preset, **overrides)
         if config.options.task == "intent":
-            return config
+            return self.refuse_unused(config)
         if config.options.task != "reply":
             raise UserError(f"--task must be intent or reply, got '{config.options.task}'.")
         if config.preset is not None:
@@ -112,10 +112,22 @@ class CustomerService(Recipe):
             dataset = bundled_dataset(config.options.dataset, replies.DATASETS)
             defaults = deep_update(defaults, replies.DATASETS[dataset])
         defaults = deep_update(defaults, replies.QUICK) if quick else defaults
-        return resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
+        config = resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
+        return self.refuse_unused(config)
+
+    def default_model(self) -> str:
+        return f"{super().default_model()} (reply task: {replies.DEFAULTS['model']['name']})"
+
+    def unused(self, config: Config) -> dict[str, str]:
+        """The reply task reads none of the classifier's own options, the intent task none of
+        the reply task's."""
+        if config.options.task == "reply":
+            return {**super().unused(config), **replies.UNUSED}
+        why = "it is an option of the reply task: add --task reply."
+        return {**super().unused(config), **{f"options.{o}": why for o in replies.REPLY_OPTIONS}}
 
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
-        config = config or self.config()
+        config = self.refuse_unused(config or self.config())
         if config.options.task == "reply":
             return replies.train(config, show_progress=show_progress)
         return super().train(config, show_progress=show_progress)

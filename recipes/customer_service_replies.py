@@ -78,6 +78,44 @@ DEFAULTS: dict[str, Any] = {
         "retrieved_reply": True,
     },
 }
+# The intent classifier's options the reply task never reads, each with why (and what it
+# reads instead); set, they stop the run with one line.
+UNUSED: dict[str, str] = {
+    "data.text_column": "the reply task reads a message and a reply column: --prompt-column "
+    "and --response-column.",
+    "data.label_column": "the reply task's intent column is options.intent_column (--set "
+    "options.intent_column=NAME).",
+    "data.val_fraction": "the reply task holds out options.val_rows training pairs for validation.",
+    "data.positive_label": "the reply task writes replies; it has no positive class.",
+    "data.memory_map": "the reply task reads its pairs into memory; only the intent task's "
+    "text table can stay on disk.",
+    "train.class_weight": "the reply task's loss is over reply tokens; it has no classes to "
+    "weight.",
+    "train.select_metric": "the reply task keeps the epoch with the lowest loss per reply "
+    "token on its validation pairs.",
+    "train.select_folds": "the reply task's validation pairs (options.val_rows) choose the "
+    "epoch; it has no inner folds.",
+    "eval.folds": "the reply task is scored on one split (--eval-data, or the bundled test "
+    "messages); it has no cross-validation.",
+    "eval.target_recall": "the reply task writes replies; it has no decision threshold.",
+    "eval.calibrate": "the reply task writes replies; it has no probabilities to calibrate.",
+    "eval.blend": "blends are for the intent task's classifiers.",
+}
+# The options only the reply task reads (the intent task refuses them).
+REPLY_OPTIONS = (
+    "prompt_column",
+    "response_column",
+    "intent_column",
+    "train_rows",
+    "val_rows",
+    "eval_rows",
+    "decode_batch",
+    "max_new_tokens",
+    "system",
+    "retrieved_reply",
+    "min_reply_share",
+    "retrieval_model",
+)
 # `--quick`: a smoke run in a minute or two (CI, tests).
 QUICK: dict[str, Any] = {
     "train": {"max_steps": 4},

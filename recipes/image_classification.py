@@ -93,6 +93,10 @@ class ImageClassification(Recipe):
     primary_metric = None
     extra_key = "image"
     datasets = (BUNDLED_NAME,)
+    unused_options = {
+        "data.memory_map": "the image-classification recipe reads its images into memory; only "
+        "a plain text table (customer-service intents) can stay on disk.",
+    }
     # CI's quick run on the bundled digits (`train --quick`), checked against reports/floors.yaml.
     quick = {"train": {"max_steps": 40}}
     flags = (

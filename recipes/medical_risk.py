@@ -124,6 +124,13 @@ class MedicalRisk(Recipe):
     # A risk score is used at a chosen threshold, not at 0.5: rank methods by AUC.
     primary_metric = "auc"
     built_texts = "patient records (each row rendered as one line of text)"
+    unused_options = {
+        "data.text_column": "the medical-risk recipe renders every column of a patient's row "
+        "as the text: name the outcome with --label-column, and leave columns out with "
+        "options.drop_columns.",
+        "data.memory_map": "the medical-risk recipe reads its table into memory; only a plain "
+        "text table (customer-service intents) can stay on disk.",
+    }
     flags = (
         Flag("--dataset", "options.dataset", f"Bundled dataset: {', '.join(DATASETS)}."),
         Flag("--card", "options.card", "Data card of --data: column names, units, types."),

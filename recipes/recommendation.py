@@ -100,6 +100,9 @@ CHOICES = {
 }
 
 
+BY_TIME = "the recommendation recipe splits an interaction log by time: pass --interactions"
+
+
 def check_options(options: RecommendationOptions) -> None:
     for name, choices in CHOICES.items():
         value = getattr(options, name)
@@ -135,6 +138,25 @@ class Recommendation(Recipe):
         "train": {"epochs": 1},
     }
     Options = RecommendationOptions
+    unused_options = {
+        "data.path": f"{BY_TIME} PATH (and --items PATH) instead.",
+        "data.eval_path": f"{BY_TIME} PATH; the latest share of it (--test-fraction) is the test.",
+        "data.text_column": "the recommendation recipe builds its texts from the items' columns: "
+        "name them with --item-text-columns.",
+        "data.label_column": "the recommendation recipe learns from ratings or likes: name "
+        "their column with --rating-column or --like-column.",
+        "data.positive_label": "a like is a rating at or above --rating-threshold, or a 1 in "
+        "--like-column.",
+        "data.eval_fraction": "the recommendation recipe's test period is the latest share of "
+        "the log: --test-fraction.",
+        "data.val_fraction": "the recommendation recipe's validation period is the latest "
+        "share of the training period: options.val_fraction.",
+        "data.memory_map": "the recommendation recipe reads its interaction log into memory.",
+        "eval.calibrate": "the recommendation recipe ranks items; it serves no probabilities "
+        "to calibrate.",
+        "eval.folds": "the recommendation recipe splits by time; cross-validation would train "
+        "on later interactions to predict earlier ones. Drop the folds.",
+    }
     extra_key = "recommendation"
     primary_metric = "ndcg@10"
     built_texts = "interaction histories (the user's earlier liked and not-liked items)"
@@ -159,17 +181,6 @@ class Recommendation(Recipe):
         Flag("--unknown-items", "options.unknown_items", "error or drop."),
     )
 
-    def config(
-        self, yaml_path: str | Path | None = None, quick: bool = False, **overrides: Any
-    ) -> Config:
-        config = super().config(yaml_path, quick=quick, **overrides)
-        if config.data.path is not None or config.data.eval_path is not None:
-            raise UserError(
-                "The recommendation recipe splits an interaction log by time: pass "
-                "--interactions PATH (and --items PATH) instead of --data/--eval-data."
-            )
-        return config
-
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
         """The ranking run (recipes/recommendation_ranking.py); prints its ranking table (the
         command line then says which method is delivered, and shows the like view)."""
@@ -177,12 +188,7 @@ class Recommendation(Recipe):
         from recipes.recommendation_ranking import train_ranking
         from recipes.recommendation_report import ranking_table
 
-        config = config or self.config()
-        if config.eval.folds:
-            raise UserError(
-                "eval.folds: the recommendation recipe splits by time; cross-validation would "
-                "train on later interactions to predict earlier ones. Drop the folds."
-            )
+        config = self.refuse_unused(config or self.config())
         check_options(config.options)
         run = train_ranking(config, load_log(config.options), show_progress)
         k = config.options.k

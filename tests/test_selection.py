@@ -287,8 +287,10 @@ def test_auto_calibration_fixes_badly_scaled_scores_and_keeps_calibrated_ones():
     "name", ["customer-service", "medical-risk", "recommendation", "image-classification"]
 )
 def test_every_recipe_offers_deliver_and_calibrate(name):
+    # Recommendation ranks items: no probabilities to calibrate, so no --calibrate.
     result = runner.invoke(app, [name, "train", "--help"], env={"COLUMNS": "200"})
-    assert "--deliver" in result.output and "--calibrate" in result.output
+    assert "--deliver" in result.output
+    assert ("--calibrate" in result.output) == (name != "recommendation")
     bad = runner.invoke(app, [name, "train", "--deliver", "baseline"])
     assert bad.exit_code == 2 and "eval.deliver must be one of best, finetuned" in bad.output
 
