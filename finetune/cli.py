@@ -56,9 +56,7 @@ EvalDataOpt = Annotated[
     str | None,
     typer.Option("--eval-data", help="Evaluation file. Default: a stratified, seeded hold-out."),
 ]
-TextColOpt = Annotated[
-    str | None, typer.Option("--text-column", help="Default: text (image recipes: path).")
-]
+TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Default: text.")]
 # evaluate and predict read a run's files by the column names it was trained on.
 RunTextColOpt = Annotated[
     str | None, typer.Option("--text-column", help="Default: the run's (as it was trained).")
@@ -127,12 +125,15 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
 
 
 def recipe_app(recipe: Recipe) -> typer.Typer:
-    """The train / evaluate / predict group every recipe gets."""
+    """A recipe's group: train, the engine's run commands it offers (evaluate, predict), chat
+    for generation, and its own."""
     group = typer.Typer(help=recipe.description, no_args_is_help=True)
     train = _train_command(recipe)
     group.command("train")(_with_flags(friendly_errors(train), train, recipe))
-    group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
-    group.command("predict")(friendly_errors(_predict_command(recipe)))
+    if "evaluate" in recipe.run_commands:
+        group.command("evaluate")(friendly_errors(_evaluate_command(recipe)))
+    if "predict" in recipe.run_commands:
+        group.command("predict")(friendly_errors(_predict_command(recipe)))
     if recipe.generation:
         group.command("chat")(friendly_errors(_chat_command(recipe)))
     recipe.add_commands(group)
@@ -659,8 +660,13 @@ data_app = typer.Typer(help="Datasets: statistics and data cards.", no_args_is_h
 @friendly_errors
 def data_card(
     name_or_path: Annotated[str, typer.Argument(help="Bundled dataset name or a CSV/JSONL file.")],
-    label_column: LabelColOpt = None,
-    text_column: TextColOpt = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Default: label, if the file has one.")
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option("--text-column", help="With --write: the text column (not a feature)."),
+    ] = None,
     write: Annotated[
         bool, typer.Option("--write", help="Draft a card for this file (to --output).")
     ] = False,

@@ -128,6 +128,11 @@ class Recipe:
     quick: dict[str, Any] = {"train": {"max_steps": 20}}
     # Named sets of defaults (`train --preset NAME`), e.g. a larger model for accuracy.
     presets: dict[str, Preset] = {}
+    # The engine's commands beside `train` that this recipe's runs answer; a recipe whose runs
+    # are used through a command of its own (`add_commands`) offers none and names that
+    # command as `serve_command`.
+    run_commands: tuple[str, ...] = ("evaluate", "predict")
+    serve_command: str = "predict"
     # Engine options this recipe never reads, each with why and what to use instead. Set in
     # a YAML file, a flag or --set, they stop the run with one line rather than being ignored
     # without a word; `train --help` does not offer their flags.

@@ -160,6 +160,9 @@ class Recommendation(Recipe):
     extra_key = "recommendation"
     primary_metric = "ndcg@10"
     built_texts = "interaction histories (the user's earlier liked and not-liked items)"
+    # A run ranks the catalogue for a user (`recommend`); it has no labels to predict.
+    run_commands = ()
+    serve_command = "recommend"
     flags = (
         Flag(
             "--interactions",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -249,3 +250,29 @@ def test_wrapping_a_model_in_lora_prints_no_library_deprecation(tiny_model_dir):
     )
     assert "wrapped" in result.stdout
     assert "is_gradient_checkpointing" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("recipe", "command"), [("recommendation", "recommend"), ("medical-risk", "predict")]
+)
+def test_export_refuses_runs_whose_texts_the_recipe_builds(recipe, command, tmp_path):
+    """Before anything else is read: a recommendation run has no classifier files at all."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"recipe: {recipe}\n")
+    result = runner.invoke(app, ["export", "--run", str(run), "--output", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "\n" not in line and f"is a {recipe} run" in line, line
+    assert line.endswith(f"(recipe.load / finetune {recipe} {command}).")
+    assert not (tmp_path / "x").exists()
+
+
+def test_recommendation_offers_its_own_command_not_predict():
+    def commands(recipe: str) -> list[str]:
+        return re.findall(r"^│ (\w+) ", invoke(recipe, "--help").output, re.M)
+
+    assert commands("recommendation") == ["train", "recommend"]
+    result = runner.invoke(app, ["recommendation", "predict", "--run", "r", "--text", "x"])
+    assert result.exit_code == 2 and "No such command 'predict'" in result.output
+    assert commands("medical-risk") == ["train", "evaluate", "predict"]

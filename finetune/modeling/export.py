@@ -189,14 +189,15 @@ def export_merged(
 
     run_folder, output = Path(run_folder), Path(output)
     adapter = run_folder / "adapter"
+    config_file = run_folder / "config.yaml"
+    run_config = load_yaml(config_file) if config_file.is_file() else {}
+    _refuse_built_texts(run_folder, run_config.get("recipe"))
     _check_folders(run_folder, output, overwrite)
     described = json.loads((adapter / "classifier.json").read_text())
     labels = json.loads((run_folder / "labels.json").read_text())["labels"]
     if described.get("kind") == "image":
         return export_image(run_folder, output, labels)
-    config_file = run_folder / "config.yaml"
-    run_config = load_yaml(config_file) if config_file.is_file() else {}
-    check_exportable(run_folder, described, run_config.get("recipe"))
+    check_exportable(run_folder, described)
     redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)
     texts = _evaluation_column(run_folder, "text", CHECK_TEXTS)  # redacted, as trained
@@ -290,20 +291,26 @@ def _check_folders(run_folder: Path, output: Path, overwrite: bool) -> None:
         raise UserError("--output must differ from --run.")
 
 
-def check_exportable(run_folder: Path, described: dict[str, Any], recipe_name: str | None) -> None:
-    """Refuse runs whose inputs the standalone predict.py (raw texts in) cannot reproduce."""
+def _refuse_built_texts(run_folder: Path, recipe_name: str | None) -> None:
+    """Refuse a run of a recipe whose model reads texts it builds (patient records, histories):
+    the standalone predict.py (raw texts in) cannot build them."""
     recipe = _recipe(recipe_name)
+    if recipe is not None and recipe.built_texts:
+        raise UserError(
+            f"{run_folder} is a {recipe.name} run: its model reads texts built from "
+            f"{recipe.built_texts}, which the exported predict.py (raw texts in) cannot build. "
+            f"Use the run folder itself (recipe.load / finetune {recipe.name} "
+            f"{recipe.serve_command})."
+        )
+
+
+def check_exportable(run_folder: Path, described: dict[str, Any]) -> None:
+    """Refuse runs whose inputs the standalone predict.py (raw texts in) cannot reproduce."""
     if described.get("n_features"):
         raise UserError(
             f"{run_folder} reads table columns beside the text (model.side_features), which the "
             "exported predict.py (raw texts in) cannot give it. Use the run folder itself "
             "(recipe.load / finetune RECIPE predict)."
-        )
-    if recipe is not None and recipe.built_texts:
-        raise UserError(
-            f"{run_folder} is a {recipe.name} run: its model reads texts built from "
-            f"{recipe.built_texts}, which the exported predict.py (raw texts in) cannot build. "
-            f"Use the run folder itself (recipe.load / finetune {recipe.name} predict)."
         )
 
 
