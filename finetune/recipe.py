@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.config import Config, Preset, config_value, resolve
+from finetune.config import Config, Preset, config_value, load_yaml, resolve
 from finetune.data.tables import Examples, load_examples
 from finetune.errors import UserError
 from finetune.evaluation.context import EvalContext
@@ -305,10 +305,23 @@ class Recipe:
 
         return train(self, config, show_progress=show_progress)
 
+    def own_run(self, folder: str | Path) -> Path:
+        """`folder`, or one line when its config.yaml says another recipe trained it (its
+        options would not read here, nor its data)."""
+        folder = Path(folder)
+        if (folder / "config.yaml").is_file():
+            name = (load_yaml(folder / "config.yaml") or {}).get("recipe")
+            if name and name != self.name:
+                raise UserError(
+                    f"{folder} was trained by the {name} recipe, not by {self.name}: use it "
+                    f"through `finetune {name}`."
+                )
+        return folder
+
     def load(self, folder: str | Path) -> Run:
         from finetune.run import Run
 
-        folder = Path(folder)
+        folder = self.own_run(folder)
         if (folder / "fold-1").is_dir() and not (folder / "labels.json").exists():
             raise UserError(
                 f"{folder} is a cross-validation summary with one model per fold; "

@@ -135,7 +135,7 @@ class CustomerService(Recipe):
     def load(self, folder: str | Path) -> Any:
         from finetune.generation import is_generation_run, load_generation_run
 
-        if is_generation_run(folder):
+        if is_generation_run(self.own_run(folder)):
             return load_generation_run(folder)
         return super().load(folder)
 

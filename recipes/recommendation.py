@@ -218,7 +218,7 @@ class Recommendation(Recipe):
         from finetune.modeling.ranking import load_two_tower
         from recipes.recommendation_ranking import RankingRun
 
-        folder = Path(folder)
+        folder = self.own_run(folder)
         if not (folder / "adapter" / "ranker.json").is_file():
             raise UserError(
                 f"{folder} is not a finished recommendation run (no adapter/ranker.json)."

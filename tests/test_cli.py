@@ -276,3 +276,16 @@ def test_recommendation_offers_its_own_command_not_predict():
     result = runner.invoke(app, ["recommendation", "predict", "--run", "r", "--text", "x"])
     assert result.exit_code == 2 and "No such command 'predict'" in result.output
     assert commands("medical-risk") == ["train", "evaluate", "predict"]
+
+
+def test_a_run_of_another_recipe_is_named_as_such(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("recipe: medical-risk\n")
+    for command in (["evaluate", "--data", "x.csv"], ["predict", "--text", "hello"]):
+        result = runner.invoke(app, ["customer-service", *command, "--run", str(run)])
+        assert result.exit_code == 2
+        assert result.output.strip() == (
+            f"error: {run} was trained by the medical-risk recipe, not by customer-service: "
+            "use it through `finetune medical-risk`."
+        )
