@@ -409,6 +409,14 @@ def _adapter(hint: Any) -> Any:
     return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(coerce_numbers_to_str=True))
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parser's error in one line: where, and what it expected."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}."
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -418,7 +426,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {error}") from None
+        raise UserError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
     if loaded is None:

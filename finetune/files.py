@@ -26,6 +26,7 @@ def staged(folder: Path) -> Iterator[Path]:
     A run killed or failing half-way leaves no folder that looks finished, and an existing
     folder (with --overwrite) is replaced only once the new one is complete.
     """
+    refuse_file(folder)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -54,6 +55,8 @@ def staged(folder: Path) -> Iterator[Path]:
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
     """A temporary sibling to write; it replaces `path` only once written completely."""
+    if path.is_dir():
+        raise UserError(f"Output {path} is a folder, not a file; pass a file name.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
@@ -67,8 +70,15 @@ def output_folder(output: str | None, name: str, overwrite: bool) -> Path:
     """`output`, else runs/<name>-<timestamp>; an existing non-empty folder only with
     `overwrite` (config.output, config.recipe, config.overwrite)."""
     folder = Path(output) if output else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    refuse_file(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise UserError(
             f"Output folder {folder} already exists; pass --overwrite or a new --output."
         )
     return folder
+
+
+def refuse_file(folder: Path) -> None:
+    """One line when a folder to write is an existing file: never replaced, --overwrite or not."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"Output {folder} is a file, not a folder; pass another --output.")

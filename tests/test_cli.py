@@ -105,6 +105,29 @@ def test_train_evaluate_predict(tiny_model_dir, small_csvs, tmp_path):
         "login",
     }
 
+    # Outputs of the wrong kind: one line each, and the file or folder in the way untouched.
+    a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder"
+    a_file.write_text("keep me")
+    a_folder.mkdir()
+    wrong = [
+        (["customer-service", "train", "--data", str(train_csv), "--output", str(a_file)], "file"),
+        (["export", "--run", str(out), "--output", str(a_file), "--overwrite"], "file"),
+        (["report", str(out), "--output", str(a_file)], "file"),
+        (["customer-service", "predict", "--run", str(out), "--data", str(unlabelled)], "folder"),
+        (["customer-service", "evaluate", "--run", str(out), "--data", str(test_csv)], "folder"),
+    ]
+    for args, kind in wrong:
+        target = a_file if kind == "file" else a_folder
+        args = args if kind == "file" else [*args, "--output", str(a_folder)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip().startswith(f"error: Output {target} is a {kind}, not a")
+    assert a_file.read_text() == "keep me" and not list(a_folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("a_")) == [
+        "a_file",
+        "a_folder",
+    ]
+
 
 @pytest.mark.parametrize(
     "args, message",

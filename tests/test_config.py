@@ -69,7 +69,8 @@ def test_set_options_parse_and_coerce():
 def test_yaml_errors_name_the_file(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
-    with pytest.raises(UserError, match="bad.yaml is not valid YAML"):
+    with pytest.raises(UserError, match="bad.yaml is not valid YAML: line 2, column 1: ") as error:
         resolve("demo", {}, bad)
+    assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="Config file not found"):
         resolve("demo", {}, tmp_path / "missing.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,6 +107,12 @@ def test_existing_output_is_not_overwritten(tiny_run, tiny_model_dir, small_csvs
     config = tiny_config(tiny_model_dir, small_csvs, tiny_run.folder)
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         recipe.train(config, show_progress=False)
+    file = tiny_run.folder / "config.yaml"  # a file, even with --overwrite: never replaced
+    config = tiny_config(tiny_model_dir, small_csvs, file)
+    config = dataclasses.replace(config, overwrite=True)
+    with pytest.raises(UserError, match="config.yaml is a file, not a folder"):
+        recipe.train(config, show_progress=False)
+    assert file.is_file()
 
 
 def test_held_out_split_when_no_eval_file(tiny_model_dir, small_csvs, tmp_path):
