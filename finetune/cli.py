@@ -378,7 +378,8 @@ def _chat_command(recipe: Recipe) -> Callable[..., None]:
         while True:
             try:
                 message = input("you> ").strip()
-            except EOFError:
+            except EOFError:  # Ctrl-D, or the end of piped input: end the prompt's line
+                typer.echo()
                 break
             if not message:
                 break
