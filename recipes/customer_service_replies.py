@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from annotated_types import Interval
 
-from finetune.config import Config
+from finetune.config import Config, NonNegative, Positive
 from finetune.data.pairs import Pairs, read_pairs
 from finetune.errors import UserError
 from finetune.recipe import bundled_dataset
@@ -136,16 +137,16 @@ class CustomerServiceOptions:
     intent_column: str = "intent"
     # Reply task: stratified subsamples of the training and evaluation rows (None: all), and
     # the validation rows held out of the training rows.
-    train_rows: int | None = None
-    val_rows: int = 27
-    eval_rows: int | None = None
+    train_rows: Positive | None = None
+    val_rows: NonNegative = 27
+    eval_rows: Positive | None = None
     # Reply task: replies decoded together. A wide batch reads the model's weights once per
     # token for more replies, and replies that end leave it (docs/benchmarks.md, "Decoding
     # replies in rounds").
-    decode_batch: int = 64
+    decode_batch: Positive = 64
     # Reply task: cap on generated tokens per reply (Bitext replies: about 175 tokens on
     # average with SmolLM2's tokenizer).
-    max_new_tokens: int = 256
+    max_new_tokens: Positive = 256
     # Reply task: the system turn before each message (the prompt format; "": none).
     system: str = SYSTEM
     # Reply task: add the reply to the most similar training message to the system turn
@@ -153,7 +154,7 @@ class CustomerServiceOptions:
     retrieved_reply: bool = False
     # Reply task, with retrieved replies: no reply ends before this share of its retrieved
     # reply's length in tokens (0: a reply may end anywhere).
-    min_reply_share: float = 0.0
+    min_reply_share: Annotated[float, Interval(ge=0, le=1)] = 0.0
     # Reply task: the frozen sentence encoder that finds the most similar training message
     # (the retrieved replies and the retrieval_embedding baseline); a name from `finetune
     # models` or a folder. MiniLM reads English only: for Chinese, embeddinggemma.

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # `recommend` command options (module level: typer resolves the annotations here).
 RunOpt = Annotated[Path, typer.Option("--run", help="A run folder written by train.")]
 UserOpt = Annotated[str | None, typer.Option("--user", help="User id as in the interactions.")]
-KOpt = Annotated[int, typer.Option("--k", help="How many items to list.")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="How many items to list.")]
 LikedOpt = Annotated[
     str | None, typer.Option("--liked", help="A new user: item ids they liked, ID,ID,...")
 ]

@@ -623,3 +623,22 @@ def test_served_replies_never_carry_a_made_up_phone_number(reply_run):
     assert loaded.reply(["where is my parcel"]) == ["call us at [PHONE] or write to [EMAIL]"]
     loaded.redact = False
     assert loaded.reply(["where is my parcel"]) == [made_up]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "wanted"),
+    [
+        ("max_new_tokens", -3, "must be positive"),
+        ("decode_batch", 0, "must be positive"),
+        ("train_rows", 0, "must be positive"),
+        ("eval_rows", -1, "must be positive"),
+        ("val_rows", -1, "must be 0 or more"),
+        ("min_reply_share", 2, "must be at most 1.0"),
+    ],
+)
+def test_reply_options_out_of_range_are_one_line(option, value, wanted):
+    from recipes.customer_service import recipe
+
+    with pytest.raises(UserError, match=rf"options\.{option} {wanted}; got {value}\.$"):
+        recipe.config(options={"task": "reply", option: value})
+    recipe.config(options={"task": "reply", "val_rows": 0, "train_rows": None})  # allowed
