@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finetune.errors import UserError, first_line
-from finetune.files import atomic
+from finetune.files import atomic, refuse_folder
 from finetune.registry import load_entry, recipe_entries
 
 if TYPE_CHECKING:
@@ -238,8 +238,9 @@ def _evaluate_command(recipe: Recipe) -> Callable[..., None]:
         """Score a trained run on new labelled data and write its metrics."""
         import json
 
-        loaded = recipe.load(run)
         target = output or run / "evaluations" / f"{Path(data).stem}.json"
+        refuse_folder(target)
+        loaded = recipe.load(run)
         if _is_generation(run):
             metrics = loaded.evaluate(_read_pairs(loaded, data, text_column, label_column))
         else:
@@ -276,6 +277,8 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
             raise UserError("Give either --data FILE or --text MESSAGE.")
         if data is not None and output is None:
             raise UserError("--data needs --output FILE.csv for the predictions.")
+        if output is not None:
+            refuse_folder(output)
         loaded = recipe.load(run)
         if _is_generation(run):
             _predict_replies(loaded, data, text, text_column, output)

@@ -55,8 +55,7 @@ def staged(folder: Path) -> Iterator[Path]:
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
     """A temporary sibling to write; it replaces `path` only once written completely."""
-    if path.is_dir():
-        raise UserError(f"Output {path} is a folder, not a file; pass a file name.")
+    refuse_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
@@ -82,3 +81,10 @@ def refuse_file(folder: Path) -> None:
     """One line when a folder to write is an existing file: never replaced, --overwrite or not."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"Output {folder} is a file, not a folder; pass another --output.")
+
+
+def refuse_folder(path: Path) -> None:
+    """One line when a file to write is an existing folder (checked again by `atomic`; a
+    command checks first too, so that no work is lost)."""
+    if path.is_dir():
+        raise UserError(f"Output {path} is a folder, not a file; pass a file name.")
