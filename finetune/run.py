@@ -156,6 +156,7 @@ class Run:
         beat it on validation rows), calibrated when the run calibrated, for texts or examples
         (a run with model.side_features, or a delivered table baseline, reads their table
         columns too, and needs examples)."""
+        check_texts(texts)
         served = self.served
         if not len(texts):
             return np.zeros((0, len(self.labels)))
@@ -174,6 +175,7 @@ class Run:
     ) -> np.ndarray:
         """The fine-tuned model's own class probabilities (uncalibrated), whatever the run
         delivers."""
+        check_texts(texts)
         from finetune.modeling.inference import predict_proba
         from finetune.modeling.models import pick_device
 
@@ -330,6 +332,18 @@ class RunData:
     def skipped(self) -> list[str]:
         """Unreadable inputs left out; a hold-out shares its reader's skips: each counts once."""
         return list(dict.fromkeys(self.train.skipped + self.evaluation.skipped))
+
+
+def check_texts(texts: Sequence[str] | Examples) -> None:
+    """One line for texts that are not a sequence of strings: a bare string would be read as
+    its characters, a missing value would fail deep in the tokenizer."""
+    if isinstance(texts, str):
+        raise UserError("Pass a list of texts; for one text, [text].")
+    if isinstance(texts, Examples):
+        return
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise UserError(f"Text {row} is {type(text).__name__}, not a string.")
 
 
 def split(recipe: RecipeHooks, config: Config) -> RunData:

@@ -31,12 +31,18 @@ SETTINGS = {
 
 
 def configure() -> None:
-    """Set the CPU settings above (unless already set) and quiet two harmless messages no
-    user can act on: bitsandbytes' kernel-hub miss ("Failed to load CPU gemm_4bit_forward"),
-    before it is first imported, and the deprecation transformers raises whenever peft wraps
-    a model (peft reads `is_gradient_checkpointing`)."""
+    """Set the CPU settings above (unless already set), and `quiet_libraries`. The command
+    line calls it first; the Python API leaves the environment alone."""
     for name, value in SETTINGS.items():
         os.environ.setdefault(name, value)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Quiet two harmless messages no user can act on: bitsandbytes' kernel-hub miss ("Failed
+    to load CPU gemm_4bit_forward"), before it is first imported, and the deprecation
+    transformers raises whenever peft wraps a model (peft reads `is_gradient_checkpointing`).
+    The engine's model code calls it when imported, so the Python API is quiet too."""
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings(
         "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning

@@ -214,3 +214,12 @@ def test_training_dropout_on_a_probe_head_perturbs_around_the_center():
     assert model(ids, mask)[:, 1].abs().max() < 1e-3  # centred: the constant part is kept
     model.eval()
     assert model(ids, mask)[:, 1].abs().max() < 1e-3
+
+
+def test_predict_proba_takes_a_list_of_texts(tiny_run):
+    run = recipe.load(tiny_run.folder)
+    with pytest.raises(UserError, match=r"^Pass a list of texts; for one text, \[text\]\.$"):
+        run.predict_proba("where is my parcel")  # not 18 one-character texts
+    with pytest.raises(UserError, match="^Text 1 is NoneType, not a string.$"):
+        run.model_proba(["where is my parcel", None])
+    assert run.predict_proba(("where is my parcel",)).shape == (1, len(run.labels))

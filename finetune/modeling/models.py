@@ -23,6 +23,9 @@ from torch import nn
 from finetune.errors import UserError, first_line
 from finetune.modeling import layersplit, packs
 from finetune.modeling.packs import cache_dir
+from finetune.runtime import quiet_libraries
+
+quiet_libraries()
 
 if TYPE_CHECKING:
     from finetune.config import ModelConfig
