@@ -497,6 +497,14 @@ class LoadedGenerator:
 
     def prepare(self, prompts: list[Any]) -> list[Any]:
         """The prompts as training saw them (PII-redacted when the run redacted)."""
+        if isinstance(prompts, str):  # not its characters, one reply each
+            raise UserError("Pass a list of messages; for one message, [message].")
+        for row, prompt in enumerate(prompts):
+            if not isinstance(prompt, str | list):
+                raise UserError(
+                    f"Message {row} is {type(prompt).__name__}: give a string, or a "
+                    "conversation as a list of role/content turns."
+                )
         if not self.redact:
             return list(prompts)
         return redact_pairs(Pairs(list(prompts), [""] * len(prompts)))[0].prompts

@@ -267,6 +267,18 @@ def test_batched_replies_come_back_in_the_prompts_order(trained):
     assert together == alone and len(set(alone)) > 1
 
 
+def test_reply_takes_a_list_of_messages(trained):
+    from finetune.errors import UserError
+    from finetune.generation import load_generation_run
+
+    loaded = load_generation_run(trained.folder)
+    with pytest.raises(UserError, match=r"^Pass a list of messages; for one message"):
+        loaded.reply("where is my parcel")  # not one reply per character
+    with pytest.raises(UserError, match="^Message 1 is int: give a string, or a conversation"):
+        loaded.reply(["where is my parcel", 3])
+    assert len(loaded.reply(["where is my parcel"])) == 1
+
+
 def test_4bit_generator_builds_and_takes_a_step(chat_dir, tmp_path):
     from finetune.generation import train_generation
     from finetune.modeling.models import check_quantization
