@@ -277,6 +277,8 @@ def _predict_command(recipe: Recipe) -> Callable[..., None]:
             raise UserError("Give either --data FILE or --text MESSAGE.")
         if data is not None and output is None:
             raise UserError("--data needs --output FILE.csv for the predictions.")
+        if text is not None and (output is not None or text_column is not None):
+            raise UserError("--output and --text-column go with --data; --text prints its answer.")
         if output is not None:
             refuse_folder(output)
         loaded = recipe.load(run)

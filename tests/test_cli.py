@@ -105,6 +105,12 @@ def test_train_evaluate_predict(tiny_model_dir, small_csvs, tmp_path):
         "login",
     }
 
+    for extra in (["--output", str(tmp_path / "p.csv")], ["--text-column", "body"]):
+        result = runner.invoke(
+            app, ["customer-service", "predict", "--run", str(out), "--text", "hi", *extra]
+        )
+        assert result.exit_code == 2 and "go with --data; --text prints" in result.output
+
     # Outputs of the wrong kind: one line each, and the file or folder in the way untouched.
     a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder"
     a_file.write_text("keep me")
