@@ -409,15 +409,19 @@ def _adapter(hint: Any) -> Any:
     return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(coerce_numbers_to_str=True))
 
 
-def _yaml_problem(error: Exception) -> str:
-    """A YAML parser's error in one line: where, and what it expected."""
+def yaml_problem(error: Exception, offset: int = 0) -> str:
+    """A YAML parser's error in one line: where (its line + `offset`: the lines before the
+    parsed text in its file), and what it expected."""
     mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
     if mark is None or problem is None:
         return " ".join(str(error).split())
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}."
+    return f"line {mark.line + 1 + offset}, column {mark.column + 1}: {problem}."
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(
+    path: str | Path, holds: str = "options (sections data, model, train)"
+) -> dict[str, Any]:
+    """A YAML file's mapping (of `holds`, as the error says); one line for anything else."""
     import yaml
 
     path = Path(path)
@@ -426,13 +430,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
+        raise UserError(f"{path} is not valid YAML: {yaml_problem(error)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise UserError(f"{path} must hold a mapping of options (sections data, model, train).")
+        raise UserError(f"{path} must hold a mapping of {holds}.")
     return loaded
 
 

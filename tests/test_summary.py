@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from finetune.cli import app
 from finetune.data.cards import dataset_stats, read_card
+from finetune.errors import UserError
 from recipes.customer_service import recipe
 
 runner = CliRunner()
@@ -167,3 +168,30 @@ def test_data_card_write_drafts_a_readable_card(tmp_path):
 def test_data_card_unknown_name_lists_bundled():
     result = runner.invoke(app, ["data", "card", "no_such_set"])
     assert result.exit_code == 2 and "shop_intents" in result.output
+
+
+def test_a_floors_file_that_is_not_a_mapping_is_one_line(two_runs, tmp_path):
+    for name, text in (("bad.yaml", "a: [1\n"), ("list.yaml", "- a\n")):
+        floors = tmp_path / name
+        floors.write_text(text)
+        result = runner.invoke(
+            app,
+            ["report", str(two_runs[0]), "--output", str(tmp_path / "o"), "--floors", str(floors)],
+        )
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {floors}") and "Traceback" not in result.output
+    assert "must hold a mapping of recipes to their floors" in result.output
+
+
+def test_a_data_card_that_does_not_read_is_one_line(tmp_path):
+    cases = {
+        "yaml.md": ("---\nname: x\nclasses: [a\n---\nbody\n", r"invalid YAML header: line 3, "),
+        "list.md": ("---\n- a\n---\nbody\n", "the YAML header must map fields to values"),
+        "latin.md": (b"---\nname: caf\xe9\n---\n", "is not UTF-8 text"),
+    }
+    for name, (text, message) in cases.items():
+        card = tmp_path / name
+        card.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(UserError, match=message) as error:
+            read_card(card)
+        assert "\n" not in str(error.value)

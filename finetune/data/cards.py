@@ -30,15 +30,22 @@ def read_card(path: str | Path) -> tuple[dict[str, Any], str]:
     """(YAML header, Markdown body) of a card file."""
     import yaml
 
+    from finetune.config import yaml_problem
+
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
     if not text.startswith("---\n") or "\n---\n" not in text[4:]:
         raise UserError(f"{path}: a data card starts with a YAML header between '---' lines.")
     header, body = text[4:].split("\n---\n", 1)
     try:
         meta = yaml.safe_load(header) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: invalid YAML header: {error}") from None
+    except yaml.YAMLError as error:  # the header starts on the file's second line
+        raise UserError(f"{path}: invalid YAML header: {yaml_problem(error, 1)}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: the YAML header must map fields to values (name: ..., ...).")
     return meta, body
 
 

@@ -224,12 +224,12 @@ def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) 
 
 
 def load_floors(path: str | Path) -> dict[str, dict[str, float]]:
-    import yaml
+    from finetune.config import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Floors file not found: {path}.")
-    floors = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    floors = load_yaml(path, holds="recipes to their floors (recipe: {metric: minimum})")
     for recipe, metrics in floors.items():
         if not isinstance(metrics, dict) or not all(
             isinstance(v, int | float) for v in metrics.values()
