@@ -176,7 +176,7 @@ def _train_command(recipe: Recipe) -> Callable[..., None]:
         """Fine-tune with LoRA, evaluate against baselines and write a run folder."""
         from finetune.config import deep_update, dotted_to_nested, parse_set_options
 
-        given = locals()
+        given = locals()  # the common options by parameter name (COMMON_KEYS)
         flags = dotted_to_nested(
             {
                 **{key: _given(given[name]) for name, key in COMMON_KEYS.items()},
