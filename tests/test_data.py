@@ -132,6 +132,17 @@ def test_rows_with_another_field_count_than_the_header_are_refused(
         load_examples(write(tmp_path, name, content), "text", "label")
 
 
+def test_a_column_named_twice_is_refused_and_unnamed_ones_may_repeat(tmp_path):
+    from finetune.data import memmap
+
+    for reader in (load_examples, memmap.load_examples):
+        twice = write(tmp_path, "twice.csv", "text,label,text\nhi,a,x\nyo,b,y\n")
+        with pytest.raises(UserError, match="names 'text' more than once; rename the copies"):
+            reader(twice, "text", "label")
+    spreadsheet = write(tmp_path, "sheet.csv", "text,label,,\nhi,a,,\nyo,b,,\n")
+    assert list(load_examples(spreadsheet, "text", "label").texts) == ["hi", "yo"]
+
+
 def test_quoted_separators_and_line_breaks_read_whole(tmp_path):
     path = write(tmp_path, "ok.csv", 'text\n"hello, world"\n\n"two\nlines"\n')
     assert load_examples(path, "text", None).texts == ["hello, world", "two\nlines"]

@@ -148,6 +148,7 @@ def check_fields(path: Path, kind: str) -> None:
                     continue  # a blank line: pandas skips it too
                 if header is None:
                     header = fields
+                    _check_header(path, header)
                 elif len(fields) != len(header):
                     count += 1
                     if len(bad) < 5:
@@ -160,6 +161,16 @@ def check_fields(path: Path, kind: str) -> None:
         csv.field_size_limit(limit)
     if bad and header is not None:
         raise UserError(_field_count_message(path, kind, header, bad, count))
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a header naming a column twice: pandas would read the second as 'name.1' and
+    every command would use the first without a word. Unnamed columns (a spreadsheet's
+    trailing commas) may repeat."""
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:
+        named = ", ".join(f"'{name}'" for name in twice)
+        raise UserError(f"{path}: the header names {named} more than once; rename the copies.")
 
 
 def _field_count_message(
