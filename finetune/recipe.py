@@ -77,13 +77,15 @@ def preset_flags(recipe: Recipe) -> tuple[Flag, ...]:
     return (Flag("--preset", "preset", f"Named defaults ({listed})."),)
 
 
-def bundled_dataset(name: str, bundled: Iterable[str]) -> str:
-    """`name` (options.dataset) when the recipe ships it; else one line listing what it ships."""
+def bundled_dataset(name: str, bundled: Iterable[str], task: str = "") -> str:
+    """`name` (options.dataset) when the recipe (or its `task`) ships it; else one line
+    listing what it ships."""
     bundled = list(bundled)
     if name not in bundled:
+        where = f" for the {task} task" if task else ""
         raise UserError(
-            f"options.dataset {name!r} is not bundled; choose one of {', '.join(bundled)}, "
-            "or pass --data FILE."
+            f"options.dataset {name!r} is not bundled{where}; choose one of "
+            f"{', '.join(bundled)}, or pass --data FILE."
         )
     return name
 

@@ -109,7 +109,7 @@ class CustomerService(Recipe):
         defaults = replies.DEFAULTS
         config = resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
         if config.data.path is None:  # a bundled dataset's own defaults, under the user's
-            dataset = bundled_dataset(config.options.dataset, replies.DATASETS)
+            dataset = bundled_dataset(config.options.dataset, replies.DATASETS, "reply")
             defaults = deep_update(defaults, replies.DATASETS[dataset])
         defaults = deep_update(defaults, replies.QUICK) if quick else defaults
         config = resolve(self.name, defaults, yaml_path, overrides, options=self.Options())
@@ -151,7 +151,7 @@ class CustomerService(Recipe):
         return self.complete_split(config, train, test)
 
     def _dataset(self, config: Config) -> str:
-        return bundled_dataset(config.options.dataset, DATASETS)
+        return bundled_dataset(config.options.dataset, DATASETS, "intent")
 
 
 recipe = CustomerService()

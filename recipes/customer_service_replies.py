@@ -188,7 +188,7 @@ def _sources(config: Config) -> tuple[Pairs, Pairs]:
     """(training pool, evaluation pairs): the bundled split, or the user's files."""
     options = config.options
     if config.data.path is None:
-        name = bundled_dataset(options.dataset, DATASETS)
+        name = bundled_dataset(options.dataset, DATASETS, "reply")
         folder, bundled = files("recipes") / "data" / name, CustomerServiceOptions()
         pool, evaluation = _read(folder / "train.csv", bundled), _read(folder / "test.csv", bundled)
         pool.name, evaluation.name = f"{name} train", f"{name} test"

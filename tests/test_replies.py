@@ -642,3 +642,12 @@ def test_reply_options_out_of_range_are_one_line(option, value, wanted):
     with pytest.raises(UserError, match=rf"options\.{option} {wanted}; got {value}\.$"):
         recipe.config(options={"task": "reply", option: value})
     recipe.config(options={"task": "reply", "val_rows": 0, "train_rows": None})  # allowed
+
+
+def test_a_dataset_of_the_other_task_is_named_as_such():
+    from recipes.customer_service import recipe
+
+    with pytest.raises(UserError, match="'chinese_reviews' is not bundled for the reply task"):
+        recipe.config(options={"task": "reply", "dataset": "chinese_reviews"})
+    with pytest.raises(UserError, match="'bitext' is not bundled for the intent task"):
+        recipe.train(recipe.config(options={"dataset": "bitext"}), show_progress=False)
