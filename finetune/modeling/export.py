@@ -189,8 +189,7 @@ def export_merged(
 
     run_folder, output = Path(run_folder), Path(output)
     adapter = run_folder / "adapter"
-    config_file = run_folder / "config.yaml"
-    run_config = load_yaml(config_file) if config_file.is_file() else {}
+    run_config = _run_config(run_folder)
     _refuse_built_texts(run_folder, run_config.get("recipe"))
     _check_folders(run_folder, output, overwrite)
     described = json.loads((adapter / "classifier.json").read_text())
@@ -290,6 +289,12 @@ def _check_folders(run_folder: Path, output: Path, overwrite: bool) -> None:
         )
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
+
+
+def _run_config(run_folder: Path) -> dict[str, Any]:
+    """The run's saved config.yaml as a mapping ({} when it has none)."""
+    config_file = run_folder / "config.yaml"
+    return load_yaml(config_file) if config_file.is_file() else {}
 
 
 def _refuse_built_texts(run_folder: Path, recipe_name: str | None) -> None:
@@ -448,7 +453,7 @@ def export_merged_generator(
         built = retrieved.prompts(prompts, info.system)
     before = generate(adapted, tokenizer, built, tokens, 8, system=info.system).texts
     config_file = run_folder / "config.yaml"
-    run_config = load_yaml(config_file) if config_file.is_file() else {}
+    run_config = _run_config(run_folder)
     redact = bool((run_config.get("data") or {}).get("redact_pii"))
     if redact:  # as the run serves replies
         before = pii.redact_all(before)[0]
