@@ -375,7 +375,7 @@ def _chat_command(recipe: Recipe) -> Callable[..., None]:
         so far. An empty line or Ctrl-D ends it."""
         from finetune.generation import load_generation_run
 
-        loaded = load_generation_run(run, max_new_tokens)
+        loaded = load_generation_run(recipe.own_run(run), max_new_tokens)
         if loaded.note:
             typer.echo(loaded.note)
         typer.echo("Type a message (empty line to stop).")

@@ -313,7 +313,7 @@ def test_a_run_of_another_recipe_is_named_as_such(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("recipe: medical-risk\n")
-    for command in (["evaluate", "--data", "x.csv"], ["predict", "--text", "hello"]):
+    for command in (["evaluate", "--data", "x.csv"], ["predict", "--text", "hello"], ["chat"]):
         result = runner.invoke(app, ["customer-service", *command, "--run", str(run)])
         assert result.exit_code == 2
         assert result.output.strip() == (
