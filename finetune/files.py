@@ -69,12 +69,18 @@ def output_folder(output: str | None, name: str, overwrite: bool) -> Path:
     """`output`, else runs/<name>-<timestamp>; an existing non-empty folder only with
     `overwrite` (config.output, config.recipe, config.overwrite)."""
     folder = Path(output) if output else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_output_folder(folder, overwrite)
+    return folder
+
+
+def check_output_folder(folder: Path, overwrite: bool) -> None:
+    """One line unless `folder` may be written: new or empty, or any folder with `overwrite`;
+    never a file."""
     refuse_file(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise UserError(
             f"Output folder {folder} already exists; pass --overwrite or a new --output."
         )
-    return folder
 
 
 def refuse_file(folder: Path) -> None:

@@ -127,10 +127,10 @@ class CustomerService(Recipe):
         return {**super().unused(config), **{f"options.{o}": why for o in replies.REPLY_OPTIONS}}
 
     def train(self, config: Config | None = None, show_progress: bool = True) -> Any:
-        config = self.refuse_unused(config or self.config())
+        config = config or self.config()
         if config.options.task == "reply":
-            return replies.train(config, show_progress=show_progress)
-        return super().train(config, show_progress=show_progress)
+            return replies.train(self.refuse_unused(config), show_progress=show_progress)
+        return super().train(config, show_progress=show_progress)  # which refuses them too
 
     def load(self, folder: str | Path) -> Any:
         from finetune.generation import is_generation_run, load_generation_run

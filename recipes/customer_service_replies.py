@@ -18,7 +18,7 @@ data.split_seed, never by the training seed) so that a CPU run finishes in minut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -102,21 +102,6 @@ UNUSED: dict[str, str] = {
     "eval.calibrate": "the reply task writes replies; it has no probabilities to calibrate.",
     "eval.blend": "blends are for the intent task's classifiers.",
 }
-# The options only the reply task reads (the intent task refuses them).
-REPLY_OPTIONS = (
-    "prompt_column",
-    "response_column",
-    "intent_column",
-    "train_rows",
-    "val_rows",
-    "eval_rows",
-    "decode_batch",
-    "max_new_tokens",
-    "system",
-    "retrieved_reply",
-    "min_reply_share",
-    "retrieval_model",
-)
 # `--quick`: a smoke run in a minute or two (CI, tests).
 QUICK: dict[str, Any] = {
     "train": {"max_steps": 4},
@@ -159,6 +144,12 @@ class CustomerServiceOptions:
     # (the retrieved replies and the retrieval_embedding baseline); a name from `finetune
     # models` or a folder. MiniLM reads English only: for Chinese, embeddinggemma.
     retrieval_model: str = "minilm"
+
+
+# The options only the reply task reads (the intent task refuses them): all but these two.
+REPLY_OPTIONS = tuple(
+    f.name for f in fields(CustomerServiceOptions) if f.name not in ("task", "dataset")
+)
 
 
 def spread(labels: list[str] | None, n: int | None, seed: int, count: int) -> list[int]:

@@ -43,7 +43,7 @@ import numpy as np
 from finetune.config import load_yaml
 from finetune.data import pii
 from finetune.errors import UserError
-from finetune.files import refuse_file, staged
+from finetune.files import check_output_folder, staged
 from finetune.modeling.generation import SERVABLE
 from finetune.modeling.image_export import agreement, export_image, exported_probabilities
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
@@ -282,11 +282,12 @@ def _check_folders(run_folder: Path, output: Path, overwrite: bool) -> None:
     adapter = run_folder / "adapter"
     if not (adapter / "classifier.json").is_file() or not (run_folder / "labels.json").is_file():
         raise UserError(f"{run_folder} is not a finished run folder (no adapter/classifier.json).")
-    refuse_file(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise UserError(
-            f"Output folder {output} already exists; pass --overwrite or a new --output."
-        )
+    _check_output(run_folder, output, overwrite)
+
+
+def _check_output(run_folder: Path, output: Path, overwrite: bool) -> None:
+    """A new (or --overwrite) folder out, other than the run's."""
+    check_output_folder(output, overwrite)
     if output.resolve() == run_folder.resolve():
         raise UserError("--output must differ from --run.")
 
@@ -436,13 +437,7 @@ def export_merged_generator(
     from finetune.modeling.generation import RetrievedReplies, generate
 
     run_folder, output = Path(run_folder), Path(output)
-    refuse_file(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise UserError(
-            f"Output folder {output} already exists; pass --overwrite or a new --output."
-        )
-    if output.resolve() == run_folder.resolve():
-        raise UserError("--output must differ from --run.")
+    _check_output(run_folder, output, overwrite)
     adapted, tokenizer, info = _full_precision_generator(run_folder / "adapter")
     prompts = _evaluation_column(run_folder, "prompt", GENERATOR_CHECK_PROMPTS)
     built, tokens = prompts, GENERATOR_CHECK_TOKENS
