@@ -116,7 +116,7 @@ def main() -> None:
         },
         "args": vars(args),
     }
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    Path(args.out).write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(
         json.dumps(results["test"], indent=2), results["kept_epoch"], results["seconds_under_load"]
     )

@@ -297,7 +297,8 @@ def main() -> None:
                 "table": table,
             },
             indent=2,
-        )
+        ),
+        encoding="utf-8",
     )
     print(f"written to {output}")
 

@@ -41,7 +41,7 @@ def main() -> None:
     start = time.perf_counter()
     replies = reply(table["prompt"].tolist())
     seconds = time.perf_counter() - start
-    info = json.loads((args.exported / "reply.json").read_text())
+    info = json.loads((args.exported / "reply.json").read_text(encoding="utf-8"))
     expected = table["generated"].tolist()
     if info["redact_pii"]:
         expected = redact_all(expected)[0]

@@ -205,7 +205,7 @@ def main() -> None:
         print(json.dumps(speed(data, args.speed, 32), indent=2))
         return
     output = Path(args.output)
-    rows = json.loads(output.read_text())["rows"] if output.is_file() else []
+    rows = json.loads(output.read_text(encoding="utf-8"))["rows"] if output.is_file() else []
     draws = args.draws if args.classes else [None]
     for name, options in map(variant, args.variant or ["base"]):
         for seed, draw in [(seed, draw) for seed in args.seeds for draw in draws]:
@@ -223,7 +223,9 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps({"dataset": "flowers12", "rows": rows}, indent=2))
+            output.write_text(
+                json.dumps({"dataset": "flowers12", "rows": rows}, indent=2), encoding="utf-8"
+            )
     print(f"wrote {output}")
 
 

@@ -99,7 +99,7 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2))
+    Path(args.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"wrote {args.output}")
 
 

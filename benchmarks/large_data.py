@@ -39,7 +39,7 @@ STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon")
 def status(pid: int) -> dict[str, float]:
     """Memory fields of /proc/PID/status in MB (empty once the process is gone)."""
     try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        lines = Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines()
     except OSError:
         return {}
     out = {}
@@ -77,7 +77,7 @@ def make_files(data: Path, factors: list[int], eval_rows: int, folder: Path, tex
     files = {}
     for factor in factors:
         path = folder / f"train_x{factor}.csv"
-        with path.open("w") as handle:
+        with path.open("w", encoding="utf-8") as handle:
             for copy in range(factor):
                 part = train.copy()
                 if copy:
@@ -139,7 +139,9 @@ def main() -> None:
                 if mode == "memory-mapped":
                     command.append("--memory-map")
                 measured = run_one(command)
-                metrics = json.loads((folder / f"run-{mode[:2]}-{factor}/metrics.json").read_text())
+                metrics = json.loads(
+                    (folder / f"run-{mode[:2]}-{factor}/metrics.json").read_text(encoding="utf-8")
+                )
                 rows.append(
                     {
                         "mode": mode,
@@ -170,7 +172,7 @@ def main() -> None:
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"Wrote {args.output}")
 
 

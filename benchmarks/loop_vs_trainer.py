@@ -281,7 +281,7 @@ def main() -> None:
     )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
+    output.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"written to {output}")
 
 

@@ -71,7 +71,7 @@ def summarise(folders: list[Path]) -> None:
     import numpy as np
 
     for folder in folders:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         folds = metrics.get("folds") or [metrics]
         methods = {
             "fine-tuned (hybrid)": [f.get("finetuned", f)["auc"] for f in folds],

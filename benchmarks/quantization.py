@@ -171,7 +171,9 @@ def run_one(args: argparse.Namespace) -> dict:
         "f1": m["f1"],
         "n_train": m["n_train"],
         "n_eval": m["n_eval"],
-        "steps": json.loads((run.folder / "history.json").read_text())["epochs"][-1]["step"],
+        "steps": json.loads((run.folder / "history.json").read_text(encoding="utf-8"))["epochs"][
+            -1
+        ]["step"],
         "baselines": m["baselines"],
     }
 
@@ -287,9 +289,9 @@ def main() -> None:
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
+    output.write_text(json.dumps(result, indent=2), encoding="utf-8")
     if args.table:
-        Path(args.table).write_text(table + "\n")
+        Path(args.table).write_text(table + "\n", encoding="utf-8")
     print(f"written to {output}")
 
 

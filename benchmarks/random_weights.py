@@ -62,7 +62,8 @@ def write_random_model(source: Path, target: Path, seed: int = 0) -> Path:
     model.save_pretrained(target, safe_serialization=True)
     params = sum(p.numel() for p in model.parameters())
     (target / "random_weights.json").write_text(
-        json.dumps({"source": str(source), "seed": seed, "parameters": params}, indent=2)
+        json.dumps({"source": str(source), "seed": seed, "parameters": params}, indent=2),
+        encoding="utf-8",
     )
     return target
 
@@ -74,7 +75,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     folder = write_random_model(args.source, args.target, args.seed)
-    print(f"{folder}: {json.loads((folder / 'random_weights.json').read_text())['parameters']:,}")
+    saved = json.loads((folder / "random_weights.json").read_text(encoding="utf-8"))
+    print(f"{folder}: {saved['parameters']:,}")
 
 
 if __name__ == "__main__":

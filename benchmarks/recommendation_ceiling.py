@@ -94,7 +94,7 @@ def main() -> None:
             f"need {result['returning_needed_at_ceiling']:.3f}"
         )
     if args.output:
-        Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.output).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

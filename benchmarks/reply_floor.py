@@ -80,7 +80,7 @@ def main() -> None:
         "train_and_run_seconds": round(run_seconds, 1),  # the run: training and its decoding
         "figures": figures,
     }
-    Path(args.output).write_text(json.dumps(result, indent=2))
+    Path(args.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result, indent=2))
 
 

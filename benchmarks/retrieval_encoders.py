@@ -79,11 +79,11 @@ def dense_modules(folder: Path) -> list[tuple[torch.Tensor, torch.Tensor | None,
     if not modules.is_file():
         return []
     found = []
-    for module in json.loads(modules.read_text()):
+    for module in json.loads(modules.read_text(encoding="utf-8")):
         if not module["type"].endswith("models.Dense"):
             continue
         path = folder / module["path"]
-        config = json.loads((path / "config.json").read_text())
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(path / "model.safetensors"))
         bias = weights.get("linear.bias")
         found.append((weights["linear.weight"], bias, config["activation_function"]))
@@ -163,7 +163,11 @@ def main() -> None:
     folder = Path(resolve_model_path(args.model))
     dense = dense_modules(folder)
     config = folder / "config_sentence_transformers.json"
-    prompts = json.loads(config.read_text()).get("prompts", {}) if config.is_file() else {}
+    prompts = (
+        json.loads(config.read_text(encoding="utf-8")).get("prompts", {})
+        if config.is_file()
+        else {}
+    )
     readings = ["mean"] + (["mean+dense"] if dense else [])
     if not args.probe:
         readings += [
@@ -216,7 +220,9 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if args.output:
-        args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        args.output.write_text(
+            json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

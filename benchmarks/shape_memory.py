@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def resident_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) // 1024
     return 0

@@ -616,7 +616,7 @@ def _warn_if_not_delivered(run: Path) -> None:
     import json
 
     metrics_file = run / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
     delivered = (metrics.get("delivered") or {}).get("name", "model")
     calibrated = (metrics.get("calibration") or {}).get("method", "none") != "none"
     if delivered != "model" or calibrated:

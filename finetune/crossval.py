@@ -144,8 +144,8 @@ def cross_validate(
             fold_workers=workers,
         )
         save_yaml(replace(config, output=str(folder), overwrite=False), tmp / "config.yaml")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
         y_pooled = np.concatenate([y for y, _ in out_of_fold])
         scores = {
             name: np.concatenate([s[name] for _, s in out_of_fold]) for name in out_of_fold[0][1]

@@ -9,7 +9,9 @@ Methods compared on the same prompts (`baselines`, chosen by the recipe):
 - `untuned`: the same model with its adapter disabled, same chat prompt;
 - `retrieval_tfidf` / `retrieval_embedding`: the reply of the most similar training message
   (TF-IDF cosine, character n-grams for CJK text / cosine of a frozen sentence encoder's
-  vectors, MiniLM unless `retrieval_model` names another).
+  vectors, MiniLM unless `retrieval_model` names another);
+- `retrieval_consensus`: of the replies to the CONSENSUS_CANDIDATES training messages most
+  similar by that encoder, the one most like the others (evaluation/reply_metrics.py).
 With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
 gives intent consistency. The validation rows decide the run's verdict (does the tuned model
 beat retrieval?) and what the run serves (`delivered`: with `eval.deliver` best, the
@@ -58,7 +60,10 @@ from finetune.runtime import environment, peak_memory_mb, warn_now
 from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
-BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
+BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_consensus")
+# Replies the consensus baseline chooses among (measured: docs/recipes/customer-service.md,
+# "A stronger retrieval baseline").
+CONSENSUS_CANDIDATES = 5
 VERDICT_METRICS = ("rougeL", "chrf")
 
 
@@ -149,7 +154,7 @@ def train_generation(
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
     index, notes = None, []  # the nearest training replies by retrieval_model's vectors
-    if retrieved_reply or SERVABLE in baselines:
+    if retrieved_reply or {SERVABLE, "retrieval_consensus"} & set(baselines):
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
         notes = index.notes(train.messages)  # the encoder cannot read the messages
@@ -183,7 +188,7 @@ def train_generation(
     )
     with staged(folder) as tmp:
         _write(tmp, config, metrics, evaluation, scored)
-        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
         save_generator(model, tokenizer, info, tmp / "adapter")
         judge.save(tmp)
         if index is not None:
@@ -300,8 +305,8 @@ def score_methods(
     rows: str = "",
 ) -> Scored:
     """Replies to `pairs` (named `rows` in progress bars) from the tuned model and each
-    baseline; `index` serves `retrieval_embedding`."""
-    from finetune.evaluation.reply_metrics import retrieve_tfidf
+    baseline; `index` serves `retrieval_embedding` and `retrieval_consensus`."""
+    from finetune.evaluation.reply_metrics import consensus, retrieve_tfidf
 
     out = decode(pairs.prompts, rows=rows)
     scored = Scored({"model": out.texts}, out.new_tokens, out.seconds)
@@ -311,10 +316,13 @@ def score_methods(
         scored.texts["retrieval_tfidf"] = retrieve_tfidf(
             train.messages, train.responses, pairs.messages
         )
+    if {"retrieval_embedding", "retrieval_consensus"} & set(baselines) and index is None:
+        raise ValueError("the frozen-encoder retrieval baselines need the retrieval index")
     if "retrieval_embedding" in baselines:
-        if index is None:
-            raise ValueError("the retrieval_embedding baseline needs the retrieval index")
         scored.texts["retrieval_embedding"] = index.nearest(pairs.messages)
+    if "retrieval_consensus" in baselines:
+        candidates = index.candidates(pairs.messages, CONSENSUS_CANDIDATES)
+        scored.texts["retrieval_consensus"] = consensus(candidates)
     return scored
 
 
@@ -457,7 +465,7 @@ def _write(
     from finetune.reporting.generation import generation_report
 
     save_yaml(config, folder / "config.yaml")
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     columns: dict[str, Any] = {"prompt": evaluation.messages, "reference": evaluation.responses}
     if evaluation.labels is not None:
         columns["label"] = evaluation.labels
@@ -465,7 +473,7 @@ def _write(
     columns.update({name: texts for name, texts in scored.texts.items() if name != "model"})
     pd.DataFrame(columns).to_csv(folder / "predictions.csv", index=False)
     report = generation_report(metrics, evaluation.messages, evaluation.responses, scored.texts)
-    (folder / "report.md").write_text(report)
+    (folder / "report.md").write_text(report, encoding="utf-8")
 
 
 def is_generation_run(folder: str | Path) -> bool:
@@ -528,7 +536,7 @@ class LoadedGenerator:
 
     def evaluate(self, pairs: Pairs) -> dict[str, Any]:
         """The model's figures on new pairs (intent figures with labels and a saved judge),
-        and `retrieval_embedding`'s when the run kept its retrieved replies."""
+        and the frozen-encoder retrieval baselines' when the run kept its index."""
         if self.redact:
             pairs = redact_pairs(pairs)[0]
         out = self.decode(pairs.prompts)
@@ -541,8 +549,12 @@ class LoadedGenerator:
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
         if self.index is not None:  # the run's retrieval, named in the table
+            from finetune.evaluation.reply_metrics import consensus
+
             nearest = self.index.nearest(pairs.messages)
             reply["retrieval_embedding"] = self.judge.figures(nearest, pairs)
+            agreed = consensus(self.index.candidates(pairs.messages, CONSENSUS_CANDIDATES))
+            reply["retrieval_consensus"] = self.judge.figures(agreed, pairs)
             metrics["retrieval_model"] = self.index.model
         metrics["delivered"] = {"name": self.serve}
         return metrics
@@ -590,4 +602,4 @@ def load_generation_run(
 
 def run_metrics(folder: Path) -> dict[str, Any]:
     metrics = folder / "metrics.json"
-    return json.loads(metrics.read_text()) if metrics.is_file() else {}
+    return json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}

@@ -139,9 +139,11 @@ class Run:
         # Where the run is now, not where it was written (it may have been moved).
         config = replace(config, output=str(folder))
         model, inputs, info = load_classifier(folder / "adapter")
-        labels = json.loads((folder / "labels.json").read_text())["labels"]
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
         metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = (
+            json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
+        )
         served = load_served(folder)
         return cls(folder, config, labels, model, inputs, info.bf16, metrics, served)
 
@@ -1019,17 +1021,20 @@ def write(
     with staged(folder) as tmp:
         saved = replace(config, output=str(folder), overwrite=False, resume=False)
         save_yaml(saved, tmp / "config.yaml")
-        (tmp / "labels.json").write_text(json.dumps({"labels": data.labels}, indent=2))
+        (tmp / "labels.json").write_text(
+            json.dumps({"labels": data.labels}, indent=2), encoding="utf-8"
+        )
         save_classifier(encoded.model, encoded.inputs, encoded.info, tmp / "adapter")
         save_served(tmp, served, metrics["delivered"])
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         # Every method's evaluation probabilities, so reports can be rebuilt without the model,
         # and the delivered model's (calibrated) under DELIVERED.
         np.savez_compressed(
             tmp / "scores.npz", y_true=data.y_eval, **evaluated.scores, **{DELIVERED: proba}
         )
         (tmp / "history.json").write_text(
-            json.dumps({"epochs": result.history, "losses": result.losses}, indent=2)
+            json.dumps({"epochs": result.history, "losses": result.losses}, indent=2),
+            encoding="utf-8",
         )
         predictions = tmp / "predictions.csv"
         _write_predictions(predictions, data.evaluation, proba, data.labels, recipe.inputs)
@@ -1051,7 +1056,7 @@ def write(
         for name, draw in evaluated.context.plots.items():
             draw(tmp / "plots" / name)
         env["pii_redacted"] = {part: c.as_dict() for part, c in data.redaction.items()}
-        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
     prepared.checkpoints.clear()  # the run folder is complete: nothing left to resume
     return run
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import resource
+import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -31,11 +31,17 @@ SETTINGS = {
 
 
 def configure() -> None:
-    """Set the CPU settings above (unless already set), and `quiet_libraries`. The command
-    line calls it first; the Python API leaves the environment alone."""
+    """Set the CPU settings above (unless already set), `quiet_libraries`, and console
+    streams that escape what their encoding cannot hold. The command line calls it first;
+    the Python API leaves the environment and the streams alone."""
     for name, value in SETTINGS.items():
         os.environ.setdefault(name, value)
     quiet_libraries()
+    for stream in (sys.stdout, sys.stderr):
+        # A Chinese label or path on a console whose code page cannot hold it (ASCII, a
+        # Western Windows code page) is written as escapes, never a crash after training.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def quiet_libraries() -> None:
@@ -73,11 +79,18 @@ def warn_now(*warnings: str) -> None:
 def peak_memory_mb(children: bool = False) -> float:
     """Peak resident memory of this process; with `children`, of it or of the largest
     process it started and waited for (folds trained in worker processes)."""
-    # ru_maxrss is KiB on Linux.
+    try:
+        import resource
+    except ImportError:  # Windows has no getrusage: the peak working set, of this process
+        import psutil
+
+        memory = psutil.Process().memory_info()
+        return getattr(memory, "peak_wset", memory.rss) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if children:
         peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return peak / 1024
+    # ru_maxrss counts KiB on Linux and bytes on macOS.
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def environment(device: str, seed: int) -> dict[str, Any]:
@@ -92,7 +105,7 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": _cpu_name(),
+        **_cpu(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
@@ -106,11 +119,23 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     return info
 
 
-def _cpu_name() -> str:
+# What decides a CPU run's speed beyond the processor's name (wide vectors, bf16 kernels): two
+# machines that report the same name can differ in them, and in speed.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The processor's name; on Linux also its family and model and its CPU_FEATURES."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
     except OSError:
-        pass
-    return platform.processor()
+        return {"processor": platform.processor()}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "processor": fields.get("model name") or platform.processor(),
+        "cpu_model": f"family {fields.get('cpu family')} model {fields.get('model')}",
+        "cpu_features": [feature for feature in CPU_FEATURES if feature in flags],
+    }

@@ -48,7 +48,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 3},
     },
 }
-BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding")
+BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_consensus")
 
 # Reply-task defaults (they replace the intent classifier's): retrieval-augmented prompts, so
 # max_length leaves room for the retrieved reply (a longer pair loses its reply's tail).

@@ -50,7 +50,7 @@ def bundled_images() -> Path:
         target = tmp / str(digit) / f"{index:04d}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(row.reshape(28, 28).astype(np.uint8), mode="L").save(target)
-    (tmp / "complete").write_text("5000 images\n")
+    (tmp / "complete").write_text("5000 images\n", encoding="utf-8")
     try:
         tmp.rename(folder)
     except OSError:  # another process finished first: keep theirs

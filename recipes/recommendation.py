@@ -228,7 +228,7 @@ class Recommendation(Recipe):
         config = merge(Config(options=RecommendationOptions()), saved, source=str(folder))
         config = merge(config, {"options": options, "output": str(folder)}, source=str(folder))
         model, tokenizer, info = load_two_tower(folder / "adapter")
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         vectors = np.load(folder / "adapter" / "item_vectors.npy")
         offsets = np.load(folder / "adapter" / "item_offsets.npy")
         return RankingRun(folder, config, metrics, model, tokenizer, info, vectors, offsets)

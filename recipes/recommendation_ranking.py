@@ -620,14 +620,14 @@ def write_run(
         # Only the training period: `recommend` builds histories from it, never from the test.
         training = data.split.rows(FIT, VALIDATION)[["user", "item", "label", "timestamp"]]
         training.to_parquet(tmp / TABLES / "interactions.parquet")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         history = {"epochs": fitted.result.history, "losses": fitted.result.losses}
-        (tmp / "history.json").write_text(json.dumps(history, indent=2))
+        (tmp / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         top_lists(judged["delivered_scores"], data, config.options.k).to_csv(
             tmp / "predictions.csv", index=False
         )
         ranking_report(tmp, metrics, fitted.result, data, env)
-        (tmp / "environment.json").write_text(json.dumps(env, indent=2))
+        (tmp / "environment.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
 
 
 def save_reranker(reranked: Reranked, folder: Path) -> None:
@@ -642,7 +642,7 @@ def save_reranker(reranked: Reranked, folder: Path) -> None:
     np.savez(folder / "item_stats.npz", **reranked.stats.arrays())
     np.save(folder / "als_item_factors.npy", reranked.als_factors)
     info = {"features": list(FEATURES), "as_of": reranked.stats.as_of}
-    (folder / "reranker.json").write_text(json.dumps(info, indent=2))
+    (folder / "reranker.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
 @dataclass
@@ -663,7 +663,7 @@ class ServedReranker:
         from recipes.recommendation_models import like_matrix
         from recipes.recommendation_rerank import FEATURES, ItemStats
 
-        info = json.loads((folder / "reranker.json").read_text())
+        info = json.loads((folder / "reranker.json").read_text(encoding="utf-8"))
         if info["features"] != list(FEATURES):
             raise UserError(
                 f"{folder}: the re-ranker was saved with other features ({info['features']}); "

@@ -188,7 +188,7 @@ def ranking_report(folder: Path, metrics: dict, result: Any, data: Any, env: dic
     ]
     if data.notes:
         parts += ["## Notes", "\n".join(f"- {note}" for note in data.notes)]
-    (folder / "report.md").write_text("\n\n".join(parts) + "\n")
+    (folder / "report.md").write_text("\n\n".join(parts) + "\n", encoding="utf-8")
 
 
 def _plot(path: Path, ranking: dict[str, Any], k: int) -> None:

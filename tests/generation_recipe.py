@@ -62,3 +62,26 @@ def config(model: Path, output: Path, quant: str = "none", steps: int = 40) -> C
     cfg.train.precision = "fp32"
     cfg.data.max_length = 32
     return cfg
+
+
+def chinese_reply_run_args(
+    tiny_llama_dir: Path, retrieval_model: Path, folder: Path, pairs: list[tuple[str, str, str]]
+) -> tuple[list[str], Path, Path]:
+    """(the arguments of a tiny reply run on Chinese (message, reply, intent) `pairs`, its
+    evaluation file, its run folder): twice the pairs to train on, the pairs to evaluate."""
+    import pandas as pd
+
+    chat = chat_model(tiny_llama_dir, folder / "chat")
+    rows = [{"message": m, "reply": r, "intent": i} for m, r, i in pairs]
+    data, evaluation, run = folder / "pairs.csv", folder / "eval.csv", folder / "run"
+    pd.DataFrame(rows * 2).to_csv(data, index=False)
+    pd.DataFrame(rows).to_csv(evaluation, index=False)
+    args = [
+        "customer-service", "train", "--task", "reply", "--quick",
+        "--data", str(data), "--eval-data", str(evaluation), "--model", str(chat),
+        "--output", str(run), "--max-steps", "2", "--set", "train.precision=fp32",
+        "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
+        "--set", "options.max_new_tokens=4", "--set", "options.retrieved_reply=true",
+        "--set", f"options.retrieval_model={retrieval_model}",
+    ]  # fmt: skip
+    return args, evaluation, run

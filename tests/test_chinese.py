@@ -197,20 +197,10 @@ def test_a_chinese_reply_run_scores_overlap_and_names_what_retrieval_cannot_read
 
     from finetune.cli import make_app
 
-    chat = generation_recipe.chat_model(tiny_llama_dir, tmp_path / "chat")
-    rows = [{"message": m, "reply": r, "intent": i} for m, r, i in PAIRS_ZH]
-    data, evaluation = tmp_path / "pairs.csv", tmp_path / "eval.csv"
-    pd.DataFrame(rows * 2).to_csv(data, index=False)
-    pd.DataFrame(rows).to_csv(evaluation, index=False)
-    run = tmp_path / "run"
-    result = CliRunner().invoke(make_app(), [
-        "customer-service", "train", "--task", "reply", "--quick",
-        "--data", str(data), "--eval-data", str(evaluation), "--model", str(chat),
-        "--output", str(run), "--max-steps", "2", "--set", "train.precision=fp32",
-        "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
-        "--set", "options.max_new_tokens=4", "--set", "options.retrieved_reply=true",
-        "--set", f"options.retrieval_model={tiny_model_dir}",
-    ])  # fmt: skip
+    args, evaluation, run = generation_recipe.chinese_reply_run_args(
+        tiny_llama_dir, tiny_model_dir, tmp_path, PAIRS_ZH
+    )
+    result = CliRunner().invoke(make_app(), args)
     assert result.exit_code == 0, result.output
     said = result.output.find(f"tokens are unknown to the retrieval encoder `{tiny_model_dir}`")
     assert -1 < said < result.output.index("epoch 1:")  # before training, not only in the report

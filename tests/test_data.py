@@ -56,9 +56,39 @@ def test_reads_csv_jsonl_parquet_alike(tmp_path: Path):
             ("text", "label"),
             "missing label in column 'label' at lines 3",
         ),
-        ("latin.csv", "text,label\ncaf\xe9,a\n".encode("latin-1"), ("text", "label"), "not UTF-8"),
+        (
+            "latin.csv",
+            "text,label\ncaf\xe9,a\n".encode("cp1252"),
+            ("text", "label"),
+            r"not UTF-8 text \(byte 0xe9 at offset 14\); it reads as Windows-1252 \(Western "
+            r"Windows\)\. Save it as UTF-8 \(in Excel: Save As, \"CSV UTF-8\"\)\.$",
+        ),
+        (
+            "gbk.csv",  # Excel's CSV on a Chinese Windows
+            "text,label\n我的快递到哪里了,物流\n".encode("gbk"),
+            ("text", "label"),
+            r"not UTF-8 text \(byte 0xce at offset 11\); it reads as GB18030/GBK \(Chinese",
+        ),
+        (
+            "unknown.csv",  # neither: no guess
+            b"text,label\n\x81\x20,a\n",
+            ("text", "label"),
+            r"not UTF-8 text \(byte 0x81 at offset 11\)\. Save it as UTF-8",
+        ),
+        (
+            "unicode.tsv",  # Excel's "Unicode Text": UTF-16 with a byte-order mark
+            "text\tlabel\n你好\ta\n".encode("utf-16"),
+            ("text", "label"),
+            r"is UTF-16 text \(Excel's \"Unicode Text\"\), not UTF-8\. Save it as UTF-8",
+        ),
         ("bin.csv", b"\x00\x01\x02binary", ("text", "label"), "looks binary"),
-        ("data.xlsx", "x", ("text", "label"), "unsupported file type"),
+        (
+            "data.xlsx",
+            "x",
+            ("text", "label"),
+            r"unsupported file type '\.xlsx'\. .*Save it as UTF-8 \(in Excel: Save As, \"CSV UTF-8",
+        ),
+        ("data.txt", "x", ("text", "label"), r"unsupported file type '\.txt'\. Use [^E]*$"),
     ],
 )
 def test_bad_files_get_clear_errors(tmp_path, name, content, columns, message):

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import generation_recipe
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -158,6 +159,51 @@ def test_reply_metrics_on_hand_built_cases():
     assert replies == ["tracking"]
 
 
+def test_the_consensus_of_retrieved_replies_passes_over_the_one_that_stands_apart(monkeypatch):
+    from finetune.evaluation.reply_metrics import consensus
+    from finetune.modeling.generation import RetrievedReplies
+
+    nearest_first = [
+        "please track your parcel on our website",  # the nearest, unlike the others
+        "the refund is on its way to your bank card",
+        "your refund is on its way to your card",
+        "your refund is on its way to your card",  # two similar messages got this reply
+    ]
+    assert consensus([nearest_first]) == ["your refund is on its way to your card"]
+    assert consensus([["same reply", "same reply"], ["only one"]]) == ["same reply", "only one"]
+    index = RetrievedReplies(np.eye(3), ["a", "b", "c"])
+    monkeypatch.setattr(index, "unit_vectors", lambda texts: np.array([[0.5, 0.9, 0.1]]))
+    assert index.candidates(["message"], 2) == [["b", "a"]]
+    assert index.candidates(["message"], 5) == [["b", "a", "c"]]  # no more than it has
+    assert index.nearest(["message"]) == ["b"]
+
+
+def test_a_baseline_the_run_cannot_serve_is_named_when_it_beats_the_model():
+    from finetune.reporting.generation import verdict_lines
+
+    def scored(rouge: float, chrf: float) -> dict[str, float]:
+        return {"rougeL": rouge, "chrf": chrf}
+
+    figures = {
+        "model": scored(0.37, 0.46),
+        "retrieval_embedding": scored(0.36, 0.48),
+        "retrieval_consensus": scored(0.39, 0.53),
+    }
+    losses = ["retrieval_embedding chrf", "retrieval_consensus rougeL", "retrieval_consensus chrf"]
+    metrics = {
+        "validation": {"n": 27, "figures": figures, "model_loses_to": losses},
+        "delivered": {"name": "model", "best": "model"},
+    }
+    line = verdict_lines(metrics)[0]
+    assert "the retrieval it can serve (`retrieval (frozen minilm)`) does not beat it" in line
+    assert line.endswith(
+        "`retrieval (consensus of minilm's nearest)` beats it on both there, but runs cannot "
+        "serve it yet."
+    )
+    figures["retrieval_consensus"] = scored(0.39, 0.45)  # higher ROUGE-L only: not named
+    assert verdict_lines(metrics)[0].endswith("by more than 0.005.")
+
+
 # Refund and tracking replies; the last is a refund reply in tracking words.
 JUDGED_REPLIES = [
     "your refund is on its way",
@@ -250,7 +296,7 @@ def test_reply_train_writes_a_self_describing_run(reply_run):
         assert (run / name).is_file(), name
     assert (run / "adapter" / "generator.json").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
-    methods = {"model", "untuned", "retrieval_tfidf", "retrieval_embedding"}
+    methods = {"model", "untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_consensus"}
     assert set(metrics["reply"]) == methods
     for figures in metrics["reply"].values():
         assert set(figures) == {
@@ -302,6 +348,8 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert saved["reply"]["model"]["rougeL"] == pytest.approx(metrics["reply"]["model"]["rougeL"])
     assert saved["reference_intents"] == metrics["reference_intents"]  # the same pairs
+    for method in ("retrieval_embedding", "retrieval_consensus"):  # new pairs: the run's index
+        assert saved["reply"][method] == pytest.approx(metrics["reply"][method])
     result = runner.invoke(
         app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\nthanks\n\n"
     )

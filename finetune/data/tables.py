@@ -90,15 +90,20 @@ def check_file(path: str | Path) -> str:
         raise UserError(f"{path} is a folder; give a CSV, JSONL or Parquet file.")
     kind = READERS.get(path.suffix.lower())
     if kind is None:
+        spreadsheet = f" {RESAVE}" if path.suffix.lower() in (".xlsx", ".xls", ".xlsm") else ""
         raise UserError(
-            f"{path}: unsupported file type '{path.suffix}'. Use .csv, .tsv, .jsonl or .parquet."
+            f"{path}: unsupported file type '{path.suffix}'. Use .csv, .tsv, .jsonl or "
+            f".parquet.{spreadsheet}"
         )
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty.")
     if kind == "parquet":
         return kind
     with path.open("rb") as handle:
-        if b"\x00" in handle.read(8192):
+        head = handle.read(8192)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise UserError(f'{path} is UTF-16 text (Excel\'s "Unicode Text"), not UTF-8. {RESAVE}')
+        if b"\x00" in head:
             raise UserError(f"{path} looks binary, not {kind.upper()} text.")
         handle.seek(0)
         offset, pending = 0, b""
@@ -113,17 +118,40 @@ def check_file(path: str | Path) -> str:
                 else:
                     raise UserError(
                         f"{path} is not UTF-8 text (byte {data[error.start]:#04x} at offset "
-                        f"{offset - len(pending) + error.start}). Re-save it as UTF-8."
+                        f"{offset - len(pending) + error.start}){_reads_as(data)}. {RESAVE}"
                     ) from None
             offset += len(block)
         if pending:
             raise UserError(
                 f"{path} is not UTF-8 text (it ends inside a character, offset "
-                f"{offset - len(pending)}). Re-save it as UTF-8."
+                f"{offset - len(pending)}). {RESAVE}"
             )
     if kind in ("csv", "tsv"):
         check_fields(path, kind)
     return kind
+
+
+RESAVE = 'Save it as UTF-8 (in Excel: Save As, "CSV UTF-8").'
+# Encodings a spreadsheet saves text in, with how to name them: GB18030 (which reads GBK and
+# GB2312) first, as it refuses most Western text, which Windows-1252 would read.
+OTHER_ENCODINGS = {
+    "gb18030": "GB18030/GBK (Chinese Windows)",
+    "cp1252": "Windows-1252 (Western Windows)",
+}
+
+
+def _reads_as(data: bytes) -> str:
+    """ "; it reads as ..." for the first encoding in OTHER_ENCODINGS that decodes `data`
+    (a block of the file; a character cut at its end is allowed), else ""."""
+    import codecs
+
+    for encoding, name in OTHER_ENCODINGS.items():
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(data, final=False)
+        except UnicodeDecodeError:
+            continue
+        return f"; it reads as {name}"
+    return ""
 
 
 def check_fields(path: Path, kind: str) -> None:

@@ -348,7 +348,7 @@ def save_served(folder: Path, served: Served, decided: dict[str, Any]) -> None:
     calibration = served.calibrator.method if served.calibrator is not None else "none"
     info = {"name": served.name, "calibration": calibration, "blend": served.blend}
     info["decided"] = decided
-    (target / "delivered.json").write_text(json.dumps(info, indent=2))
+    (target / "delivered.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     if served.predictor is not None:
         joblib.dump(served.predictor, target / "predictor.joblib")
     if served.calibrator is not None:
@@ -363,7 +363,7 @@ def load_served(folder: Path) -> Served | None:
     target = folder / FOLDER
     if not (target / "delivered.json").is_file():
         return None
-    info = json.loads((target / "delivered.json").read_text())
+    info = json.loads((target / "delivered.json").read_text(encoding="utf-8"))
     predictor = calibrator = None
     if (target / "predictor.joblib").is_file():
         predictor = joblib.load(target / "predictor.joblib")

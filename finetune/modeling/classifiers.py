@@ -84,7 +84,10 @@ def save_classifier(model: torch.nn.Module, inputs: Inputs, info: Any, folder: P
 def load_classifier(folder: Path) -> tuple[torch.nn.Module, Inputs, Any]:
     """Rebuild a saved classifier of whichever kind `classifier.json` says (text if unsaid)."""
     info_file = folder / "classifier.json"
-    if info_file.is_file() and json.loads(info_file.read_text()).get("kind") == "image":
+    if (
+        info_file.is_file()
+        and json.loads(info_file.read_text(encoding="utf-8")).get("kind") == "image"
+    ):
         from finetune.modeling import vision
 
         return vision.load_classifier(folder)

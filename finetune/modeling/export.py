@@ -120,7 +120,7 @@ def serve(parts, texts, proba):
 
 def load(folder=Path(__file__).resolve().parent, served=True):
     folder = Path(folder)
-    info = json.loads((folder / "classifier.json").read_text())
+    info = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
     prepare = redactor(folder, info)
     parts = served_parts(folder) if served else None
     if parts is not None and not parts["uses_model"]:  # the baseline alone: no model to load
@@ -162,6 +162,7 @@ def load(folder=Path(__file__).resolve().parent, served=True):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(errors="backslashreplace")  # a label the console cannot encode
     labels, predict_proba = load()
     for text, row in zip(sys.argv[1:], predict_proba(sys.argv[1:])):
         print(f"{labels[row.argmax()]}\\t{row.max():.3f}\\t{text}")
@@ -192,8 +193,8 @@ def export_merged(
     run_config = _run_config(run_folder)
     _refuse_built_texts(run_folder, run_config.get("recipe"))
     _check_folders(run_folder, output, overwrite)
-    described = json.loads((adapter / "classifier.json").read_text())
-    labels = json.loads((run_folder / "labels.json").read_text())["labels"]
+    described = json.loads((adapter / "classifier.json").read_text(encoding="utf-8"))
+    labels = json.loads((run_folder / "labels.json").read_text(encoding="utf-8"))["labels"]
     if described.get("kind") == "image":
         return export_image(run_folder, output, labels)
     check_exportable(run_folder, described)
@@ -238,16 +239,22 @@ def export_merged(
         save_file(head, str(tmp / "head.safetensors"))
         if redact_pii:  # the redactor itself, not a second copy of its patterns
             shutil.copy(Path(pii.__file__), tmp / "pii.py")
-        (tmp / "classifier.json").write_text(_description(info, labels, redact_pii))
-        (tmp / "predict.py").write_text(PREDICT_PY)
+        _write_texts(tmp, {"classifier.json": _description(info, labels, redact_pii)})
+        _write_texts(tmp, {"predict.py": PREDICT_PY})  # _write_served runs it
         if served:
             checks.update(_write_served(tmp, served, texts, reference))
-        (tmp / "export.json").write_text(json.dumps(checks, indent=2))
-        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks, redact_pii))
+        readme = _readme(run_folder, info, labels, checks, redact_pii)
+        _write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
+
+
+def _write_texts(folder: Path, texts: dict[str, str]) -> None:
+    """Each text as a UTF-8 file of `folder`, named by its key."""
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
 
 
 def _description(info: Any, labels: list[str], redact_pii: bool) -> str:
@@ -475,8 +482,8 @@ def export_merged_generator(
             run_served = _evaluation_column(run_folder, "retrieval_embedding", len(prompts))
             served = exported_replies(tmp, prompts, tokens, serve)
             checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
-        (tmp / "export.json").write_text(json.dumps(checks, indent=2))
-        (tmp / "README.md").write_text(_generator_readme(run_folder, info, checks, note))
+        readme = _generator_readme(run_folder, info, checks, note)
+        _write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         if config_file.is_file():
             shutil.copy(config_file, tmp / "training_config.yaml")
     return checks

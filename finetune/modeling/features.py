@@ -149,11 +149,11 @@ class FeatureEncoder:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        (folder / FEATURES_FILE).write_text(json.dumps(asdict(self), indent=2))
+        (folder / FEATURES_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> FeatureEncoder:
-        saved = json.loads(path.read_text())
+        saved = json.loads(path.read_text(encoding="utf-8"))
         return cls(
             [NumericColumn(**c) for c in saved["numeric"]],  # older runs: no knots
             [CategoricalColumn(**c) for c in saved["categorical"]],

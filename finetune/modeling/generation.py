@@ -528,6 +528,13 @@ class RetrievedReplies:
         scores = self.unit_vectors(messages) @ self.vectors.T
         return [self.replies[i] for i in scores.argmax(axis=1)]
 
+    def candidates(self, messages: list[str], k: int) -> list[list[str]]:
+        """The replies of the `k` training messages most similar to each message, nearest
+        first."""
+        scores = self.unit_vectors(messages) @ self.vectors.T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[self.replies[i] for i in row] for row in order]
+
     def prompts(self, prompts: list[Any], system: str | None) -> list[Any]:
         """`prompts` with the nearest training reply in their system turn."""
         return self.with_replies(prompts, system)[0]
@@ -552,14 +559,16 @@ class RetrievedReplies:
     def save(self, folder: Path) -> None:
         np.save(folder / "retrieval_vectors.npy", self.vectors.astype(np.float32))
         info = {"encoder": self.model, "replies": self.replies, "in_prompts": self.in_prompts}
-        (folder / "retrieval.json").write_text(json.dumps(info, ensure_ascii=False))
+        (folder / "retrieval.json").write_text(
+            json.dumps(info, ensure_ascii=False), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: Path, batch_size: int, device: str) -> RetrievedReplies | None:
         """The run's retrieval index, or None for a run that kept none."""
         if not (folder / "retrieval.json").is_file():
             return None
-        info = json.loads((folder / "retrieval.json").read_text())
+        info = json.loads((folder / "retrieval.json").read_text(encoding="utf-8"))
         vectors = np.load(folder / "retrieval_vectors.npy")
         model = info.get("encoder", RETRIEVAL_ENCODER)
         # Older runs kept the index only when their prompts carried its replies.

@@ -68,7 +68,7 @@ def load(folder=Path(__file__).resolve().parent):
     from PIL import Image
 
     folder = Path(folder)
-    info = json.loads((folder / "classifier.json").read_text())
+    info = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
     model = torch.jit.load(str(folder / "model.pt")).eval()
     side, keep = info["image_size"], info["decode_side"]
     mean = torch.tensor(info["mean"], dtype=torch.float32).view(3, 1, 1)
@@ -91,6 +91,7 @@ def load(folder=Path(__file__).resolve().parent):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(errors="backslashreplace")  # a label the console cannot encode
     labels, predict_proba = load()
     for path, row in zip(sys.argv[1:], predict_proba(sys.argv[1:])):
         print(f"{labels[row.argmax()]}\\t{row.max():.3f}\\t{path}")
@@ -146,16 +147,16 @@ def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str,
     }
     with staged(output) as tmp:
         torch.jit.save(traced, str(tmp / "model.pt"))
-        (tmp / "classifier.json").write_text(json.dumps(description, indent=2))
-        (tmp / "predict.py").write_text(predict_source())
+        (tmp / "classifier.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
+        (tmp / "predict.py").write_text(predict_source(), encoding="utf-8")
         exported = exported_probabilities(tmp, paths)
         checks = {
             "texts": len(paths),  # images: the key the export command reports for every run
             "merged_vs_trained_run": agreement(exported, trained),
             "run_bf16_autocast": info.bf16,
         }
-        (tmp / "export.json").write_text(json.dumps(checks, indent=2))
-        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks))
+        (tmp / "export.json").write_text(json.dumps(checks, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks), encoding="utf-8")
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")

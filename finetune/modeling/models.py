@@ -287,7 +287,7 @@ def default_prompt(name: str) -> str:
     settings = Path(resolve_model_path(name)) / "config_sentence_transformers.json"
     if not settings.is_file():
         return ""
-    prompts = json.loads(settings.read_text()).get("prompts") or {}
+    prompts = json.loads(settings.read_text(encoding="utf-8")).get("prompts") or {}
     return prompts.get("Classification", "")
 
 
@@ -306,7 +306,7 @@ def default_pooling(name: str, config: Any) -> str:
     mean for encoders."""
     pooling_file = Path(resolve_model_path(name)) / "1_Pooling" / "config.json"
     if pooling_file.is_file():
-        modes = json.loads(pooling_file.read_text())
+        modes = json.loads(pooling_file.read_text(encoding="utf-8"))
         for key, pooling in (("cls_token", "cls"), ("lasttoken", "last"), ("mean_tokens", "mean")):
             if modes.get(f"pooling_mode_{key}"):
                 return pooling
@@ -655,7 +655,7 @@ def save_adapter(backbone: nn.Module, tokenizer: Any, info: Any, folder: Path, k
     folder.mkdir(parents=True, exist_ok=True)
     backbone.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    (folder / f"{kind}.json").write_text(json.dumps(asdict(info), indent=2))
+    (folder / f"{kind}.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
 
 
 T = TypeVar("T")
@@ -666,7 +666,7 @@ def read_info(folder: Path, kind: str, cls: type[T]) -> T:
     info_file = folder / f"{kind}.json"
     if not info_file.is_file():
         raise UserError(f"{folder} holds no saved {kind} ({info_file.name} is missing).")
-    return cls(**json.loads(info_file.read_text()))
+    return cls(**json.loads(info_file.read_text(encoding="utf-8")))
 
 
 def load_classifier(folder: Path) -> tuple[TextClassifier, Any, ClassifierInfo]:

@@ -81,7 +81,7 @@ def retriever(folder, max_length):
     tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
     encoder = AutoModel.from_pretrained(folder / "encoder").eval()
     vectors = np.load(folder / "vectors.npy")
-    replies = json.loads((folder / "replies.json").read_text())
+    replies = json.loads((folder / "replies.json").read_text(encoding="utf-8"))
 
     @torch.no_grad()
     def nearest(texts):
@@ -116,7 +116,7 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
     reply other than the run's; `serve`: "model" or "retrieval_embedding" (the retrieved
     reply) other than the run's."""
     folder = Path(folder)
-    info = json.loads((folder / "reply.json").read_text())
+    info = json.loads((folder / "reply.json").read_text(encoding="utf-8"))
     if max_new_tokens is not None:
         info["max_new_tokens"] = max_new_tokens
     serve = serve or info["serve"]
@@ -190,7 +190,10 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
 
 
 if __name__ == "__main__":
-    note = json.loads((Path(__file__).resolve().parent / "reply.json").read_text())["note"]
+    for stream in (sys.stdout, sys.stderr):  # a reply the console cannot encode: escapes
+        stream.reconfigure(errors="backslashreplace")
+    kit = Path(__file__).resolve().parent
+    note = json.loads((kit / "reply.json").read_text(encoding="utf-8"))["note"]
     if note:
         print(note, file=sys.stderr)
     for text in load()(sys.argv[1:]):
@@ -234,8 +237,10 @@ def write_reply_kit(
         "retrieved_reply": in_prompts,
         "retrieval_max_length": generation.RETRIEVAL_MAX_LENGTH,
     }
-    (folder / "reply.json").write_text(json.dumps(description, indent=2, ensure_ascii=False))
-    (folder / "reply.py").write_text(reply_source())
+    (folder / "reply.json").write_text(
+        json.dumps(description, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    (folder / "reply.py").write_text(reply_source(), encoding="utf-8")
     if redact:  # the redactor itself, not a second copy of its patterns
         shutil.copy(Path(pii.__file__), folder / "pii.py")
     if in_prompts or serve == generation.SERVABLE:
@@ -248,10 +253,12 @@ def _write_retrieval(folder: Path, run_folder: Path) -> None:
     from finetune.modeling.models import load_tokenizer, resolve_model_path
 
     folder.mkdir()
-    saved = json.loads((run_folder / "retrieval.json").read_text())
+    saved = json.loads((run_folder / "retrieval.json").read_text(encoding="utf-8"))
     vectors = np.load(run_folder / "retrieval_vectors.npy")
     np.save(folder / "vectors.npy", vectors.astype(np.float32))
-    (folder / "replies.json").write_text(json.dumps(saved["replies"], ensure_ascii=False))
+    (folder / "replies.json").write_text(
+        json.dumps(saved["replies"], ensure_ascii=False), encoding="utf-8"
+    )
     name = saved.get("encoder", generation.RETRIEVAL_ENCODER)
     AutoModel.from_pretrained(resolve_model_path(name)).save_pretrained(str(folder / "encoder"))
     load_tokenizer(name).save_pretrained(str(folder / "encoder"))

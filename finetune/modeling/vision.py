@@ -508,7 +508,7 @@ def save_classifier(
     head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     save_file(head, str(folder / "head.safetensors"))
     inputs.save(folder)
-    (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2))
+    (folder / "classifier.json").write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
 
 
 def load_classifier(folder: Path) -> tuple[ImageClassifier, ImageInputs, ImageClassifierInfo]:
@@ -517,7 +517,9 @@ def load_classifier(folder: Path) -> tuple[ImageClassifier, ImageInputs, ImageCl
 
     from finetune.modeling.models import check_quantization, pick_device
 
-    info = ImageClassifierInfo(**json.loads((folder / "classifier.json").read_text()))
+    info = ImageClassifierInfo(
+        **json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
+    )
     check_quantization(info.quant, pick_device())
     # Without a saved processor the run resized to image_size itself: rebuild it that way.
     size = None if info.processor else info.image_size

@@ -111,7 +111,7 @@ def load_record(folder: str | Path) -> RunRecord:
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     env_file = folder / "environment.json"
-    environment = json.loads(env_file.read_text()) if env_file.is_file() else {}
+    environment = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
     record = RunRecord(folder, folder.name, config, metrics, environment)
     scores_file = folder / "scores.npz"
     if scores_file.is_file():
@@ -270,7 +270,8 @@ def write_summary(
                     "floor_failures": failures,
                 },
                 indent=2,
-            )
+            ),
+            encoding="utf-8",
         )
     return output, failures, [summary_row(r) for r in records]
 
