@@ -100,7 +100,16 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--messages", type=int, default=108, help="development messages")
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--consensus-prompts",
+        action="store_true",
+        help="RUN is a run of benchmarks/reply_consensus_prompt.py: prompt it the same way",
+    )
     args = parser.parse_args()
+    if args.consensus_prompts:
+        from reply_consensus_prompt import use_consensus_prompts
+
+        use_consensus_prompts()
     result = {"development": on_development(args.run, args.messages), "run": on_the_run(args.run)}
     text = json.dumps(result, indent=2)
     print(text)

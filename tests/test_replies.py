@@ -200,6 +200,12 @@ def test_a_baseline_the_run_cannot_serve_is_named_when_it_beats_the_model():
         "`retrieval (consensus of minilm's nearest)` beats it on both there, but runs cannot "
         "serve it yet."
     )
+    figures["retrieval_tfidf"] = scored(0.40, 0.50)
+    assert verdict_lines(metrics)[0].endswith(
+        "`retrieval (consensus of minilm's nearest)` and `retrieval (TF-IDF)` beat it on both "
+        "there, but runs cannot serve them yet."
+    )
+    del figures["retrieval_tfidf"]
     figures["retrieval_consensus"] = scored(0.39, 0.45)  # higher ROUGE-L only: not named
     assert verdict_lines(metrics)[0].endswith("by more than 0.005.")
 

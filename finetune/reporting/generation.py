@@ -84,8 +84,9 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
         for name, rival in checked.get("figures", {}).items()
         if name not in ("model", "retrieval_embedding") and _beats(rival, checked["figures"])
     ]
+    verb, them = ("beats", "it") if len(beaten_by) == 1 else ("beat", "them")
     unserved = (
-        f" {' and '.join(beaten_by)} beats it on both there, but runs cannot serve it yet."
+        f" {' and '.join(beaten_by)} {verb} it on both there, but runs cannot serve {them} yet."
         if beaten_by
         else ""
     )
