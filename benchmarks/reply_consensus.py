@@ -23,7 +23,11 @@ from pathlib import Path
 from finetune.data.pairs import Pairs, redact_pairs
 from finetune.evaluation.reply_metrics import consensus, retrieve_tfidf
 from finetune.evaluation.text_metrics import chrf, rouge_l
-from finetune.generation import CONSENSUS_CANDIDATES, load_generation_run
+from finetune.generation import (
+    LoadedGenerator,
+    frozen_retrieval,
+    load_generation_run,
+)
 from recipes.customer_service import recipe
 from recipes.customer_service_replies import _sources, split, spread
 
@@ -49,9 +53,8 @@ def overlap(texts: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
-def on_development(run: Path, n: int) -> dict[str, dict[str, float]]:
+def on_development(loaded: LoadedGenerator, n: int) -> dict[str, dict[str, float]]:
     dev, train = development_pairs(n)
-    loaded = load_generation_run(run, serve="model")
     model = loaded.decode(dev.prompts).texts
     nearest = loaded.index.candidates(dev.messages, 5)
     tfidf = retrieve_tfidf(train.messages, train.responses, dev.messages)
@@ -74,22 +77,20 @@ def on_development(run: Path, n: int) -> dict[str, dict[str, float]]:
     return figures
 
 
-def on_the_run(run: Path) -> dict[str, dict]:
+def on_the_run(loaded: LoadedGenerator) -> dict[str, dict]:
     config = recipe.config(options={"task": "reply"})
     _, validation, evaluation = split(config)
-    loaded = load_generation_run(run, serve="model")
     out = {}
     for name, pairs in (("validation", validation), ("evaluation", evaluation)):
         pairs = redact_pairs(pairs)[0]
-        agreed = consensus(loaded.index.candidates(pairs.messages, CONSENSUS_CANDIDATES))
-        nearest = loaded.index.nearest(pairs.messages)
+        retrieved = frozen_retrieval(loaded.index, pairs.messages)  # as the run computes them
+        agreed, nearest = retrieved["retrieval_consensus"], retrieved["retrieval_embedding"]
         out[name] = {
             "n": len(pairs),
-            "retrieval_consensus": loaded.judge.figures(agreed, pairs),
-            "retrieval_embedding": loaded.judge.figures(nearest, pairs),
+            **{method: loaded.judge.figures(texts, pairs) for method, texts in retrieved.items()},
             "consensus_is_nearest": sum(a == b for a, b in zip(agreed, nearest, strict=True)),
         }
-    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((loaded.folder / "metrics.json").read_text(encoding="utf-8"))
     out["run_validation"] = metrics["validation"]["figures"]
     out["run_evaluation"] = metrics["reply"]
     return out
@@ -110,7 +111,8 @@ def main() -> None:
         from reply_consensus_prompt import use_consensus_prompts
 
         use_consensus_prompts()
-    result = {"development": on_development(args.run, args.messages), "run": on_the_run(args.run)}
+    loaded = load_generation_run(args.run, serve="model")  # once: the model, index and judge
+    result = {"development": on_development(loaded, args.messages), "run": on_the_run(loaded)}
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

@@ -52,6 +52,13 @@ def staged(folder: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_texts(folder: Path, texts: dict[str, str]) -> None:
+    """Each text as a UTF-8 file of `folder`, named by its key (whatever the locale's
+    encoding: a Chinese label or reply must read back on any machine)."""
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
     """A temporary sibling to write; it replaces `path` only once written completely."""

@@ -43,6 +43,7 @@ import numpy as np
 from finetune.config import Config, load_yaml, save_yaml
 from finetune.data.pairs import Pairs, redact_pairs
 from finetune.errors import UserError
+from finetune.evaluation.reply_metrics import VERDICT_METRICS, beats_on_both
 from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     RETRIEVAL_ENCODER,
@@ -64,7 +65,7 @@ BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_con
 # Replies the consensus baseline chooses among (measured: docs/recipes/customer-service.md,
 # "A stronger retrieval baseline").
 CONSENSUS_CANDIDATES = 5
-VERDICT_METRICS = ("rougeL", "chrf")
+FROZEN_RETRIEVAL = ("retrieval_embedding", "retrieval_consensus")  # they need the index
 
 
 @dataclass
@@ -154,7 +155,7 @@ def train_generation(
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
     index, notes = None, []  # the nearest training replies by retrieval_model's vectors
-    if retrieved_reply or {SERVABLE, "retrieval_consensus"} & set(baselines):
+    if retrieved_reply or set(FROZEN_RETRIEVAL) & set(baselines):
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
         notes = index.notes(train.messages)  # the encoder cannot read the messages
@@ -306,7 +307,7 @@ def score_methods(
 ) -> Scored:
     """Replies to `pairs` (named `rows` in progress bars) from the tuned model and each
     baseline; `index` serves `retrieval_embedding` and `retrieval_consensus`."""
-    from finetune.evaluation.reply_metrics import consensus, retrieve_tfidf
+    from finetune.evaluation.reply_metrics import retrieve_tfidf
 
     out = decode(pairs.prompts, rows=rows)
     scored = Scored({"model": out.texts}, out.new_tokens, out.seconds)
@@ -316,14 +317,24 @@ def score_methods(
         scored.texts["retrieval_tfidf"] = retrieve_tfidf(
             train.messages, train.responses, pairs.messages
         )
-    if {"retrieval_embedding", "retrieval_consensus"} & set(baselines) and index is None:
-        raise ValueError("the frozen-encoder retrieval baselines need the retrieval index")
-    if "retrieval_embedding" in baselines:
-        scored.texts["retrieval_embedding"] = index.nearest(pairs.messages)
-    if "retrieval_consensus" in baselines:
-        candidates = index.candidates(pairs.messages, CONSENSUS_CANDIDATES)
-        scored.texts["retrieval_consensus"] = consensus(candidates)
+    if set(FROZEN_RETRIEVAL) & set(baselines):
+        if index is None:
+            raise ValueError("the frozen-encoder retrieval baselines need the retrieval index")
+        retrieved = frozen_retrieval(index, pairs.messages)
+        scored.texts.update({name: retrieved[name] for name in baselines if name in retrieved})
     return scored
+
+
+def frozen_retrieval(index: RetrievedReplies, messages: list[str]) -> dict[str, list[str]]:
+    """Both frozen-encoder retrieval baselines' replies to `messages`, from one encoding of
+    them: the nearest training message's reply, and the consensus of the nearest few."""
+    from finetune.evaluation.reply_metrics import consensus
+
+    candidates = index.candidates(messages, CONSENSUS_CANDIDATES)
+    return {
+        "retrieval_embedding": [replies[0] for replies in candidates],
+        "retrieval_consensus": consensus(candidates),
+    }
 
 
 @dataclass
@@ -446,15 +457,11 @@ def verdict(judge: Judge, validation: Pairs, checked: Scored) -> dict[str, Any]:
 
 def delivered(figures: dict[str, dict[str, float]]) -> str:
     """What the run serves, from validation `figures` (verdict's): the kept retrieval
-    (SERVABLE) when it beats the fine-tuned model on every VERDICT_METRICS by more than the
-    engine's MARGIN (the classification rule's), else the model. A mixed result keeps the
-    model: neither is better on the evidence, and the verdict says where the model is lower."""
-    from finetune.evaluation.selection import MARGIN
-
-    rival, model = figures.get(SERVABLE), figures["model"]
-    if rival is not None and all(rival[k] > model[k] + MARGIN for k in VERDICT_METRICS):
-        return SERVABLE
-    return "model"
+    (SERVABLE) when it beats the fine-tuned model on both figures (`beats_on_both`), else the
+    model. A mixed result keeps the model: neither is better on the evidence, and the verdict
+    says where the model is lower."""
+    rival = figures.get(SERVABLE)
+    return SERVABLE if rival is not None and beats_on_both(rival, figures["model"]) else "model"
 
 
 def _write(
@@ -549,12 +556,8 @@ class LoadedGenerator:
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
         if self.index is not None:  # the run's retrieval, named in the table
-            from finetune.evaluation.reply_metrics import consensus
-
-            nearest = self.index.nearest(pairs.messages)
-            reply["retrieval_embedding"] = self.judge.figures(nearest, pairs)
-            agreed = consensus(self.index.candidates(pairs.messages, CONSENSUS_CANDIDATES))
-            reply["retrieval_consensus"] = self.judge.figures(agreed, pairs)
+            for name, texts in frozen_retrieval(self.index, pairs.messages).items():
+                reply[name] = self.judge.figures(texts, pairs)
             metrics["retrieval_model"] = self.index.model
         metrics["delivered"] = {"name": self.serve}
         return metrics

@@ -176,6 +176,18 @@ class Retrieval:
         return [self.replies[i] for i in best]
 
 
+# The figures a reply run's verdict and delivery weigh (overlap with the reference reply).
+VERDICT_METRICS = ("rougeL", "chrf")
+
+
+def beats_on_both(rival: dict[str, float], model: dict[str, float]) -> bool:
+    """Whether `rival`'s figures beat `model`'s on every VERDICT_METRICS by more than the
+    engine's margin (the classification delivery rule's)."""
+    from finetune.evaluation.selection import MARGIN
+
+    return all(rival[k] > model[k] + MARGIN for k in VERDICT_METRICS)
+
+
 def consensus(candidates: list[list[str]]) -> list[str]:
     """Of each list of candidate replies, the one most like the others: the highest total chrF
     against them (a minimum-Bayes-risk choice, with the others as likely references), the

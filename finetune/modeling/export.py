@@ -43,7 +43,7 @@ import numpy as np
 from finetune.config import load_yaml
 from finetune.data import pii
 from finetune.errors import UserError
-from finetune.files import check_output_folder, staged
+from finetune.files import check_output_folder, staged, write_texts
 from finetune.modeling.generation import SERVABLE
 from finetune.modeling.image_export import agreement, export_image, exported_probabilities
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
@@ -239,22 +239,16 @@ def export_merged(
         save_file(head, str(tmp / "head.safetensors"))
         if redact_pii:  # the redactor itself, not a second copy of its patterns
             shutil.copy(Path(pii.__file__), tmp / "pii.py")
-        _write_texts(tmp, {"classifier.json": _description(info, labels, redact_pii)})
-        _write_texts(tmp, {"predict.py": PREDICT_PY})  # _write_served runs it
+        description = _description(info, labels, redact_pii)
+        write_texts(tmp, {"classifier.json": description, "predict.py": PREDICT_PY})
         if served:
             checks.update(_write_served(tmp, served, texts, reference))
         readme = _readme(run_folder, info, labels, checks, redact_pii)
-        _write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
+        write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
-
-
-def _write_texts(folder: Path, texts: dict[str, str]) -> None:
-    """Each text as a UTF-8 file of `folder`, named by its key."""
-    for name, text in texts.items():
-        (folder / name).write_text(text, encoding="utf-8")
 
 
 def _description(info: Any, labels: list[str], redact_pii: bool) -> str:
@@ -483,7 +477,7 @@ def export_merged_generator(
             served = exported_replies(tmp, prompts, tokens, serve)
             checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
         readme = _generator_readme(run_folder, info, checks, note)
-        _write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
+        write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         if config_file.is_file():
             shutil.copy(config_file, tmp / "training_config.yaml")
     return checks

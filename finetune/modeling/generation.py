@@ -525,12 +525,11 @@ class RetrievedReplies:
         ]
 
     def nearest(self, messages: list[str]) -> list[str]:
-        scores = self.unit_vectors(messages) @ self.vectors.T
-        return [self.replies[i] for i in scores.argmax(axis=1)]
+        return [replies[0] for replies in self.candidates(messages, 1)]
 
     def candidates(self, messages: list[str], k: int) -> list[list[str]]:
         """The replies of the `k` training messages most similar to each message, nearest
-        first."""
+        first (on a tie, the earlier training message)."""
         scores = self.unit_vectors(messages) @ self.vectors.T
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[self.replies[i] for i in row] for row in order]

@@ -29,7 +29,7 @@ from torch import nn
 
 from finetune.data import images
 from finetune.errors import UserError
-from finetune.files import staged
+from finetune.files import staged, write_texts
 
 CHECK_IMAGES = 32  # evaluation images used to compare the export with the run
 
@@ -147,16 +147,16 @@ def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str,
     }
     with staged(output) as tmp:
         torch.jit.save(traced, str(tmp / "model.pt"))
-        (tmp / "classifier.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
-        (tmp / "predict.py").write_text(predict_source(), encoding="utf-8")
+        described = json.dumps(description, indent=2)
+        write_texts(tmp, {"classifier.json": described, "predict.py": predict_source()})
         exported = exported_probabilities(tmp, paths)
         checks = {
             "texts": len(paths),  # images: the key the export command reports for every run
             "merged_vs_trained_run": agreement(exported, trained),
             "run_bf16_autocast": info.bf16,
         }
-        (tmp / "export.json").write_text(json.dumps(checks, indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(run_folder, info, labels, checks), encoding="utf-8")
+        readme = _readme(run_folder, info, labels, checks)
+        write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")

@@ -78,11 +78,13 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
             "export's `reply.py` answer with the reply to the most similar training message. "
             "The fine-tuned model's figures are below for comparison."
         ]
-    servable = method_name("retrieval_embedding", metrics)
+    from finetune.evaluation.reply_metrics import beats_on_both
+
+    servable, figures = method_name("retrieval_embedding", metrics), checked.get("figures", {})
     beaten_by = [
         f"`{method_name(name, metrics)}`"
-        for name, rival in checked.get("figures", {}).items()
-        if name not in ("model", "retrieval_embedding") and _beats(rival, checked["figures"])
+        for name, rival in figures.items()
+        if name not in ("model", "retrieval_embedding") and beats_on_both(rival, figures["model"])
     ]
     verb, them = ("beats", "it") if len(beaten_by) == 1 else ("beat", "them")
     unserved = (
@@ -95,12 +97,6 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
         f"(`{servable}`) does not beat it on both ROUGE-L and chrF there by more than "
         f"{MARGIN}.{unserved}"
     ]
-
-
-def _beats(rival: dict[str, float], figures: dict[str, dict[str, float]]) -> bool:
-    """Whether `rival` beats the fine-tuned model in `figures` on ROUGE-L and chrF by more
-    than the margin (the delivery rule's test)."""
-    return all(rival[k] > figures["model"][k] + MARGIN for k in ("rougeL", "chrf"))
 
 
 def serving_note(metrics: dict[str, Any], serve: str = "model") -> str | None:
