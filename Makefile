@@ -20,14 +20,15 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# Quick run of every recipe on its bundled data, one report, floors checked (CI publishes it).
+# Every walkthrough in notebooks/ run top to bottom, each training its recipe's quick run on the
+# bundled data; one report of their runs, floors checked (CI publishes it).
 # The runs have the network blocked (.ci/no_network/sitecustomize.py): this is the offline
 # guarantee. An attempt fails the run, and one that a library caught still fails the target.
 NETWORK_LOG := reports/ci-runs/.network.log
@@ -37,11 +38,6 @@ NO_NETWORK := PYTHONPATH="$(CURDIR)/.ci/no_network$${PYTHONPATH:+:$$PYTHONPATH}"
 evaluate: install
 	rm -rf reports/ci-runs reports/ci
 	mkdir -p reports/ci-runs
-	for recipe in $$($(PY) -c "from finetune.registry import recipe_entries; print(*recipe_entries())"); do \
-		start=$$(date +%s); \
-		$(NO_NETWORK) $(VENV)/bin/finetune $$recipe train --quick \
-			--output reports/ci-runs/$$recipe || exit 1; \
-		echo "evaluate $$recipe: $$(( $$(date +%s) - start )) s"; \
-	done
+	$(NO_NETWORK) $(PY) .ci/walkthroughs.py notebooks reports/ci-runs
 	@if [ -s $(NETWORK_LOG) ]; then cat $(NETWORK_LOG); exit 1; fi
-	$(VENV)/bin/finetune report reports/ci-runs/* --output reports/ci --floors reports/floors.yaml
+	$(VENV)/bin/finetune report reports/ci-runs/*/runs/* --output reports/ci --floors reports/floors.yaml

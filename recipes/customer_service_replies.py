@@ -102,10 +102,11 @@ UNUSED: dict[str, str] = {
     "eval.calibrate": "the reply task writes replies; it has no probabilities to calibrate.",
     "eval.blend": "blends are for the intent task's classifiers.",
 }
-# `--quick`: a smoke run in a minute or two (CI, tests).
+# `--quick`: a smoke run in a minute or two (CI, tests): 16 short pairs seen once.
 QUICK: dict[str, Any] = {
-    "train": {"max_steps": 4},
-    "options": {"train_rows": 32, "val_rows": 8, "eval_rows": 8, "max_new_tokens": 24},
+    "data": {"max_length": 384},
+    "train": {"max_steps": 4, "batch_size": 4},
+    "options": {"train_rows": 16, "val_rows": 8, "eval_rows": 8, "max_new_tokens": 24},
 }
 
 

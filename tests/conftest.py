@@ -8,6 +8,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Under pytest-xdist each worker gets one core: one torch thread per worker, so two workers
+# never fight over the two cores (subprocesses and notebook kernels inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 from finetune import runtime  # noqa: E402
 
 runtime.configure()  # the command's CPU settings, before torch loads (notebooks inherit them)

@@ -79,7 +79,8 @@ def chinese_reply_run_args(
     args = [
         "customer-service", "train", "--task", "reply", "--quick",
         "--data", str(data), "--eval-data", str(evaluation), "--model", str(chat),
-        "--output", str(run), "--max-steps", "2", "--set", "train.precision=fp32",
+        "--output", str(run), "--max-steps", "2", "--set", "train.batch_size=8",
+        "--set", "train.precision=fp32",
         "--set", "options.val_rows=2", "--set", "options.eval_rows=null",
         "--set", "options.max_new_tokens=4", "--set", "options.retrieved_reply=true",
         "--set", f"options.retrieval_model={retrieval_model}",

@@ -1,7 +1,8 @@
-"""The offline guarantee. Every recipe's quick run on its bundled data and bundled model runs in
-`make evaluate` (CI) with the network blocked by .ci/no_network/sitecustomize.py; these tests
-check that blocker and that the evaluate target really runs the recipes under it (with stand-in
-programs, in seconds), so the guarantee does not cost a second quick run of every recipe here."""
+"""The offline guarantee. Every walkthrough, each training its recipe's quick run on its bundled
+data and bundled model, runs in `make evaluate` (CI) with the network blocked by
+.ci/no_network/sitecustomize.py; these tests check that blocker and that the evaluate target
+really runs the walkthroughs under it (with stand-in programs, in seconds), so the guarantee
+does not cost a second quick run of every recipe here."""
 
 from __future__ import annotations
 
@@ -72,20 +73,21 @@ def test_blocker_lets_loopback_through(tmp_path):
     assert not (tmp_path / "network.log").exists()
 
 
-def fake_venv(folder: Path, finetune_code: str) -> Path:
-    """A stand-in venv: `python` lists two recipes, `finetune` runs the given code (a real
-    Python process, so the blocker applies to it as it does to the real CLI)."""
+def fake_venv(folder: Path, python_code: str) -> Path:
+    """A stand-in venv: `python` runs the given code in place of the walkthrough runner (a
+    real Python process, so the blocker applies to it as it does to the notebooks' kernels);
+    `finetune` (the report) does nothing."""
     bin_dir = folder / "bin"
     bin_dir.mkdir(parents=True)
-    (bin_dir / "python").write_text("#!/bin/sh\necho alpha beta\n")
-    (bin_dir / "finetune").write_text(f"#!{sys.executable}\n{textwrap.dedent(finetune_code)}")
+    (bin_dir / "python").write_text(f"#!{sys.executable}\n{textwrap.dedent(python_code)}")
+    (bin_dir / "finetune").write_text("#!/bin/sh\n")
     for program in bin_dir.iterdir():
         program.chmod(0o755)
     (folder / ".installed").touch()
     return folder
 
 
-def run_make_evaluate(tmp_path: Path, finetune_code: str) -> subprocess.CompletedProcess:
+def run_make_evaluate(tmp_path: Path, python_code: str) -> subprocess.CompletedProcess:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     work = tmp_path / "repo"
@@ -94,7 +96,7 @@ def run_make_evaluate(tmp_path: Path, finetune_code: str) -> subprocess.Complete
     shutil.copytree(BLOCKER, work / ".ci" / "no_network")
     for name in ("pyproject.toml", "requirements-weights.txt"):
         (work / name).touch()
-    venv = fake_venv(tmp_path / "venv", finetune_code)
+    venv = fake_venv(tmp_path / "venv", python_code)
     os.utime(venv / ".installed")  # newer than the files it depends on: no install
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "PYTHONPATH"))}
     return subprocess.run(
@@ -107,14 +109,15 @@ def run_make_evaluate(tmp_path: Path, finetune_code: str) -> subprocess.Complete
 
 
 RECORD_RUN = """
-import os, sys
+import sys
 from pathlib import Path
-if sys.argv[1] != "report":
-    Path(sys.argv[sys.argv.index("--output") + 1]).mkdir(parents=True)
+assert sys.argv[1:] == [".ci/walkthroughs.py", "notebooks", "reports/ci-runs"], sys.argv
+for name in ("alpha", "beta"):
+    (Path(sys.argv[3]) / name / "runs" / "quick").mkdir(parents=True)
 """
 
 
-def test_make_evaluate_runs_every_recipe_with_the_network_blocked(tmp_path):
+def test_make_evaluate_runs_the_walkthroughs_with_the_network_blocked(tmp_path):
     done = run_make_evaluate(
         tmp_path,
         RECORD_RUN

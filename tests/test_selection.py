@@ -304,6 +304,19 @@ def test_floors_read_the_fine_tuned_models_own_figures(tmp_path):
     assert not check_floors([record], {"risk": {"delivered.auc": 0.7}})  # what the run serves
 
 
+def test_a_recipe_with_tasks_has_floors_per_task(tmp_path):
+    from finetune.reporting.summary import RunRecord, check_floors
+
+    floors = {"shop/intent": {"accuracy": 0.8}, "shop/reply": {"reply.model.chrf": 0.2}}
+    intent = RunRecord(tmp_path, "a", {"recipe": "shop", "options": {"task": "intent"}}, {}, {})
+    reply = RunRecord(tmp_path, "b", {"recipe": "shop", "options": {"task": "reply"}}, {}, {})
+    intent.metrics = {"accuracy": 0.85, "reply": {"model": {"chrf": 0.1}}}
+    reply.metrics = {"accuracy": 0.1, "reply": {"model": {"chrf": 0.3}}}
+    assert check_floors([intent, reply], floors) == []
+    intent.metrics["accuracy"] = 0.7
+    assert check_floors([intent, reply], floors) == ["a (shop/intent): accuracy 0.700 < floor 0.8"]
+
+
 def test_cross_validation_counts_what_each_fold_delivered():
     from finetune.evaluation.folds import summarise
 

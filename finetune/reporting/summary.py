@@ -67,6 +67,13 @@ class RunRecord:
         return self.config.get("recipe", "?")
 
     @property
+    def floor_key(self) -> str:
+        """The run's entry in a floors file: its recipe, or `recipe/task` for a recipe with
+        tasks (customer-service/intent, customer-service/reply), whose figures differ."""
+        task = (self.config.get("options") or {}).get("task")
+        return f"{self.recipe}/{task}" if task else self.recipe
+
+    @property
     def dataset(self) -> str:
         return self.metrics.get("eval_source") or self.config.get("data", {}).get("path") or "?"
 
@@ -210,7 +217,7 @@ def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) 
     """Every metric below its recipe's floor, as messages (empty: all runs pass)."""
     failures = []
     for record in records:
-        for metric, floor in (floors.get(record.recipe) or {}).items():
+        for metric, floor in (floors.get(record.floor_key) or {}).items():
             if metric.startswith("delivered."):
                 value = metric_value(record.metrics, metric.removeprefix("delivered."))
             else:
@@ -218,7 +225,7 @@ def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) 
                 value = own[metric] if metric in own else metric_value(record.metrics, metric)
             if value is None or value < floor:
                 failures.append(
-                    f"{record.name} ({record.recipe}): {metric} {figure(value)} < floor {floor}"
+                    f"{record.name} ({record.floor_key}): {metric} {figure(value)} < floor {floor}"
                 )
     return failures
 
