@@ -4,10 +4,10 @@ Development messages are Bitext training pairs that the default reply run neithe
 nor validates on (4 per intent, drawn with a seed of their own): the number of candidates
 was chosen on them, never on the test messages. For each, the run's fine-tuned model replies
 (with its retrieved reply in the prompt, as served), and the consensus (finetune's
-`reply_metrics.consensus`) chooses among the replies to the K nearest training messages by
-the run's frozen encoder, with and without the model's reply among them. Then the same on the
-run's own validation and test messages, judged as the run judges (the model's figures are
-the run's).
+`modeling.retrieval.consensus`) chooses among the replies to the K nearest training
+messages by the run's frozen encoder, with and without the model's reply among them. Then the
+same on the run's own validation and test messages, judged as the run judges (the model's
+figures are the run's).
 
     python benchmarks/reply_consensus.py RUN --output benchmarks/results/reply_consensus.json
 
@@ -21,13 +21,10 @@ import json
 from pathlib import Path
 
 from finetune.data.pairs import Pairs, redact_pairs
-from finetune.evaluation.reply_metrics import consensus, retrieve_tfidf
+from finetune.evaluation.reply_metrics import retrieve_tfidf
 from finetune.evaluation.text_metrics import chrf, rouge_l
-from finetune.generation import (
-    LoadedGenerator,
-    frozen_retrieval,
-    load_generation_run,
-)
+from finetune.generation import LoadedGenerator, load_generation_run
+from finetune.modeling.retrieval import consensus
 from recipes.customer_service import recipe
 from recipes.customer_service_replies import _sources, split, spread
 
@@ -83,7 +80,7 @@ def on_the_run(loaded: LoadedGenerator) -> dict[str, dict]:
     out = {}
     for name, pairs in (("validation", validation), ("evaluation", evaluation)):
         pairs = redact_pairs(pairs)[0]
-        retrieved = frozen_retrieval(loaded.index, pairs.messages)  # as the run computes them
+        retrieved = loaded.index.served(pairs.messages)  # as the run computes them
         agreed, nearest = retrieved["retrieval_consensus"], retrieved["retrieval_embedding"]
         out[name] = {
             "n": len(pairs),

@@ -1,7 +1,7 @@
 """The default reply run with the consensus reply in each prompt instead of the nearest one.
 
 A measurement, not an option: training pairs and evaluation prompts carry the consensus of
-the replies to the 5 nearest *other* training messages (`reply_metrics.consensus`), in place
+the replies to the 5 nearest *other* training messages (`modeling.retrieval.consensus`), in place
 of the nearest reply; everything else is the default run (`finetune customer-service train
 --task reply`), whose baselines are unchanged. Compare the run's validation figures, and its
 replies to the development messages of benchmarks/reply_consensus.py, with the default run's.
@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from finetune.data.pairs import Pairs, prompt_text
-from finetune.evaluation.reply_metrics import consensus
-from finetune.generation import CONSENSUS_CANDIDATES
 from finetune.modeling import generation
+from finetune.modeling.retrieval import CONSENSUS_CANDIDATES, consensus
 from recipes.customer_service import recipe
 
 

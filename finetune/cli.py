@@ -563,7 +563,8 @@ def export(
     from finetune.modeling.export import export_merged, export_merged_generator
 
     if _is_generation(run):
-        from finetune.generation import SERVABLE, run_metrics
+        from finetune.generation import run_metrics
+        from finetune.modeling.retrieval import SERVABLE
         from finetune.reporting.generation import served, serving_note
 
         metrics = run_metrics(run)  # what the run serves, and what reply.py says first
@@ -574,9 +575,9 @@ def export(
             f"Merged causal LM: {output} (reply.py's greedy text equal to the run's on "
             f"{checks['same_text']}/{checks['prompts']} messages; see its README.md)"
         )
-        if serve == SERVABLE:
+        if serve in SERVABLE:
             typer.echo(
-                f"reply.py serves retrieval, as the run does (equal to the run's on "
+                f"reply.py serves {serve}, as the run does (equal to the run's on "
                 f"{checks['same_served']}/{checks['prompts']} messages)."
             )
         return

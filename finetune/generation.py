@@ -11,12 +11,12 @@ Methods compared on the same prompts (`baselines`, chosen by the recipe):
   (TF-IDF cosine, character n-grams for CJK text / cosine of a frozen sentence encoder's
   vectors, MiniLM unless `retrieval_model` names another);
 - `retrieval_consensus`: of the replies to the CONSENSUS_CANDIDATES training messages most
-  similar by that encoder, the one most like the others (evaluation/reply_metrics.py).
+  similar by that encoder, the one most like the others (modeling/generation.py).
 With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
 gives intent consistency. The validation rows decide the run's verdict (does the tuned model
-beat retrieval?) and what the run serves (`delivered`: with `eval.deliver` best, the
-frozen-encoder retrieval when it beats the model on both ROUGE-L and chrF there by more than
-the engine's margin, else the model); the evaluation rows are scored once.
+beat retrieval?) and what the run serves (`delivered`: with `eval.deliver` best, a
+frozen-encoder retrieval (SERVABLE) when it beats the model on both ROUGE-L and chrF there by
+more than the engine's margin, else the model); the evaluation rows are scored once.
 
 The run folder: config.yaml, adapter/ (LoRA, tokenizer, generator.json), metrics.json
 (`generation`: the model's rougeL, chrf, tokens_per_second, n; `reply`: figures per method;
@@ -47,7 +47,6 @@ from finetune.evaluation.reply_metrics import VERDICT_METRICS, beats_on_both
 from finetune.files import output_folder, staged
 from finetune.modeling.generation import (
     RETRIEVAL_ENCODER,
-    SERVABLE,
     ChatInputs,
     GenerationTask,
     RetrievedReplies,
@@ -57,15 +56,12 @@ from finetune.modeling.generation import (
     save_generator,
 )
 from finetune.modeling.models import pick_device, use_bf16
+from finetune.modeling.retrieval import SERVABLE
 from finetune.runtime import environment, peak_memory_mb, warn_now
 from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
-BASELINES = ("untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_consensus")
-# Replies the consensus baseline chooses among (measured: docs/recipes/customer-service.md,
-# "A stronger retrieval baseline").
-CONSENSUS_CANDIDATES = 5
-FROZEN_RETRIEVAL = ("retrieval_embedding", "retrieval_consensus")  # they need the index
+BASELINES = ("untuned", "retrieval_tfidf", *SERVABLE)
 
 
 @dataclass
@@ -155,7 +151,7 @@ def train_generation(
     inputs = ChatInputs(tokenizer, config.data.max_length, system)
     task = GenerationTask(inputs, config.train.eval_batch_size, device, bf16)
     index, notes = None, []  # the nearest training replies by retrieval_model's vectors
-    if retrieved_reply or set(FROZEN_RETRIEVAL) & set(baselines):
+    if retrieved_reply or set(SERVABLE) & set(baselines):
         batch = config.train.eval_batch_size
         index = RetrievedReplies.fit(train, batch, device, retrieval_model, retrieved_reply)
         notes = index.notes(train.messages)  # the encoder cannot read the messages
@@ -306,7 +302,7 @@ def score_methods(
     rows: str = "",
 ) -> Scored:
     """Replies to `pairs` (named `rows` in progress bars) from the tuned model and each
-    baseline; `index` serves `retrieval_embedding` and `retrieval_consensus`."""
+    baseline; `index` serves the SERVABLE ones."""
     from finetune.evaluation.reply_metrics import retrieve_tfidf
 
     out = decode(pairs.prompts, rows=rows)
@@ -317,24 +313,12 @@ def score_methods(
         scored.texts["retrieval_tfidf"] = retrieve_tfidf(
             train.messages, train.responses, pairs.messages
         )
-    if set(FROZEN_RETRIEVAL) & set(baselines):
+    if set(SERVABLE) & set(baselines):
         if index is None:
             raise ValueError("the frozen-encoder retrieval baselines need the retrieval index")
-        retrieved = frozen_retrieval(index, pairs.messages)
+        retrieved = index.served(pairs.messages)
         scored.texts.update({name: retrieved[name] for name in baselines if name in retrieved})
     return scored
-
-
-def frozen_retrieval(index: RetrievedReplies, messages: list[str]) -> dict[str, list[str]]:
-    """Both frozen-encoder retrieval baselines' replies to `messages`, from one encoding of
-    them: the nearest training message's reply, and the consensus of the nearest few."""
-    from finetune.evaluation.reply_metrics import consensus
-
-    candidates = index.candidates(messages, CONSENSUS_CANDIDATES)
-    return {
-        "retrieval_embedding": [replies[0] for replies in candidates],
-        "retrieval_consensus": consensus(candidates),
-    }
 
 
 @dataclass
@@ -456,12 +440,19 @@ def verdict(judge: Judge, validation: Pairs, checked: Scored) -> dict[str, Any]:
 
 
 def delivered(figures: dict[str, dict[str, float]]) -> str:
-    """What the run serves, from validation `figures` (verdict's): the kept retrieval
-    (SERVABLE) when it beats the fine-tuned model on both figures (`beats_on_both`), else the
-    model. A mixed result keeps the model: neither is better on the evidence, and the verdict
-    says where the model is lower."""
-    rival = figures.get(SERVABLE)
-    return SERVABLE if rival is not None and beats_on_both(rival, figures["model"]) else "model"
+    """What the run serves, from validation `figures` (verdict's): of the retrievals it can
+    serve (SERVABLE), those that beat the fine-tuned model on both figures (`beats_on_both`),
+    the one highest on their sum (the first on a tie); else the model. A mixed result keeps
+    the model: neither is better on the evidence, and the verdict says where the model is
+    lower."""
+    rivals = [
+        name
+        for name in SERVABLE
+        if name in figures and beats_on_both(figures[name], figures["model"])
+    ]
+    if not rivals:
+        return "model"
+    return max(rivals, key=lambda name: sum(figures[name][k] for k in VERDICT_METRICS))
 
 
 def _write(
@@ -501,7 +492,7 @@ class LoadedGenerator:
     note: str | None = None
     # The run's retrieval index (in its prompts or not), None when it kept none.
     index: RetrievedReplies | None = None
-    # What `reply` serves: "model", or SERVABLE (the retrieved reply itself).
+    # What `reply` serves: "model", or one of SERVABLE (a retrieved reply itself).
     serve: str = "model"
 
     @cached_property
@@ -529,10 +520,11 @@ class LoadedGenerator:
         the run redacts PII, so does what it serves: an e-mail, phone or card number a reply
         makes up is replaced too (the run's `pii_leaks` counts them before this)."""
         prompts = self.prepare(prompts)
-        if self.serve == SERVABLE:  # load_generation_run refuses it without an index
+        if self.serve in SERVABLE:  # load_generation_run refuses it without an index
             from finetune.data.pairs import prompt_text
 
-            texts = self.index.nearest([prompt_text(p) for p in prompts]) if prompts else []
+            messages = [prompt_text(p) for p in prompts]
+            texts = self.index.served(messages)[self.serve] if prompts else []
         else:
             texts = self.decode(prompts).texts
         if not self.redact:
@@ -556,7 +548,7 @@ class LoadedGenerator:
             "tokens_per_second": out.new_tokens / (out.seconds or 1.0),
         }
         if self.index is not None:  # the run's retrieval, named in the table
-            for name, texts in frozen_retrieval(self.index, pairs.messages).items():
+            for name, texts in self.index.served(pairs.messages).items():
                 reply[name] = self.judge.figures(texts, pairs)
             metrics["retrieval_model"] = self.index.model
         metrics["delivered"] = {"name": self.serve}
@@ -592,8 +584,9 @@ def load_generation_run(
     redact = bool((config.get("data") or {}).get("redact_pii"))
     metrics = run_metrics(folder)
     serve = serve or served(metrics)
-    if serve not in ("model", SERVABLE) or (serve == SERVABLE and index is None):
-        raise UserError(f"{folder}: cannot serve '{serve}' (it serves model or {SERVABLE}).")
+    if serve not in ("model", *SERVABLE) or (serve in SERVABLE and index is None):
+        kinds = ", ".join(("model", *SERVABLE)) if index is not None else "model"
+        raise UserError(f"{folder}: cannot serve '{serve}' (it serves {kinds}).")
     note = serving_note(metrics, serve) if metrics else None
     loaded = LoadedGenerator(
         folder, config, Judge.load(folder), redact, build_decoder, note, index, serve

@@ -315,6 +315,12 @@ def test_a_recipe_with_tasks_has_floors_per_task(tmp_path):
     assert check_floors([intent, reply], floors) == []
     intent.metrics["accuracy"] = 0.7
     assert check_floors([intent, reply], floors) == ["a (shop/intent): accuracy 0.700 < floor 0.8"]
+    # Floors no run reads fail (a renamed key), and a plain recipe key covers all its tasks.
+    assert (
+        check_floors([intent], floors)[-1]
+        == "no run for the floors of 'shop/reply' (recipe or recipe/task)"
+    )
+    assert check_floors([intent, reply], {"shop": {"accuracy": 0.05}}) == []
 
 
 def test_cross_validation_counts_what_each_fold_delivered():

@@ -10,8 +10,8 @@
 - PII leaks: e-mail addresses, phone and card numbers in generated replies, counted with the
   redactor's own detectors (finetune/data/pii.py).
 - Retrieval: the reply of the most similar training message, by TF-IDF cosine or by cosine of
-  given vectors (the engine computes frozen-embedding vectors; no torch here); and the
-  consensus of the replies to the few most similar ones (`consensus`).
+  given vectors (the engine computes frozen-embedding vectors, and the consensus of the
+  nearest few: modeling/generation.py; no torch here).
 """
 
 from __future__ import annotations
@@ -186,21 +186,6 @@ def beats_on_both(rival: dict[str, float], model: dict[str, float]) -> bool:
     from finetune.evaluation.selection import MARGIN
 
     return all(rival[k] > model[k] + MARGIN for k in VERDICT_METRICS)
-
-
-def consensus(candidates: list[list[str]]) -> list[str]:
-    """Of each list of candidate replies, the one most like the others: the highest total chrF
-    against them (a minimum-Bayes-risk choice, with the others as likely references), the
-    first on a tie. Replies to similar messages that agree are what such a message most often
-    gets; one that stands apart is passed over."""
-    chosen = []
-    for replies in candidates:
-        totals = [
-            sum(chrf([reply], [other]) for j, other in enumerate(replies) if j != i)
-            for i, reply in enumerate(replies)
-        ]
-        chosen.append(replies[int(np.argmax(totals))])
-    return chosen
 
 
 def retrieve_tfidf(train_messages: list[str], replies: list[str], queries: list[str]) -> list[str]:

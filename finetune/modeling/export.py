@@ -44,9 +44,9 @@ from finetune.config import load_yaml
 from finetune.data import pii
 from finetune.errors import UserError
 from finetune.files import check_output_folder, staged, write_texts
-from finetune.modeling.generation import SERVABLE
 from finetune.modeling.image_export import agreement, export_image, exported_probabilities
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
+from finetune.modeling.retrieval import SERVABLE, SERVED_AS
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
@@ -429,7 +429,7 @@ def export_merged_generator(
     """A generation run's LoRA merged into its causal LM: a folder that
     `AutoModelForCausalLM.from_pretrained` and `pipeline("text-generation")` load as it is,
     with `reply.py`, which serves replies as the run did (reply_export.py): the model's, or
-    with `serve=SERVABLE` the retrieved reply.
+    with `serve` one of SERVABLE the retrieved reply.
 
     Merged onto the full-precision base (as for classifiers); the check decodes a few of the
     run's evaluation messages greedily with the run's adapter (the prompts the run built) and
@@ -472,8 +472,8 @@ def export_merged_generator(
             "redact_pii": redact,
             "serves": serve,
         }
-        if serve == SERVABLE:  # what reply.py serves: the run's retrieved replies
-            run_served = _evaluation_column(run_folder, "retrieval_embedding", len(prompts))
+        if serve in SERVABLE:  # what reply.py serves: the run's retrieved replies
+            run_served = _evaluation_column(run_folder, serve, len(prompts))
             served = exported_replies(tmp, prompts, tokens, serve)
             checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
         readme = _generator_readme(run_folder, info, checks, note)
@@ -509,10 +509,10 @@ def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note:
         served = ["PII redaction of the messages", *served, "PII redaction of the replies"]
     if checks["retrieved_reply"]:
         served.insert(-1, "the reply to the most similar training message in the system turn")
-    if checks["serves"] == SERVABLE:  # the model lost to retrieval: reply.py serves that
+    if checks["serves"] in SERVABLE:  # the model lost to retrieval: reply.py serves that
         served = ["PII redaction of the messages"] if checks["redact_pii"] else []
         served += [
-            "the reply to the most similar training message, as it is, in the model's place "
+            f"{SERVED_AS[checks['serves']]}, as it is, in the model's place "
             "(`load(serve='model')` for the model's own replies)",
         ]
     lines = [
@@ -522,7 +522,9 @@ def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note:
         "(full-precision weights). A plain causal LM: no finetune-kit code is needed.",
         "",
         "To serve replies as the run did (" + ", ".join(served) + "), use `reply.py` (torch, "
-        "transformers and numpy only):",
+        "transformers and numpy only"
+        + (", and sacrebleu" if checks["serves"] == "retrieval_consensus" else "")
+        + "):",
         "",
         "```bash",
         'python reply.py "how do I cancel my order?"',

@@ -39,13 +39,11 @@ from finetune.modeling.models import (
     save_adapter,
     trained_layers,
 )
+from finetune.modeling.retrieval import CONSENSUS_CANDIDATES, consensus
 
 IGNORE = -100  # the label value cross-entropy skips
 RETRIEVAL_ENCODER = "minilm"  # frozen sentence encoder of retrieval (baseline and prompts)
 RETRIEVAL_MAX_LENGTH = 128  # tokens of a message the retrieval encoder reads
-# The baseline a reply run can serve instead of its model (the method's name in metrics.json):
-# the run keeps its index (vectors, replies, encoder). TF-IDF retrieval is measured, never served.
-SERVABLE = "retrieval_embedding"
 
 
 @dataclass
@@ -526,6 +524,12 @@ class RetrievedReplies:
 
     def nearest(self, messages: list[str]) -> list[str]:
         return [replies[0] for replies in self.candidates(messages, 1)]
+
+    def served(self, messages: list[str]) -> dict[str, list[str]]:
+        """Each SERVABLE method's replies to `messages`, from one encoding of them."""
+        candidates = self.candidates(messages, CONSENSUS_CANDIDATES)
+        nearest = [replies[0] for replies in candidates]
+        return {"retrieval_embedding": nearest, "retrieval_consensus": consensus(candidates)}
 
     def candidates(self, messages: list[str], k: int) -> list[list[str]]:
         """The replies of the `k` training messages most similar to each message, nearest

@@ -5,13 +5,15 @@ trained and measured on more than that: messages with PII redacted, the reply to
 similar training message in the system turn (`options.retrieved_reply`), and served replies
 with any e-mail address, phone or card number a reply makes up replaced. `reply.py` does all
 three with torch, transformers and numpy only, and when the run serves retrieval (its model
-lost to it on validation) it answers with the retrieved reply, as `predict` does:
+lost to it on validation) it answers with the retrieved reply, as `predict` does (the
+consensus of the nearest replies also needs sacrebleu, for chrF):
 
 - `pii.py`: a copy of `finetune/data/pii.py` (standard library only), when the run redacted;
 - `retrieval/`: the frozen sentence encoder, the training messages' unit vectors and their
   replies, when the run retrieved for its prompts or serves retrieval;
-- the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`) copied in as
-  source, so the prompt is the one the run built.
+- the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`) and the
+  consensus (`consensus`) copied in as source, so the prompt and the served reply are the
+  ones the run built.
 
 The export checks `reply.py` itself, run from the written folder on the run's evaluation
 messages, against the run's adapter decoding the prompts the run built.
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from finetune.data import pairs, pii
-from finetune.modeling import generation
+from finetune.modeling import generation, retrieval
 
 REPLY_HEAD = '''"""Replies from this merged chat model, served as the run that trained it
 served them (torch, transformers and numpy only).
@@ -41,8 +43,10 @@ a conversation so far as a list of {"role": ..., "content": ...} turns. As the r
 redacts e-mail addresses, phone and card numbers in the prompts (when the run redacted), puts
 the reply to the most similar training message in the system turn (when the run retrieved),
 decodes greedily, and replaces any e-mail address, phone or card number a reply makes up.
-When the run serves retrieval (reply.json's "serve"), the reply is the most similar training
-message's own; `load(folder, serve="model")` gives this folder's model's replies instead.
+When the run serves retrieval (reply.json's "serve"), the reply is a training reply: the most
+similar training message's own (retrieval_embedding), or of the replies to the few most
+similar, the one most like the others (retrieval_consensus, which needs sacrebleu);
+`load(folder, serve="model")` gives this folder's model's replies instead.
 """
 
 from __future__ import annotations
@@ -75,8 +79,8 @@ def load_pii(folder):
 
 
 def retriever(folder, max_length):
-    """texts -> the reply to each one's most similar training message (cosine of mean-pooled
-    sentence vectors)."""
+    """(texts, k) -> the replies to each one's k most similar training messages, nearest first
+    (cosine of mean-pooled sentence vectors; on a tie, the earlier training message)."""
     folder = Path(folder) / "retrieval"
     tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
     encoder = AutoModel.from_pretrained(folder / "encoder").eval()
@@ -84,7 +88,7 @@ def retriever(folder, max_length):
     replies = json.loads((folder / "replies.json").read_text(encoding="utf-8"))
 
     @torch.no_grad()
-    def nearest(texts):
+    def candidates(texts, k=1):
         batch = tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_length,
             return_tensors="pt",
@@ -93,9 +97,10 @@ def retriever(folder, max_length):
         weights = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = ((states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).numpy()
         pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return [replies[i] for i in (pooled @ vectors.T).argmax(axis=1)]
+        order = np.argsort(-(pooled @ vectors.T), axis=1, kind="stable")[:, :k]
+        return [[replies[i] for i in row] for row in order]
 
-    return nearest
+    return candidates
 
 
 def cleaner(pii):
@@ -114,7 +119,7 @@ def cleaner(pii):
 def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None):
     """reply(prompts): see the top of this file. `max_new_tokens`: a cap on new tokens per
     reply other than the run's; `serve`: "model" or "retrieval_embedding" (the retrieved
-    reply) other than the run's."""
+    reply) or "retrieval_consensus" other than the run's."""
     folder = Path(folder)
     info = json.loads((folder / "reply.json").read_text(encoding="utf-8"))
     if max_new_tokens is not None:
@@ -122,13 +127,17 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
     serve = serve or info["serve"]
     pii = load_pii(folder) if info["redact_pii"] else None
     clean = cleaner(pii)
-    nearest = None
-    if info["retrieved_reply"] or serve == "retrieval_embedding":
-        nearest = retriever(folder, info["retrieval_max_length"])
-    if serve == "retrieval_embedding":  # the retrieved reply itself: no model to load
+    candidates = None
+    if info["retrieved_reply"] or serve in SERVABLE:
+        candidates = retriever(folder, info["retrieval_max_length"])
+    if serve in SERVABLE:  # a retrieved reply itself: no model to load
 
         def retrieved(prompts):
-            texts = nearest([prompt_text(clean(p)) for p in prompts]) if prompts else []
+            found = candidates([prompt_text(clean(p)) for p in prompts], CONSENSUS_CANDIDATES)
+            if serve == "retrieval_consensus":
+                texts = consensus(found)
+            else:
+                texts = [replies[0] for replies in found]
             return texts if pii is None else pii.redact_all(texts)[0]
 
         return retrieved
@@ -167,7 +176,8 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
         prompts = [clean(prompt) for prompt in prompts]
         retrieved = [None] * len(prompts)
         if info["retrieved_reply"] and prompts:
-            retrieved = nearest([prompt_text(prompt) for prompt in prompts])
+            texts = [prompt_text(prompt) for prompt in prompts]
+            retrieved = [replies[0] for replies in candidates(texts)]
         heads = [
             tokenizer.apply_chat_template(
                 conversation(prompt, info["system"]) if found is None
@@ -205,9 +215,16 @@ def reply_source() -> str:
     """reply.py: the run's prompt builders, as source, between its head and its tail."""
     constants = (
         f"RETRIEVED_LEAD = {generation.RETRIEVED_LEAD!r}\n"
-        f"RETRIEVED_MAX_CHARS = {generation.RETRIEVED_MAX_CHARS!r}\n\n\n"
+        f"RETRIEVED_MAX_CHARS = {generation.RETRIEVED_MAX_CHARS!r}\n"
+        f"SERVABLE = {retrieval.SERVABLE!r}\n"
+        f"CONSENSUS_CANDIDATES = {retrieval.CONSENSUS_CANDIDATES!r}\n\n\n"
     )
-    builders = [pairs.prompt_text, generation.conversation, generation.with_retrieved_reply]
+    builders = [
+        pairs.prompt_text,
+        generation.conversation,
+        generation.with_retrieved_reply,
+        retrieval.consensus,
+    ]
     source = "\n\n".join(inspect.getsource(builder) for builder in builders)
     return REPLY_HEAD + constants + source + REPLY_TAIL
 
@@ -224,9 +241,9 @@ def write_reply_kit(
 ) -> None:
     """reply.py and what it reads (reply.json; pii.py and retrieval/ when the run used them)
     into the export `folder`. `in_prompts`: the run's prompts carried retrieved replies.
-    `serve`: "model", or generation.SERVABLE when the run serves the retrieved reply. `note`: what
-    reply.py says first when run as a command (the run's verdict, when its model lost to
-    retrieval on validation)."""
+    `serve`: "model", or one of retrieval.SERVABLE when the run serves a retrieved reply.
+    `note`: what reply.py says first when run as a command (the run's verdict, when its model
+    lost to retrieval on validation)."""
     description = {
         "note": note,
         "serve": serve,
@@ -243,7 +260,7 @@ def write_reply_kit(
     (folder / "reply.py").write_text(reply_source(), encoding="utf-8")
     if redact:  # the redactor itself, not a second copy of its patterns
         shutil.copy(Path(pii.__file__), folder / "pii.py")
-    if in_prompts or serve == generation.SERVABLE:
+    if in_prompts or serve in retrieval.SERVABLE:
         _write_retrieval(folder / "retrieval", run_folder)
 
 
@@ -268,7 +285,8 @@ def exported_replies(
     folder: Path, prompts: list[Any], max_new_tokens: int, serve: str = "model"
 ) -> list[str]:
     """The export's own reply.py, run as a user without finetune-kit would, with a cap of
-    `max_new_tokens`, serving `serve` ("model" or generation.SERVABLE): the export's checks."""
+    `max_new_tokens`, serving `serve` ("model" or one of retrieval.SERVABLE): the export's
+    checks."""
     if not prompts:
         return []
     spec = importlib.util.spec_from_file_location("_exported_reply", folder / "reply.py")

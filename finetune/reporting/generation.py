@@ -7,6 +7,7 @@ from typing import Any
 
 from finetune.evaluation.selection import MARGIN
 from finetune.markdown import figure, table
+from finetune.modeling.retrieval import SERVABLE, SERVED_AS
 
 COLUMNS = {
     "rougeL": "ROUGE-L F",
@@ -75,27 +76,28 @@ def verdict_lines(metrics: dict[str, Any]) -> list[str]:
         return [
             f"{lost} The run serves {method_name(name, metrics)} instead, which beats it on "
             f"both ROUGE-L and chrF there by more than {MARGIN}: `predict`, `chat` and the "
-            "export's `reply.py` answer with the reply to the most similar training message. "
-            "The fine-tuned model's figures are below for comparison."
+            f"export's `reply.py` answer with {SERVED_AS[name]}. The fine-tuned model's "
+            "figures are below for comparison."
         ]
     from finetune.evaluation.reply_metrics import beats_on_both
 
-    servable, figures = method_name("retrieval_embedding", metrics), checked.get("figures", {})
+    figures = checked.get("figures", {})
+    servable = [f"`{method_name(n, metrics)}`" for n in SERVABLE if n in figures]
     beaten_by = [
         f"`{method_name(name, metrics)}`"
         for name, rival in figures.items()
-        if name not in ("model", "retrieval_embedding") and beats_on_both(rival, figures["model"])
+        if name != "model" and name not in SERVABLE and beats_on_both(rival, figures["model"])
     ]
     verb, them = ("beats", "it") if len(beaten_by) == 1 else ("beat", "them")
     unserved = (
-        f" {' and '.join(beaten_by)} {verb} it on both there, but runs cannot serve {them} yet."
+        f" {' and '.join(beaten_by)} {verb} it on both there, but runs do not serve {them}."
         if beaten_by
         else ""
     )
     return [
-        f"{lost} The run still serves the fine-tuned model: the retrieval it can serve "
-        f"(`{servable}`) does not beat it on both ROUGE-L and chrF there by more than "
-        f"{MARGIN}.{unserved}"
+        f"{lost} The run still serves the fine-tuned model: no retrieval it can serve "
+        f"({', '.join(servable) or 'none kept'}) beats it on both ROUGE-L and chrF there by "
+        f"more than {MARGIN}.{unserved}"
     ]
 
 
@@ -113,8 +115,8 @@ def serving_note(metrics: dict[str, Any], serve: str = "model") -> str | None:
     )
     if serve != "model":
         return (
-            f"Note: {lost}; the replies served are {method_name(serve, metrics)}'s: the reply "
-            "to the most similar training message (report.md)."
+            f"Note: {lost}; the replies served are {method_name(serve, metrics)}'s: "
+            f"{SERVED_AS[serve]} (report.md)."
         )
     return f"Note: {lost}; its replies are served as asked (report.md)."
 

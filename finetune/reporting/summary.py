@@ -214,20 +214,25 @@ def metric_value(metrics: dict[str, Any], name: str) -> Any:
 
 
 def check_floors(records: list[RunRecord], floors: dict[str, dict[str, float]]) -> list[str]:
-    """Every metric below its recipe's floor, as messages (empty: all runs pass)."""
-    failures = []
+    """Every metric below its floor, as messages (empty: all runs pass). A run's floors are
+    its `floor_key`'s, else its recipe's; floors that no run reads fail too (a renamed key
+    must not switch its floors off)."""
+    failures, read = [], set()
     for record in records:
-        for metric, floor in (floors.get(record.floor_key) or {}).items():
+        key = record.floor_key if record.floor_key in floors else record.recipe
+        read.add(key)
+        for metric, floor in (floors.get(key) or {}).items():
             if metric.startswith("delivered."):
                 value = metric_value(record.metrics, metric.removeprefix("delivered."))
             else:
                 own = finetuned_figures(record.metrics)
                 value = own[metric] if metric in own else metric_value(record.metrics, metric)
             if value is None or value < floor:
-                failures.append(
-                    f"{record.name} ({record.floor_key}): {metric} {figure(value)} < floor {floor}"
-                )
-    return failures
+                failures.append(f"{record.name} ({key}): {metric} {figure(value)} < floor {floor}")
+    unread = [key for key in floors if key not in read]
+    return failures + [
+        f"no run for the floors of '{key}' (recipe or recipe/task)" for key in unread
+    ]
 
 
 def load_floors(path: str | Path) -> dict[str, dict[str, float]]:
