@@ -52,8 +52,8 @@ def main(notebooks: Path, output: Path) -> int:
         print(f"No notebooks in {notebooks}.")
         return 1
     # One core per kernel; the kernels import the checkout's recipes from any folder.
-    defaults = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    env = {**defaults, "MKL_NUM_THREADS": "1", **os.environ}
+    defaults = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env = {**defaults, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(notebooks.resolve().parent), os.environ.get("PYTHONPATH")) if p
     )

@@ -11,7 +11,7 @@ Methods compared on the same prompts (`baselines`, chosen by the recipe):
   (TF-IDF cosine, character n-grams for CJK text / cosine of a frozen sentence encoder's
   vectors, MiniLM unless `retrieval_model` names another);
 - `retrieval_consensus`: of the replies to the CONSENSUS_CANDIDATES training messages most
-  similar by that encoder, the one most like the others (modeling/generation.py).
+  similar by that encoder, the one most like the others (modeling/retrieval.py).
 With labels on the pairs (e.g. intents), a reply classifier fitted on the training responses
 gives intent consistency. The validation rows decide the run's verdict (does the tuned model
 beat retrieval?) and what the run serves (`delivered`: with `eval.deliver` best, a

@@ -11,7 +11,7 @@
   redactor's own detectors (finetune/data/pii.py).
 - Retrieval: the reply of the most similar training message, by TF-IDF cosine or by cosine of
   given vectors (the engine computes frozen-embedding vectors, and the consensus of the
-  nearest few: modeling/generation.py; no torch here).
+  nearest few: modeling/retrieval.py; no torch here).
 """
 
 from __future__ import annotations
