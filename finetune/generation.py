@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from finetune.config import Config, load_yaml, save_yaml
-from finetune.data.pairs import Pairs, redact_pairs
+from finetune.data.pairs import Pairs, conversation_text, redact_pairs
 from finetune.errors import UserError
 from finetune.evaluation.reply_metrics import VERDICT_METRICS, beats_on_both
 from finetune.files import output_folder, staged
@@ -341,7 +341,8 @@ class Judge:
         from finetune.evaluation.reply_metrics import reply_figures
 
         labels = pairs.labels if self.classifier is not None else None
-        return reply_figures(texts, pairs.responses, labels, self.classifier)
+        conversations = [conversation_text(p) for p in pairs.prompts]
+        return reply_figures(texts, pairs.responses, conversations, labels, self.classifier)
 
     def in_sample(self) -> dict[str, Any] | None:
         """The intents whose training replies the judge labels with the classifier fitted on
@@ -518,7 +519,8 @@ class LoadedGenerator:
     def reply(self, prompts: list[Any]) -> list[str]:
         """Replies to messages (strings) or conversations (lists of role/content turns). When
         the run redacts PII, so does what it serves: an e-mail, phone or card number a reply
-        makes up is replaced too (the run's `pii_leaks` counts them before this)."""
+        makes up is replaced, and so is a number of 5 digits or more the conversation did not
+        give (the run's `pii_leaks` and `foreign_numbers` count them before this)."""
         prompts = self.prepare(prompts)
         if self.serve in SERVABLE:  # load_generation_run refuses it without an index
             from finetune.data.pairs import prompt_text
@@ -529,9 +531,9 @@ class LoadedGenerator:
             texts = self.decode(prompts).texts
         if not self.redact:
             return texts
-        from finetune.data.pii import redact_all
+        from finetune.data.pii import redact_replies
 
-        return redact_all(texts)[0]
+        return redact_replies(texts, [conversation_text(p) for p in prompts])[0]
 
     def evaluate(self, pairs: Pairs) -> dict[str, Any]:
         """The model's figures on new pairs (intent figures with labels and a saved judge),

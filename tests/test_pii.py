@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.data.pii import PLACEHOLDERS, RedactionCounts, redact, redact_all
+from finetune.data.pii import (
+    PLACEHOLDERS,
+    RedactionCounts,
+    foreign_numbers,
+    redact,
+    redact_all,
+    redact_replies,
+)
 
 # (kind, the PII as written, a sentence with "{}" where it goes)
 POSITIVES: list[tuple[str, str, str]] = [
@@ -291,3 +298,44 @@ def test_recall_and_false_positive_rate():
     print("\nPII redaction\n" + "\n".join(lines))
     assert all(hit == total for hit, total in found.values()), lines
     assert not any(wrongly.values()), lines
+
+
+# --- served replies: numbers the conversation did not give ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "given", "served"),
+    [
+        # Another customer's order number, in a training reply served as it is.
+        (
+            "I've cancelled purchase 732201349959 for you.",
+            "how can I cancel my order?",
+            "I've cancelled purchase [NUMBER] for you.",
+        ),
+        # The customer's own, also when they wrote it in groups or in full-width digits.
+        ("Order 732201349959 is on its way.", "where is order 732201349959", None),
+        ("Order 732201349959 is on its way.", "where is order 7322 0134 9959", None),
+        ("Order 732201349959 is on its way.", "where is order 7322-0134-9959", None),
+        ("订单 12345678 已发货。", "订单１２３４５６７８到哪了", None),
+        # Glued to letters or a "#", in braces, full-width in the reply: still a number.
+        ("See invoice #37777 or INV88231.", "my invoice", "See invoice #[NUMBER] or INV[NUMBER]."),
+        ("{{370795561790}}", "cancel order 3707955617", "{{[NUMBER]}}"),
+        ("订单１２３４５６７８已发货", "我的订单", "订单[NUMBER]已发货"),
+        # Under 5 digits: days, years, prices, quantities stay.
+        ("Refunds take 14 days; since 2024 we charge $1,299.00 for 3 items.", "refund?", None),
+        # Part of a longer number the customer gave is not theirs to echo alone.
+        ("Your code is 12345.", "my order is 1234567", "Your code is [NUMBER]."),
+    ],
+)
+def test_a_served_reply_names_only_numbers_its_conversation_gave(reply, given, served):
+    out, count = foreign_numbers(reply, given)
+    assert out == (reply if served is None else served)
+    assert count == (0 if served is None else served.count("[NUMBER]"))
+
+
+def test_served_replies_are_redacted_and_lose_foreign_numbers():
+    replies = ["mail ann@example.com about order 558812", "order 558812 ships today"]
+    conversations = ["hi", "where is order 558812?\nit was due monday"]
+    served, foreign = redact_replies(replies, conversations)
+    assert served == ["mail [EMAIL] about order [NUMBER]", "order 558812 ships today"]
+    assert foreign == 1

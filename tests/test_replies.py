@@ -134,6 +134,7 @@ def test_pairs_are_redacted_in_prompts_and_replies():
 
 def test_reply_metrics_on_hand_built_cases():
     from finetune.evaluation.reply_metrics import (
+        foreign_numbers,
         intent_consistency,
         pii_leaks,
         placeholder_fidelity,
@@ -144,6 +145,8 @@ def test_reply_metrics_on_hand_built_cases():
     generated = ["visit {{Website}} or call {{Phone}}", "see {{Website}} and {{Menu}}", "thanks"]
     assert placeholder_fidelity(generated, references) == pytest.approx(2 / 3)
     assert pii_leaks(["mail ann@example.com", "card 4111 1111 1111 1111", "no"]) == 2
+    replies = ["order 558812 is cancelled", "order 558812 and 77120 ships"]
+    assert foreign_numbers(replies, ["cancel my order", "where is order 558812"]) == 2
 
     class Fixed:  # a "classifier" labelling each reply by its first word
         def predict(self, texts):
@@ -335,7 +338,7 @@ def test_reply_train_writes_a_self_describing_run(reply_run):
     for figures in metrics["reply"].values():
         assert set(figures) == {
             "rougeL", "chrf", "intent_accuracy", "intent_recall", "intent_f1",
-            "placeholder_fidelity", "pii_leaks",
+            "placeholder_fidelity", "pii_leaks", "foreign_numbers",
         }  # fmt: skip
     model = metrics["reply"]["model"]
     assert (metrics["accuracy"], metrics["f1"]) == (model["intent_accuracy"], model["intent_f1"])
@@ -702,15 +705,24 @@ def test_a_retrieved_reply_run_reloads_predicts_and_exports_alike(chat_dir, tmp_
 
 
 def test_served_replies_never_carry_a_made_up_phone_number(reply_run):
-    """predict and chat serve replies through the redactor when the run redacts PII; the run's
-    own `pii_leaks` counts what the model wrote before that."""
+    """predict and chat serve replies through the redactor when the run redacts PII, and
+    without a number the conversation did not give; the run's own `pii_leaks` and
+    `foreign_numbers` count what the model wrote before that."""
     from finetune.generation import load_generation_run
     from finetune.modeling.generation import Generated
 
     loaded = load_generation_run(reply_run[0] / "run")
-    made_up = "call us at 1-800-338-8383 or write to help@shop.example"
+    made_up = "call us at 1-800-338-8383 or write to help@shop.example about order 732201349959"
     loaded.decode = lambda prompts: Generated([made_up] * len(prompts), 0, 0.0)
-    assert loaded.reply(["where is my parcel"]) == ["call us at [PHONE] or write to [EMAIL]"]
+    served = "call us at [PHONE] or write to [EMAIL] about order "
+    assert loaded.reply(["where is my parcel"]) == [served + "[NUMBER]"]
+    # The customer's own order number is theirs to read back, in any turn of the conversation.
+    conversation = [
+        {"role": "user", "content": "my order is 7322 0134 9959"},
+        {"role": "assistant", "content": "thanks, looking"},
+        {"role": "user", "content": "where is my parcel"},
+    ]
+    assert loaded.reply([conversation]) == [served + "732201349959"]
     loaded.redact = False
     assert loaded.reply(["where is my parcel"]) == [made_up]
 

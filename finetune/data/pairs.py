@@ -76,6 +76,14 @@ def prompt_text(prompt: Prompt) -> str:
     return next((t["content"] for t in reversed(prompt) if t["role"] == "user"), "")
 
 
+def conversation_text(prompt: Prompt) -> str:
+    """All a prompt's text, every turn's: what a reply to it may repeat (a number the
+    customer gave)."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(turn["content"] for turn in prompt)
+
+
 def read_pairs(
     path: str | Path, prompt: str = "prompt", response: str = "response", label: str | None = None
 ) -> Pairs:

@@ -49,6 +49,14 @@ Chinese limits: a bare 11-digit number shaped like a mobile with no label is red
 when it is an order or member number; e-mail addresses with Chinese characters in them, and
 15-digit ID numbers without a label, are not matched.
 
+Served replies (`redact_replies`) are redacted as messages are, and more: a reply names a
+number of 5 digits or more only when its conversation gave it. A reply written for another
+customer (a retrieved training reply, or a model that copied one) names that customer's order,
+invoice or account number; each such number becomes ``[NUMBER]`` (`foreign_numbers`). A
+number the customer gave is kept, also when written in groups ("7322 0134 9959" gives
+732201349959). The shop's own long numbers in a reply (a postcode, a price of 10000 written
+without separators) are replaced too.
+
 Known limits: rules, not a model. A Luhn-valid 13-19 digit reference number is redacted as a
 card (one in ten random numbers passes); a reference number written like a phone (``0``
 first, or US 3-3-4 grouping) is redacted as a phone; names, street addresses and IBANs are
@@ -61,7 +69,15 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
-__all__ = ["PLACEHOLDERS", "RedactionCounts", "redact", "redact_all"]
+__all__ = [
+    "NUMBER_PLACEHOLDER",
+    "PLACEHOLDERS",
+    "RedactionCounts",
+    "foreign_numbers",
+    "redact",
+    "redact_all",
+    "redact_replies",
+]
 
 PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "national_id": "[ID]"}
 
@@ -435,3 +451,47 @@ def redact_all(texts: Iterable[str]) -> tuple[list[str], RedactionCounts]:
         out.append(redacted)
         total.add(counts)
     return out, total
+
+
+# --- served replies -----------------------------------------------------------------------
+
+NUMBER_PLACEHOLDER = "[NUMBER]"
+_LONG_NUMBER_RE = re.compile(r"(?<![0-9])[0-9]{5,}(?![0-9])")
+_DIGIT_GROUPS_RE = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
+
+
+def _given_numbers(text: str) -> set[str]:
+    """Each run of digits in `text`, and each run of digit groups joined by single spaces or
+    hyphens, joins dropped (full-width digits read as half-width)."""
+    found: set[str] = set()
+    for match in _DIGIT_GROUPS_RE.finditer(text.translate(_HALF_WIDTH)):
+        groups = re.split("[ -]", match.group())
+        found.update(groups)
+        found.add("".join(groups))
+    return found
+
+
+def foreign_numbers(reply: str, given: str) -> tuple[str, int]:
+    """`reply` with each number of 5 digits or more that `given` (the conversation it answers)
+    does not hold replaced by NUMBER_PLACEHOLDER, and how many were replaced."""
+    known = _given_numbers(given)
+    half = reply.translate(_HALF_WIDTH)  # one character for one: positions agree
+    pieces, last, count = [], 0, 0
+    for match in _LONG_NUMBER_RE.finditer(half):
+        if match.group() not in known:
+            pieces += [reply[last : match.start()], NUMBER_PLACEHOLDER]
+            last, count = match.end(), count + 1
+    return "".join(pieces) + reply[last:], count
+
+
+def redact_replies(replies: list[str], conversations: list[str]) -> tuple[list[str], int]:
+    """Replies as served: redacted as messages are (`redact`), then each number of 5 digits or
+    more that its conversation (all turns' text) did not give replaced (`foreign_numbers`).
+    Returns the replies and how many numbers were foreign."""
+    redacted = redact_all(replies)[0]
+    served, foreign = [], 0
+    for reply, given in zip(redacted, conversations, strict=True):
+        text, count = foreign_numbers(reply, given)
+        served.append(text)
+        foreign += count
+    return served, foreign

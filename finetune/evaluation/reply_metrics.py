@@ -9,6 +9,9 @@
   reference's (all kept, none invented).
 - PII leaks: e-mail addresses, phone and card numbers in generated replies, counted with the
   redactor's own detectors (finetune/data/pii.py).
+- Foreign numbers: numbers of 5 digits or more in a reply that its message did not give
+  (another customer's order number, in a retrieved reply or one a model copied), counted as
+  the redactor of served replies finds them.
 - Retrieval: the reply of the most similar training message, by TF-IDF cosine or by cosine of
   given vectors (the engine computes frozen-embedding vectors, and the consensus of the
   nearest few: modeling/retrieval.py; no torch here).
@@ -39,6 +42,7 @@ REPLY_FIGURES = (
     "intent_f1",
     "placeholder_fidelity",
     "pii_leaks",
+    "foreign_numbers",
 )
 
 
@@ -56,6 +60,11 @@ def placeholder_fidelity(generated: list[str], references: list[str]) -> float:
 def pii_leaks(texts: list[str]) -> int:
     """E-mail addresses, phone and card numbers found in `texts` (the redactor's detectors)."""
     return pii.redact_all(texts)[1].total
+
+
+def foreign_numbers(texts: list[str], conversations: list[str]) -> int:
+    """Numbers of 5 digits or more in `texts` that their conversations did not give."""
+    return sum(pii.foreign_numbers(t, c)[1] for t, c in zip(texts, conversations, strict=True))
 
 
 def fit_reply_classifier(replies: list[str], intents: list[str], seed: int) -> Pipeline:
@@ -146,10 +155,12 @@ def intent_consistency(
 def reply_figures(
     generated: list[str],
     references: list[str],
+    conversations: list[str],
     intents: list[str] | None = None,
     classifier: Any = None,
 ) -> dict[str, float | int | None]:
-    """One method's figures (REPLY_FIGURES); intent figures are None without intents."""
+    """One method's figures (REPLY_FIGURES) on replies to `conversations` (each prompt's text,
+    all turns); intent figures are None without intents."""
     figures: dict[str, float | int | None] = {
         "rougeL": rouge_l(generated, references),
         "chrf": chrf(generated, references),
@@ -158,6 +169,7 @@ def reply_figures(
         "intent_f1": None,
         "placeholder_fidelity": placeholder_fidelity(generated, references),
         "pii_leaks": pii_leaks(generated),
+        "foreign_numbers": foreign_numbers(generated, conversations),
     }
     if intents is not None and classifier is not None:
         figures.update(intent_consistency(classifier, generated, intents))

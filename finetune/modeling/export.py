@@ -42,6 +42,7 @@ import numpy as np
 
 from finetune.config import load_yaml
 from finetune.data import pii
+from finetune.data.pairs import conversation_text
 from finetune.errors import UserError
 from finetune.files import check_output_folder, staged, write_texts
 from finetune.modeling.image_export import agreement, export_image, exported_probabilities
@@ -451,8 +452,9 @@ def export_merged_generator(
     config_file = run_folder / "config.yaml"
     run_config = _run_config(run_folder)
     redact = bool((run_config.get("data") or {}).get("redact_pii"))
+    conversations = [conversation_text(p) for p in prompts]
     if redact:  # as the run serves replies
-        before = pii.redact_all(before)[0]
+        before = pii.redact_replies(before, conversations)[0]
     merged = adapted.backbone.merge_and_unload()
     merged.generation_config.pad_token_id = tokenizer.pad_token_id
     merged.generation_config.do_sample = False
@@ -474,6 +476,8 @@ def export_merged_generator(
         }
         if serve in SERVABLE:  # what reply.py serves: the run's retrieved replies
             run_served = _evaluation_column(run_folder, serve, len(prompts))
+            if redact:
+                run_served = pii.redact_replies(run_served, conversations)[0]
             served = exported_replies(tmp, prompts, tokens, serve)
             checks["same_served"] = sum(a == b for a, b in zip(served, run_served, strict=True))
         readme = _generator_readme(run_folder, info, checks, note)

@@ -3,7 +3,8 @@
 The merged causal LM alone (export.py) answers a bare chat prompt. The run's model was
 trained and measured on more than that: messages with PII redacted, the reply to the most
 similar training message in the system turn (`options.retrieved_reply`), and served replies
-with any e-mail address, phone or card number a reply makes up replaced. `reply.py` does all
+with any e-mail address, phone or card number a reply makes up replaced, and any number of 5
+digits or more the conversation did not give. `reply.py` does all
 three with torch, transformers and numpy only, and when the run serves retrieval (its model
 lost to it on validation) it answers with the retrieved reply, as `predict` does (the
 consensus of the nearest replies also needs sacrebleu, for chrF):
@@ -11,7 +12,8 @@ consensus of the nearest replies also needs sacrebleu, for chrF):
 - `pii.py`: a copy of `finetune/data/pii.py` (standard library only), when the run redacted;
 - `retrieval/`: the frozen sentence encoder, the training messages' unit vectors and their
   replies, when the run retrieved for its prompts or serves retrieval;
-- the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`) and the
+- the prompt builders (`conversation`, `with_retrieved_reply`, `prompt_text`,
+  `conversation_text`) and the
   consensus (`consensus`) copied in as source, so the prompt and the served reply are the
   ones the run built.
 
@@ -42,7 +44,8 @@ In Python: `reply = load(folder)`; `reply(prompts)` gives one reply per prompt: 
 a conversation so far as a list of {"role": ..., "content": ...} turns. As the run did, it
 redacts e-mail addresses, phone and card numbers in the prompts (when the run redacted), puts
 the reply to the most similar training message in the system turn (when the run retrieved),
-decodes greedily, and replaces any e-mail address, phone or card number a reply makes up.
+decodes greedily, and replaces any e-mail address, phone or card number a reply makes up, and
+any number of 5 digits or more the conversation did not give (when the run redacted).
 When the run serves retrieval (reply.json's "serve"), the reply is a training reply: the most
 similar training message's own (retrieval_embedding), or of the replies to the few most
 similar, the one most like the others (retrieval_consensus, which needs sacrebleu);
@@ -127,18 +130,27 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
     serve = serve or info["serve"]
     pii = load_pii(folder) if info["redact_pii"] else None
     clean = cleaner(pii)
+
+    def served(texts, prompts):
+        """Replies as the run serves them: PII and numbers the conversation did not give
+        replaced (when the run redacted)."""
+        if pii is None:
+            return texts
+        return pii.redact_replies(texts, [conversation_text(p) for p in prompts])[0]
+
     candidates = None
     if info["retrieved_reply"] or serve in SERVABLE:
         candidates = retriever(folder, info["retrieval_max_length"])
     if serve in SERVABLE:  # a retrieved reply itself: no model to load
 
         def retrieved(prompts):
-            found = candidates([prompt_text(clean(p)) for p in prompts], CONSENSUS_CANDIDATES)
+            prompts = [clean(prompt) for prompt in prompts]
+            found = candidates([prompt_text(p) for p in prompts], CONSENSUS_CANDIDATES)
             if serve == "retrieval_consensus":
                 texts = consensus(found)
             else:
                 texts = [replies[0] for replies in found]
-            return texts if pii is None else pii.redact_all(texts)[0]
+            return served(texts, prompts)
 
         return retrieved
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -194,7 +206,7 @@ def load(folder=Path(__file__).resolve().parent, max_new_tokens=None, serve=None
         else:
             for start in range(0, len(heads), batch_size):
                 texts += decode(heads[start : start + batch_size], 0)
-        return texts if pii is None else pii.redact_all(texts)[0]
+        return served(texts, prompts)
 
     return reply
 
@@ -221,6 +233,7 @@ def reply_source() -> str:
     )
     builders = [
         pairs.prompt_text,
+        pairs.conversation_text,
         generation.conversation,
         generation.with_retrieved_reply,
         retrieval.consensus,

@@ -17,6 +17,7 @@ COLUMNS = {
     "intent_f1": "intent F1 (macro)",
     "placeholder_fidelity": "placeholder fidelity",
     "pii_leaks": "PII leaks",
+    "foreign_numbers": "foreign numbers",
 }
 METHODS = {
     "model": "fine-tuned model",
@@ -171,7 +172,7 @@ def methods_table(metrics: dict[str, Any]) -> list[list[str]]:
     return [
         [
             method_name(name, metrics) + (" (served)" if name == serves else ""),
-            *(figure(figures[key]) for key in COLUMNS),
+            *(figure(figures.get(key)) for key in COLUMNS),  # older runs lack some
         ]
         for name, figures in metrics["reply"].items()
     ]
@@ -221,8 +222,10 @@ def generation_report(
         + _reference_intents(metrics.get("reference_intents"))
         + " Placeholder fidelity: share of replies with exactly their reference's `{{...}}` "
         "placeholders. PII leaks: e-mails, phone and card numbers found in the replies "
-        "as generated; `predict` and `chat` replace them before serving when the run redacts "
-        "PII (data.redact_pii).",
+        "as generated. Foreign numbers: numbers of 5 digits or more in the replies that their "
+        "message did not give (another customer's order number, in a training reply). "
+        "`predict`, `chat` and the export's `reply.py` replace both before serving when the "
+        "run redacts PII (data.redact_pii).",
         *filter(None, [judge_note(metrics)]),
         "## Throughput",
         table(["figure", "value"], rows),
