@@ -509,15 +509,19 @@ def _full_precision_generator(adapter: Path) -> tuple[Any, Any, Any]:
 
 def _generator_readme(run_folder: Path, info: Any, checks: dict[str, Any], note: str | None) -> str:
     served = ["greedy decoding"]
-    if checks["redact_pii"]:
-        served = ["PII redaction of the messages", *served, "PII redaction of the replies"]
     if checks["retrieved_reply"]:
-        served.insert(-1, "the reply to the most similar training message in the system turn")
+        served.insert(0, "the reply to the most similar training message in the system turn")
     if checks["serves"] in SERVABLE:  # the model lost to retrieval: reply.py serves that
-        served = ["PII redaction of the messages"] if checks["redact_pii"] else []
-        served += [
-            f"{SERVED_AS[checks['serves']]}, as it is, in the model's place "
+        served = [
+            f"{SERVED_AS[checks['serves']]}, in the model's place "
             "(`load(serve='model')` for the model's own replies)",
+        ]
+    if checks["redact_pii"]:
+        served = [
+            "PII redaction of the messages",
+            *served,
+            "PII redaction of the replies, with any number of 5 digits or more the "
+            "conversation did not give replaced",
         ]
     lines = [
         "# Merged chat model (finetune export)",
