@@ -587,17 +587,20 @@ def export(
     checks = export_merged(
         run, output, overwrite=overwrite, served=served, reference=_served_reference(run)
     )
-    agreement = checks["merged_vs_trained_run"]
-    typer.echo(
-        f"Merged model: {output} (max probability difference to the run "
-        f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
-    )
+    if "merged_vs_trained_run" in checks:
+        agreement = checks["merged_vs_trained_run"]
+        typer.echo(
+            f"Merged model: {output} (max probability difference to the run "
+            f"{agreement['max_abs_diff']:.1e} on {checks['texts']} texts; see its README.md)"
+        )
+    else:  # the run serves its frozen probe: the backbone without its adapter, and the probe
+        typer.echo(f"Frozen backbone and the run's linear probe: {output} (see its README.md)")
     if "served_vs_run" in checks:
         typer.echo(
             f"predict.py serves {checks['serves']}, as the run does (max probability "
             f"difference to the run {checks['served_vs_run']['max_abs_diff']:.1e})."
         )
-    if "serves" not in checks:  # image runs, and a probe on the frozen backbone's vectors
+    if "serves" not in checks:  # an image run's pixel baseline or calibration, a probe blend
         _warn_if_not_delivered(run)
 
 

@@ -28,6 +28,20 @@ def tiny_run(
     return recipe.train(config, show_progress=False)
 
 
+def two_class_run(model_dir: Path, tmp_path: Path):
+    """A tiny run on two intents (`refund` positive), and its training table."""
+    import pandas as pd
+    from conftest import make_rows
+
+    data = []
+    for name, n, seed in (("train", 20, 1), ("test", 6, 2)):
+        rows = [r for r in make_rows(n, seed) if r["label"] in ("refund", "login")]
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+        data.append(tmp_path / f"{name}.csv")
+    run = tiny_run(model_dir, tuple(data), tmp_path / "run", positive_label="refund")
+    return run, pd.read_csv(data[0])
+
+
 def load_exported(folder: Path, served: bool = True):
     """The export's own predict.py, as a user without finetune-kit would run it."""
     spec = importlib.util.spec_from_file_location(f"predict_{folder.name}", folder / "predict.py")
@@ -74,8 +88,6 @@ def test_the_export_serves_a_delivered_tfidf_baseline_and_calibration(
     alone it loads no model."""
     import shutil
 
-    import pandas as pd
-    from conftest import make_rows
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -83,13 +95,7 @@ def test_the_export_serves_a_delivered_tfidf_baseline_and_calibration(
     from finetune.evaluation.calibration import fit_calibrator
     from finetune.evaluation.selection import Served, save_served
 
-    data = []
-    for name, n, seed in (("train", 20, 1), ("test", 6, 2)):
-        rows = [r for r in make_rows(n, seed) if r["label"] in ("refund", "login")]
-        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.csv", index=False)
-        data.append(tmp_path / f"{name}.csv")
-    run = tiny_run(tiny_model_dir, tuple(data), tmp_path / "run", positive_label="refund")
-    train = pd.read_csv(data[0])
+    run, train = two_class_run(tiny_model_dir, tmp_path)
     texts, y = train.text.tolist(), np.array([run.labels.index(v) for v in train.label])
     vectorizer = TfidfVectorizer().fit(texts)
     baseline = LogisticRegression(C=0.3).fit(vectorizer.transform(texts), y)
@@ -114,29 +120,67 @@ def test_the_export_serves_a_delivered_tfidf_baseline_and_calibration(
     np.testing.assert_allclose(load_exported(merged)[1](TEXTS), served, atol=1e-5)
 
 
-def test_an_export_of_a_run_serving_the_frozen_probe_says_it_holds_the_model(
-    tiny_model_dir, small_csvs, tmp_path
-):
-    """The frozen probe reads the backbone's vectors before fine-tuning, which the merged
-    model no longer computes: the export holds the fine-tuned model and says so."""
+def _serve_the_probe(run, texts: list[str], y: np.ndarray, calibrated: bool, blend: bool):
+    """Replace what `run` serves with a frozen probe fitted on `texts` (labels `y`)."""
     import shutil
 
-    from finetune.evaluation.baselines import LinearProbe, VectorPredictor
+    from finetune.evaluation.baselines import VectorPredictor, fit_probe
+    from finetune.evaluation.calibration import fit_calibrator
     from finetune.evaluation.selection import Served, save_served
 
-    run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run")
-    # The probe as what the run serves, whatever this tiny run's validation rows chose.
-    hidden = json.loads((run.folder / "adapter" / "classifier.json").read_text())["hidden_size"]
-    linear = LinearProbe(np.zeros((len(run.labels), hidden)), np.zeros(len(run.labels)))
+    probe = fit_probe(run._frozen_vectors(texts, None), y, len(run.labels), seed=0)
+    calibrator = None
+    if calibrated:
+        positive = probe.predict_proba(run._frozen_vectors(texts, None))[:, 1]
+        calibrator = fit_calibrator("platt", positive * 0.5 + 0.2, y)
+    name = "fine-tuned (LoRA) + embedding_logreg" if blend else "embedding_logreg"
     shutil.rmtree(run.folder / "delivered")
-    save_served(run.folder, Served("embedding_logreg", VectorPredictor(linear)), {})
+    save_served(run.folder, Served(name, VectorPredictor(probe), calibrator, blend=blend), {})
     metrics = json.loads((run.folder / "metrics.json").read_text())
-    metrics["delivered"]["name"] = "embedding_logreg"
+    metrics["delivered"]["name"] = name
     (run.folder / "metrics.json").write_text(json.dumps(metrics))
+    return name
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_an_export_of_a_run_serving_the_frozen_probe_serves_the_probe(
+    calibrated, tiny_model_dir, tmp_path
+):
+    """The frozen probe reads the backbone's vectors before fine-tuning: the export holds
+    the backbone without the adapter and the probe as its head, and predicts as the run."""
+
+    run, train = two_class_run(tiny_model_dir, tmp_path)
+    y = np.array([run.labels.index(v) for v in train.label])
+    _serve_the_probe(run, train.text.tolist(), y, calibrated, blend=False)
+    served = recipe.load(run.folder).predict_proba(TEXTS)
+    assert np.abs(served - run.model_proba(TEXTS)).max() > 1e-2  # the two are told apart
     merged = tmp_path / "merged"
     result = CliRunner().invoke(app, ["export", "--run", str(run.folder), "--output", str(merged)])
     assert result.exit_code == 0, result.output
-    assert "Note: the run serves embedding_logreg" in result.output
+    assert "predict.py serves embedding_logreg, as the run does" in result.output
+    assert "Note:" not in result.output
+    checks = json.loads((merged / "export.json").read_text())
+    assert checks["serves"] == "embedding_logreg" and checks["served_vs_run"]["max_abs_diff"] < 1e-4
+    assert (merged / "delivered.joblib").exists() == calibrated
+    assert "without the run's LoRA adapter" in (merged / "README.md").read_text()
+    np.testing.assert_allclose(load_exported(merged)[1](TEXTS), served, atol=1e-4)
+
+
+def test_an_export_of_a_run_serving_a_blend_with_the_frozen_probe_says_it_holds_the_model(
+    tiny_model_dir, small_csvs, tmp_path
+):
+    """A blend of the fine-tuned model and the frozen probe needs two backbones, which one
+    exported model cannot hold: the export holds the fine-tuned model and says so."""
+    import pandas as pd
+
+    run = tiny_run(tiny_model_dir, small_csvs, tmp_path / "run")
+    train = pd.read_csv(small_csvs[0])
+    y = np.array([run.labels.index(v) for v in train.label])
+    name = _serve_the_probe(run, train.text.tolist(), y, calibrated=False, blend=True)
+    merged = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["export", "--run", str(run.folder), "--output", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert f"Note: the run serves {name}" in result.output
     assert not (merged / "delivered.joblib").exists()
     np.testing.assert_allclose(load_exported(merged)[1](TEXTS), run.model_proba(TEXTS), atol=1e-4)
 

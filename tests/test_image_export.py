@@ -17,7 +17,8 @@ from finetune.cli import app
 from recipes.image_classification import recipe
 
 
-def test_exported_image_folder_predicts_like_the_run(tmp_path):
+def tiny_image_run(tmp_path):
+    """A two-step run on crops of two photos, 64 px."""
     photo_crops(tmp_path / "photos" / "train", 10, seed=1)
     photo_crops(tmp_path / "photos" / "test", 5, seed=2)
     config = recipe.config(
@@ -26,7 +27,11 @@ def test_exported_image_folder_predicts_like_the_run(tmp_path):
         train={"max_steps": 2, "batch_size": 8, "precision": "fp32", "learning_rate": 1e-2},
         output=str(tmp_path / "run"),
     )
-    run = recipe.train(config, show_progress=False)
+    return recipe.train(config, show_progress=False)
+
+
+def test_exported_image_folder_predicts_like_the_run(tmp_path):
+    run = tiny_image_run(tmp_path)
     exported = tmp_path / "exported"
     result = CliRunner().invoke(
         app, ["export", "--run", str(run.folder), "--output", str(exported)]
@@ -34,7 +39,8 @@ def test_exported_image_folder_predicts_like_the_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert {p.name for p in exported.iterdir()} >= {"model.pt", "predict.py", "classifier.json"}
     checks = json.loads((exported / "export.json").read_text())
-    assert checks["texts"] == 10 and checks["merged_vs_trained_run"]["max_abs_diff"] < 1e-4
+    agreement = checks.get("merged_vs_trained_run") or checks["served_vs_run"]
+    assert checks["texts"] == 10 and agreement["max_abs_diff"] < 1e-4
     # As a user without finetune-kit: its own predict.py, by path.
     spec = importlib.util.spec_from_file_location("exported_predict", exported / "predict.py")
     module = importlib.util.module_from_spec(spec)
@@ -42,9 +48,10 @@ def test_exported_image_folder_predicts_like_the_run(tmp_path):
     labels, predict_proba = module.load(exported)
     paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
     assert labels == run.labels
-    # The export is the fine-tuned model, whatever the run delivers (a baseline or a
-    # calibration chosen on the inner folds' predictions).
-    np.testing.assert_allclose(predict_proba(paths), run.model_proba(paths), atol=1e-4)
+    # The export is the fine-tuned model unless the run serves its frozen probe uncalibrated
+    # (the pixel baseline and a calibration are not exported; the command says so).
+    expected = run.predict_proba(paths) if "serves" in checks else run.model_proba(paths)
+    np.testing.assert_allclose(predict_proba(paths), expected, atol=1e-4)
     source = (exported / "predict.py").read_text()
     assert "finetune" not in source and "peft" not in source
     printed = subprocess.run(
@@ -54,3 +61,37 @@ def test_exported_image_folder_predicts_like_the_run(tmp_path):
         check=True,
     ).stdout
     assert printed.split("\t")[0] in labels
+
+
+def test_an_image_run_serving_its_frozen_probe_exports_the_probe(tmp_path):
+    """The frozen probe reads the backbone's features before fine-tuning: the export holds the
+    backbone without the adapter and the probe as its head, and predicts as the run."""
+    import shutil
+
+    from finetune.evaluation.baselines import VectorPredictor, fit_probe
+    from finetune.evaluation.selection import Served, save_served
+
+    run = tiny_image_run(tmp_path)
+    train = sorted(p for p in (tmp_path / "photos" / "train").rglob("*") if p.is_file())
+    y = np.array([run.labels.index(path.parent.name) for path in train])
+    probe = fit_probe(run._frozen_vectors([str(p) for p in train], None), y, 2, seed=0)
+    # The run's model may be its own probe start (epoch 0): a softer probe tells them apart.
+    probe.weight, probe.bias = probe.weight / 4, probe.bias / 4
+    shutil.rmtree(run.folder / "delivered")
+    save_served(run.folder, Served("embedding_logreg", VectorPredictor(probe)), {})
+    paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
+    served = recipe.load(run.folder).predict_proba(paths)
+    assert np.abs(served - run.model_proba(paths)).max() > 1e-3  # the two are told apart
+    exported = tmp_path / "exported"
+    result = CliRunner().invoke(
+        app, ["export", "--run", str(run.folder), "--output", str(exported)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "predict.py serves embedding_logreg, as the run does" in result.output
+    assert "Note:" not in result.output
+    checks = json.loads((exported / "export.json").read_text())
+    assert checks["served_vs_run"]["max_abs_diff"] < 1e-4
+    spec = importlib.util.spec_from_file_location("exported_probe", exported / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    np.testing.assert_allclose(module.load(exported)[1](paths), served, atol=1e-4)

@@ -376,15 +376,20 @@ def portable(served: Served | None) -> dict[str, Any] | None:
     """What a run serves as plain scikit-learn parts that an exported predict.py applies over
     the merged model: `name`, `uses_model` (False: the baseline alone), `text_model` (a text
     baseline's vectorizer, classifier and class count, or None), `calibration` (`method`,
-    `model`, `eps`, or None). {} when the run serves its fine-tuned model as it is; None when
-    the served predictor reads the frozen backbone's vectors, which the merged model no
-    longer computes."""
+    `model`, `eps`, or None), and `probe` (the frozen probe's `weight` and `bias`, or None).
+    {} when the run serves its fine-tuned model as it is. A served probe reads the frozen
+    backbone's vectors, so the export writes the backbone without its adapter, with the probe
+    as its head (`uses_model`: that backbone). None when the run serves the probe blended with
+    the fine-tuned model, whose two backbones one exported model cannot hold."""
     from finetune.evaluation.calibration import EPS
 
     if served is None:
         return {}
     predictor = served.predictor
-    if predictor is not None and not hasattr(predictor, "portable"):
+    probe = getattr(predictor, "probe", None) if served.reads_vectors else None
+    if predictor is not None and not hasattr(predictor, "portable") and probe is None:
+        return None
+    if probe is not None and served.blend:
         return None
     calibrator = served.calibrator
     calibration = None
@@ -394,9 +399,10 @@ def portable(served: Served | None) -> dict[str, Any] | None:
         return {}
     return {
         "name": served.name,
-        "uses_model": predictor is None or served.blend,
-        "text_model": predictor.portable() if predictor is not None else None,
+        "uses_model": predictor is None or served.blend or probe is not None,
+        "text_model": predictor.portable() if hasattr(predictor, "portable") else None,
         "calibration": calibration,
+        "probe": None if probe is None else {"weight": probe.weight, "bias": probe.bias},
     }
 
 

@@ -20,7 +20,9 @@ What the run serves beside or instead of its model (a blend with the TF-IDF base
 baseline alone, calibration) comes in as plain scikit-learn parts (`served`, from
 evaluation/selection.py's `portable`; None or {}: the model as it is), is written to
 `delivered.joblib`, and predict.py applies it; the written predict.py is then checked against
-`reference`, the run's own served probabilities of the evaluation texts.
+`reference`, the run's own served probabilities of the evaluation texts. A run that serves its
+frozen probe exports the backbone without its adapter and the probe as the head: the same
+predict.py then computes exactly what the probe reads.
 
 Quantized runs are merged onto the full-precision base weights, not onto dequantized 4/8-bit
 ones: merging LoRA deltas into rounded weights would bake the rounding into the export. The
@@ -60,7 +62,8 @@ class probabilities per text, in the order of `labels`. When the run served some
 than its fine-tuned model as it is (a blend with a TF-IDF baseline, that baseline alone, or
 calibrated probabilities), `delivered.joblib` holds those parts (scikit-learn and joblib
 needed) and `predict_proba` serves what the run served; `load(folder, served=False)` gives
-the fine-tuned model's own probabilities.
+the fine-tuned model's own probabilities. (Where the run served its frozen probe, this
+folder's model is that probe: see README.md.)
 """
 
 import importlib.util
@@ -181,8 +184,7 @@ def export_merged(
     `reference`: what the run serves, and its probabilities (the module's docstring)."""
     import torch
     from peft import PeftModel
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
+    from safetensors.torch import load_file
 
     from finetune.modeling import models
     from finetune.modeling.classifiers import load_classifier
@@ -196,12 +198,16 @@ def export_merged(
     _check_folders(run_folder, output, overwrite)
     described = json.loads((adapter / "classifier.json").read_text(encoding="utf-8"))
     labels = json.loads((run_folder / "labels.json").read_text(encoding="utf-8"))["labels"]
+    probe = (served or {}).get("probe")
     if described.get("kind") == "image":
-        return export_image(run_folder, output, labels)
+        image_probe = probe if probe is not None and served["calibration"] is None else None
+        return export_image(run_folder, output, labels, image_probe)
     check_exportable(run_folder, described)
     redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)
     texts = _evaluation_column(run_folder, "text", CHECK_TEXTS)  # redacted, as trained
+    if probe is not None:
+        return _export_probe(run_folder, output, info, labels, served, texts, reference)
 
     # Full-precision base, whatever the run trained on: quant "none", fp32.
     base = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
@@ -209,7 +215,7 @@ def export_merged(
     classifier = models.TextClassifier(peft_model, info.hidden_size, info.num_labels, info.pooling)
     classifier.head.load_state_dict(load_file(str(adapter / "head.safetensors")))
     classifier.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    tokenizer = _tokenizer(adapter)
     ids = tokenize(tokenizer, texts, info.max_length, info.prompt)
     pad = tokenizer.pad_token_id
 
@@ -232,24 +238,83 @@ def export_merged(
         "run_quant": info.quant,
         "run_bf16_autocast": info.bf16,
     }
-
     with staged(output) as tmp:
-        merged_backbone.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
         head = {k: v.detach().cpu().contiguous() for k, v in classifier.head.state_dict().items()}
-        save_file(head, str(tmp / "head.safetensors"))
-        if redact_pii:  # the redactor itself, not a second copy of its patterns
-            shutil.copy(Path(pii.__file__), tmp / "pii.py")
+        _write_classifier(tmp, run_folder, merged_backbone, tokenizer, head, redact_pii)
         description = _description(info, labels, redact_pii)
-        write_texts(tmp, {"classifier.json": description, "predict.py": PREDICT_PY})
+        write_texts(tmp, {"classifier.json": description})
         if served:
             checks.update(_write_served(tmp, served, texts, reference))
         readme = _readme(run_folder, info, labels, checks, redact_pii)
         write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
-        config = run_folder / "config.yaml"
-        if config.is_file():
-            shutil.copy(config, tmp / "training_config.yaml")
     return checks
+
+
+def _export_probe(
+    run_folder: Path,
+    output: Path,
+    info: Any,
+    labels: list[str],
+    served: dict[str, Any],
+    texts: list[str],
+    reference: Callable[[list[str]], np.ndarray] | None,
+) -> dict:
+    """The folder for a run that serves its frozen probe: the full-precision backbone without
+    the adapter, the probe as its head (and its calibration, if any, in delivered.joblib)."""
+    import torch
+
+    from finetune.modeling import models
+
+    redact_pii = bool((_run_config(run_folder).get("data") or {}).get("redact_pii"))
+    backbone = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
+    head = {
+        key: torch.as_tensor(served["probe"][key], dtype=torch.float32).contiguous()
+        for key in ("weight", "bias")
+    }
+    checks: dict[str, Any] = {"texts": len(texts), "run_quant": info.quant}
+    checks["run_bf16_autocast"] = info.bf16
+    with staged(output) as tmp:
+        tokenizer = _tokenizer(run_folder / "adapter")
+        _write_classifier(tmp, run_folder, backbone, tokenizer, head, redact_pii)
+        description = json.loads(_description(info, labels, redact_pii))
+        description.update(merged_onto=None, head="frozen probe (embedding_logreg)")
+        write_texts(tmp, {"classifier.json": json.dumps(description, indent=2)})
+        parts = {**served, "probe": None}
+        calibrated = parts["calibration"] is not None
+        checks.update(_write_served(tmp, parts, texts, reference, calibrated))
+        readme = _probe_readme(run_folder, info, labels, checks, redact_pii)
+        write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
+    return checks
+
+
+def _tokenizer(adapter: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(adapter))
+
+
+def _write_classifier(
+    folder: Path,
+    run_folder: Path,
+    backbone: Any,
+    tokenizer: Any,
+    head: dict[str, Any],
+    redact_pii: bool,
+) -> None:
+    """What every text export holds: the backbone, its tokenizer, the head, predict.py, the
+    run's redactor when it redacted (the redactor itself, not a second copy of its patterns)
+    and the run's config."""
+    from safetensors.torch import save_file
+
+    backbone.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    save_file(head, str(folder / "head.safetensors"))
+    if redact_pii:
+        shutil.copy(Path(pii.__file__), folder / "pii.py")
+    write_texts(folder, {"predict.py": PREDICT_PY})
+    config = run_folder / "config.yaml"
+    if config.is_file():
+        shutil.copy(config, folder / "training_config.yaml")
 
 
 def _description(info: Any, labels: list[str], redact_pii: bool) -> str:
@@ -264,15 +329,19 @@ def _write_served(
     served: dict[str, Any],
     texts: list[str],
     reference: Callable[[list[str]], np.ndarray] | None,
+    parts: bool = True,
 ) -> dict[str, Any]:
-    """delivered.joblib in the export `folder`, and how far the folder's own predict.py is
-    from the run's served probabilities (`reference`) on `texts`."""
-    import joblib
-    import sklearn
+    """delivered.joblib in the export `folder` (unless `parts` is False: nothing to add to
+    the folder's model), and how far the folder's own predict.py is from the run's served
+    probabilities (`reference`) on `texts`."""
+    checks: dict[str, Any] = {"serves": served["name"]}
+    if parts:
+        import joblib
+        import sklearn
 
-    joblib.dump(served, folder / "delivered.joblib")
-    # joblib files are pickles: they load reliably with the scikit-learn that wrote them.
-    checks: dict[str, Any] = {"serves": served["name"], "scikit_learn": sklearn.__version__}
+        joblib.dump(served, folder / "delivered.joblib")
+        # joblib files are pickles: they load reliably with the scikit-learn that wrote them.
+        checks["scikit_learn"] = sklearn.__version__
     if reference is not None and texts:
         exported = exported_probabilities(folder, texts)
         checks["served_vs_run"] = agreement(exported, reference(texts))
@@ -353,6 +422,54 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
         "",
         f"Exported from run `{run_folder}`: backbone `{info.backbone}` with its LoRA adapter "
         f"merged in, {info.pooling} pooling, a linear head over {len(labels)} labels.",
+        *_usage_lines("merged backbone"),
+        f"- Merged vs the adapter on the same full-precision base ({checks['texts']} texts, "
+        f"fp32): max |probability difference| {same['max_abs_diff']:.2e}, "
+        f"label agreement {same['label_agreement']:.1%}.",
+        f"- Merged vs the run as trained: max |probability difference| "
+        f"{trained['max_abs_diff']:.2e}, label agreement {trained['label_agreement']:.1%}.",
+    ]
+    if "serves" in checks:
+        lines += [
+            "",
+            f"The run serves `{checks['serves']}` (chosen on its validation rows), and so does "
+            "`predict.py`: `delivered.joblib` holds the parts it adds to the merged model "
+            f"(scikit-learn {checks['scikit_learn']}, the version that wrote it, and joblib "
+            "needed). `load(folder, served=False)` gives the fine-tuned model's own "
+            "probabilities.",
+            *_served_lines(checks),
+        ]
+    return "\n".join(lines + _notes(info, redact_pii, merged=True)) + "\n"
+
+
+def _probe_readme(
+    run_folder: Path, info: Any, labels: list[str], checks: dict, redact_pii: bool
+) -> str:
+    lines = [
+        "# Frozen backbone and linear probe (finetune export)",
+        "",
+        f"Exported from run `{run_folder}`, which serves its frozen probe (`embedding_logreg`, "
+        "chosen on its validation rows) rather than its fine-tuned model: backbone "
+        f"`{info.backbone}` as pretrained (without the run's LoRA adapter), {info.pooling} "
+        f"pooling, and the probe's logistic regression as the linear head over {len(labels)} "
+        "labels. The fine-tuned adapter stays in the run folder.",
+        *_usage_lines("pretrained backbone"),
+        f"- `predict.py` against the run's served probabilities ({checks['texts']} texts): "
+        + _difference(checks.get("served_vs_run")),
+    ]
+    if "scikit_learn" in checks:
+        lines += [
+            "",
+            "The run calibrates the probe's probabilities: `delivered.joblib` holds that map "
+            f"(scikit-learn {checks['scikit_learn']}, the version that wrote it, and joblib "
+            "needed). `load(folder, served=False)` gives the probe's uncalibrated probabilities.",
+        ]
+    return "\n".join(lines + _notes(info, redact_pii, merged=False)) + "\n"
+
+
+def _usage_lines(backbone: str) -> list[str]:
+    """A text export's README: how to use it, what it holds, and the checks' heading."""
+    return [
         "",
         "## Use it",
         "",
@@ -361,38 +478,51 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
         "```",
         "",
         "```python",
-        "from transformers import AutoModel  # the merged backbone alone",
+        f"from transformers import AutoModel  # the {backbone} alone",
         "backbone = AutoModel.from_pretrained('.')",
         "# pooling + head: see predict.py (load(folder) -> labels, predict_proba)",
         "```",
         "",
-        "Files: `model.safetensors` + `config.json` (merged backbone, fp32), tokenizer files, "
+        f"Files: `model.safetensors` + `config.json` ({backbone}, fp32), tokenizer files, "
         "`head.safetensors`, `classifier.json` (pooling, labels, max_length), `predict.py`, "
         "`export.json` (the checks below), `training_config.yaml`.",
         "",
         "## Checks on the run's evaluation texts",
         "",
-        f"- Merged vs the adapter on the same full-precision base ({checks['texts']} texts, "
-        f"fp32): max |probability difference| {same['max_abs_diff']:.2e}, "
-        f"label agreement {same['label_agreement']:.1%}.",
-        f"- Merged vs the run as trained: max |probability difference| "
-        f"{trained['max_abs_diff']:.2e}, label agreement {trained['label_agreement']:.1%}.",
     ]
-    if "serves" in checks:
-        served = checks.get("served_vs_run") or {}
+
+
+def _served_lines(checks: dict) -> list[str]:
+    served = checks.get("served_vs_run")
+    return [f"Against the run's served probabilities: {_difference(served)}"] if served else []
+
+
+def _difference(agreement: dict[str, float] | None) -> str:
+    if not agreement:
+        return "not checked (no evaluation texts)."
+    return (
+        f"max |difference| {agreement['max_abs_diff']:.2e}, label agreement "
+        f"{agreement['label_agreement']:.1%}."
+    )
+
+
+def _notes(info: Any, redact_pii: bool, merged: bool) -> list[str]:
+    """A text export's README: the redaction, precision and quantization the run used;
+    `merged`: the folder holds the adapter merged onto the base, else the base alone."""
+    lines = []
+    if info.quant != "none":
         lines += [
             "",
-            f"The run serves `{checks['serves']}` (chosen on its validation rows), and so does "
-            "`predict.py`: `delivered.joblib` holds the parts it adds to the merged model "
-            f"(scikit-learn {checks['scikit_learn']}, the version that wrote it, and joblib "
-            "needed). `load(folder, served=False)` gives the fine-tuned model's own "
-            "probabilities.",
-        ]
-        if served:
-            lines.append(
-                f"Against the run's served probabilities: max |difference| "
-                f"{served['max_abs_diff']:.2e}, label agreement {served['label_agreement']:.1%}."
+            f"The run's backbone was {info.quant} (bitsandbytes). "
+            + (
+                "The adapter was merged onto the **full-precision base weights**, not the "
+                f"dequantized {info.quant} ones, so this model has no quantization rounding"
+                if merged
+                else "This folder holds the full-precision weights"
             )
+            + "; its predictions differ from the quantized run by the quantization error "
+            "shown above.",
+        ]
     if redact_pii:
         lines += [
             "",
@@ -400,20 +530,12 @@ def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, redact
             "`predict.py` redacts every text the same way first, with `pii.py` (the "
             "toolkit's redactor, standard library only).",
         ]
-    if info.quant != "none":
-        lines += [
-            "",
-            f"The run trained its adapter on a {info.quant} (bitsandbytes) backbone. The adapter "
-            "was merged onto the **full-precision base weights**, not the dequantized "
-            f"{info.quant} ones, so this model has no quantization rounding; its predictions "
-            "differ from the quantized run by the quantization error shown above.",
-        ]
     if info.bf16:
         lines += [
             "",
             "The run predicted under bf16 autocast; this export and the checks run in fp32.",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 GENERATOR_CHECK_PROMPTS = 8  # evaluation prompts decoded by both the run and the export

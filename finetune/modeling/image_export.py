@@ -115,8 +115,12 @@ def predict_source() -> str:
     return PREDICT_HEAD + reader + PREDICT_TAIL
 
 
-def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str, Any]:
-    """Write the standalone image folder; return the agreement checks."""
+def export_image(
+    run_folder: Path, output: Path, labels: list[str], probe: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write the standalone image folder; return the agreement checks. With `probe` (the
+    `weight` and `bias` of the frozen probe the run serves) the folder holds the backbone
+    without its adapter and the probe as its head, as the run computes the probe."""
     from finetune.modeling.vision import load_classifier
 
     adapter = run_folder / "adapter"
@@ -128,9 +132,16 @@ def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str,
             "resize), or use the run folder itself (finetune image-classification predict)."
         )
     paths = _check_images(run_folder)
-    trained = _run_probabilities(model, inputs, info, paths)
+    if probe is None:
+        trained = _run_probabilities(model, inputs, info, paths)
+        backbone = model.backbone.merge_and_unload()
+    else:
+        model.set_head(probe["weight"], probe["bias"])
+        with model.backbone.disable_adapter():
+            trained = _run_probabilities(model, inputs, info, paths)
+        backbone = model.backbone.unload()
     model = model.to("cpu").float()
-    model.backbone = model.backbone.merge_and_unload()
+    model.backbone = backbone.to("cpu").float()
     model.eval()  # EfficientNet-Lite's activations are ReLU6: traceable as they are
     side = info.image_size
     example = torch.zeros((2, 3, side, side))
@@ -143,18 +154,20 @@ def export_image(run_folder: Path, output: Path, labels: list[str]) -> dict[str,
         "mean": info.mean,
         "std": info.std,
         "backbone": info.backbone,
-        "lora_merged": True,
+        "lora_merged": probe is None,
+        "head": "fine-tuned" if probe is None else "frozen probe (embedding_logreg)",
     }
     with staged(output) as tmp:
         torch.jit.save(traced, str(tmp / "model.pt"))
         described = json.dumps(description, indent=2)
         write_texts(tmp, {"classifier.json": described, "predict.py": predict_source()})
         exported = exported_probabilities(tmp, paths)
-        checks = {
-            "texts": len(paths),  # images: the key the export command reports for every run
-            "merged_vs_trained_run": agreement(exported, trained),
-            "run_bf16_autocast": info.bf16,
-        }
+        checks: dict[str, Any] = {"texts": len(paths)}  # images: the key every run reports
+        if probe is None:
+            checks["merged_vs_trained_run"] = agreement(exported, trained)
+        else:
+            checks.update(serves="embedding_logreg", served_vs_run=agreement(exported, trained))
+        checks["run_bf16_autocast"] = info.bf16
         readme = _readme(run_folder, info, labels, checks)
         write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         config = run_folder / "config.yaml"
@@ -203,20 +216,33 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict) -> str:
-    agreement = checks["merged_vs_trained_run"]
+    agreement = checks.get("merged_vs_trained_run") or checks["served_vs_run"]
     precision = (
         "The run predicted under bf16 autocast; the export runs in fp32, hence the small "
         "difference."
         if info.bf16
         else "Both run in fp32."
     )
+    if "serves" in checks:
+        held = (
+            f"Exported from run `{run_folder}`, which serves its frozen probe (chosen on its "
+            "validation images or inner folds) rather than its fine-tuned model: "
+            f"`{info.backbone}` as pretrained, without the run's LoRA adapter, and the probe's "
+            f"logistic regression as the linear head over {len(labels)} labels, "
+            f"{info.image_size} x {info.image_size} px input, as one TorchScript program "
+            "(`model.pt`). The fine-tuned adapter stays in the run folder."
+        )
+    else:
+        held = (
+            f"Exported from run `{run_folder}`: `{info.backbone}` with its LoRA adapter merged "
+            f"in, {info.image_size} x {info.image_size} px input, a linear head over "
+            f"{len(labels)} labels, as one TorchScript program (`model.pt`)."
+        )
     return "\n".join(
         [
             "# Exported image classifier (finetune export)",
             "",
-            f"Exported from run `{run_folder}`: `{info.backbone}` with its LoRA adapter merged "
-            f"in, {info.image_size} x {info.image_size} px input, a linear head over "
-            f"{len(labels)} labels, as one TorchScript program (`model.pt`).",
+            held,
             "",
             "```bash",
             "python predict.py photo1.jpg photo2.png   # needs torch, Pillow, numpy",
