@@ -22,9 +22,10 @@ The run folder: config.yaml, adapter/ (LoRA, tokenizer, generator.json), metrics
 (`generation`: the model's rougeL, chrf, tokens_per_second, n; `reply`: figures per method;
 `validation`; `train`), predictions.csv (message, reference, one column per method),
 reply_classifier.pkl (with labels), retrieval.json + retrieval_vectors.npy (the frozen-encoder
-retrieval index, when the run built one), report.md and environment.json.
+retrieval index, when the run built one), retrieval_tfidf.json (the training messages and
+replies TF-IDF retrieval reads, when it is a baseline), report.md and environment.json.
 `load_generation_run(folder)` reloads it to reply (with what the run delivers), chat and
-evaluate.
+evaluate (every method the run scored, on new pairs).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from finetune.training.checkpoint import open_checkpoints
 from finetune.training.loop import Rows, TrainingLoop
 
 BASELINES = ("untuned", "retrieval_tfidf", *SERVABLE)
+TFIDF_PAIRS = "retrieval_tfidf.json"  # what TF-IDF retrieval reads, for `evaluate` on new pairs
 
 
 @dataclass
@@ -188,10 +190,20 @@ def train_generation(
         (tmp / "environment.json").write_text(json.dumps(env, indent=2), encoding="utf-8")
         save_generator(model, tokenizer, info, tmp / "adapter")
         judge.save(tmp)
-        if index is not None:
-            index.save(tmp)
+        _save_retrieval(tmp, index, train if "retrieval_tfidf" in baselines else None)
     checkpoints.clear()  # the run folder is complete: nothing left to resume
     return GenerationRun(folder, metrics, scored.texts["model"])
+
+
+def _save_retrieval(folder: Path, index: RetrievedReplies | None, tfidf: Pairs | None) -> None:
+    """The frozen-encoder index (when the run built one) and the training pairs TF-IDF
+    retrieval reads (`tfidf`, when it is a baseline), for `evaluate` on new pairs."""
+    if index is not None:
+        index.save(folder)
+    if tfidf is not None:
+        pairs = {"messages": tfidf.messages, "replies": tfidf.responses}
+        text = json.dumps(pairs, ensure_ascii=False)
+        (folder / TFIDF_PAIRS).write_text(text, encoding="utf-8")
 
 
 def _add_run_facts(
@@ -536,12 +548,22 @@ class LoadedGenerator:
         return redact_replies(texts, [conversation_text(p) for p in prompts])[0]
 
     def evaluate(self, pairs: Pairs) -> dict[str, Any]:
-        """The model's figures on new pairs (intent figures with labels and a saved judge),
-        and the frozen-encoder retrieval baselines' when the run kept its index."""
+        """Figures on new pairs (intent figures with labels and a saved judge) of the model
+        and of every baseline the run scored: the untuned model, TF-IDF retrieval (from the
+        training pairs the run kept for it) and the frozen-encoder retrieval of its index."""
+        from finetune.evaluation.reply_metrics import retrieve_tfidf
+
         if self.redact:
             pairs = redact_pairs(pairs)[0]
         out = self.decode(pairs.prompts)
         reply = {"model": self.judge.figures(out.texts, pairs)}
+        if "untuned" in (run_metrics(self.folder).get("reply") or {}):
+            untuned = self.decode(pairs.prompts, untuned=True).texts
+            reply["untuned"] = self.judge.figures(untuned, pairs)
+        if (self.folder / TFIDF_PAIRS).is_file():
+            kept = json.loads((self.folder / TFIDF_PAIRS).read_text(encoding="utf-8"))
+            retrieved = retrieve_tfidf(kept["messages"], kept["replies"], pairs.messages)
+            reply["retrieval_tfidf"] = self.judge.figures(retrieved, pairs)
         metrics = {
             "n": len(pairs),
             "reply": reply,

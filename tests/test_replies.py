@@ -385,7 +385,9 @@ def test_reply_predict_evaluate_and_chat(reply_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert saved["reply"]["model"]["rougeL"] == pytest.approx(metrics["reply"]["model"]["rougeL"])
     assert saved["reference_intents"] == metrics["reference_intents"]  # the same pairs
-    for method in ("retrieval_embedding", "retrieval_consensus"):  # new pairs: the run's index
+    # Every method the run scored, as a user's new pairs get them (here the run's own).
+    assert set(saved["reply"]) == set(metrics["reply"])
+    for method in ("untuned", "retrieval_tfidf", "retrieval_embedding", "retrieval_consensus"):
         assert saved["reply"][method] == pytest.approx(metrics["reply"][method])
     result = runner.invoke(
         app, ["customer-service", "chat", "--run", str(run)], input=f"{table.prompt[0]}\nthanks\n\n"
