@@ -7,9 +7,11 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from test_images import photo_crops
 from typer.testing import CliRunner
 
@@ -63,22 +65,37 @@ def test_exported_image_folder_predicts_like_the_run(tmp_path):
     assert printed.split("\t")[0] in labels
 
 
-def test_an_image_run_serving_its_frozen_probe_exports_the_probe(tmp_path):
+@pytest.mark.parametrize(
+    ("serves", "calibration"), [("probe", "none"), ("probe", "isotonic"), ("model", "platt")]
+)
+def test_an_image_export_serves_the_runs_probe_and_calibration(serves, calibration, tmp_path):
     """The frozen probe reads the backbone's features before fine-tuning: the export holds the
-    backbone without the adapter and the probe as its head, and predicts as the run."""
+    backbone without the adapter and the probe as its head. A calibration travels as numbers
+    in classifier.json. Either way predict.py serves what the run serves."""
     import shutil
 
     from finetune.evaluation.baselines import VectorPredictor, fit_probe
+    from finetune.evaluation.calibration import fit_calibrator
     from finetune.evaluation.selection import Served, save_served
 
     run = tiny_image_run(tmp_path)
-    train = sorted(p for p in (tmp_path / "photos" / "train").rglob("*") if p.is_file())
-    y = np.array([run.labels.index(path.parent.name) for path in train])
-    probe = fit_probe(run._frozen_vectors([str(p) for p in train], None), y, 2, seed=0)
-    # The run's model may be its own probe start (epoch 0): a softer probe tells them apart.
-    probe.weight, probe.bias = probe.weight / 4, probe.bias / 4
+    train = [str(p) for p in sorted((tmp_path / "photos" / "train").rglob("*")) if p.is_file()]
+    y = np.array([run.labels.index(Path(path).parent.name) for path in train])
+    predictor, name = None, "model"
+    if serves == "probe":
+        probe = fit_probe(run._frozen_vectors(train, None), y, 2, seed=0)
+        # The run's model may be its own probe start (epoch 0): a softer probe differs.
+        probe.weight, probe.bias = probe.weight / 4, probe.bias / 4
+        predictor, name = VectorPredictor(probe), "embedding_logreg"
+    raw = (
+        run.model_proba(train)
+        if predictor is None
+        else probe.predict_proba(run._frozen_vectors(train, None))
+    )
+    # Fitted on squeezed scores, so that the map is far from the identity.
+    calibrator = fit_calibrator(calibration, raw[:, 1] * 0.5 + 0.2, y)
     shutil.rmtree(run.folder / "delivered")
-    save_served(run.folder, Served("embedding_logreg", VectorPredictor(probe)), {})
+    save_served(run.folder, Served(name, predictor, calibrator), {})
     paths = pd.read_csv(run.folder / "predictions.csv")["path"].tolist()
     served = recipe.load(run.folder).predict_proba(paths)
     assert np.abs(served - run.model_proba(paths)).max() > 1e-3  # the two are told apart
@@ -87,10 +104,13 @@ def test_an_image_run_serving_its_frozen_probe_exports_the_probe(tmp_path):
         app, ["export", "--run", str(run.folder), "--output", str(exported)]
     )
     assert result.exit_code == 0, result.output
-    assert "predict.py serves embedding_logreg, as the run does" in result.output
+    assert f"predict.py serves {name}, as the run does" in result.output
     assert "Note:" not in result.output
     checks = json.loads((exported / "export.json").read_text())
     assert checks["served_vs_run"]["max_abs_diff"] < 1e-4
+    assert ("merged_vs_trained_run" in checks) == (serves == "model")
+    info = json.loads((exported / "classifier.json").read_text())
+    assert (info["calibration"] or {"method": "none"})["method"] == calibration
     spec = importlib.util.spec_from_file_location("exported_probe", exported / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

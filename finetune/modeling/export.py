@@ -200,8 +200,7 @@ def export_merged(
     labels = json.loads((run_folder / "labels.json").read_text(encoding="utf-8"))["labels"]
     probe = (served or {}).get("probe")
     if described.get("kind") == "image":
-        image_probe = probe if probe is not None and served["calibration"] is None else None
-        return export_image(run_folder, output, labels, image_probe)
+        return export_image(run_folder, output, labels, served, reference)
     check_exportable(run_folder, described)
     redact_pii = bool((run_config.get("data") or {}).get("redact_pii"))
     info = models.ClassifierInfo(**described)

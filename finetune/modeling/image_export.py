@@ -1,7 +1,10 @@
 """`finetune export` for image runs: a standalone folder that classifies image files.
 
-The LoRA adapter is merged into the backbone and the whole classifier (backbone, pooling,
-head, softmax) is saved as one TorchScript program, `model.pt`: `predict.py` needs torch,
+The LoRA adapter is merged into the backbone (or, when the run serves its frozen probe,
+left out, with the probe as the head) and the whole classifier (backbone, pooling, head,
+softmax) is saved as one TorchScript program, `model.pt`; a two-class run's calibration
+travels as numbers in `classifier.json` (Platt's two coefficients, isotonic regression's
+knots), applied with numpy: `predict.py` needs torch,
 Pillow and numpy, not finetune-kit, peft or the backbone's own package. `predict.py` reads
 images with the run's own reader (`finetune.data.images.open_rgb` and `_to_rgb`, copied in
 as source, so it decodes, rotates and flattens transparency exactly as training did), resizes
@@ -20,6 +23,7 @@ import inspect
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,8 @@ PREDICT_HEAD = '''"""Classify image files with this exported classifier (torch, 
     python predict.py photo1.jpg photo2.png
 
 In Python: `labels, predict_proba = load(folder)`; `predict_proba(paths)` gives one row of
-class probabilities per image file, in the order of `labels`.
+class probabilities per image file, in the order of `labels`, calibrated as the run served
+them when it chose a calibration (`load(folder, served=False)`: as the model gives them).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def first_line(error):
 
 PREDICT_TAIL = """
 
-def load(folder=Path(__file__).resolve().parent):
+def load(folder=Path(__file__).resolve().parent, served=True):
     from PIL import Image
 
     folder = Path(folder)
@@ -85,9 +90,24 @@ def load(folder=Path(__file__).resolve().parent):
         for start in range(0, len(paths), batch_size):
             batch = torch.stack([pixels(path) for path in paths[start : start + batch_size]])
             rows.append(model(batch).numpy())
-        return np.concatenate(rows)
+        proba = np.concatenate(rows)
+        return calibrate(proba, info.get("calibration")) if served else proba
 
     return info["labels"], predict_proba
+
+
+def calibrate(proba, calibration):
+    # The run's calibration of P(positive), for two-class runs that chose one.
+    if calibration is None or not len(proba):
+        return proba
+    positive = proba[:, 1].astype(np.float64)
+    if calibration["method"] == "platt":
+        p = np.clip(positive, calibration["eps"], 1 - calibration["eps"])
+        z = calibration["coef"] * np.log(p / (1 - p)) + calibration["intercept"]
+        positive = 1 / (1 + np.exp(-z))
+    else:  # isotonic: linear between its knots, flat beyond them
+        positive = np.clip(np.interp(positive, calibration["x"], calibration["y"]), 0.0, 1.0)
+    return np.column_stack([1 - positive, positive])
 
 
 if __name__ == "__main__":
@@ -116,15 +136,19 @@ def predict_source() -> str:
 
 
 def export_image(
-    run_folder: Path, output: Path, labels: list[str], probe: dict[str, Any] | None = None
+    run_folder: Path,
+    output: Path,
+    labels: list[str],
+    served: dict[str, Any] | None = None,
+    reference: Callable[[list[str]], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write the standalone image folder; return the agreement checks. With `probe` (the
-    `weight` and `bias` of the frozen probe the run serves) the folder holds the backbone
-    without its adapter and the probe as its head, as the run computes the probe."""
+    """Write the standalone image folder; return the agreement checks. `served` (what the run
+    serves, evaluation/selection.py's `portable`) brings the frozen probe's `weight` and
+    `bias`, when the run serves it, and the calibration; `reference`: the run's served
+    probabilities of image paths."""
     from finetune.modeling.vision import load_classifier
 
-    adapter = run_folder / "adapter"
-    model, inputs, info = load_classifier(adapter)
+    model, inputs, info = load_classifier(run_folder / "adapter")
     if info.processor:
         raise UserError(
             f"{run_folder} prepared its images with {info.backbone}'s image processor, which "
@@ -132,21 +156,21 @@ def export_image(
             "resize), or use the run folder itself (finetune image-classification predict)."
         )
     paths = _check_images(run_folder)
+    probe = (served or {}).get("probe")
     if probe is None:
         trained = _run_probabilities(model, inputs, info, paths)
         backbone = model.backbone.merge_and_unload()
-    else:
+    else:  # the run's frozen probe: as the run computes it, the adapter disabled
         model.set_head(probe["weight"], probe["bias"])
-        with model.backbone.disable_adapter():
-            trained = _run_probabilities(model, inputs, info, paths)
         backbone = model.backbone.unload()
     model = model.to("cpu").float()
     model.backbone = backbone.to("cpu").float()
     model.eval()  # EfficientNet-Lite's activations are ReLU6: traceable as they are
     side = info.image_size
-    example = torch.zeros((2, 3, side, side))
     with torch.no_grad():
-        traced = torch.jit.trace(_Probabilities(model).eval(), example, strict=False)
+        traced = torch.jit.trace(
+            _Probabilities(model).eval(), torch.zeros((2, 3, side, side)), strict=False
+        )
     description = {
         "labels": labels,
         "image_size": side,
@@ -156,24 +180,41 @@ def export_image(
         "backbone": info.backbone,
         "lora_merged": probe is None,
         "head": "fine-tuned" if probe is None else "frozen probe (embedding_logreg)",
+        "calibration": _calibration_numbers((served or {}).get("calibration")),
     }
+    checks: dict[str, Any] = {"texts": len(paths)}  # images: the key every run reports
     with staged(output) as tmp:
         torch.jit.save(traced, str(tmp / "model.pt"))
         described = json.dumps(description, indent=2)
         write_texts(tmp, {"classifier.json": described, "predict.py": predict_source()})
-        exported = exported_probabilities(tmp, paths)
-        checks: dict[str, Any] = {"texts": len(paths)}  # images: the key every run reports
         if probe is None:
+            exported = exported_probabilities(tmp, paths, served=False)
             checks["merged_vs_trained_run"] = agreement(exported, trained)
-        else:
-            checks.update(serves="embedding_logreg", served_vs_run=agreement(exported, trained))
+        if served:
+            checks["serves"] = served["name"]
+            if reference is not None and paths:
+                exported = exported_probabilities(tmp, paths)
+                checks["served_vs_run"] = agreement(exported, reference(paths))
         checks["run_bf16_autocast"] = info.bf16
-        readme = _readme(run_folder, info, labels, checks)
+        readme = _readme(run_folder, info, labels, checks, probe is not None)
         write_texts(tmp, {"export.json": json.dumps(checks, indent=2), "README.md": readme})
         config = run_folder / "config.yaml"
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
+
+
+def _calibration_numbers(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A fitted calibration (`method`, scikit-learn `model`, `eps`) as the numbers predict.py
+    applies with numpy: Platt's coefficient and intercept on the logit, isotonic's knots."""
+    if calibration is None:
+        return None
+    model = calibration["model"]
+    if calibration["method"] == "platt":
+        coef, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        return {"method": "platt", "coef": coef, "intercept": intercept, "eps": calibration["eps"]}
+    knots = {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+    return {"method": "isotonic", **knots}
 
 
 def _check_images(run_folder: Path) -> list[str]:
@@ -195,14 +236,14 @@ def _run_probabilities(model: nn.Module, inputs: Any, info: Any, paths: list[str
     return predict_proba(model, inputs.encode(paths), inputs, 32, pick_device(), info.bf16)
 
 
-def exported_probabilities(folder: Path, paths: list[str]) -> np.ndarray:
+def exported_probabilities(folder: Path, paths: list[str], served: bool = True) -> np.ndarray:
     """The export's own predict.py, run as a user without finetune-kit would."""
     if not paths:
         return np.zeros((0, 0))
     spec = importlib.util.spec_from_file_location("_exported_predict", folder / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load(folder)[1](paths)
+    return module.load(folder, served=served)[1](paths)
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -215,42 +256,42 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     }
 
 
-def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict) -> str:
-    agreement = checks.get("merged_vs_trained_run") or checks["served_vs_run"]
+def _readme(run_folder: Path, info: Any, labels: list[str], checks: dict, probe: bool) -> str:
     precision = (
         "The run predicted under bf16 autocast; the export runs in fp32, hence the small "
         "difference."
         if info.bf16
         else "Both run in fp32."
     )
-    if "serves" in checks:
+    size = f"{info.image_size} x {info.image_size} px input"
+    if probe:
         held = (
             f"Exported from run `{run_folder}`, which serves its frozen probe (chosen on its "
             "validation images or inner folds) rather than its fine-tuned model: "
             f"`{info.backbone}` as pretrained, without the run's LoRA adapter, and the probe's "
-            f"logistic regression as the linear head over {len(labels)} labels, "
-            f"{info.image_size} x {info.image_size} px input, as one TorchScript program "
-            "(`model.pt`). The fine-tuned adapter stays in the run folder."
+            f"logistic regression as the linear head over {len(labels)} labels, {size}, as "
+            "one TorchScript program (`model.pt`). The fine-tuned adapter stays in the run "
+            "folder."
         )
     else:
         held = (
             f"Exported from run `{run_folder}`: `{info.backbone}` with its LoRA adapter merged "
-            f"in, {info.image_size} x {info.image_size} px input, a linear head over "
-            f"{len(labels)} labels, as one TorchScript program (`model.pt`)."
+            f"in, {size}, a linear head over {len(labels)} labels, as one TorchScript program "
+            "(`model.pt`)."
         )
-    return "\n".join(
-        [
-            "# Exported image classifier (finetune export)",
-            "",
-            held,
-            "",
-            "```bash",
-            "python predict.py photo1.jpg photo2.png   # needs torch, Pillow, numpy",
-            "```",
-            "",
-            f"Checked on {checks['texts']} images of the run's evaluation split: max |probability"
-            f" difference| to the run {agreement['max_abs_diff']:.2e}, label agreement "
-            f"{agreement['label_agreement']:.1%}. {precision}",
-            "",
-        ]
-    )
+    if "serves" in checks:
+        held += (
+            f" `predict.py` serves `{checks['serves']}`, as the run does (its calibration, if "
+            "any, is in `classifier.json`; `load(folder, served=False)`: uncalibrated)."
+        )
+    lines = ["# Exported image classifier (finetune export)", "", held, ""]
+    lines += ["```bash", "python predict.py photo1.jpg photo2.png   # needs torch, Pillow, numpy"]
+    lines += ["```", "", f"Checked on {checks['texts']} images of the run's evaluation split:"]
+    for key, what in (("merged_vs_trained_run", "the model"), ("served_vs_run", "what it serves")):
+        if key in checks:
+            lines.append(
+                f"- against the run's {what}: max |probability difference| "
+                f"{checks[key]['max_abs_diff']:.2e}, label agreement "
+                f"{checks[key]['label_agreement']:.1%}."
+            )
+    return "\n".join([*lines, "", precision, ""])
