@@ -600,7 +600,7 @@ def export(
             f"predict.py serves {checks['serves']}, as the run does (max probability "
             f"difference to the run {checks['served_vs_run']['max_abs_diff']:.1e})."
         )
-    if "serves" not in checks:  # an image run's pixel baseline or calibration, a probe blend
+    if "serves" not in checks:  # an image run's pixel baseline, a blend with the probe
         _warn_if_not_delivered(run)
 
 

@@ -283,6 +283,25 @@ def test_auto_calibration_fixes_badly_scaled_scores_and_keeps_calibrated_ones():
     assert few.method == "none" and "too few" in how["note"]
 
 
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_an_exported_calibration_maps_probabilities_as_the_run_does(method):
+    """Exports carry the map as numbers, applied with numpy alone: the same probabilities as
+    the run's fitted map, inside and outside the range it was fitted on."""
+    from finetune.evaluation.calibration import as_numbers, fit_calibrator
+    from finetune.modeling.served_calibration import calibrate
+
+    rng = np.random.default_rng(0)
+    p_true = rng.uniform(0.05, 0.95, 300)
+    y = (rng.uniform(size=300) < p_true).astype(int)
+    calibrator = fit_calibrator(method, 0.3 + p_true * 0.4, y)
+    positive = np.concatenate([[0.0, 1e-9, 0.1, 1 - 1e-9, 1.0], rng.uniform(size=50)])
+    proba = np.column_stack([1 - positive, positive])
+    expected = calibrator.apply(proba)
+    assert np.abs(expected - proba).max() > 0.05  # a map far from the identity
+    np.testing.assert_allclose(calibrate(proba, as_numbers(calibrator)), expected, atol=1e-9)
+    assert as_numbers(fit_calibrator("none", positive, y[:55])) is None
+
+
 @pytest.mark.parametrize(
     "name", ["customer-service", "medical-risk", "recommendation", "image-classification"]
 )

@@ -71,6 +71,20 @@ class Calibrator:
         return np.column_stack([1 - positive, positive])
 
 
+def as_numbers(calibrator: Calibrator | None) -> dict[str, Any] | None:
+    """A fitted map as plain numbers (None: no map): Platt's coefficient and intercept on the
+    logit, isotonic regression's knots. An exported predict.py carries them and applies them
+    with numpy alone (finetune/modeling/served_calibration.py)."""
+    if calibrator is None or calibrator.method == "none":
+        return None
+    model = calibrator.model
+    if calibrator.method == "platt":
+        coef, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        return {"method": "platt", "coef": coef, "intercept": intercept, "eps": EPS}
+    knots = {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+    return {"method": "isotonic", **knots}
+
+
 def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
     """Fit `method` on raw P(positive) `p` and binary labels `y` (validation rows)."""
     from sklearn.isotonic import IsotonicRegression

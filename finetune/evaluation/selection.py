@@ -375,13 +375,14 @@ def load_served(folder: Path) -> Served | None:
 def portable(served: Served | None) -> dict[str, Any] | None:
     """What a run serves as plain scikit-learn parts that an exported predict.py applies over
     the merged model: `name`, `uses_model` (False: the baseline alone), `text_model` (a text
-    baseline's vectorizer, classifier and class count, or None), `calibration` (`method`,
-    `model`, `eps`, or None), and `probe` (the frozen probe's `weight` and `bias`, or None).
+    baseline's vectorizer, classifier and class count, or None), `calibration`
+    (`calibration.as_numbers`, or None), and `probe` (the frozen probe's `weight` and
+    `bias`, or None).
     {} when the run serves its fine-tuned model as it is. A served probe reads the frozen
     backbone's vectors, so the export writes the backbone without its adapter, with the probe
     as its head (`uses_model`: that backbone). None when the run serves the probe blended with
     the fine-tuned model, whose two backbones one exported model cannot hold."""
-    from finetune.evaluation.calibration import EPS
+    from finetune.evaluation.calibration import as_numbers
 
     if served is None:
         return {}
@@ -391,10 +392,7 @@ def portable(served: Served | None) -> dict[str, Any] | None:
         return None
     if probe is not None and served.blend:
         return None
-    calibrator = served.calibrator
-    calibration = None
-    if calibrator is not None and calibrator.method != "none":
-        calibration = {"method": calibrator.method, "model": calibrator.model, "eps": EPS}
+    calibration = as_numbers(served.calibrator)
     if predictor is None and calibration is None:
         return {}
     return {

@@ -33,6 +33,7 @@ the run as trained (for quantized runs this also contains the quantization error
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from collections.abc import Callable
@@ -50,10 +51,12 @@ from finetune.files import check_output_folder, staged, write_texts
 from finetune.modeling.image_export import agreement, export_image, exported_probabilities
 from finetune.modeling.reply_export import exported_replies, write_reply_kit
 from finetune.modeling.retrieval import SERVABLE, SERVED_AS
+from finetune.modeling.served_calibration import calibrate
 
 CHECK_TEXTS = 64  # evaluation texts used to compare the merged model with the adapter
 
-PREDICT_PY = '''"""Predict with this merged classifier (torch, transformers, safetensors, numpy).
+PREDICT_PY = (
+    '''"""Predict with this merged classifier (torch, transformers, safetensors, numpy).
 
     python predict.py "where is my parcel?" "I want a refund"
 
@@ -110,16 +113,7 @@ def serve(parts, texts, proba):
         features = text_model["vectorizer"].transform(texts)
         baseline[:, model.classes_] = model.predict_proba(features)
         proba = baseline if proba is None else (proba + baseline) / 2
-    calibration = parts["calibration"]
-    if calibration is None:
-        return proba
-    positive = np.asarray(proba[:, 1], dtype=np.float64)
-    if calibration["method"] == "platt":
-        p = np.clip(positive, calibration["eps"], 1 - calibration["eps"])
-        positive = calibration["model"].predict_proba(np.log(p / (1 - p))[:, None])[:, 1]
-    else:  # isotonic
-        positive = np.clip(calibration["model"].predict(positive), 0.0, 1.0)
-    return np.column_stack([1 - positive, positive])
+    return calibrate(proba, parts["calibration"])
 
 
 def load(folder=Path(__file__).resolve().parent, served=True):
@@ -165,12 +159,17 @@ def load(folder=Path(__file__).resolve().parent, served=True):
     return info["labels"], predict_proba
 
 
+'''
+    + inspect.getsource(calibrate)
+    + """
+
 if __name__ == "__main__":
     sys.stdout.reconfigure(errors="backslashreplace")  # a label the console cannot encode
     labels, predict_proba = load()
     for text, row in zip(sys.argv[1:], predict_proba(sys.argv[1:])):
         print(f"{labels[row.argmax()]}\\t{row.max():.3f}\\t{text}")
-'''
+"""
+)
 
 
 def export_merged(
@@ -206,7 +205,7 @@ def export_merged(
     info = models.ClassifierInfo(**described)
     texts = _evaluation_column(run_folder, "text", CHECK_TEXTS)  # redacted, as trained
     if probe is not None:
-        return _export_probe(run_folder, output, info, labels, served, texts, reference)
+        return _export_probe(run_folder, output, info, labels, served, texts, reference, redact_pii)
 
     # Full-precision base, whatever the run trained on: quant "none", fp32.
     base = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
@@ -257,6 +256,7 @@ def _export_probe(
     served: dict[str, Any],
     texts: list[str],
     reference: Callable[[list[str]], np.ndarray] | None,
+    redact_pii: bool,
 ) -> dict:
     """The folder for a run that serves its frozen probe: the full-precision backbone without
     the adapter, the probe as its head (and its calibration, if any, in delivered.joblib)."""
@@ -264,7 +264,6 @@ def _export_probe(
 
     from finetune.modeling import models
 
-    redact_pii = bool((_run_config(run_folder).get("data") or {}).get("redact_pii"))
     backbone = models.load_backbone(info.backbone, "none", torch.float32, info.trust_remote_code)
     head = {
         key: torch.as_tensor(served["probe"][key], dtype=torch.float32).contiguous()

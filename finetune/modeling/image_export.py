@@ -34,6 +34,7 @@ from torch import nn
 from finetune.data import images
 from finetune.errors import UserError
 from finetune.files import staged, write_texts
+from finetune.modeling.served_calibration import calibrate
 
 CHECK_IMAGES = 32  # evaluation images used to compare the export with the run
 
@@ -96,20 +97,6 @@ def load(folder=Path(__file__).resolve().parent, served=True):
     return info["labels"], predict_proba
 
 
-def calibrate(proba, calibration):
-    # The run's calibration of P(positive), for two-class runs that chose one.
-    if calibration is None or not len(proba):
-        return proba
-    positive = proba[:, 1].astype(np.float64)
-    if calibration["method"] == "platt":
-        p = np.clip(positive, calibration["eps"], 1 - calibration["eps"])
-        z = calibration["coef"] * np.log(p / (1 - p)) + calibration["intercept"]
-        positive = 1 / (1 + np.exp(-z))
-    else:  # isotonic: linear between its knots, flat beyond them
-        positive = np.clip(np.interp(positive, calibration["x"], calibration["y"]), 0.0, 1.0)
-    return np.column_stack([1 - positive, positive])
-
-
 if __name__ == "__main__":
     sys.stdout.reconfigure(errors="backslashreplace")  # a label the console cannot encode
     labels, predict_proba = load()
@@ -130,9 +117,10 @@ class _Probabilities(nn.Module):
 
 
 def predict_source() -> str:
-    """predict.py: the run's image reader, as source, between its head and its tail."""
+    """predict.py: the run's image reader and the calibration map, as source, between its
+    head and its tail."""
     reader = inspect.getsource(images.open_rgb) + "\n\n" + inspect.getsource(images._to_rgb)
-    return PREDICT_HEAD + reader + PREDICT_TAIL
+    return PREDICT_HEAD + reader + "\n\n" + inspect.getsource(calibrate) + PREDICT_TAIL
 
 
 def export_image(
@@ -180,7 +168,7 @@ def export_image(
         "backbone": info.backbone,
         "lora_merged": probe is None,
         "head": "fine-tuned" if probe is None else "frozen probe (embedding_logreg)",
-        "calibration": _calibration_numbers((served or {}).get("calibration")),
+        "calibration": (served or {}).get("calibration"),
     }
     checks: dict[str, Any] = {"texts": len(paths)}  # images: the key every run reports
     with staged(output) as tmp:
@@ -202,19 +190,6 @@ def export_image(
         if config.is_file():
             shutil.copy(config, tmp / "training_config.yaml")
     return checks
-
-
-def _calibration_numbers(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A fitted calibration (`method`, scikit-learn `model`, `eps`) as the numbers predict.py
-    applies with numpy: Platt's coefficient and intercept on the logit, isotonic's knots."""
-    if calibration is None:
-        return None
-    model = calibration["model"]
-    if calibration["method"] == "platt":
-        coef, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
-        return {"method": "platt", "coef": coef, "intercept": intercept, "eps": calibration["eps"]}
-    knots = {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
-    return {"method": "isotonic", **knots}
 
 
 def _check_images(run_folder: Path) -> list[str]:
